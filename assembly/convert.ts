@@ -1,0 +1,167 @@
+// Conversions between f32 and the 16-bit float types (f16, bf16), scalar and SIMD, plus the small
+// vector helpers every kernel file shares (horizontal sums).
+//
+// f16 -> f32 on the hot path (matvecF16 / matmulF16) works on 8 halves at once in the i16 lanes:
+//   hi16 = sign | exponent | top 7 mantissa bits   = (h >>s 3) & 0x8fff
+//   lo16 = low 3 mantissa bits                     = h << 13
+// interleaved into i32 lanes this is the f32 whose bits are (sign, e, m << 13): the f16 value
+// times 2^-112 for every finite normal f16 (and for ±0). The 2^112 is folded into x instead
+// (x * 2^112 stays finite because x holds f16 values, |x| <= 65504 < 2^16), so one multiply per
+// element is saved. f16 subnormals would become f32 subnormals, and x86 multiplies subnormals
+// ~100x slower, so blocks holding one take the exact slow path (f16x4Exact), see matvec.ts.
+// inf/NaN weights are not supported by the fast path (they read as finite values near 2^16);
+// the exact path and every scalar conversion handle them.
+
+/** 2^112 and 2^-14 (the smallest normal f16). */
+export const TWO_POW_112: f32 = 5.192296858534828e33;
+const TWO_POW_M14: f32 = 6.103515625e-5;
+
+// ---- scalar ----
+
+/** binary16 bits -> f32, exact for every input (subnormals, ±0, inf, NaN). */
+export function f16ToF32(h: u32): f32 {
+  const sign = (h & 0x8000) << 16;
+  const mag = h & 0x7fff;
+  if (mag >= 0x7c00) return reinterpret<f32>(sign | 0x7f800000 | ((mag & 0x3ff) << 13));
+  if (mag >= 0x400) return reinterpret<f32>(sign | ((mag << 13) + (112 << 23)));
+  // Subnormal or zero: mag * 2^-24 is exact in f32.
+  return reinterpret<f32>(sign | reinterpret<u32>(<f32>mag * 5.9604644775390625e-8));
+}
+
+/** f32 -> binary16 bits, round to nearest even (overflow -> inf, NaN stays NaN). As dtype.ts f32ToF16. */
+export function f32ToF16(value: f32): u32 {
+  const x = reinterpret<u32>(value);
+  const sign = (x >>> 16) & 0x8000;
+  const exp = <i32>((x >>> 23) & 0xff);
+  let mant = x & 0x7fffff;
+  if (exp == 0xff) return sign | 0x7c00 | (mant != 0 ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    // Subnormal half (or zero): shift the implicit 1 in and round.
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = <u32>(14 - e);
+    const half = <u32>1 << (shift - 1);
+    const rest = mant & ((<u32>1 << shift) - 1);
+    let h = mant >>> shift;
+    if (rest > half || (rest == half && (h & 1) != 0)) h++;
+    return sign | h;
+  }
+  let h = (<u32>e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (h & 1) != 0)) h++; // may carry into the exponent: still correct
+  return sign | h;
+}
+
+/** bfloat16 bits -> f32 (exact). */
+// @ts-ignore: decorator
+@inline export function bf16ToF32(b: u32): f32 {
+  return reinterpret<f32>(b << 16);
+}
+
+// ---- SIMD: 16-bit floats -> f32x4 ----
+
+/** Lanes 0..3 (lo) / 4..7 (hi) of an i16x8 of bf16 bits as f32x4 (bf16 is the upper half of an f32). */
+// @ts-ignore: decorator
+@inline export function bf16LoToF32x4(h: v128): v128 {
+  return i16x8.shuffle(i16x8.splat(0), h, 0, 8, 1, 9, 2, 10, 3, 11);
+}
+// @ts-ignore: decorator
+@inline export function bf16HiToF32x4(h: v128): v128 {
+  return i16x8.shuffle(i16x8.splat(0), h, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
+/** The 16-bit high halves of (f16 value * 2^-112) as f32, for 8 f16 lanes; see the file comment. */
+// @ts-ignore: decorator
+@inline export function f16HiHalves(h: v128): v128 {
+  return v128.and(i16x8.shr_s(h, 3), i16x8.splat(0x8fff));
+}
+/** The 16-bit low halves of the same f32s. */
+// @ts-ignore: decorator
+@inline export function f16LoHalves(h: v128): v128 {
+  return i16x8.shl(h, 13);
+}
+/** Interleaves low and high halves into lanes 0..3 / 4..7 as f32x4. */
+// @ts-ignore: decorator
+@inline export function joinLo(lo16: v128, hi16: v128): v128 {
+  return i16x8.shuffle(lo16, hi16, 0, 8, 1, 9, 2, 10, 3, 11);
+}
+// @ts-ignore: decorator
+@inline export function joinHi(lo16: v128, hi16: v128): v128 {
+  return i16x8.shuffle(lo16, hi16, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
+/** Nonzero lanes where the f16 is subnormal and not zero (the lanes the fast path cannot take). */
+// @ts-ignore: decorator
+@inline export function f16Subnormals(h: v128): v128 {
+  // mag - 1 is in [0, 0x3ff) exactly for subnormals; 0x3ff - (mag - 1) saturates to 0 elsewhere
+  // (zero wraps to 0xffff).
+  const magMinus1 = i16x8.sub(v128.and(h, i16x8.splat(0x7fff)), i16x8.splat(1));
+  return i16x8.sub_sat_u(i16x8.splat(0x3ff), magMinus1);
+}
+
+/**
+ * Exact f16 -> f32 for 4 lanes given as u32 (zero-extended): normals by an exponent rebias,
+ * subnormals as (2^-14 + m 2^-24) - 2^-14, inf/NaN by forcing the exponent to all ones.
+ */
+export function f16x4Exact(h: v128): v128 {
+  const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
+  const mag13 = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
+  const normal = i32x4.add(mag13, i32x4.splat(112 << 23));
+  const subnormal = f32x4.sub(v128.or(mag13, i32x4.splat(113 << 23)), f32x4.splat(TWO_POW_M14));
+  const isSubnormal = i32x4.lt_s(mag13, i32x4.splat(1 << 23));
+  const infNan = v128.and(i32x4.gt_s(mag13, i32x4.splat(0x0f7fffff)), i32x4.splat(0x7f800000));
+  return v128.or(v128.or(v128.bitselect(subnormal, normal, isSubnormal), infNan), sign);
+}
+
+// ---- SIMD: f32x4 -> rounded to 16-bit floats, kept as f32 ----
+
+/** Rounds 4 f32 lanes to the nearest f16 value (ties to even), as f32. As dtype.ts roundF16. */
+export function roundF16x4(x: v128): v128 {
+  const sign = v128.and(x, i32x4.splat(0x80000000));
+  const a = v128.andnot(x, i32x4.splat(0x80000000));
+  // Normal range: round the mantissa to 10 bits (a carry into the exponent is still correct).
+  const odd = v128.and(i32x4.shr_u(a, 13), i32x4.splat(1));
+  let normal = v128.and(i32x4.add(i32x4.add(a, i32x4.splat(0xfff)), odd), i32x4.splat(0xffffe000));
+  // Above 65504 after rounding (this includes inf) becomes inf.
+  normal = v128.bitselect(i32x4.splat(0x7f800000), normal, i32x4.gt_s(normal, i32x4.splat(0x477fe000)));
+  // Subnormal range (|x| < 2^-14): 0.5 has an ulp of 2^-24, so adding it rounds to that grid.
+  const subnormal = f32x4.sub(f32x4.add(a, f32x4.splat(0.5)), f32x4.splat(0.5));
+  const rounded = v128.bitselect(subnormal, normal, f32x4.lt(a, f32x4.splat(TWO_POW_M14)));
+  // NaN stays NaN (its bits are kept).
+  return v128.bitselect(x, v128.or(rounded, sign), f32x4.ne(x, x));
+}
+
+/** Rounds 4 f32 lanes to the nearest bf16 (ties to even), as f32; NaN becomes a quiet NaN. */
+export function roundBf16x4(x: v128): v128 {
+  const odd = v128.and(i32x4.shr_u(x, 16), i32x4.splat(1));
+  const rounded = v128.and(i32x4.add(i32x4.add(x, i32x4.splat(0x7fff)), odd), i32x4.splat(0xffff0000));
+  const quietNan = v128.and(v128.or(x, i32x4.splat(0x00400000)), i32x4.splat(0xffff0000));
+  return v128.bitselect(quietNan, rounded, f32x4.ne(x, x));
+}
+
+// ---- horizontal sums ----
+
+/** Sum of the 4 lanes of an f32x4, as (l0 + l2) + (l1 + l3). */
+// @ts-ignore: decorator
+@inline export function hsum(a: v128): f32 {
+  const pairs = f32x4.add(a, i32x4.shuffle(a, a, 2, 3, 0, 1));
+  return f32x4.extract_lane(pairs, 0) + f32x4.extract_lane(pairs, 1);
+}
+
+/** [hsum(a0), hsum(a1), hsum(a2), hsum(a3)] with the same summation order as hsum. */
+// @ts-ignore: decorator
+@inline export function hsum4(a0: v128, a1: v128, a2: v128, a3: v128): v128 {
+  const u01 = f32x4.add(i32x4.shuffle(a0, a1, 0, 4, 1, 5), i32x4.shuffle(a0, a1, 2, 6, 3, 7));
+  const u23 = f32x4.add(i32x4.shuffle(a2, a3, 0, 4, 1, 5), i32x4.shuffle(a2, a3, 2, 6, 3, 7));
+  return f32x4.add(i32x4.shuffle(u01, u23, 0, 1, 4, 5), i32x4.shuffle(u01, u23, 2, 3, 6, 7));
+}
+
+/** [sum(s0), sum(s1), sum(s2), sum(s3)] of four i32x4 (integer: order does not matter). */
+// @ts-ignore: decorator
+@inline export function hsum4i(s0: v128, s1: v128, s2: v128, s3: v128): v128 {
+  const u01 = i32x4.add(i32x4.shuffle(s0, s1, 0, 4, 1, 5), i32x4.shuffle(s0, s1, 2, 6, 3, 7));
+  const u23 = i32x4.add(i32x4.shuffle(s2, s3, 0, 4, 1, 5), i32x4.shuffle(s2, s3, 2, 6, 3, 7));
+  return i32x4.add(i32x4.shuffle(u01, u23, 0, 1, 4, 5), i32x4.shuffle(u01, u23, 2, 3, 6, 7));
+}

@@ -1,0 +1,40 @@
+/**
+ * The kvslim command line: one file per subcommand, this one wires them up and turns errors into one
+ * line and a non-zero exit (never a stack trace for a KvslimError).
+ */
+import { Command, CommanderError } from "commander";
+import { KvslimError } from "../errors.js";
+import { registerGenerate } from "./generate.js";
+import { registerInfo } from "./info.js";
+import { registerSynth } from "./synth.js";
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command("kvslim")
+    .description("Run transformer language models with small, cheap KV caches (CLA, SparQ)")
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    .showHelpAfterError(false);
+  registerInfo(program);
+  registerGenerate(program);
+  registerSynth(program);
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return 0;
+  } catch (e) {
+    return reportError(e);
+  }
+}
+
+export function reportError(e: unknown): number {
+  if (e instanceof CommanderError) {
+    // Commander already printed its message (help and version exit with 0).
+    return e.exitCode === 0 ? 0 : 2;
+  }
+  if (e instanceof KvslimError) {
+    process.stderr.write(`kvslim: ${e.name}: ${e.message}\n`);
+    return e.exitCode;
+  }
+  const err = e as Error;
+  process.stderr.write(`kvslim: internal error (a bug, please report it): ${err?.stack ?? String(e)}\n`);
+  return 70;
+}

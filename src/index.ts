@@ -1,0 +1,34 @@
+/**
+ * kvslim's public entry point: load a model, create a session, generate.
+ *
+ *   import { loadModel } from "kvslim";
+ *   const model = await loadModel("model.gguf", { contextSize: 4096 });
+ *   const session = model.createSession();
+ *   for await (const chunk of session.generate("Once upon a time", { maxTokens: 64, temperature: 0.8, seed: 1 })) {
+ *     process.stdout.write(chunk.text);
+ *   }
+ *   session.dispose();
+ *   model.dispose();
+ */
+export { loadModel, Model, type LoadOptions, type MemoryPlan } from "./model/model.js";
+export { Session, type SessionOptions, type GenerateOptions, type GenerateChunk, type GenerateStats } from "./model/session.js";
+export type { SamplerOptions } from "./model/sampler.js";
+export {
+  type ModelConfig,
+  type Architecture,
+  ARCHITECTURES,
+  claShare,
+  kvBytesPerToken,
+  attentionName,
+} from "./model/config.js";
+export type { TextTokenizer } from "./tokenizer/tokenizer.js";
+export {
+  KvslimError,
+  FormatError,
+  UnsupportedError,
+  ModelMismatchError,
+  OutOfMemoryError,
+  ContextOverflowError,
+  UsageError,
+  FileExistsError,
+} from "./errors.js";

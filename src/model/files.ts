@@ -1,0 +1,215 @@
+/**
+ * ModelConfig to and from the files people have: GGUF metadata and Hugging Face config.json.
+ *
+ * GGUF keys (prefix = general.architecture): context_length, embedding_length, block_count,
+ * feed_forward_length, attention.head_count, attention.head_count_kv, attention.key_length,
+ * attention.layer_norm_rms_epsilon, rope.dimension_count, rope.freq_base; Llama-3 RoPE scaling
+ * travels as the tensor rope_freqs.weight. kvslim's own CLA keys: kvslim.kv_source (int32 array)
+ * and kvslim.kv_norm (bool).
+ *
+ * config.json keys: model_type (llama, mistral, qwen2, kvslim), hidden_size, intermediate_size,
+ * num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim, rms_norm_eps, rope_theta,
+ * rope_scaling, max_position_embeddings, vocab_size, tie_word_embeddings, attention_bias.
+ * kvslim's CLA keys (model_type "kvslim", architectures ["KvslimForCausalLM"], so tools that only
+ * know Llama refuse the file instead of inventing K/V weights for consumer layers):
+ *   kv_source          list of L layer indices: the layer whose K/V each layer reads
+ *   cla_share_factor   shorthand for uniform groups of s adjacent layers (used when kv_source is absent)
+ *   cla_kv_norm        producers have their own K/V-input RMSNorm (self_attn.kv_norm.weight)
+ */
+import { FormatError, UnsupportedError } from "../errors.js";
+import type { GgufFile, GgufValue } from "../io/gguf.js";
+import type { GgufEntry } from "../io/gguf-writer.js";
+import { gguf } from "../io/gguf-writer.js";
+import { type Architecture, type ModelConfig, ARCHITECTURES, claShare, claShareOf, validateConfig } from "./config.js";
+
+function num(meta: Map<string, GgufValue>, key: string, source: string, fallback?: number): number {
+  const v = meta.get(key);
+  if (v === undefined) {
+    if (fallback !== undefined) return fallback;
+    throw new FormatError(`${source}: metadata key ${key} is missing; a model file needs it`);
+  }
+  if (typeof v !== "number") throw new FormatError(`${source}: metadata key ${key} should be a number, found ${typeof v}`);
+  return v;
+}
+
+export function configFromGguf(file: GgufFile): ModelConfig {
+  const meta = file.metadata;
+  const source = file.path;
+  const arch = meta.get("general.architecture");
+  if (typeof arch !== "string") throw new FormatError(`${source}: general.architecture is missing`);
+  if (!(ARCHITECTURES as readonly string[]).includes(arch)) {
+    throw new UnsupportedError(
+      `${source}: architecture "${arch}" is not supported; kvslim runs: ${ARCHITECTURES.join(", ")} ` +
+        `(llama covers Mistral, TinyLlama and SmolLM files)`,
+    );
+  }
+  const p = `${arch}.`;
+  const names = new Set(file.tensors.map((t) => t.name));
+  const embd = file.tensors.find((t) => t.name === "token_embd.weight");
+  const dModel = num(meta, p + "embedding_length", source);
+  const nHeads = num(meta, p + "attention.head_count", source);
+  const nLayers = num(meta, p + "block_count", source);
+  const headDim = num(meta, p + "attention.key_length", source, Math.floor(dModel / nHeads));
+  const scalingType = meta.get(p + "rope.scaling.type");
+  if (scalingType !== undefined && scalingType !== "none" && !names.has("rope_freqs.weight")) {
+    throw new UnsupportedError(`${source}: RoPE scaling "${String(scalingType)}" is not supported (only none and Llama-3 frequency factors)`);
+  }
+  const kvSourceMeta = meta.get("kvslim.kv_source");
+  const config: ModelConfig = {
+    architecture: arch as Architecture,
+    vocabSize: embd ? embd.shape[0] : num(meta, p + "vocab_size", source),
+    dModel,
+    nLayers,
+    nHeads,
+    nKvHeads: num(meta, p + "attention.head_count_kv", source, nHeads),
+    headDim,
+    ffnDim: num(meta, p + "feed_forward_length", source),
+    contextLength: num(meta, p + "context_length", source),
+    normEps: num(meta, p + "attention.layer_norm_rms_epsilon", source),
+    ropeTheta: num(meta, p + "rope.freq_base", source, 10000),
+    ropeDim: num(meta, p + "rope.dimension_count", source, headDim),
+    ropeStyle: arch === "qwen2" ? "halves" : "interleaved",
+    ropeScaling: null,
+    qkvBias: names.has("blk.0.attn_q.bias"),
+    tiedEmbeddings: !names.has("output.weight"),
+    kvSource: Array.isArray(kvSourceMeta) ? kvSourceMeta.map(Number) : Array.from({ length: nLayers }, (_, l) => l),
+    kvNorm: meta.get("kvslim.kv_norm") === true,
+  };
+  validateConfig(config, source);
+  return config;
+}
+
+/** GGUF metadata describing `config` (the tokenizer keys are added by the caller). */
+export function ggufMetadataFor(config: ModelConfig, name = "kvslim model"): [string, GgufEntry][] {
+  const p = `${config.architecture}.`;
+  const entries: [string, GgufEntry][] = [
+    ["general.architecture", gguf.str(config.architecture)],
+    ["general.name", gguf.str(name)],
+    [p + "context_length", gguf.u32(config.contextLength)],
+    [p + "embedding_length", gguf.u32(config.dModel)],
+    [p + "block_count", gguf.u32(config.nLayers)],
+    [p + "feed_forward_length", gguf.u32(config.ffnDim)],
+    [p + "attention.head_count", gguf.u32(config.nHeads)],
+    [p + "attention.head_count_kv", gguf.u32(config.nKvHeads)],
+    [p + "attention.key_length", gguf.u32(config.headDim)],
+    [p + "attention.value_length", gguf.u32(config.headDim)],
+    [p + "attention.layer_norm_rms_epsilon", gguf.f32(config.normEps)],
+    [p + "rope.dimension_count", gguf.u32(config.ropeDim)],
+    [p + "rope.freq_base", gguf.f32(config.ropeTheta)],
+  ];
+  if (claShareOf(config.kvSource) !== 1) entries.push(["kvslim.kv_source", gguf.arr("int32", config.kvSource)]);
+  if (config.kvNorm) entries.push(["kvslim.kv_norm", gguf.bool(true)]);
+  return entries;
+}
+
+type Json = Record<string, unknown>;
+
+function field(json: Json, key: string, source: string, fallback?: number): number {
+  const v = json[key];
+  if (v === undefined || v === null) {
+    if (fallback !== undefined) return fallback;
+    throw new FormatError(`${source}: "${key}" is missing; a config.json for a causal LM needs it`);
+  }
+  if (typeof v !== "number") throw new FormatError(`${source}: "${key}" should be a number, found ${JSON.stringify(v)}`);
+  return v;
+}
+
+const HF_TYPES: Record<string, Architecture> = { llama: "llama", mistral: "llama", qwen2: "qwen2", kvslim: "llama" };
+
+export function configFromHf(json: Json, source: string): ModelConfig {
+  const modelType = String(json.model_type ?? "");
+  const arch = HF_TYPES[modelType];
+  if (!arch) {
+    throw new UnsupportedError(
+      `${source}: model_type "${modelType}" is not supported; kvslim runs: ${Object.keys(HF_TYPES).join(", ")}`,
+    );
+  }
+  const dModel = field(json, "hidden_size", source);
+  const nHeads = field(json, "num_attention_heads", source);
+  const nLayers = field(json, "num_hidden_layers", source);
+  const headDim = field(json, "head_dim", source, Math.floor(dModel / nHeads));
+  const kvSource = Array.isArray(json.kv_source)
+    ? (json.kv_source as unknown[]).map(Number)
+    : claShare(nLayers, field(json, "cla_share_factor", source, 1));
+  const config: ModelConfig = {
+    architecture: arch,
+    vocabSize: field(json, "vocab_size", source),
+    dModel,
+    nLayers,
+    nHeads,
+    nKvHeads: field(json, "num_key_value_heads", source, nHeads),
+    headDim,
+    ffnDim: field(json, "intermediate_size", source),
+    contextLength: field(json, "max_position_embeddings", source, 2048),
+    normEps: field(json, "rms_norm_eps", source, 1e-6),
+    ropeTheta: field(json, "rope_theta", source, 10000),
+    ropeDim: Math.floor(headDim * field(json, "partial_rotary_factor", source, 1)),
+    // The files keep HF's halves pairing; the loader permutes llama Q/K rows to interleaved (tensor-names.ts).
+    ropeStyle: arch === "qwen2" ? "halves" : "interleaved",
+    ropeScaling: hfRopeScaling(json.rope_scaling, source),
+    qkvBias: arch === "qwen2" || json.attention_bias === true,
+    tiedEmbeddings: json.tie_word_embeddings === true || (json.tie_word_embeddings === undefined && arch === "qwen2"),
+    kvSource,
+    kvNorm: json.cla_kv_norm === true,
+  };
+  validateConfig(config, source);
+  return config;
+}
+
+function hfRopeScaling(raw: unknown, source: string): ModelConfig["ropeScaling"] {
+  if (raw === undefined || raw === null) return null;
+  const r = raw as Json;
+  const type = r.rope_type ?? r.type;
+  if (type === "default") return null;
+  if (type !== "llama3") {
+    throw new UnsupportedError(`${source}: rope_scaling type "${String(type)}" is not supported (only "llama3")`);
+  }
+  return {
+    type: "llama3",
+    factor: field(r, "factor", source),
+    lowFreqFactor: field(r, "low_freq_factor", source),
+    highFreqFactor: field(r, "high_freq_factor", source),
+    originalContext: field(r, "original_max_position_embeddings", source),
+  };
+}
+
+/** config.json for `config`; CLA models get kvslim's own model_type so Llama-only tools refuse them. */
+export function hfConfigFor(config: ModelConfig, dtype: string): Json {
+  const share = claShareOf(config.kvSource);
+  const cla = share !== 1 || config.kvNorm;
+  const json: Json = {
+    architectures: [cla ? "KvslimForCausalLM" : config.architecture === "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"],
+    model_type: cla ? "kvslim" : config.architecture,
+    vocab_size: config.vocabSize,
+    hidden_size: config.dModel,
+    intermediate_size: config.ffnDim,
+    num_hidden_layers: config.nLayers,
+    num_attention_heads: config.nHeads,
+    num_key_value_heads: config.nKvHeads,
+    head_dim: config.headDim,
+    max_position_embeddings: config.contextLength,
+    rms_norm_eps: config.normEps,
+    rope_theta: config.ropeTheta,
+    tie_word_embeddings: config.tiedEmbeddings,
+    attention_bias: config.qkvBias,
+    hidden_act: "silu",
+    torch_dtype: dtype === "f16" ? "float16" : dtype === "bf16" ? "bfloat16" : "float32",
+  };
+  if (config.ropeDim !== config.headDim) json.partial_rotary_factor = config.ropeDim / config.headDim;
+  if (config.ropeScaling) {
+    const s = config.ropeScaling;
+    json.rope_scaling = {
+      rope_type: "llama3",
+      factor: s.factor,
+      low_freq_factor: s.lowFreqFactor,
+      high_freq_factor: s.highFreqFactor,
+      original_max_position_embeddings: s.originalContext,
+    };
+  }
+  if (cla) {
+    json.kv_source = config.kvSource;
+    if (share !== null) json.cla_share_factor = share;
+    json.cla_kv_norm = config.kvNorm;
+  }
+  return json;
+}

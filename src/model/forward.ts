@@ -1,0 +1,228 @@
+/**
+ * The forward pass of a Llama-style decoder over a chunk of T tokens (T = 1 is decode).
+ *
+ * Per token: embedding -> per layer: RMSNorm -> q (and k, v if the layer is a K/V producer) -> RoPE ->
+ * cache.store (producer slot) -> attention over the layer's slot -> output projection -> residual ->
+ * RMSNorm -> SwiGLU FFN -> residual; then final RMSNorm -> logits.
+ * T = 1 runs matrix-vector kernels, T > 1 matrix-matrix kernels; every other step is the same code,
+ * so prefill and decode cannot drift apart. Nothing here knows which attention method runs beyond
+ * calling attend() over a slot; CLA is only the layer -> slot map.
+ */
+import type { Kernels } from "../kernels/kernels.js";
+import type { KvCache } from "../kvcache/cache.js";
+import type { Arena, Ptr } from "../memory/arena.js";
+import { bytesFor } from "../memory/dtype.js";
+import { derive, type Derived, type ModelConfig } from "./config.js";
+import { RopeTable, llama3FreqFactors } from "./rope.js";
+import type { Matrix, Weights } from "./weights.js";
+
+/** Rows a prefill chunk holds; longer prompts run in chunks of this many tokens. */
+export const CHUNK = 64;
+
+/** Activation buffers for one forward at a time (all f32 unless noted). */
+export interface RunState {
+  rows: number; // P, the chunk size the buffers hold
+  x: Ptr; // (P, D) residual stream
+  xb: Ptr; // (P, D) normed input of the current block
+  xkv: Ptr; // (P, D) K/V-input norm output (kvNorm models)
+  act: Ptr; // (P, max(D, F, H*Hd)) the activation rounded / quantized to a weight's dot type
+  q: Ptr; // (P, H*Hd)
+  k: Ptr; // (P, G*Hd)
+  v: Ptr; // (P, G*Hd)
+  att: Ptr; // (P, H*Hd) attention output per head
+  proj: Ptr; // (P, D)
+  hb: Ptr; // (P, F)
+  hb2: Ptr; // (P, F)
+  logits: Ptr; // (P, V)
+  scores: Ptr; // (S) attention scores of one head
+  cos: Ptr; // (P, ropeDim/2)
+  sin: Ptr; // (P, ropeDim/2)
+}
+
+/** Bytes of each RunState buffer, in field order; the one sizing function for activations. */
+export function runStateSizes(c: ModelConfig, rows: number, maxSeq: number): Record<keyof Omit<RunState, "rows">, number> {
+  const { qDim, kvDim } = derive(c);
+  const widest = Math.max(c.dModel, c.ffnDim, qDim);
+  const f = (n: number) => 4 * n;
+  return {
+    x: f(rows * c.dModel),
+    xb: f(rows * c.dModel),
+    xkv: c.kvNorm ? f(rows * c.dModel) : 0,
+    act: f(rows * widest),
+    q: f(rows * qDim),
+    k: f(rows * kvDim),
+    v: f(rows * kvDim),
+    att: f(rows * qDim),
+    proj: f(rows * c.dModel),
+    hb: f(rows * c.ffnDim),
+    hb2: f(rows * c.ffnDim),
+    logits: f(rows * c.vocabSize),
+    scores: f(maxSeq),
+    cos: f((rows * c.ropeDim) / 2),
+    sin: f((rows * c.ropeDim) / 2),
+  };
+}
+
+export function createRunState(arena: Arena, c: ModelConfig, rows: number, maxSeq: number): RunState {
+  const sizes = runStateSizes(c, rows, maxSeq);
+  const state = { rows } as RunState;
+  for (const [key, bytes] of Object.entries(sizes)) state[key as keyof typeof sizes] = arena.alloc(bytes);
+  return state;
+}
+
+export class Forward {
+  private readonly d: Derived;
+  private readonly rope: RopeTable;
+  private readonly scale: number;
+
+  constructor(
+    private readonly k: Kernels,
+    private readonly arena: Arena,
+    private readonly c: ModelConfig,
+    private readonly w: Weights,
+    private readonly s: RunState,
+  ) {
+    this.d = derive(c);
+    this.rope = new RopeTable(c.ropeDim, c.ropeTheta, w.ropeFreqFactors ?? llama3FreqFactors(c));
+    this.scale = Math.fround(1 / Math.sqrt(c.headDim));
+  }
+
+  /** Where run() leaves the logits: (V), or (T, V) for "all". */
+  get logitsPtr(): Ptr {
+    return this.s.logits;
+  }
+
+  /**
+   * Runs tokens (T ≤ rows) at positions cache.length … cache.length + T − 1, appending their K/V.
+   * logits: "last" writes the last token's logits at s.logits; "all" writes (T, V); "none" skips them.
+   */
+  run(cache: KvCache, tokens: ArrayLike<number>, logits: "last" | "all" | "none"): void {
+    const { k, c, w, s, d } = this;
+    const T = tokens.length;
+    const D = c.dModel;
+    const start = cache.length;
+    this.fillRope(start, T);
+    const emb = w.tokEmbd;
+    for (let t = 0; t < T; t++) this.getRow(s.x + 4 * t * D, emb, tokens[t]);
+
+    for (let l = 0; l < c.nLayers; l++) {
+      const lw = w.layers[l];
+      const slot = d.slotOf[l];
+      // Attention block.
+      for (let t = 0; t < T; t++) k.rmsnorm(s.xb + 4 * t * D, s.x + 4 * t * D, lw.attnNorm, D, c.normEps);
+      this.linear(s.q, s.xb, lw.wq, T, lw.bq);
+      this.applyRope(s.q, c.nHeads, T);
+      if (d.isProducer[l]) {
+        let kvIn = s.xb;
+        if (lw.kvNorm !== null) {
+          for (let t = 0; t < T; t++) k.rmsnorm(s.xkv + 4 * t * D, s.x + 4 * t * D, lw.kvNorm, D, c.normEps);
+          kvIn = s.xkv;
+        }
+        this.linear(s.k, kvIn, lw.wk!, T, lw.bk);
+        this.linear(s.v, kvIn, lw.wv!, T, lw.bv);
+        this.applyRope(s.k, c.nKvHeads, T);
+        for (let t = 0; t < T; t++) cache.store(slot, start + t, s.k + 4 * t * d.kvDim, s.v + 4 * t * d.kvDim);
+      }
+      this.attend(cache, slot, start, T);
+      this.linear(s.proj, s.att, lw.wo, T, null);
+      k.add(s.x, s.x, s.proj, T * D);
+      // Feed-forward block.
+      for (let t = 0; t < T; t++) k.rmsnorm(s.xb + 4 * t * D, s.x + 4 * t * D, lw.ffnNorm, D, c.normEps);
+      this.linear(s.hb, s.xb, lw.wGate, T, null);
+      this.linear(s.hb2, s.xb, lw.wUp, T, null);
+      k.swiglu(s.hb, s.hb, s.hb2, T * c.ffnDim);
+      this.linear(s.proj, s.hb, lw.wDown, T, null);
+      k.add(s.x, s.x, s.proj, T * D);
+    }
+    cache.length = start + T;
+
+    if (logits === "none") return;
+    const first = logits === "last" ? T - 1 : 0;
+    const rows = T - first;
+    for (let t = first; t < T; t++) k.rmsnorm(s.xb + 4 * (t - first) * D, s.x + 4 * t * D, w.outputNorm, D, c.normEps);
+    this.linear(s.logits, s.xb, w.output, rows, null);
+  }
+
+  /** Dense causal attention of every query head of T rows over the slot's positions ≤ its own. */
+  private attend(cache: KvCache, slot: number, start: number, T: number): void {
+    const { k, c, s, d } = this;
+    const Hd = c.headDim;
+    for (let t = 0; t < T; t++) {
+      const S = start + t + 1;
+      for (let h = 0; h < c.nHeads; h++) {
+        const g = Math.floor(h / d.groupSize);
+        const at = 4 * (t * d.qDim + h * Hd);
+        k.attendF32(s.att + at, s.scores, s.q + at, cache.keys(slot, g), cache.values(slot, g), S, Hd, this.scale);
+      }
+    }
+  }
+
+  /** out (T, W.rows) = x (T, W.cols) @ W^T (+ bias), through the kernel for W's dtype. */
+  private linear(out: Ptr, x: Ptr, W: Matrix, T: number, bias: Ptr | null): void {
+    const { k, s } = this;
+    const n = W.cols;
+    const d = W.rows;
+    switch (W.dtype) {
+      case "f32":
+        if (T === 1) k.matvecF32(out, x, W.ptr, n, d);
+        else k.matmulF32(out, x, W.ptr, n, d, T);
+        break;
+      case "f16":
+        k.roundF16(s.act, x, T * n);
+        if (T === 1) k.matvecF16(out, s.act, W.ptr, n, d);
+        else k.matmulF16(out, s.act, W.ptr, n, d, T);
+        break;
+      case "bf16":
+        k.roundBf16(s.act, x, T * n);
+        if (T === 1) k.matvecBf16(out, s.act, W.ptr, n, d);
+        else k.matmulBf16(out, s.act, W.ptr, n, d, T);
+        break;
+      case "q8_0":
+        // Rows of x are whole q8_0 blocks (n is a multiple of 32), so all T rows quantize in one call.
+        k.quantizeQ8_0(s.act, x, T * n);
+        if (T === 1) k.matvecQ8_0(out, s.act, W.ptr, n, d);
+        else k.matmulQ8_0(out, s.act, W.ptr, n, d, T);
+        break;
+      default:
+        W.dtype satisfies never;
+    }
+    if (bias !== null) for (let t = 0; t < T; t++) k.add(out + 4 * t * d, out + 4 * t * d, bias, d);
+  }
+
+  private getRow(out: Ptr, table: Matrix, row: number): void {
+    const { k } = this;
+    switch (table.dtype) {
+      case "f32":
+        return k.getRowF32(out, table.ptr, row, table.cols);
+      case "f16":
+        return k.getRowF16(out, table.ptr, row, table.cols);
+      case "bf16":
+        return k.getRowBf16(out, table.ptr, row, table.cols);
+      case "q8_0":
+        return k.getRowQ8_0(out, table.ptr, row, table.cols);
+      default:
+        return table.dtype satisfies never;
+    }
+  }
+
+  private fillRope(start: number, T: number): void {
+    const half = this.c.ropeDim / 2;
+    const f32 = this.arena.f32;
+    for (let t = 0; t < T; t++) this.rope.fill(f32, (this.s.cos >> 2) + t * half, (this.s.sin >> 2) + t * half, start + t);
+  }
+
+  private applyRope(x: Ptr, nHeads: number, T: number): void {
+    const { k, c, s } = this;
+    const half = c.ropeDim / 2;
+    for (let t = 0; t < T; t++) {
+      const row = x + 4 * t * nHeads * c.headDim;
+      if (c.ropeStyle === "interleaved") k.ropeInterleaved(row, s.cos + 4 * t * half, s.sin + 4 * t * half, nHeads, c.headDim, c.ropeDim);
+      else k.ropeHalves(row, s.cos + 4 * t * half, s.sin + 4 * t * half, nHeads, c.headDim, c.ropeDim);
+    }
+  }
+}
+
+/** Bytes a weight matrix occupies (for reports). */
+export function matrixBytes(m: Matrix): number {
+  return bytesFor(m.dtype, m.rows * m.cols);
+}

@@ -1,0 +1,185 @@
+/**
+ * A session: one KV cache and the tokens in it. Prefill runs the prompt in chunks; decode runs one
+ * token at a time. generate() streams text through an async iterator and returns the run's stats.
+ */
+import { ContextOverflowError, UsageError } from "../errors.js";
+import type { KvCache } from "../kvcache/cache.js";
+import type { Model } from "./model.js";
+import { Sampler, type SamplerOptions } from "./sampler.js";
+
+export interface SessionOptions {
+  /** Positions this session's cache holds; at most the model's loaded context size. */
+  contextSize?: number;
+}
+
+export interface GenerateOptions extends SamplerOptions {
+  /** Most tokens to generate. Default 128. */
+  maxTokens?: number;
+  /** Stop when the generated text contains one of these (the stop string is not emitted). */
+  stop?: string[];
+  /** Prepend BOS (default: what the tokenizer file says). */
+  addBos?: boolean;
+}
+
+export interface GenerateStats {
+  promptTokens: number;
+  generatedTokens: number;
+  promptSeconds: number;
+  generateSeconds: number;
+  promptTokensPerSecond: number;
+  generatedTokensPerSecond: number;
+  kvBytesInUse: number;
+  kvBytesAllocated: number;
+  stopReason: "eos" | "stop-string" | "max-tokens";
+}
+
+export interface GenerateChunk {
+  token: number;
+  text: string;
+}
+
+export class Session {
+  /** Tokens whose K/V are in the cache, in order. */
+  readonly tokens: number[] = [];
+  private disposed = false;
+
+  constructor(
+    private readonly model: Model,
+    readonly cache: KvCache,
+    readonly options: SessionOptions,
+  ) {}
+
+  get capacity(): number {
+    return this.cache.capacity;
+  }
+
+  /**
+   * Appends tokens to the context and returns the logits after the last one (a copy, V floats).
+   * With all = true returns (T, V) logits, one row per token.
+   */
+  evaluate(tokens: readonly number[], all = false): Float32Array {
+    this.assertAlive();
+    if (tokens.length === 0) throw new UsageError("evaluate needs at least one token");
+    this.checkRoom(tokens.length, 0);
+    const V = this.model.config.vocabSize;
+    for (const t of tokens) {
+      if (!Number.isInteger(t) || t < 0 || t >= V) throw new UsageError(`token id ${t} is outside the vocabulary [0, ${V})`);
+    }
+    const out = new Float32Array((all ? tokens.length : 1) * V);
+    const chunk = this.model.chunk;
+    for (let i = 0; i < tokens.length; i += chunk) {
+      const part = tokens.slice(i, i + chunk);
+      const last = i + chunk >= tokens.length;
+      this.model.forward.run(this.cache, part, all ? "all" : last ? "last" : "none");
+      if (all) out.set(this.model.arena.f32View(this.model.forward.logitsPtr, part.length * V), i * V);
+      else if (last) out.set(this.model.arena.f32View(this.model.forward.logitsPtr, V));
+      this.tokens.push(...part);
+    }
+    return out;
+  }
+
+  /** Streams generated text; the iterator's return value holds the stats. */
+  async *generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk, GenerateStats> {
+    this.assertAlive();
+    const tok = this.model.tokenizer;
+    const maxTokens = options.maxTokens ?? 128;
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new UsageError(`max tokens must be an integer ≥ 0, got ${maxTokens}`);
+    const promptIds = typeof prompt === "string" ? tok.encode(prompt, { addBos: options.addBos ?? (this.tokens.length === 0 && tok.addBos) }) : [...prompt];
+    if (promptIds.length === 0) throw new UsageError("the prompt is empty (no tokens); give some text");
+    this.checkRoom(promptIds.length, maxTokens);
+    const sampler = new Sampler(options);
+    const stops = options.stop ?? [];
+
+    const t0 = performance.now();
+    let logits = this.evaluate(promptIds);
+    const t1 = performance.now();
+    const decoder = tok.createStreamDecoder();
+    let generated = 0;
+    let pending = ""; // text held back while it could still become a stop string
+    let stopReason: GenerateStats["stopReason"] = "max-tokens";
+    while (generated < maxTokens) {
+      const next = sampler.sample(logits);
+      generated++;
+      if (tok.stopIds.has(next)) {
+        stopReason = "eos";
+        break;
+      }
+      pending += decoder.push(next);
+      const hit = stops.map((s) => pending.indexOf(s)).filter((i) => i >= 0);
+      if (hit.length > 0) {
+        const text = pending.slice(0, Math.min(...hit));
+        if (text) yield { token: next, text };
+        pending = "";
+        stopReason = "stop-string";
+        break;
+      }
+      const safe = pending.length - longestStopPrefix(pending, stops);
+      if (safe > 0) {
+        yield { token: next, text: pending.slice(0, safe) };
+        pending = pending.slice(safe);
+      }
+      if (generated === maxTokens) break;
+      logits = this.evaluate([next]);
+      // Let consumers of the stream run between tokens.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    if (stopReason !== "stop-string") {
+      const rest = pending + decoder.flush();
+      if (rest) yield { token: -1, text: rest };
+    }
+    const t2 = performance.now();
+    const genSeconds = (t2 - t1) / 1000;
+    return {
+      promptTokens: promptIds.length,
+      generatedTokens: generated,
+      promptSeconds: (t1 - t0) / 1000,
+      generateSeconds: genSeconds,
+      promptTokensPerSecond: promptIds.length / ((t1 - t0) / 1000),
+      generatedTokensPerSecond: generated / genSeconds,
+      kvBytesInUse: this.cache.usedBytes,
+      kvBytesAllocated: this.cache.allocatedBytes,
+      stopReason,
+    };
+  }
+
+  /** Forgets the context (the cache memory stays with the session). */
+  reset(): void {
+    this.tokens.length = 0;
+    this.cache.length = 0;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.cache.free();
+  }
+
+  private checkRoom(prompt: number, generate: number): void {
+    const used = this.cache.length;
+    if (used + prompt + generate > this.capacity) {
+      throw new ContextOverflowError(
+        `${used > 0 ? `${used} tokens already in context + ` : ""}${prompt} prompt tokens` +
+          `${generate > 0 ? ` + ${generate} to generate` : ""} = ${used + prompt + generate} ` +
+          `exceed the context size of ${this.capacity}; shorten the prompt, generate fewer tokens or raise the context size`,
+      );
+    }
+  }
+
+  private assertAlive(): void {
+    if (this.disposed) throw new UsageError("this session was disposed");
+  }
+}
+
+/** Length of the longest suffix of `text` that is a proper prefix of a stop string. */
+function longestStopPrefix(text: string, stops: string[]): number {
+  let best = 0;
+  for (const s of stops) {
+    for (let n = Math.min(s.length - 1, text.length); n > best; n--) {
+      if (text.endsWith(s.slice(0, n))) {
+        best = n;
+        break;
+      }
+    }
+  }
+  return best;
+}

@@ -1,0 +1,51 @@
+/**
+ * llama.cpp (through node-llama-cpp, CPU only) as the independent reference for model outputs.
+ * One Llama instance per test process; models are loaded per file and disposed by the caller.
+ */
+import { getLlama, LlamaLogLevel, type Llama, type LlamaModel } from "node-llama-cpp";
+
+let llamaPromise: Promise<Llama> | null = null;
+
+export function llamaCpp(): Promise<Llama> {
+  llamaPromise ??= getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, progressLogs: false });
+  return llamaPromise;
+}
+
+export async function loadLlamaCppModel(modelPath: string): Promise<LlamaModel> {
+  const llama = await llamaCpp();
+  return llama.loadModel({ modelPath, gpuLayers: 0 });
+}
+
+/**
+ * Raw next-token logits from llama.cpp after each of `positions` (indices into tokens), with an f32
+ * KV cache so the only differences from kvslim are summation order.
+ */
+export async function llamaCppLogits(model: LlamaModel, tokens: number[], positions: number[], vocabSize: number, threads = 1): Promise<Map<number, Float32Array>> {
+  const context = await model.createContext({
+    contextSize: Math.max(256, tokens.length + 16),
+    batchSize: 512,
+    threads,
+    flashAttention: false,
+    experimentalKvCacheKeyType: "F32",
+    experimentalKvCacheValueType: "F32",
+  });
+  try {
+    const sequence = context.getSequence();
+    const want = new Set(positions);
+    const input = tokens.map((t, i) => (want.has(i) ? ([t, { generateNext: { logits: true } }] as const) : t));
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const output = await sequence.controlledEvaluate(input as any);
+    const result = new Map<number, Float32Array>();
+    for (const pos of positions) {
+      const item = output[pos];
+      const logits = item?.next?.logits as Map<number, number> | undefined;
+      if (!logits) throw new Error(`llama.cpp returned no logits at position ${pos}`);
+      const arr = new Float32Array(vocabSize);
+      for (const [id, value] of logits) arr[id] = value;
+      result.set(pos, arr);
+    }
+    return result;
+  } finally {
+    await context.dispose();
+  }
+}
