@@ -75,7 +75,7 @@ export function f32ToF16(value: f32): u32 {
 /** The 16-bit high halves of (f16 value * 2^-112) as f32, for 8 f16 lanes; see the file comment. */
 // @ts-ignore: decorator
 @inline export function f16HiHalves(h: v128): v128 {
-  return v128.and(i16x8.shr_s(h, 3), i16x8.splat(0x8fff));
+  return v128.and(i16x8.shr_s(h, 3), i16x8.splat(<i16>0x8fff));
 }
 /** The 16-bit low halves of the same f32s. */
 // @ts-ignore: decorator
@@ -92,13 +92,17 @@ export function f32ToF16(value: f32): u32 {
   return i16x8.shuffle(lo16, hi16, 4, 12, 5, 13, 6, 14, 7, 15);
 }
 
-/** Nonzero lanes where the f16 is subnormal and not zero (the lanes the fast path cannot take). */
+/**
+ * Whether no lane of the four i16x8 of f16 bits has a zero exponent field (subnormal or ±0), so the
+ * fast path may take them. ±0 would be fine there but is rare enough in trained weights to share
+ * the one cheap test: the unsigned minimum of the exponent fields is nonzero.
+ */
 // @ts-ignore: decorator
-@inline export function f16Subnormals(h: v128): v128 {
-  // mag - 1 is in [0, 0x3ff) exactly for subnormals; 0x3ff - (mag - 1) saturates to 0 elsewhere
-  // (zero wraps to 0xffff).
-  const magMinus1 = i16x8.sub(v128.and(h, i16x8.splat(0x7fff)), i16x8.splat(1));
-  return i16x8.sub_sat_u(i16x8.splat(0x3ff), magMinus1);
+@inline export function allNormal4(h0: v128, h1: v128, h2: v128, h3: v128): bool {
+  const e = i16x8.splat(0x7c00);
+  const min01 = i16x8.min_u(v128.and(h0, e), v128.and(h1, e));
+  const min23 = i16x8.min_u(v128.and(h2, e), v128.and(h3, e));
+  return i16x8.all_true(i16x8.min_u(min01, min23));
 }
 
 /**

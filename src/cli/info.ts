@@ -59,6 +59,7 @@ export function registerInfo(program: Command): void {
         kvProducers: d.producers.length,
         kvBytesPerToken: { f32: kvF32, "16-bit": kvBytesPerToken(c, 2) },
         weightBytes: plan.weights,
+        activationBytes: plan.runState,
         fit: { budget, tokens: fitTokens, sequences: Math.floor(fitTokens / context), context },
       };
       if (opts.json) {

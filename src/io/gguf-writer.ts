@@ -35,7 +35,6 @@ export const gguf = {
   u64: (v: number | bigint): GgufEntry => ({ type: "uint64", value: v }),
   i64: (v: number | bigint): GgufEntry => ({ type: "int64", value: v }),
   f64: (v: number): GgufEntry => ({ type: "float64", value: v }),
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   arr: (itemType: GgufScalarType, v: any[]): GgufEntry => ({ type: "array", itemType, value: v }),
 };
 

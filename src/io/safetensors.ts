@@ -177,7 +177,7 @@ export function readSafetensorsModel(dir: string): SafetensorsFile {
     if (home.get(tensor) !== shard) {
       throw new FormatError(
         `${indexPath} maps tensor ${tensor} to ${shard}, but ` +
-          (home.has(tensor) ? `it is in ${home.get(tensor)}` : `no shard has it`) + `; the index and shards disagree`,
+          (home.has(tensor) ? `it is in ${home.get(tensor)}` : `${shard} has no tensor ${tensor}`) + `; the index and shards disagree`,
       );
     }
   }

@@ -43,7 +43,7 @@ export function syntheticVocab(size: number, seed = 1): SyntheticVocab {
   const merges: string[] = [];
   const rng = new Rng(seed);
   // Favour lowercase letters and space (Ġ) so merged tokens look like word pieces.
-  const common = [..."etaoinshrdlucmfwypvbgkjqxz"].map((c) => c).concat(["Ġ"]);
+  const common = [..."etaoinshrdlucmfwypvbgkjqxz", "Ġ"];
   while (tokens.length < size - 2) {
     const pick = () => (rng.next() < 0.5 ? common[Math.floor(rng.next() * common.length)] : tokens[Math.floor(rng.next() * tokens.length)]);
     const a = pick();
@@ -122,7 +122,8 @@ export function randomWeights(config: ModelConfig, options: RandomWeightsOptions
   return out;
 }
 
-function toWrite(config: ModelConfig, weights: ReturnType<typeof randomWeights>, dtype: DType, hf: boolean): TensorToWrite[] {
+/** The weights encoded for writing, under GGUF names (hf = false) or HF names with HF's Q/K row order. */
+export function tensorsToWrite(config: ModelConfig, weights: ReturnType<typeof randomWeights>, dtype: DType, hf: boolean): TensorToWrite[] {
   const byName = new Map(expectedTensors(config).map((s) => [s.name, s]));
   return [...weights].map(([name, { shape, values }]) => {
     const spec = byName.get(name)!;
@@ -139,14 +140,18 @@ function toWrite(config: ModelConfig, weights: ReturnType<typeof randomWeights>,
   });
 }
 
+/** Full GGUF metadata (model + tokenizer) for a synthetic model. */
+export function ggufModelMetadata(config: ModelConfig, vocab: SyntheticVocab, dtype: DType): [string, GgufEntry][] {
+  return [...ggufMetadataFor(config), ["general.file_type", gguf.u32(fileType(dtype))], ...ggufTokenizerMetadata(vocab)];
+}
+
 export function writeGgufModel(file: string, config: ModelConfig, weights: ReturnType<typeof randomWeights>, vocab: SyntheticVocab, dtype: DType = "f32", overwrite = false): void {
-  const meta = [...ggufMetadataFor(config), ["general.file_type", gguf.u32(fileType(dtype))] as [string, GgufEntry], ...ggufTokenizerMetadata(vocab)];
-  writeGguf(file, meta, toWrite(config, weights, dtype, false), { overwrite });
+  writeGguf(file, ggufModelMetadata(config, vocab, dtype), tensorsToWrite(config, weights, dtype, false), { overwrite });
 }
 
 export function writeHfModel(dir: string, config: ModelConfig, weights: ReturnType<typeof randomWeights>, vocab: SyntheticVocab, dtype: "f32" | "f16" | "bf16" = "f32", overwrite = false): void {
   fs.mkdirSync(dir, { recursive: true });
-  writeSafetensors(path.join(dir, "model.safetensors"), toWrite(config, weights, dtype, true), { format: "pt" }, { overwrite });
+  writeSafetensors(path.join(dir, "model.safetensors"), tensorsToWrite(config, weights, dtype, true), { format: "pt" }, { overwrite });
   const { tokenizer, tokenizerConfig } = hfTokenizerFiles(vocab);
   fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(hfConfigFor(config, dtype), null, 2));
   fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(tokenizer));

@@ -1,0 +1,1 @@
+export { matvecF32, matvecF16, matvecBf16 } from "./matvec";

@@ -1,0 +1,167 @@
+// q8_0 kernels: quantize activations, dequantize a row, and the integer-dot matvec / matmul.
+//
+// Block layout (34 bytes per 32 elements): f16 scale d, then 32 int8 q; x[i] = d * q[i].
+// Dot of a weight block with an activation block, as llama.cpp's ggml_vec_dot_q8_0_q8_0:
+//   sumi = Σ q_w[i] * q_x[i]                       (exact, i32x4.dot_i16x8_s on sign-extended bytes)
+//   sum += f32(sumi) * (f32(d_w) * f32(d_x))       (f32, blocks in order)
+// Every step is exact or one correctly rounded f32 operation in a fixed order, so these results
+// are bit-identical to the reference twin.
+import { f16ToF32, f32ToF16, f16x4Exact, hsum4i } from "./convert";
+
+const BLOCK: usize = 32;
+const BLOCK_BYTES: usize = 34;
+
+/** Integer sums of one block (q at wq, xq: 32 int8 each) as an i32x4 whose lanes add up to sumi. */
+// @ts-ignore: decorator
+@inline function blockDot(wq: usize, xq: usize): v128 {
+  let s = i32x4.dot_i16x8_s(v128.load8x8_s(wq), v128.load8x8_s(xq));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(wq, 8), v128.load8x8_s(xq, 8)));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(wq, 16), v128.load8x8_s(xq, 16)));
+  return i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(wq, 24), v128.load8x8_s(xq, 24)));
+}
+
+/** The 4 block scales d_w of the blocks at w0, w0 + rowBytes, ... as f32x4. */
+// @ts-ignore: decorator
+@inline function scales4(w0: usize, rowBytes: usize): v128 {
+  let h = v128.load16_lane(w0, i32x4.splat(0), 0);
+  h = v128.load16_lane(w0 + rowBytes, h, 2);
+  h = v128.load16_lane(w0 + 2 * rowBytes, h, 4);
+  h = v128.load16_lane(w0 + 3 * rowBytes, h, 6);
+  return f16x4Exact(h);
+}
+
+/** The dot of one q8_0 row w with xq (nb blocks each). */
+function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
+  let sum: f32 = 0;
+  for (let b: usize = 0; b < nb; b++) {
+    const wb = w + b * BLOCK_BYTES, xb = xq + b * BLOCK_BYTES;
+    const s = blockDot(wb + 2, xb + 2);
+    const sumi = i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1) + i32x4.extract_lane(s, 2) + i32x4.extract_lane(s, 3);
+    sum += <f32>sumi * (f16ToF32(load<u16>(wb)) * f16ToF32(load<u16>(xb)));
+  }
+  return sum;
+}
+
+/** The 4 dots of q8_0 rows w0, w0 + rowBytes, ... with xq (nb blocks), as one f32x4. */
+// @ts-ignore: decorator
+@inline function dotRows4Q8_0(xq: usize, w0: usize, rowBytes: usize, nb: usize): v128 {
+  let acc = f32x4.splat(0);
+  for (let b: usize = 0; b < nb; b++) {
+    const o = b * BLOCK_BYTES, xb = xq + o, wb = w0 + o;
+    const sumi = hsum4i(
+      blockDot(wb + 2, xb + 2),
+      blockDot(wb + rowBytes + 2, xb + 2),
+      blockDot(wb + 2 * rowBytes + 2, xb + 2),
+      blockDot(wb + 3 * rowBytes + 2, xb + 2),
+    );
+    const d = f32x4.mul(scales4(wb, rowBytes), f32x4.splat(f16ToF32(load<u16>(xb))));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), d));
+  }
+  return acc;
+}
+
+/** out (d) = W (d, n) @ x (n), W q8_0 (d rows of n/32 blocks), xq = x as q8_0 blocks (n/32). */
+export function matvecQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32): void {
+  const nb = <usize>n / BLOCK, rowBytes = nb * BLOCK_BYTES;
+  let r = 0;
+  for (; r + 4 <= d; r += 4) {
+    v128.store(out + (<usize>r << 2), dotRows4Q8_0(xq, w + <usize>r * rowBytes, rowBytes, nb));
+  }
+  for (; r < d; r++) store<f32>(out + (<usize>r << 2), dotQ8_0(xq, w + <usize>r * rowBytes, nb));
+}
+
+/**
+ * out (t, d) = X (t, n) @ W (d, n)^T, W q8_0, xq = t rows of n/32 q8_0 blocks.
+ * Tiles of 4 W rows x 2 X rows: each weight byte loaded is used twice; W goes once through the
+ * cache per 2 X rows. Leftover rows use the matvec dots (same per-block arithmetic, same results).
+ */
+export function matmulQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32, t: i32): void {
+  const nb = <usize>n / BLOCK, rowBytes = nb * BLOCK_BYTES, outRow = <usize>d << 2;
+  let r = 0;
+  for (; r + 4 <= d; r += 4) {
+    const w0 = w + <usize>r * rowBytes;
+    let i = 0;
+    for (; i + 2 <= t; i += 2) {
+      const xa = xq + <usize>i * rowBytes, xb = xa + rowBytes;
+      let accA = f32x4.splat(0), accB = accA;
+      for (let b: usize = 0; b < nb; b++) {
+        const o = b * BLOCK_BYTES;
+        let sA0 = i32x4.splat(0), sA1 = sA0, sA2 = sA0, sA3 = sA0;
+        let sB0 = sA0, sB1 = sA0, sB2 = sA0, sB3 = sA0;
+        for (let c: usize = 2; c < BLOCK_BYTES; c += 8) {
+          const qa = v128.load8x8_s(xa + o + c), qb = v128.load8x8_s(xb + o + c);
+          let q = v128.load8x8_s(w0 + o + c);
+          sA0 = i32x4.add(sA0, i32x4.dot_i16x8_s(q, qa));
+          sB0 = i32x4.add(sB0, i32x4.dot_i16x8_s(q, qb));
+          q = v128.load8x8_s(w0 + rowBytes + o + c);
+          sA1 = i32x4.add(sA1, i32x4.dot_i16x8_s(q, qa));
+          sB1 = i32x4.add(sB1, i32x4.dot_i16x8_s(q, qb));
+          q = v128.load8x8_s(w0 + 2 * rowBytes + o + c);
+          sA2 = i32x4.add(sA2, i32x4.dot_i16x8_s(q, qa));
+          sB2 = i32x4.add(sB2, i32x4.dot_i16x8_s(q, qb));
+          q = v128.load8x8_s(w0 + 3 * rowBytes + o + c);
+          sA3 = i32x4.add(sA3, i32x4.dot_i16x8_s(q, qa));
+          sB3 = i32x4.add(sB3, i32x4.dot_i16x8_s(q, qb));
+        }
+        const dw = scales4(w0 + o, rowBytes);
+        const dA = f32x4.mul(dw, f32x4.splat(f16ToF32(load<u16>(xa + o))));
+        const dB = f32x4.mul(dw, f32x4.splat(f16ToF32(load<u16>(xb + o))));
+        accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(sA0, sA1, sA2, sA3)), dA));
+        accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(sB0, sB1, sB2, sB3)), dB));
+      }
+      v128.store(out + <usize>i * outRow + (<usize>r << 2), accA);
+      v128.store(out + <usize>(i + 1) * outRow + (<usize>r << 2), accB);
+    }
+    if (i < t) v128.store(out + <usize>i * outRow + (<usize>r << 2), dotRows4Q8_0(xq + <usize>i * rowBytes, w0, rowBytes, nb));
+  }
+  for (; r < d; r++) {
+    const wr = w + <usize>r * rowBytes;
+    for (let i = 0; i < t; i++) store<f32>(out + <usize>i * outRow + (<usize>r << 2), dotQ8_0(xq + <usize>i * rowBytes, wr, nb));
+  }
+}
+
+/** out (n/32 blocks of 34 bytes) = q8_0(x (n)): d = max|x|/127 as f16, q = nearest-even(x * (1/d)). */
+export function quantizeQ8_0(out: usize, x: usize, n: i32): void {
+  const nb = <usize>n / BLOCK;
+  for (let b: usize = 0; b < nb; b++) {
+    const xb = x + b * BLOCK * 4, ob = out + b * BLOCK_BYTES;
+    const v0 = v128.load(xb), v1 = v128.load(xb, 16), v2 = v128.load(xb, 32), v3 = v128.load(xb, 48);
+    const v4 = v128.load(xb, 64), v5 = v128.load(xb, 80), v6 = v128.load(xb, 96), v7 = v128.load(xb, 112);
+    let m = f32x4.max(
+      f32x4.max(f32x4.max(f32x4.abs(v0), f32x4.abs(v1)), f32x4.max(f32x4.abs(v2), f32x4.abs(v3))),
+      f32x4.max(f32x4.max(f32x4.abs(v4), f32x4.abs(v5)), f32x4.max(f32x4.abs(v6), f32x4.abs(v7))),
+    );
+    m = f32x4.max(m, i32x4.shuffle(m, m, 2, 3, 0, 1));
+    const amax = max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1));
+    const dx: f32 = amax / 127;
+    const id = f32x4.splat(dx != 0 ? <f32>1 / dx : 0);
+    store<u16>(ob, <u16>f32ToF16(dx));
+    const q0 = i16x8.narrow_i32x4_s(quantize4(v0, id), quantize4(v1, id));
+    const q1 = i16x8.narrow_i32x4_s(quantize4(v2, id), quantize4(v3, id));
+    const q2 = i16x8.narrow_i32x4_s(quantize4(v4, id), quantize4(v5, id));
+    const q3 = i16x8.narrow_i32x4_s(quantize4(v6, id), quantize4(v7, id));
+    v128.store(ob + 2, i8x16.narrow_i16x8_s(q0, q1));
+    v128.store(ob + 18, i8x16.narrow_i16x8_s(q2, q3));
+  }
+}
+
+/** nearest-even(v * id) as i32x4 (|v * id| <= 127 by construction). */
+// @ts-ignore: decorator
+@inline function quantize4(v: v128, id: v128): v128 {
+  return i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v, id)));
+}
+
+/** out (n) = row `row` of table (rows, n) q8_0, dequantized: d * q (exact in f32). */
+export function getRowQ8_0(out: usize, table: usize, row: i32, n: i32): void {
+  const nb = <usize>n / BLOCK;
+  const src = table + <usize>row * nb * BLOCK_BYTES;
+  for (let b: usize = 0; b < nb; b++) {
+    const sb = src + b * BLOCK_BYTES, ob = out + b * BLOCK * 4;
+    const d = f32x4.splat(f16ToF32(load<u16>(sb)));
+    for (let c: usize = 0; c < 4; c++) {
+      const q = v128.load8x8_s(sb + 2 + c * 8);
+      v128.store(ob + c * 32, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(q)), d));
+      v128.store(ob + c * 32 + 16, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(q)), d));
+    }
+  }
+}

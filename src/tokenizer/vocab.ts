@@ -1,0 +1,199 @@
+/**
+ * A GGUF vocabulary as llama.cpp's llama_vocab::impl::load sees it (src/llama-vocab.cpp): token texts,
+ * scores, attributes, merges, special ids and the flags that steer tokenization.
+ *
+ * Metadata keys read (all under tokenizer.ggml.): model, pre, tokens, scores, token_type, merges,
+ * bos/eos/eot/eom/unknown/padding_token_id, add_bos_token, add_space_prefix; and tokenizer.chat_template.
+ */
+import type { GgufValue } from "../io/gguf.js";
+import { FormatError, UnsupportedError } from "../errors.js";
+import { PRE_TOKENIZERS, type PreTokenizer } from "./pre-tokenize.js";
+
+/** llama.cpp's token attributes (llama.h LLAMA_TOKEN_ATTR_*). */
+export const ATTR = {
+  unknown: 1 << 0,
+  unused: 1 << 1,
+  normal: 1 << 2,
+  control: 1 << 3,
+  userDefined: 1 << 4,
+  byte: 1 << 5,
+} as const;
+
+/** tokenizer.ggml.token_type values (llama.h LLAMA_TOKEN_TYPE_*) -> attributes; anything else is "undefined" (0). */
+const TYPE_TO_ATTR: Record<number, number> = {
+  1: ATTR.normal, 2: ATTR.unknown, 3: ATTR.control, 4: ATTR.userDefined, 5: ATTR.unused, 6: ATTR.byte,
+};
+
+/** Token texts llama.cpp treats as end of generation (and forces to control type), from llama-vocab.cpp. */
+const EOG_TEXTS = new Set([
+  "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+  "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+  "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+]);
+/** Texts llama.cpp looks for when the file names no EOT token, in the order we prefer them. */
+const EOT_TEXTS = [
+  "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
+  "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>",
+];
+/** Texts of fill-in-the-middle tokens; llama.cpp forces these to control type too. */
+const FIM_TEXTS = new Set([
+  "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>",
+  "<|prefix|>", "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>",
+  "<|code_suffix|>", "<|suffix|>", "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>",
+  "▁<MID>", "<|code_middle|>", "<|middle|>", "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
+  "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
+]);
+
+export interface Vocab {
+  /** "spm": tokenizer.ggml.model "llama"; "bpe": "gpt2". */
+  kind: "spm" | "bpe";
+  /** BPE only: the pre-tokenizer named by tokenizer.ggml.pre. */
+  pre: PreTokenizer | null;
+  /** id -> text (empty texts replaced by "[EMPTY_<id>]" as llama.cpp does). */
+  texts: string[];
+  scores: Float32Array; // (V)
+  attrs: Uint16Array; // (V), ATTR bits
+  /** text -> id; the last id wins for duplicate texts, as in llama.cpp's token_to_id. */
+  idOf: Map<string, number>;
+  /** BPE merges: "left right" -> rank (the first occurrence wins). */
+  mergeRank: Map<string, number>;
+  bos: number | null;
+  eos: number | null;
+  unk: number | null;
+  stopIds: Set<number>;
+  addBos: boolean;
+  /** SPM: prepend a space to text at the start and after special tokens (tokenizer.ggml.add_space_prefix). */
+  addSpacePrefix: boolean;
+  /** Tokens matched in the raw text before tokenization: control, user-defined and unknown, longest first. */
+  specialIds: number[];
+  chatTemplate: string | null;
+}
+
+export function vocabFromGguf(metadata: Map<string, GgufValue>): Vocab {
+  // Step 1: the tokenizer type and its defaults.
+  const model = metadata.get("tokenizer.ggml.model");
+  if (model === undefined) throw new FormatError(`GGUF metadata has no tokenizer.ggml.model; expected "llama" or "gpt2"`);
+  if (model !== "llama" && model !== "gpt2") {
+    throw new UnsupportedError(
+      `tokenizer.ggml.model "${String(model)}" is not supported; kvslim supports "llama" (SentencePiece) and "gpt2" (byte-level BPE)`,
+    );
+  }
+  const kind = model === "llama" ? "spm" : "bpe";
+  let pre: PreTokenizer | null = null;
+  let addBos = kind === "spm";
+  if (kind === "bpe") {
+    const preName = optional(metadata, "tokenizer.ggml.pre", "string") ?? "default"; // llama.cpp: missing means default
+    pre = PRE_TOKENIZERS[preName] ?? null;
+    if (pre === null) {
+      throw new UnsupportedError(
+        `tokenizer.ggml.pre "${preName}" is not supported; kvslim supports ${Object.keys(PRE_TOKENIZERS).map((k) => `"${k}"`).join(", ")}`,
+      );
+    }
+    addBos = pre.addBos;
+  }
+
+  // Step 2: tokens, scores, types.
+  const texts = stringArray(metadata, "tokenizer.ggml.tokens", true);
+  const n = texts.length;
+  if (n === 0) throw new FormatError(`tokenizer.ggml.tokens is empty; a vocabulary needs at least one token`);
+  const scoreValues = numberArray(metadata, "tokenizer.ggml.scores");
+  const typeValues = numberArray(metadata, "tokenizer.ggml.token_type");
+  for (const [key, values] of [["tokenizer.ggml.scores", scoreValues], ["tokenizer.ggml.token_type", typeValues]] as const) {
+    if (values !== null && values.length !== n) {
+      throw new FormatError(`${key} has ${values.length} entries but tokenizer.ggml.tokens has ${n}; they must match`);
+    }
+  }
+  const scores = new Float32Array(n);
+  const attrs = new Uint16Array(n).fill(ATTR.normal);
+  const idOf = new Map<string, number>();
+  for (let id = 0; id < n; id++) {
+    if (texts[id] === "") texts[id] = `[EMPTY_${id}]`;
+    idOf.set(texts[id], id);
+    if (scoreValues !== null) scores[id] = scoreValues[id];
+    if (typeValues !== null) attrs[id] = TYPE_TO_ATTR[typeValues[id]] ?? 0;
+  }
+
+  // Step 3: merges (BPE), "left right" split at the first space after the first character.
+  const mergeRank = new Map<string, number>();
+  if (kind === "bpe") {
+    const merges = stringArray(metadata, "tokenizer.ggml.merges", false);
+    if (merges === null) throw new FormatError(`a "gpt2" vocabulary needs tokenizer.ggml.merges; the metadata has none`);
+    merges.forEach((merge, rank) => {
+      const at = merge.indexOf(" ", 1);
+      const key = at < 0 ? " " : merge; // llama.cpp keys a merge without a space as ("", "")
+      if (!mergeRank.has(key)) mergeRank.set(key, rank);
+    });
+  }
+
+  // Step 4: special ids: defaults, overridden by the file when in range (llama.cpp ignores out-of-range ids).
+  const inRange = (id: number | null) => (id !== null && id >= 0 && id < n ? id : null);
+  const special = (key: string, fallback: number | null) => {
+    const id = optional(metadata, `tokenizer.ggml.${key}`, "number");
+    return id !== undefined && inRange(id) !== null ? id : inRange(fallback);
+  };
+  const bos = special("bos_token_id", kind === "spm" ? 1 : 11);
+  const eos = special("eos_token_id", kind === "spm" ? 2 : 11);
+  const unk = special("unknown_token_id", kind === "spm" ? 0 : null);
+  let eot = special("eot_token_id", null);
+  const eom = special("eom_token_id", null);
+  addBos = optional(metadata, "tokenizer.ggml.add_bos_token", "boolean") ?? addBos;
+  const addSpacePrefix = optional(metadata, "tokenizer.ggml.add_space_prefix", "boolean") ?? kind === "spm";
+
+  // Step 5: end-of-generation tokens, found by text as llama.cpp does; they (and FIM tokens) become control tokens.
+  eot ??= EOT_TEXTS.map((t) => idOf.get(t)).find((id) => id !== undefined) ?? null;
+  const stopIds = new Set<number>();
+  for (const [text, id] of idOf) {
+    if (EOG_TEXTS.has(text)) stopIds.add(id);
+    if (EOG_TEXTS.has(text) || FIM_TEXTS.has(text)) attrs[id] |= ATTR.control;
+  }
+  for (const id of [eos, eot, eom]) if (id !== null) stopIds.add(id);
+
+  // Step 6: the special-token cache, longest text first (ties by id: llama.cpp's std::sort leaves them unspecified).
+  const specialIds: number[] = [];
+  for (let id = 0; id < n; id++) {
+    if (attrs[id] & (ATTR.control | ATTR.userDefined | ATTR.unknown)) specialIds.push(id);
+  }
+  specialIds.sort((a, b) => texts[b].length - texts[a].length || a - b);
+
+  const chatTemplate = optional(metadata, "tokenizer.chat_template", "string") ?? null;
+  return { kind, pre, texts, scores, attrs, idOf, mergeRank, bos, eos, unk, stopIds, addBos, addSpacePrefix, specialIds, chatTemplate };
+}
+
+function optional(metadata: Map<string, GgufValue>, key: string, type: "string"): string | undefined;
+function optional(metadata: Map<string, GgufValue>, key: string, type: "number"): number | undefined;
+function optional(metadata: Map<string, GgufValue>, key: string, type: "boolean"): boolean | undefined;
+function optional(metadata: Map<string, GgufValue>, key: string, type: string): unknown {
+  const value = metadata.get(key);
+  if (value === undefined) return undefined;
+  if (type === "number" && typeof value === "bigint") return Number(value);
+  if (typeof value !== type) throw new FormatError(`${key} must be a ${type}, found ${describe(value)}`);
+  return value;
+}
+
+function stringArray(metadata: Map<string, GgufValue>, key: string, required: true): string[];
+function stringArray(metadata: Map<string, GgufValue>, key: string, required: false): string[] | null;
+function stringArray(metadata: Map<string, GgufValue>, key: string, required: boolean): string[] | null {
+  const value = metadata.get(key);
+  if (value === undefined) {
+    if (required) throw new FormatError(`GGUF metadata has no ${key}; a tokenizer needs it`);
+    return null;
+  }
+  if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) {
+    throw new FormatError(`${key} must be an array of strings, found ${describe(value)}`);
+  }
+  return [...(value as string[])];
+}
+
+function numberArray(metadata: Map<string, GgufValue>, key: string): number[] | null {
+  const value = metadata.get(key);
+  if (value === undefined) return null;
+  if (!Array.isArray(value) || !value.every((v) => typeof v === "number")) {
+    throw new FormatError(`${key} must be an array of numbers, found ${describe(value)}`);
+  }
+  return value as number[];
+}
+
+function describe(value: GgufValue): string {
+  if (Array.isArray(value)) return value.length === 0 ? "an empty array" : `an array of ${typeof value[0]}`;
+  return `${typeof value} ${String(value).slice(0, 40)}`;
+}

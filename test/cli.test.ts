@@ -1,0 +1,163 @@
+/**
+ * The CLI end to end, in process: info and generate work, and every kind of bad input ends in one line
+ * naming the error class with expected vs found, a non-zero exit, and no stack trace.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { main } from "../src/cli/main.js";
+import { writeGguf } from "../src/io/gguf-writer.js";
+import { claShare } from "../src/model/config.js";
+import { llamaConfig, ggufModelMetadata, randomWeights, syntheticVocab, tensorsToWrite } from "../src/model/synthetic.js";
+import { gguf } from "../src/io/gguf-writer.js";
+import { SHAPES, tempDir, writeTestGguf, writeTestHf } from "./helpers/models.js";
+
+let dir: string;
+let good: string;
+beforeAll(() => {
+  dir = tempDir();
+  good = writeTestGguf(dir, "good", SHAPES["llama-gqa"]).path;
+});
+afterAll(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = "";
+  let err = "";
+  const o = process.stdout.write.bind(process.stdout);
+  const e = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
+  process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
+  try {
+    const code = await main(argv);
+    return { code, out, err };
+  } finally {
+    process.stdout.write = o;
+    process.stderr.write = e;
+  }
+}
+
+/** Asserts a clean failure: the exit code, one line naming the error, no stack trace. */
+function expectFailure(r: { code: number; out: string; err: string }, code: number, name: string, ...mentions: (string | RegExp)[]) {
+  expect(r.code, r.err).toBe(code);
+  expect(r.err.trim().split("\n")).toHaveLength(1);
+  expect(r.err).toContain(name);
+  expect(r.err).not.toMatch(/\n\s+at /);
+  for (const m of mentions) expect(r.err).toMatch(m);
+}
+
+function writeVariant(name: string, edit: (t: ReturnType<typeof tensorsToWrite>) => ReturnType<typeof tensorsToWrite>, config = SHAPES["llama-gqa"], meta?: (m: ReturnType<typeof ggufModelMetadata>) => ReturnType<typeof ggufModelMetadata>): string {
+  const file = path.join(dir, `${name}.gguf`);
+  const tensors = edit(tensorsToWrite(config, randomWeights(config), "f32", false));
+  const metadata = ggufModelMetadata(config, syntheticVocab(config.vocabSize), "f32");
+  writeGguf(file, meta ? meta(metadata) : metadata, tensors);
+  return file;
+}
+
+describe("working commands", () => {
+  test("generate prints text and a stats line with tokens/s and KV bytes", async () => {
+    const r = await run("generate", "-m", good, "-p", "hello world", "-n", "8", "--seed", "3");
+    expect(r.code, r.err).toBe(0);
+    expect(r.out.length).toBeGreaterThan(1);
+    expect(r.err).toMatch(/prompt \d+ tokens at [\d.]+ tok\/s · generated 8 tokens at [\d.]+ tok\/s · KV [\d.]+ \w+ in use/);
+  });
+
+  test("generate with the same seed is reproducible; greedy ignores the seed", async () => {
+    const a = await run("generate", "-m", good, "-p", "abc", "-n", "12", "--seed", "5");
+    const b = await run("generate", "-m", good, "-p", "abc", "-n", "12", "--seed", "5");
+    expect(a.out).toBe(b.out);
+    const g1 = await run("generate", "-m", good, "-p", "abc", "-n", "12", "--temperature", "0", "--seed", "1");
+    const g2 = await run("generate", "-m", good, "-p", "abc", "-n", "12", "--temperature", "0", "--seed", "2");
+    expect(g1.out).toBe(g2.out);
+  });
+
+  test("generate runs on a Hugging Face directory", async () => {
+    const hf = writeTestHf(dir, "hf", SHAPES["qwen2-bias"]).path;
+    const r = await run("generate", "-m", hf, "-p", "once", "-n", "4", "--temperature", "0");
+    expect(r.code, r.err).toBe(0);
+  });
+
+  test("info reports KV bytes/token = 2 × producers × G × Hd × 4 and the fit in a budget", async () => {
+    const config = { ...llamaConfig({ dModel: 64, nLayers: 4, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: 512 }), kvSource: claShare(4, 2) };
+    const cla = writeTestHf(dir, "cla-info", config).path;
+    const r = await run("info", cla, "--json", "--memory", "64MiB", "--context", "1000");
+    expect(r.code, r.err).toBe(0);
+    const info = JSON.parse(r.out);
+    expect(info.kvBytesPerToken.f32).toBe(2 * 2 * 1 * 16 * 4);
+    expect(info.attention).toBe("H16-MQA-CLA2");
+    expect(info.fit.tokens).toBe(Math.floor((64 * 2 ** 20 - info.weightBytes - info.activationBytes) / 256));
+    expect(info.fit.sequences).toBe(Math.floor(info.fit.tokens / 1000));
+    const text = await run("info", cla);
+    expect(text.out).toContain("2 of 4 layers hold K/V");
+  });
+});
+
+describe("bad input: one line, named error, non-zero exit", () => {
+  test("missing model file", async () => {
+    expectFailure(await run("info", path.join(dir, "nope.gguf")), 2, "UsageError", /does not exist/);
+  });
+
+  test("truncated GGUF", async () => {
+    const bytes = fs.readFileSync(good);
+    const file = path.join(dir, "truncated.gguf");
+    fs.writeFileSync(file, bytes.subarray(0, bytes.length - 1000));
+    expectFailure(await run("generate", "-m", file, "-p", "x"), 1, "FormatError", /truncated/);
+  });
+
+  test("wrong magic", async () => {
+    const bytes = Buffer.from(fs.readFileSync(good));
+    bytes.write("GGML", 0);
+    const file = path.join(dir, "magic.gguf");
+    fs.writeFileSync(file, bytes);
+    expectFailure(await run("info", file), 1, "FormatError", /GGML|magic/);
+  });
+
+  test("unsupported architecture names the supported ones", async () => {
+    const file = writeVariant("arch", (t) => t, SHAPES["llama-gqa"], (m) => m.map(([k, v]) => (k === "general.architecture" ? [k, gguf.str("gpt2")] : [k, v])));
+    expectFailure(await run("info", file), 1, "UnsupportedError", /"gpt2"/, /llama, qwen2/);
+  });
+
+  test("missing tensor", async () => {
+    const file = writeVariant("missing", (t) => t.filter((x) => x.name !== "blk.1.ffn_up.weight"));
+    expectFailure(await run("info", file), 1, "ModelMismatchError", /blk\.1\.ffn_up\.weight is missing/);
+  });
+
+  test("extra tensor", async () => {
+    const file = writeVariant("extra", (t) => [...t, { ...t[1], name: "blk.0.mystery.weight" }]);
+    expectFailure(await run("info", file), 1, "ModelMismatchError", /unexpected tensor blk\.0\.mystery\.weight/);
+  });
+
+  test("shape that disagrees with the config", async () => {
+    const file = writeVariant("shape", (t) => t.map((x) => (x.name === "blk.0.attn_q.weight" ? { ...x, shape: [32, 128] } : x)));
+    expectFailure(await run("info", file), 1, "ModelMismatchError", /shape \[32,128\], expected \[64,64\]/);
+  });
+
+  test("CLA consumer carrying K/V weights", async () => {
+    const config = { ...SHAPES["llama-gqa"], kvSource: claShare(2, 2) };
+    const full = tensorsToWrite(SHAPES["llama-gqa"], randomWeights(SHAPES["llama-gqa"]), "f32", false);
+    const file = writeVariant("consumer-kv", () => full, config);
+    expectFailure(await run("info", file), 1, "ModelMismatchError", /layer 1 is a CLA consumer/);
+  });
+
+  test("CLA producer lacking K/V weights", async () => {
+    const file = writeVariant("producer-no-kv", (t) => t.filter((x) => x.name !== "blk.1.attn_v.weight"));
+    expectFailure(await run("info", file), 1, "ModelMismatchError", /blk\.1\.attn_v\.weight is missing \(layer 1 is a K\/V producer\)/);
+  });
+
+  test("prompt longer than the context", async () => {
+    expectFailure(await run("generate", "-m", good, "-p", "word ".repeat(200), "-c", "32", "-n", "1"), 1, "ContextOverflowError", /exceed the context size of 32/);
+  });
+
+  test("a context that does not fit in 4 GiB", async () => {
+    expectFailure(await run("generate", "-m", good, "-p", "x", "-c", "50000000"), 1, "OutOfMemoryError", /4\.00 GiB/);
+  });
+
+  test("bad flag values and unknown flags exit 2", async () => {
+    expect((await run("generate", "-m", good, "-p", "x", "--temperature", "hot")).code).toBe(2);
+    expect((await run("generate", "-m", good, "-p", "x", "--frobnicate")).code).toBe(2);
+    expect((await run("generate", "-p", "x")).code).toBe(2);
+    expectFailure(await run("generate", "-m", good), 2, "UsageError", /no prompt/);
+    expectFailure(await run("info", good, "--memory", "lots"), 2, "", /expected a size like/);
+  });
+});
