@@ -77,6 +77,11 @@ export function f32ToF16(value: f32): u32 {
 @inline export function f16HiHalves(h: v128): v128 {
   return v128.and(i16x8.shr_s(h, 3), i16x8.splat(<i16>0x8fff));
 }
+/** The same plus 112 in the exponent field: the high halves of the f16 value itself (normal f16 only). */
+// @ts-ignore: decorator
+@inline export function f16HiHalvesBiased(h: v128): v128 {
+  return i16x8.add(f16HiHalves(h), i16x8.splat(112 << 7));
+}
 /** The 16-bit low halves of the same f32s. */
 // @ts-ignore: decorator
 @inline export function f16LoHalves(h: v128): v128 {
@@ -104,12 +109,19 @@ export function f32ToF16(value: f32): u32 {
   const min23 = i16x8.min_u(v128.and(h2, e), v128.and(h3, e));
   return i16x8.all_true(i16x8.min_u(min01, min23));
 }
+/** The same test for two vectors. */
+// @ts-ignore: decorator
+@inline export function allNormal2(h0: v128, h1: v128): bool {
+  const e = i16x8.splat(0x7c00);
+  return i16x8.all_true(i16x8.min_u(v128.and(h0, e), v128.and(h1, e)));
+}
 
 /**
  * Exact f16 -> f32 for 4 lanes given as u32 (zero-extended): normals by an exponent rebias,
  * subnormals as (2^-14 + m 2^-24) - 2^-14, inf/NaN by forcing the exponent to all ones.
  */
-export function f16x4Exact(h: v128): v128 {
+// @ts-ignore: decorator
+@inline export function f16x4Exact(h: v128): v128 {
   const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
   const mag13 = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
   const normal = i32x4.add(mag13, i32x4.splat(112 << 23));
@@ -122,7 +134,8 @@ export function f16x4Exact(h: v128): v128 {
 // ---- SIMD: f32x4 -> rounded to 16-bit floats, kept as f32 ----
 
 /** Rounds 4 f32 lanes to the nearest f16 value (ties to even), as f32. As dtype.ts roundF16. */
-export function roundF16x4(x: v128): v128 {
+// @ts-ignore: decorator
+@inline export function roundF16x4(x: v128): v128 {
   const sign = v128.and(x, i32x4.splat(0x80000000));
   const a = v128.andnot(x, i32x4.splat(0x80000000));
   // Normal range: round the mantissa to 10 bits (a carry into the exponent is still correct).
@@ -138,7 +151,8 @@ export function roundF16x4(x: v128): v128 {
 }
 
 /** Rounds 4 f32 lanes to the nearest bf16 (ties to even), as f32; NaN becomes a quiet NaN. */
-export function roundBf16x4(x: v128): v128 {
+// @ts-ignore: decorator
+@inline export function roundBf16x4(x: v128): v128 {
   const odd = v128.and(i32x4.shr_u(x, 16), i32x4.splat(1));
   const rounded = v128.and(i32x4.add(i32x4.add(x, i32x4.splat(0x7fff)), odd), i32x4.splat(0xffff0000));
   const quietNan = v128.and(v128.or(x, i32x4.splat(0x00400000)), i32x4.splat(0xffff0000));

@@ -1,1 +1,18 @@
+// The kernel module: every method of the Kernels interface (src/kernels/kernels.ts), exported
+// under the interface's names, over byte offsets into the imported shared memory.
+// One idea per file; this file only gathers them.
 export { matvecF32, matvecF16, matvecBf16 } from "./matvec";
+export { matmulF32, matmulF16, matmulBf16 } from "./matmul";
+export { matvecQ8_0, matmulQ8_0, quantizeQ8_0, getRowQ8_0 } from "./q8_0";
+export { roundF16, roundBf16, getRowF32, getRowF16, getRowBf16, rmsnorm, ropeInterleaved, ropeHalves, swiglu, add } from "./elementwise";
+export { attendF32 } from "./attention";
+// Not a kernel: exported so the tests can measure the SIMD exp's accuracy directly.
+export { expF32 } from "./exp";
+
+/**
+ * The first byte past the module's static data. The loader checks it is below the arena's
+ * RESERVED prefix, the only part of memory the module may use for itself.
+ */
+export function staticDataEnd(): usize {
+  return __heap_base;
+}

@@ -6,7 +6,7 @@
 //   sum += f32(sumi) * (f32(d_w) * f32(d_x))       (f32, blocks in order)
 // Every step is exact or one correctly rounded f32 operation in a fixed order, so these results
 // are bit-identical to the reference twin.
-import { f16ToF32, f32ToF16, f16x4Exact, hsum4i } from "./convert";
+import { TWO_POW_112, f16ToF32, f32ToF16, hsum4i } from "./convert";
 
 const BLOCK: usize = 32;
 const BLOCK_BYTES: usize = 34;
@@ -20,14 +20,25 @@ const BLOCK_BYTES: usize = 34;
   return i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(wq, 24), v128.load8x8_s(xq, 24)));
 }
 
-/** The 4 block scales d_w of the blocks at w0, w0 + rowBytes, ... as f32x4. */
+/**
+ * The 4 block scales d_w at w0, w0 + rowBytes, ... as f32x4, times 2^-112: each f16 goes to the
+ * high half of an i32 lane, an arithmetic shift by 3 moves exponent and mantissa to their f32
+ * places and the mask clears the sign copies. Exact for every finite f16 (f16 subnormals become
+ * f32 subnormals). Multiplied by d_x * 2^112 this gives f32(d_w * d_x) exactly rounded.
+ */
 // @ts-ignore: decorator
-@inline function scales4(w0: usize, rowBytes: usize): v128 {
-  let h = v128.load16_lane(w0, i32x4.splat(0), 0);
-  h = v128.load16_lane(w0 + rowBytes, h, 2);
-  h = v128.load16_lane(w0 + 2 * rowBytes, h, 4);
-  h = v128.load16_lane(w0 + 3 * rowBytes, h, 6);
-  return f16x4Exact(h);
+@inline function scales4Scaled(w0: usize, rowBytes: usize): v128 {
+  let h = v128.load16_lane(w0, i32x4.splat(0), 1);
+  h = v128.load16_lane(w0 + rowBytes, h, 3);
+  h = v128.load16_lane(w0 + 2 * rowBytes, h, 5);
+  h = v128.load16_lane(w0 + 3 * rowBytes, h, 7);
+  return v128.and(i32x4.shr_s(h, 3), i32x4.splat(0x8fffffff));
+}
+
+/** d_x * 2^112 of the activation block at xb, in all 4 lanes. */
+// @ts-ignore: decorator
+@inline function scaleXScaled(xb: usize): v128 {
+  return f32x4.splat(f16ToF32(load<u16>(xb)) * TWO_POW_112);
 }
 
 /** The dot of one q8_0 row w with xq (nb blocks each). */
@@ -45,17 +56,20 @@ function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
 /** The 4 dots of q8_0 rows w0, w0 + rowBytes, ... with xq (nb blocks), as one f32x4. */
 // @ts-ignore: decorator
 @inline function dotRows4Q8_0(xq: usize, w0: usize, rowBytes: usize, nb: usize): v128 {
+  const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
   let acc = f32x4.splat(0);
   for (let b: usize = 0; b < nb; b++) {
-    const o = b * BLOCK_BYTES, xb = xq + o, wb = w0 + o;
-    const sumi = hsum4i(
-      blockDot(wb + 2, xb + 2),
-      blockDot(wb + rowBytes + 2, xb + 2),
-      blockDot(wb + 2 * rowBytes + 2, xb + 2),
-      blockDot(wb + 3 * rowBytes + 2, xb + 2),
-    );
-    const d = f32x4.mul(scales4(wb, rowBytes), f32x4.splat(f16ToF32(load<u16>(xb))));
-    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), d));
+    const o = b * BLOCK_BYTES, xb = xq + o;
+    let s0 = i32x4.splat(0), s1 = s0, s2 = s0, s3 = s0;
+    for (let c: usize = 2; c < BLOCK_BYTES; c += 8) {
+      const q = v128.load8x8_s(xb + c);
+      s0 = i32x4.add(s0, i32x4.dot_i16x8_s(v128.load8x8_s(w0 + o + c), q));
+      s1 = i32x4.add(s1, i32x4.dot_i16x8_s(v128.load8x8_s(w1 + o + c), q));
+      s2 = i32x4.add(s2, i32x4.dot_i16x8_s(v128.load8x8_s(w2 + o + c), q));
+      s3 = i32x4.add(s3, i32x4.dot_i16x8_s(v128.load8x8_s(w3 + o + c), q));
+    }
+    const d = f32x4.mul(scales4Scaled(w0 + o, rowBytes), scaleXScaled(xb));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(s0, s1, s2, s3)), d));
   }
   return acc;
 }
@@ -103,9 +117,9 @@ export function matmulQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32, t: i
           sA3 = i32x4.add(sA3, i32x4.dot_i16x8_s(q, qa));
           sB3 = i32x4.add(sB3, i32x4.dot_i16x8_s(q, qb));
         }
-        const dw = scales4(w0 + o, rowBytes);
-        const dA = f32x4.mul(dw, f32x4.splat(f16ToF32(load<u16>(xa + o))));
-        const dB = f32x4.mul(dw, f32x4.splat(f16ToF32(load<u16>(xb + o))));
+        const dw = scales4Scaled(w0 + o, rowBytes);
+        const dA = f32x4.mul(dw, scaleXScaled(xa + o));
+        const dB = f32x4.mul(dw, scaleXScaled(xb + o));
         accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(sA0, sA1, sA2, sA3)), dA));
         accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(sB0, sB1, sB2, sB3)), dB));
       }

@@ -15,7 +15,7 @@ import { SHAPES, randomTokens, relMaxDiff, tempDir, writeTestGguf } from "./help
 
 const CONTEXT = 1100;
 const POSITIONS = [0, 1, 2, 31, 63, 64, 65, 200, 511, 512, 1099];
-const TOLERANCE: Record<DType, number> = { f32: 2e-5, f16: 1e-3, bf16: 4e-3, q8_0: 4e-3 };
+const TOLERANCE: Record<DType, number> = { f32: 1e-5, f16: 1e-5, bf16: 1e-5, q8_0: 1e-5 };
 
 const cases: [keyof typeof SHAPES, DType][] = [
   ["llama-gqa", "f32"],

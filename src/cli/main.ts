@@ -34,7 +34,12 @@ export function reportError(e: unknown): number {
     process.stderr.write(`kvslim: ${e.name}: ${e.message}\n`);
     return e.exitCode;
   }
-  const err = e as Error;
+  const err = e as NodeJS.ErrnoException;
+  if (typeof err?.code === "string" && typeof err.syscall === "string") {
+    // A system error (missing file, permission, disk full): the message names the path; not a bug.
+    process.stderr.write(`kvslim: ${err.code}: ${err.message}\n`);
+    return 1;
+  }
   process.stderr.write(`kvslim: internal error (a bug, please report it): ${err?.stack ?? String(e)}\n`);
   return 70;
 }

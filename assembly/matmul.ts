@@ -1,0 +1,139 @@
+// Matrix-matrix products for float weights (prefill, t tokens): out (t, d) = X (t, n) @ W (d, n)^T.
+//
+// Register tile of 4 X rows x 2 W rows: 8 f32x4 accumulators, and every W vector loaded (and
+// converted from f16/bf16) is used by 4 X rows, every X vector by 2 W rows. Cache blocking: W is
+// cut into panels of about PANEL_BYTES (they stay in L2) and all X tiles run over one panel
+// before the next, so W comes from memory once; the 4 X rows of a tile (4 n floats) stay in L1.
+// Leftover X rows (t % 4) run the matvec kernel, a leftover W row (d odd) the single-row dots.
+// One generic body, specialised per weight type by a constant `kind` after inlining.
+import {
+  bf16ToF32, f16ToF32, bf16LoToF32x4, bf16HiToF32x4, f16HiHalvesBiased, f16LoHalves, joinLo, joinHi,
+  allNormal2, f16x4Exact, hsum4,
+} from "./convert";
+import { matvecF32, matvecF16, matvecBf16, dotF32, dotF16, dotBf16 } from "./matvec";
+
+const F32 = 0;
+const F16 = 1;
+const BF16 = 2;
+const PANEL_BYTES: usize = 256 * 1024;
+
+/** Element kind `kind` at p (index i) as f32. */
+// @ts-ignore: decorator
+@inline function loadScalar(kind: i32, p: usize, i: usize): f32 {
+  if (kind == F32) return load<f32>(p + (i << 2));
+  if (kind == F16) return f16ToF32(load<u16>(p + (i << 1)));
+  return bf16ToF32(load<u16>(p + (i << 1)));
+}
+
+/**
+ * The 4 x 2 tile out[i..i+4, r..r+2]: X rows at x (stride xRow bytes), W rows wa, wb (n each).
+ * Stores through out (row stride outRow bytes).
+ */
+// @ts-ignore: decorator
+@inline function tile4x2(kind: i32, out: usize, outRow: usize, x: usize, xRow: usize, wa: usize, wb: usize, n: usize): void {
+  const x0 = x, x1 = x0 + xRow, x2 = x1 + xRow, x3 = x2 + xRow;
+  let c0a = f32x4.splat(0), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a, c3a = c0a, c3b = c0a;
+  let k: usize = 0;
+  for (; k + 8 <= n; k += 8) {
+    // The 8 weights of each W row at k as f32x4 pairs (lo = k..k+3, hi = k+4..k+7).
+    let waLo: v128, waHi: v128, wbLo: v128, wbHi: v128;
+    if (kind == F32) {
+      waLo = v128.load(wa + (k << 2)); waHi = v128.load(wa + (k << 2), 16);
+      wbLo = v128.load(wb + (k << 2)); wbHi = v128.load(wb + (k << 2), 16);
+    } else if (kind == BF16) {
+      const ha = v128.load(wa + (k << 1)), hb = v128.load(wb + (k << 1));
+      waLo = bf16LoToF32x4(ha); waHi = bf16HiToF32x4(ha);
+      wbLo = bf16LoToF32x4(hb); wbHi = bf16HiToF32x4(hb);
+    } else {
+      const ha = v128.load(wa + (k << 1)), hb = v128.load(wb + (k << 1));
+      if (allNormal2(ha, hb)) {
+        const hiA = f16HiHalvesBiased(ha), loA = f16LoHalves(ha);
+        const hiB = f16HiHalvesBiased(hb), loB = f16LoHalves(hb);
+        waLo = joinLo(loA, hiA); waHi = joinHi(loA, hiA);
+        wbLo = joinLo(loB, hiB); wbHi = joinHi(loB, hiB);
+      } else {
+        waLo = f16x4Exact(v128.load16x4_u(wa + (k << 1))); waHi = f16x4Exact(v128.load16x4_u(wa + (k << 1), 8));
+        wbLo = f16x4Exact(v128.load16x4_u(wb + (k << 1))); wbHi = f16x4Exact(v128.load16x4_u(wb + (k << 1), 8));
+      }
+    }
+    const o = k << 2;
+    let xl = v128.load(x0 + o), xh = v128.load(x0 + o, 16);
+    c0a = f32x4.add(c0a, f32x4.add(f32x4.mul(waLo, xl), f32x4.mul(waHi, xh)));
+    c0b = f32x4.add(c0b, f32x4.add(f32x4.mul(wbLo, xl), f32x4.mul(wbHi, xh)));
+    xl = v128.load(x1 + o); xh = v128.load(x1 + o, 16);
+    c1a = f32x4.add(c1a, f32x4.add(f32x4.mul(waLo, xl), f32x4.mul(waHi, xh)));
+    c1b = f32x4.add(c1b, f32x4.add(f32x4.mul(wbLo, xl), f32x4.mul(wbHi, xh)));
+    xl = v128.load(x2 + o); xh = v128.load(x2 + o, 16);
+    c2a = f32x4.add(c2a, f32x4.add(f32x4.mul(waLo, xl), f32x4.mul(waHi, xh)));
+    c2b = f32x4.add(c2b, f32x4.add(f32x4.mul(wbLo, xl), f32x4.mul(wbHi, xh)));
+    xl = v128.load(x3 + o); xh = v128.load(x3 + o, 16);
+    c3a = f32x4.add(c3a, f32x4.add(f32x4.mul(waLo, xl), f32x4.mul(waHi, xh)));
+    c3b = f32x4.add(c3b, f32x4.add(f32x4.mul(wbLo, xl), f32x4.mul(wbHi, xh)));
+  }
+  // [out[i][r], out[i][r+1], out[i+1][r], out[i+1][r+1]] and the same for rows i+2, i+3.
+  let top = hsum4(c0a, c0b, c1a, c1b), bottom = hsum4(c2a, c2b, c3a, c3b);
+  if (k < n) {
+    let t0a: f32 = 0, t0b: f32 = 0, t1a: f32 = 0, t1b: f32 = 0;
+    let t2a: f32 = 0, t2b: f32 = 0, t3a: f32 = 0, t3b: f32 = 0;
+    for (; k < n; k++) {
+      const a = loadScalar(kind, wa, k), b = loadScalar(kind, wb, k), o = k << 2;
+      const v0 = load<f32>(x0 + o), v1 = load<f32>(x1 + o), v2 = load<f32>(x2 + o), v3 = load<f32>(x3 + o);
+      t0a += a * v0; t0b += b * v0; t1a += a * v1; t1b += b * v1;
+      t2a += a * v2; t2b += b * v2; t3a += a * v3; t3b += b * v3;
+    }
+    top = f32x4.add(top, f32x4(t0a, t0b, t1a, t1b));
+    bottom = f32x4.add(bottom, f32x4(t2a, t2b, t3a, t3b));
+  }
+  v128.store64_lane(out, top, 0);
+  v128.store64_lane(out + outRow, top, 1);
+  v128.store64_lane(out + 2 * outRow, bottom, 0);
+  v128.store64_lane(out + 3 * outRow, bottom, 1);
+}
+
+// @ts-ignore: decorator
+@inline function matmulFloat(kind: i32, out: usize, x: usize, w: usize, n: i32, d: i32, t: i32): void {
+  const nn = <usize>n, nd = <usize>d, nt = <usize>t;
+  const rowBytes = kind == F32 ? nn << 2 : nn << 1;
+  const xRow = nn << 2, outRow = nd << 2;
+  const panelRows = max<usize>(2, (PANEL_BYTES / rowBytes) & ~1);
+  for (let r0: usize = 0; r0 < nd; r0 += panelRows) {
+    const r1 = min(nd, r0 + panelRows);
+    for (let i: usize = 0; i + 4 <= nt; i += 4) {
+      const xi = x + i * xRow, oi = out + i * outRow;
+      let r = r0;
+      for (; r + 2 <= r1; r += 2) {
+        const wa = w + r * rowBytes;
+        tile4x2(kind, oi + (r << 2), outRow, xi, xRow, wa, wa + rowBytes, nn);
+      }
+      if (r < r1) {
+        // d is odd: the last W row alone.
+        const wr = w + r * rowBytes;
+        for (let j: usize = 0; j < 4; j++) {
+          const xj = xi + j * xRow;
+          const dot = kind == F32 ? dotF32(xj, wr, nn) : kind == F16 ? dotF16(xj, wr, nn) : dotBf16(xj, wr, nn);
+          store<f32>(oi + j * outRow + (r << 2), dot);
+        }
+      }
+    }
+  }
+  for (let i = nt & ~3; i < nt; i++) {
+    if (kind == F32) matvecF32(out + i * outRow, x + i * xRow, w, n, d);
+    else if (kind == F16) matvecF16(out + i * outRow, x + i * xRow, w, n, d);
+    else matvecBf16(out + i * outRow, x + i * xRow, w, n, d);
+  }
+}
+
+/** out (t, d) = X (t, n) @ W (d, n)^T, W f32. */
+export function matmulF32(out: usize, x: usize, w: usize, n: i32, d: i32, t: i32): void {
+  matmulFloat(F32, out, x, w, n, d, t);
+}
+
+/** out (t, d) = X (t, n) @ W (d, n)^T, W f16, X f16-rounded f32. */
+export function matmulF16(out: usize, x: usize, w: usize, n: i32, d: i32, t: i32): void {
+  matmulFloat(F16, out, x, w, n, d, t);
+}
+
+/** out (t, d) = X (t, n) @ W (d, n)^T, W bf16, X bf16-rounded f32. */
+export function matmulBf16(out: usize, x: usize, w: usize, n: i32, d: i32, t: i32): void {
+  matmulFloat(BF16, out, x, w, n, d, t);
+}

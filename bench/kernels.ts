@@ -1,0 +1,92 @@
+/**
+ * Microbenchmark of the kernels: WASM SIMD vs the TypeScript reference, single thread.
+ *
+ * matvec is memory bound, so it reports GB/s of weights read; matmul reports GFLOP/s (2 t n d).
+ * Shapes are the 97M reference model's: D 768, FFN 2048, vocab 8192, prefill of 64 tokens.
+ * Run: npm run build && node dist/bench/kernels.js
+ */
+import { Arena } from "../src/memory/arena.js";
+import { type DType, bytesFor, encode } from "../src/memory/dtype.js";
+import type { Kernels } from "../src/kernels/kernels.js";
+import { createReferenceKernels } from "../src/kernels/reference.js";
+import { loadWasmKernelsSync } from "../src/kernels/wasm.js";
+
+const arena = new Arena(96 << 20, "the kernel benchmark");
+const wasm = loadWasmKernelsSync(arena.memory);
+const ref = createReferenceKernels(arena.memory);
+const W = arena.alloc(32 << 20);
+const X = arena.alloc(1 << 20);
+const XQ = arena.alloc(1 << 20);
+const OUT = arena.alloc(1 << 20);
+
+/** Deterministic weight-like values in [-0.05, 0.05) (an LCG: the benchmark needs no quality). */
+function values(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2 ** 32 - 0.5) * 0.1;
+  }
+  return out;
+}
+
+/** Seconds per call of `run`, repeated for at least `minSeconds` after one warm-up call. */
+function timePerCall(run: () => void, minSeconds: number): number {
+  run();
+  let calls = 0;
+  const start = performance.now();
+  let elapsed = 0;
+  do {
+    run();
+    calls++;
+    elapsed = (performance.now() - start) / 1000;
+  } while (elapsed < minSeconds);
+  return elapsed / calls;
+}
+
+function setup(dtype: DType, n: number, d: number, t: number): void {
+  arena.u8.set(encode(dtype, values(n * d, 1)), W);
+  arena.f32.set(values(t * n, 2).map((v) => v * 20), X / 4);
+  if (dtype === "q8_0") wasm.quantizeQ8_0(XQ, X, t * n);
+}
+
+const kernelName = (op: "matvec" | "matmul", dtype: DType) => `${op}${dtype === "q8_0" ? "Q8_0" : dtype[0].toUpperCase() + dtype.slice(1)}`;
+
+function matvecSeconds(k: Kernels, dtype: DType, n: number, d: number, minSeconds: number): number {
+  const fn = k[kernelName("matvec", dtype) as "matvecF32"];
+  const x = dtype === "q8_0" ? XQ : X;
+  return timePerCall(() => fn(OUT, x, W, n, d), minSeconds);
+}
+
+function matmulSeconds(k: Kernels, dtype: DType, n: number, d: number, t: number, minSeconds: number): number {
+  const fn = k[kernelName("matmul", dtype) as "matmulF32"];
+  const x = dtype === "q8_0" ? XQ : X;
+  return timePerCall(() => fn(OUT, x, W, n, d, t), minSeconds);
+}
+
+const pad = (s: string, width: number) => s.padEnd(width);
+const DTYPES: DType[] = ["f32", "f16", "bf16", "q8_0"];
+
+console.log("matvec: GB/s of weights read (WASM, reference, ratio)");
+for (const [n, d] of [[768, 2048], [2048, 768], [768, 8192]]) {
+  for (const dtype of DTYPES) {
+    setup(dtype, n, d, 1);
+    const bytes = bytesFor(dtype, n * d);
+    const wasmGBs = bytes / matvecSeconds(wasm, dtype, n, d, 0.5) / 1e9;
+    const refGBs = bytes / matvecSeconds(ref, dtype, n, d, 0.3) / 1e9;
+    console.log(`  ${pad(kernelName("matvec", dtype), 11)} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ` +
+      `${wasmGBs.toFixed(2).padStart(6)} GB/s  reference ${refGBs.toFixed(3).padStart(6)} GB/s  x${(wasmGBs / refGBs).toFixed(0)}`);
+  }
+}
+
+console.log("matmul: GFLOP/s (2 t n d per call)");
+for (const [t, n, d] of [[64, 768, 2048], [64, 2048, 768]]) {
+  for (const dtype of DTYPES) {
+    setup(dtype, n, d, t);
+    const flops = 2 * t * n * d;
+    const wasmGF = flops / matmulSeconds(wasm, dtype, n, d, t, 0.5) / 1e9;
+    const refGF = flops / matmulSeconds(ref, dtype, n, d, t, 0.3) / 1e9;
+    console.log(`  ${pad(kernelName("matmul", dtype), 11)} t=${t} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ` +
+      `${wasmGF.toFixed(2).padStart(6)} GFLOP/s  reference ${refGF.toFixed(3).padStart(6)} GFLOP/s  x${(wasmGF / refGF).toFixed(0)}`);
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * A Hugging Face model directory's tokenizer: tokenizer.json through @huggingface/tokenizers, and
+ * tokenizer_config.json / chat_template.jinja / generation_config.json for the special tokens, the BOS
+ * default and the chat template.
+ *
+ * Special added tokens are matched by special-split.ts (so `parseSpecial: false` can leave them as text,
+ * which the library cannot); the library sees only the non-special added tokens, which it always matches,
+ * as llama.cpp does user-defined tokens. Decoding uses detokenize.ts with the pieces the tokenizer.json
+ * decoder would produce (ByteLevel, or Metaspace / Replace("▁") with ByteFallback), so streaming works
+ * the same as for GGUF vocabularies.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { FormatError, UnsupportedError } from "../errors.js";
+import { CHAR_TO_BYTE } from "./bpe.js";
+import { detokenize, Detokenizer, hfCleanup, utf8Bytes, type PieceSource } from "./detokenize.js";
+import { splitOnSpecialTokens, type SpecialToken } from "./special-split.js";
+import type { DecodeOptions, EncodeOptions, StreamDecoder, TextTokenizer } from "./tokenizer.js";
+
+type Json = Record<string, unknown>;
+interface AddedToken { id: number; content: string; special: boolean; lstrip?: boolean; rstrip?: boolean }
+
+/** Token texts that end generation (as vocab.ts's list for GGUF), beyond EOS and generation_config.json's ids. */
+const EOG_TEXTS = new Set(["<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>"]);
+
+export function hfTokenizer(dir: string): TextTokenizer {
+  const file = path.join(dir, "tokenizer.json");
+  const json = readJson(file, true);
+  const config = readJson(path.join(dir, "tokenizer_config.json"), false) ?? {};
+  const generation = readJson(path.join(dir, "generation_config.json"), false) ?? {};
+  const templateFile = path.join(dir, "chat_template.jinja");
+  const template = fs.existsSync(templateFile) ? fs.readFileSync(templateFile, "utf8") : chatTemplateOf(config);
+  return new HfTokenizer(file, json, config, generation, template);
+}
+
+class HfTokenizer implements TextTokenizer, PieceSource {
+  readonly vocabSize: number;
+  readonly bos: number | null;
+  readonly eos: number | null;
+  readonly stopIds: ReadonlySet<number>;
+  readonly addBos: boolean;
+  readonly stripFirstSpace: boolean;
+  readonly cleanup: PieceSource["cleanup"];
+  private readonly library: Tokenizer; // knows the non-special added tokens only
+  private readonly added = new Map<number, AddedToken>();
+  private readonly specials: SpecialToken[];
+  private readonly decoder: "byte-level" | "metaspace";
+  private readonly byteFallback: boolean;
+
+  constructor(file: string, json: Json, config: Json, generation: Json, readonly chatTemplate: string | null) {
+    // Step 1: added tokens; the special ones stay out of the library.
+    if (typeof json.model !== "object" || json.model === null) throw new FormatError(`${file} has no "model" object`);
+    const addedTokens = (json.added_tokens ?? []) as AddedToken[];
+    if (!Array.isArray(addedTokens) || !addedTokens.every((t) => Number.isInteger(t?.id) && typeof t?.content === "string")) {
+      throw new FormatError(`${file}: "added_tokens" must be a list of {id, content, special} objects`);
+    }
+    for (const t of addedTokens) this.added.set(t.id, t);
+    this.specials = addedTokens
+      .filter((t) => t.special)
+      .map((t) => ({ id: t.id, text: t.content, lstrip: t.lstrip, rstrip: t.rstrip }))
+      .sort((a, b) => b.text.length - a.text.length || a.id - b.id);
+    try {
+      const plain = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...json };
+      this.library = new Tokenizer({ ...plain, added_tokens: addedTokens.filter((t) => !t.special) }, config);
+    } catch (e) {
+      throw new UnsupportedError(`${file}: @huggingface/tokenizers cannot load it (${(e as Error).message})`);
+    }
+    this.vocabSize = Math.max(this.library.model!.vocab.length, ...addedTokens.map((t) => t.id + 1));
+
+    // Step 2: how pieces decode, from the tokenizer.json decoder.
+    const decoders = flatten(json.decoder as Json | null, "decoders");
+    const types = decoders.map((d) => d.type);
+    const metaspace = decoders.find((d) => d.type === "Metaspace");
+    if (types.includes("ByteLevel")) this.decoder = "byte-level";
+    else if (metaspace || decoders.some((d) => d.type === "Replace" && (d.pattern as Json)?.String === "\u2581")) this.decoder = "metaspace";
+    else throw new UnsupportedError(`${file}: decoder [${types.join(", ")}] is not supported; kvslim decodes ByteLevel and Metaspace/ByteFallback tokenizers`);
+    this.byteFallback = types.includes("ByteFallback") || (json.model as Json).byte_fallback === true;
+    const metaspacePrefix = metaspace && (metaspace.prepend_scheme ?? (metaspace.add_prefix_space === false ? "never" : "always")) !== "never";
+    this.stripFirstSpace = decoders.some((d) => d.type === "Strip" && Number(d.start) > 0) || Boolean(metaspacePrefix);
+    this.cleanup = config.clean_up_tokenization_spaces === false ? null : hfCleanup; // tokenizers.js defaults to true
+
+    // Step 3: special ids and the BOS default.
+    const template = flatten(json.post_processor as Json | null, "processors").find((p) => p.type === "TemplateProcessing");
+    const leading = (template?.single as Json[] | undefined)?.[0]?.SpecialToken as Json | undefined;
+    this.bos = this.idOfToken(config.bos_token) ?? this.idOfToken(leading?.id) ?? numberOrNull(generation.bos_token_id);
+    this.eos = this.idOfToken(config.eos_token) ?? [generation.eos_token_id].flat().map(numberOrNull)[0] ?? null;
+    this.addBos = typeof config.add_bos_token === "boolean" ? config.add_bos_token : leading !== undefined && this.idOfToken(leading.id) === this.bos;
+    const stops = [this.eos, ...[generation.eos_token_id].flat().map(numberOrNull)];
+    for (const t of addedTokens) if (EOG_TEXTS.has(t.content)) stops.push(t.id);
+    this.stopIds = new Set(stops.filter((id): id is number => id !== null));
+  }
+
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    const out: number[] = [];
+    if (options.addBos ?? this.addBos) {
+      if (this.bos === null) throw new UnsupportedError(`cannot add BOS: this tokenizer names no BOS token`);
+      out.push(this.bos);
+    }
+    for (const fragment of splitOnSpecialTokens(text, options.parseSpecial ? this.specials : [])) {
+      if ("id" in fragment) out.push(fragment.id);
+      else out.push(...this.library.encode(fragment.text, { add_special_tokens: false }).ids);
+    }
+    return out;
+  }
+
+  decode(ids: readonly number[], options?: DecodeOptions): string {
+    return detokenize(this, ids, options);
+  }
+
+  createStreamDecoder(options?: DecodeOptions): StreamDecoder {
+    return new Detokenizer(this, options);
+  }
+
+  piece(id: number, skipSpecial: boolean): Uint8Array | null {
+    const added = this.added.get(id);
+    if (added !== undefined) return added.special && skipSpecial ? null : utf8Bytes(added.content);
+    const text = this.library.id_to_token(id);
+    if (text === undefined) throw new RangeError(`token id ${id} is outside the vocabulary (0 to ${this.vocabSize - 1})`);
+    if (this.decoder === "byte-level") {
+      const bytes: number[] = [];
+      for (const ch of text) {
+        const byte = CHAR_TO_BYTE.get(ch);
+        if (byte !== undefined) bytes.push(byte);
+        else bytes.push(...utf8Bytes(ch)); // not in GPT-2's alphabet: keep the character
+      }
+      return Uint8Array.from(bytes);
+    }
+    const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(text);
+    if (this.byteFallback && byte !== null) return Uint8Array.of(parseInt(byte[1], 16));
+    return utf8Bytes(text.replaceAll("\u2581", " "));
+  }
+
+  /** The id of a token given as text or as {content}, or null. */
+  private idOfToken(token: unknown): number | null {
+    const text = typeof token === "string" ? token : (token as Json | null | undefined)?.content;
+    if (typeof text !== "string") return null;
+    for (const t of this.added.values()) if (t.content === text) return t.id;
+    return this.library.token_to_id(text) ?? null;
+  }
+}
+
+function readJson(file: string, required: true): Json;
+function readJson(file: string, required: false): Json | null;
+function readJson(file: string, required: boolean): Json | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    if (!required && (e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw new FormatError(`cannot read ${file}: ${(e as Error).message}; a Hugging Face tokenizer needs it`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new FormatError(`${file} is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new FormatError(`${file} must hold a JSON object`);
+  return value as Json;
+}
+
+/** tokenizer_config.json's chat_template: a string, or a list of {name, template} (we take "default"). */
+function chatTemplateOf(config: Json): string | null {
+  const t = config.chat_template;
+  if (typeof t === "string") return t;
+  if (Array.isArray(t)) return (t as Json[]).find((x) => x.name === "default")?.template as string | undefined ?? null;
+  return null;
+}
+
+/** A component and, for a Sequence, its parts. */
+function flatten(component: Json | null | undefined, partsKey: string): Json[] {
+  if (!component) return [];
+  const parts = component[partsKey];
+  return Array.isArray(parts) ? (parts as Json[]).flatMap((p) => flatten(p, partsKey)) : [component];
+}
+
+function numberOrNull(value: unknown): number | null {
+  return typeof value === "number" && Number.isInteger(value) ? value : null;
+}
