@@ -11,23 +11,34 @@ import { TWO_POW_112, f16ToF32, f32ToF16, hsum4i } from "./convert";
 const BLOCK: usize = 32;
 const BLOCK_BYTES: usize = 34;
 
-/** Integer sums of one block (q at wq, xq: 32 int8 each) as an i32x4 whose lanes add up to sumi. */
+/** The activation block's 32 int8 at xb + 2 as four i16x8 (q0..q3 = elements 0-7, ..., 24-31). */
 // @ts-ignore: decorator
-@inline function blockDot(wq: usize, xq: usize): v128 {
-  let s = i32x4.dot_i16x8_s(v128.load8x8_s(wq), v128.load8x8_s(xq));
-  s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(wq, 8), v128.load8x8_s(xq, 8)));
-  s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(wq, 16), v128.load8x8_s(xq, 16)));
-  return i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(wq, 24), v128.load8x8_s(xq, 24)));
+@inline function loadQ0(xb: usize): v128 { return v128.load8x8_s(xb, 2); }
+// @ts-ignore: decorator
+@inline function loadQ1(xb: usize): v128 { return v128.load8x8_s(xb, 10); }
+// @ts-ignore: decorator
+@inline function loadQ2(xb: usize): v128 { return v128.load8x8_s(xb, 18); }
+// @ts-ignore: decorator
+@inline function loadQ3(xb: usize): v128 { return v128.load8x8_s(xb, 26); }
+
+/** Integer sums of the weight block at wb with the activation block q0..q3: lanes add up to sumi. */
+// @ts-ignore: decorator
+@inline function blockDot(wb: usize, q0: v128, q1: v128, q2: v128, q3: v128): v128 {
+  const s01 = i32x4.add(i32x4.dot_i16x8_s(loadQ0(wb), q0), i32x4.dot_i16x8_s(loadQ1(wb), q1));
+  const s23 = i32x4.add(i32x4.dot_i16x8_s(loadQ2(wb), q2), i32x4.dot_i16x8_s(loadQ3(wb), q3));
+  return i32x4.add(s01, s23);
 }
 
 /**
  * The 4 block scales d_w at w0, w0 + rowBytes, ... as f32x4, times 2^-112: each f16 goes to the
  * high half of an i32 lane, an arithmetic shift by 3 moves exponent and mantissa to their f32
- * places and the mask clears the sign copies. Exact for every finite f16 (f16 subnormals become
- * f32 subnormals). Multiplied by d_x * 2^112 this gives f32(d_w * d_x) exactly rounded.
+ * places and the mask clears the sign copies. Exact for every finite f16; times d_x * 2^112
+ * (scaleX) it gives f32(d_w * d_x) exactly as f32(d_w) * f32(d_x) rounds. An f16-subnormal d_w
+ * (a block with max|w| < 0.0078, which trained weights do not have; all-zero blocks are fine)
+ * becomes an f32 subnormal: still exact, only slower on x86.
  */
 // @ts-ignore: decorator
-@inline function scales4Scaled(w0: usize, rowBytes: usize): v128 {
+@inline function scales4(w0: usize, rowBytes: usize): v128 {
   let h = v128.load16_lane(w0, i32x4.splat(0), 1);
   h = v128.load16_lane(w0 + rowBytes, h, 3);
   h = v128.load16_lane(w0 + 2 * rowBytes, h, 5);
@@ -35,18 +46,18 @@ const BLOCK_BYTES: usize = 34;
   return v128.and(i32x4.shr_s(h, 3), i32x4.splat(0x8fffffff));
 }
 
-/** d_x * 2^112 of the activation block at xb, in all 4 lanes. */
+/** d_x * 2^112 of the activation block at xb (finite: d_x < 2^16), in all 4 lanes. */
 // @ts-ignore: decorator
-@inline function scaleXScaled(xb: usize): v128 {
+@inline function scaleX(xb: usize): v128 {
   return f32x4.splat(f16ToF32(load<u16>(xb)) * TWO_POW_112);
 }
 
-/** The dot of one q8_0 row w with xq (nb blocks each). */
+/** The dot of one q8_0 row w with xq (nb blocks). */
 function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
   let sum: f32 = 0;
-  for (let b: usize = 0; b < nb; b++) {
-    const wb = w + b * BLOCK_BYTES, xb = xq + b * BLOCK_BYTES;
-    const s = blockDot(wb + 2, xb + 2);
+  const xEnd = xq + nb * BLOCK_BYTES;
+  for (let xb = xq, wb = w; xb < xEnd; xb += BLOCK_BYTES, wb += BLOCK_BYTES) {
+    const s = blockDot(wb, loadQ0(xb), loadQ1(xb), loadQ2(xb), loadQ3(xb));
     const sumi = i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1) + i32x4.extract_lane(s, 2) + i32x4.extract_lane(s, 3);
     sum += <f32>sumi * (f16ToF32(load<u16>(wb)) * f16ToF32(load<u16>(xb)));
   }
@@ -56,20 +67,18 @@ function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
 /** The 4 dots of q8_0 rows w0, w0 + rowBytes, ... with xq (nb blocks), as one f32x4. */
 // @ts-ignore: decorator
 @inline function dotRows4Q8_0(xq: usize, w0: usize, rowBytes: usize, nb: usize): v128 {
-  const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
   let acc = f32x4.splat(0);
-  for (let b: usize = 0; b < nb; b++) {
-    const o = b * BLOCK_BYTES, xb = xq + o;
-    let s0 = i32x4.splat(0), s1 = s0, s2 = s0, s3 = s0;
-    for (let c: usize = 2; c < BLOCK_BYTES; c += 8) {
-      const q = v128.load8x8_s(xb + c);
-      s0 = i32x4.add(s0, i32x4.dot_i16x8_s(v128.load8x8_s(w0 + o + c), q));
-      s1 = i32x4.add(s1, i32x4.dot_i16x8_s(v128.load8x8_s(w1 + o + c), q));
-      s2 = i32x4.add(s2, i32x4.dot_i16x8_s(v128.load8x8_s(w2 + o + c), q));
-      s3 = i32x4.add(s3, i32x4.dot_i16x8_s(v128.load8x8_s(w3 + o + c), q));
-    }
-    const d = f32x4.mul(scales4Scaled(w0 + o, rowBytes), scaleXScaled(xb));
-    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(s0, s1, s2, s3)), d));
+  const xEnd = xq + nb * BLOCK_BYTES;
+  for (let xb = xq, wb = w0; xb < xEnd; xb += BLOCK_BYTES, wb += BLOCK_BYTES) {
+    const q0 = loadQ0(xb), q1 = loadQ1(xb), q2 = loadQ2(xb), q3 = loadQ3(xb);
+    const sumi = hsum4i(
+      blockDot(wb, q0, q1, q2, q3),
+      blockDot(wb + rowBytes, q0, q1, q2, q3),
+      blockDot(wb + 2 * rowBytes, q0, q1, q2, q3),
+      blockDot(wb + 3 * rowBytes, q0, q1, q2, q3),
+    );
+    const d = f32x4.mul(scales4(wb, rowBytes), scaleX(xb));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), d));
   }
   return acc;
 }
@@ -117,9 +126,9 @@ export function matmulQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32, t: i
           sA3 = i32x4.add(sA3, i32x4.dot_i16x8_s(q, qa));
           sB3 = i32x4.add(sB3, i32x4.dot_i16x8_s(q, qb));
         }
-        const dw = scales4Scaled(w0 + o, rowBytes);
-        const dA = f32x4.mul(dw, scaleXScaled(xa + o));
-        const dB = f32x4.mul(dw, scaleXScaled(xb + o));
+        const dw = scales4(w0 + o, rowBytes);
+        const dA = f32x4.mul(dw, scaleX(xa + o));
+        const dB = f32x4.mul(dw, scaleX(xb + o));
         accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(sA0, sA1, sA2, sA3)), dA));
         accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(sB0, sB1, sB2, sB3)), dB));
       }

@@ -30,18 +30,23 @@ function values(n: number, seed: number): Float32Array {
   return out;
 }
 
-/** Seconds per call of `run`, repeated for at least `minSeconds` after one warm-up call. */
+/**
+ * Seconds per call of `run`: the fastest of batches of ~20 ms run for `minSeconds` in total, so
+ * other processes on the machine disturb the number less than they would an average.
+ */
 function timePerCall(run: () => void, minSeconds: number): number {
+  let start = performance.now();
   run();
-  let calls = 0;
-  const start = performance.now();
-  let elapsed = 0;
+  const once = Math.max((performance.now() - start) / 1000, 1e-7);
+  const callsPerBatch = Math.max(1, Math.round(0.02 / once));
+  let best = Infinity;
+  const end = performance.now() + minSeconds * 1000;
   do {
-    run();
-    calls++;
-    elapsed = (performance.now() - start) / 1000;
-  } while (elapsed < minSeconds);
-  return elapsed / calls;
+    start = performance.now();
+    for (let i = 0; i < callsPerBatch; i++) run();
+    best = Math.min(best, (performance.now() - start) / 1000 / callsPerBatch);
+  } while (performance.now() < end);
+  return best;
 }
 
 function setup(dtype: DType, n: number, d: number, t: number): void {

@@ -53,13 +53,15 @@ export function registerGenerate(program: Command): void {
         const tok = model.tokenizer;
         let text = prompt;
         let addBos: boolean | undefined;
+        let parseSpecial = false;
         if (flags.chat) {
           if (!tok.chatTemplate) throw new FormatError(`${flags.model} has no chat template; run without --chat`);
           const messages: ChatMessage[] = flags.system ? [{ role: "system", content: flags.system }] : [];
           messages.push({ role: "user", content: prompt });
-          const piece = (id: number | null) => (id === null ? "" : tok.decode([id]));
+          const piece = (id: number | null) => (id === null ? "" : tok.decode([id], { skipSpecial: false }));
           text = renderChat(tok.chatTemplate, messages, { bosToken: piece(tok.bos), eosToken: piece(tok.eos), addGenerationPrompt: true });
           addBos = false; // templates write BOS themselves
+          parseSpecial = true; // the template's control tokens are tokens, not text
         }
         const iterator = session.generate(text, {
           maxTokens: flags.tokens,
@@ -69,6 +71,7 @@ export function registerGenerate(program: Command): void {
           seed: flags.seed,
           stop: flags.stop,
           addBos,
+          parseSpecial,
         });
         let result = await iterator.next();
         while (!result.done) {

@@ -19,6 +19,8 @@ export interface GenerateOptions extends SamplerOptions {
   stop?: string[];
   /** Prepend BOS (default: what the tokenizer file says). */
   addBos?: boolean;
+  /** Read special-token text (e.g. "<|im_start|>") in the prompt as those tokens; on for chat prompts. Default false. */
+  parseSpecial?: boolean;
 }
 
 export interface GenerateStats {
@@ -84,7 +86,7 @@ export class Session {
     const tok = this.model.tokenizer;
     const maxTokens = options.maxTokens ?? 128;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new UsageError(`max tokens must be an integer ≥ 0, got ${maxTokens}`);
-    const promptIds = typeof prompt === "string" ? tok.encode(prompt, { addBos: options.addBos ?? (this.tokens.length === 0 && tok.addBos) }) : [...prompt];
+    const promptIds = typeof prompt === "string" ? tok.encode(prompt, { addBos: options.addBos ?? (this.tokens.length === 0 && tok.addBos), parseSpecial: options.parseSpecial ?? false }) : [...prompt];
     if (promptIds.length === 0) throw new UsageError("the prompt is empty (no tokens); give some text");
     this.checkRoom(promptIds.length, maxTokens);
     const sampler = new Sampler(options);

@@ -37,13 +37,27 @@ export interface PieceSource {
   cleanup: Cleanup | null;
 }
 
+/** The whole sequence at once: all bytes, one UTF-8 decode, one clean-up. */
 export function detokenize(source: PieceSource, ids: readonly number[], options: DecodeOptions = {}): string {
-  const stream = new Detokenizer(source, options);
-  let text = "";
-  for (const id of ids) text += stream.push(id);
-  return text + stream.flush();
+  const skipSpecial = options.skipSpecial ?? true;
+  const pieces: Uint8Array[] = [];
+  for (const id of ids) {
+    let bytes = source.piece(id, skipSpecial);
+    if (bytes === null) continue;
+    if (pieces.length === 0 && source.stripFirstSpace && bytes[0] === 0x20) bytes = bytes.subarray(1);
+    pieces.push(bytes);
+  }
+  const all = new Uint8Array(pieces.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of pieces) {
+    all.set(p, at);
+    at += p.length;
+  }
+  const text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(all);
+  return source.cleanup === null ? text : source.cleanup(text);
 }
 
+/** Token by token; see the top of the file for what is held back and why the result equals detokenize's. */
 export class Detokenizer implements StreamDecoder {
   private readonly utf8 = new TextDecoder("utf-8", { ignoreBOM: true }); // a leading U+FEFF is text, not a mark
   private readonly skipSpecial: boolean;
@@ -84,7 +98,6 @@ export class Detokenizer implements StreamDecoder {
 
 const encoder = new TextEncoder();
 
-/** UTF-8 bytes of a string, cached per token id by the callers. */
 export function utf8Bytes(text: string): Uint8Array {
   return encoder.encode(text);
 }

@@ -43,7 +43,7 @@ class GgufTokenizer implements TextTokenizer, PieceSource {
     this.stopIds = vocab.stopIds;
     this.addBos = vocab.addBos;
     this.chatTemplate = vocab.chatTemplate;
-    this.stripFirstSpace = vocab.kind === "spm" && vocab.addSpacePrefix;
+    this.stripFirstSpace = vocab.addSpacePrefix; // llama.cpp strips it whatever the vocabulary type
     this.cleanup = vocab.kind === "bpe" && vocab.pre!.cleanSpaces ? llamaCppCleanup : null;
     this.allSpecials = vocab.specialIds.map((id) => ({ id, text: vocab.texts[id] }));
     // Without parseSpecial llama.cpp still matches user-defined tokens, but not control or unknown ones.

@@ -17,12 +17,10 @@ import { CHAR_TO_BYTE } from "./bpe.js";
 import { detokenize, Detokenizer, hfCleanup, utf8Bytes, type PieceSource } from "./detokenize.js";
 import { splitOnSpecialTokens, type SpecialToken } from "./special-split.js";
 import type { DecodeOptions, EncodeOptions, StreamDecoder, TextTokenizer } from "./tokenizer.js";
+import { EOG_TEXTS } from "./vocab.js";
 
 type Json = Record<string, unknown>;
 interface AddedToken { id: number; content: string; special: boolean; lstrip?: boolean; rstrip?: boolean }
-
-/** Token texts that end generation (as vocab.ts's list for GGUF), beyond EOS and generation_config.json's ids. */
-const EOG_TEXTS = new Set(["<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>"]);
 
 export function hfTokenizer(dir: string): TextTokenizer {
   const file = path.join(dir, "tokenizer.json");
@@ -72,22 +70,31 @@ class HfTokenizer implements TextTokenizer, PieceSource {
     const decoders = flatten(json.decoder as Json | null, "decoders");
     const types = decoders.map((d) => d.type);
     const metaspace = decoders.find((d) => d.type === "Metaspace");
+    const replacesMetaspace = decoders.some((d) => d.type === "Replace" && (d.pattern as Json)?.String === "\u2581");
     if (types.includes("ByteLevel")) this.decoder = "byte-level";
-    else if (metaspace || decoders.some((d) => d.type === "Replace" && (d.pattern as Json)?.String === "\u2581")) this.decoder = "metaspace";
-    else throw new UnsupportedError(`${file}: decoder [${types.join(", ")}] is not supported; kvslim decodes ByteLevel and Metaspace/ByteFallback tokenizers`);
+    else if (metaspace || replacesMetaspace) this.decoder = "metaspace";
+    else {
+      throw new UnsupportedError(
+        `${file}: decoder [${types.join(", ")}] is not supported; kvslim decodes ByteLevel and Metaspace/ByteFallback tokenizers`,
+      );
+    }
     this.byteFallback = types.includes("ByteFallback") || (json.model as Json).byte_fallback === true;
-    const metaspacePrefix = metaspace && (metaspace.prepend_scheme ?? (metaspace.add_prefix_space === false ? "never" : "always")) !== "never";
-    this.stripFirstSpace = decoders.some((d) => d.type === "Strip" && Number(d.start) > 0) || Boolean(metaspacePrefix);
+    const prependScheme = metaspace?.prepend_scheme ?? (metaspace?.add_prefix_space === false ? "never" : "always");
+    const stripped = decoders.some((d) => d.type === "Strip" && Number(d.start) > 0);
+    this.stripFirstSpace = stripped || (metaspace !== undefined && prependScheme !== "never");
     this.cleanup = config.clean_up_tokenization_spaces === false ? null : hfCleanup; // tokenizers.js defaults to true
 
-    // Step 3: special ids and the BOS default.
-    const template = flatten(json.post_processor as Json | null, "processors").find((p) => p.type === "TemplateProcessing");
+    // Step 3: special ids and the BOS default (the first token of the post-processor's template).
+    const processors = flatten(json.post_processor as Json | null, "processors");
+    const template = processors.find((p) => p.type === "TemplateProcessing");
     const leading = (template?.single as Json[] | undefined)?.[0]?.SpecialToken as Json | undefined;
+    const generationEos = [generation.eos_token_id].flat().map(numberOrNull);
     this.bos = this.idOfToken(config.bos_token) ?? this.idOfToken(leading?.id) ?? numberOrNull(generation.bos_token_id);
-    this.eos = this.idOfToken(config.eos_token) ?? [generation.eos_token_id].flat().map(numberOrNull)[0] ?? null;
-    this.addBos = typeof config.add_bos_token === "boolean" ? config.add_bos_token : leading !== undefined && this.idOfToken(leading.id) === this.bos;
-    const stops = [this.eos, ...[generation.eos_token_id].flat().map(numberOrNull)];
-    for (const t of addedTokens) if (EOG_TEXTS.has(t.content)) stops.push(t.id);
+    this.eos = this.idOfToken(config.eos_token) ?? generationEos[0] ?? null;
+    this.addBos =
+      typeof config.add_bos_token === "boolean" ? config.add_bos_token : leading !== undefined && this.idOfToken(leading.id) === this.bos;
+    const stops = [this.eos, ...generationEos];
+    for (const t of addedTokens) if (EOG_TEXTS.has(t.content)) stops.push(t.id); // as llama.cpp finds them
     this.stopIds = new Set(stops.filter((id): id is number => id !== null));
   }
 

@@ -3,7 +3,7 @@
  * scores, attributes, merges, special ids and the flags that steer tokenization.
  *
  * Metadata keys read (all under tokenizer.ggml.): model, pre, tokens, scores, token_type, merges,
- * bos/eos/eot/eom/unknown/padding_token_id, add_bos_token, add_space_prefix; and tokenizer.chat_template.
+ * bos/eos/eot/eom/unknown_token_id, add_bos_token, add_space_prefix; and tokenizer.chat_template.
  */
 import type { GgufValue } from "../io/gguf.js";
 import { FormatError, UnsupportedError } from "../errors.js";
@@ -25,16 +25,11 @@ const TYPE_TO_ATTR: Record<number, number> = {
 };
 
 /** Token texts llama.cpp treats as end of generation (and forces to control type), from llama-vocab.cpp. */
-const EOG_TEXTS = new Set([
+export const EOG_TEXTS: ReadonlySet<string> = new Set([
   "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
   "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
   "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
 ]);
-/** Texts llama.cpp looks for when the file names no EOT token, in the order we prefer them. */
-const EOT_TEXTS = [
-  "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
-  "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>",
-];
 /** Texts of fill-in-the-middle tokens; llama.cpp forces these to control type too. */
 const FIM_TEXTS = new Set([
   "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>",
@@ -43,6 +38,8 @@ const FIM_TEXTS = new Set([
   "▁<MID>", "<|code_middle|>", "<|middle|>", "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
   "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
 ]);
+
+const utf8 = new TextEncoder();
 
 export interface Vocab {
   /** "spm": tokenizer.ggml.model "llama"; "bpe": "gpt2". */
@@ -62,7 +59,7 @@ export interface Vocab {
   unk: number | null;
   stopIds: Set<number>;
   addBos: boolean;
-  /** SPM: prepend a space to text at the start and after special tokens (tokenizer.ggml.add_space_prefix). */
+  /** tokenizer.ggml.add_space_prefix: SPM prepends a space to text at the start and after special tokens; detokenizing drops it. */
   addSpacePrefix: boolean;
   /** Tokens matched in the raw text before tokenization: control, user-defined and unknown, longest first. */
   specialIds: number[];
@@ -119,9 +116,8 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>): Vocab {
     const merges = stringArray(metadata, "tokenizer.ggml.merges", false);
     if (merges === null) throw new FormatError(`a "gpt2" vocabulary needs tokenizer.ggml.merges; the metadata has none`);
     merges.forEach((merge, rank) => {
-      const at = merge.indexOf(" ", 1);
-      const key = at < 0 ? " " : merge; // llama.cpp keys a merge without a space as ("", "")
-      if (!mergeRank.has(key)) mergeRank.set(key, rank);
+      // llama.cpp keys a merge without a space as ("", ""), which no pair of symbols can look up.
+      if (merge.indexOf(" ", 1) > 0 && !mergeRank.has(merge)) mergeRank.set(merge, rank);
     });
   }
 
@@ -134,13 +130,12 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>): Vocab {
   const bos = special("bos_token_id", kind === "spm" ? 1 : 11);
   const eos = special("eos_token_id", kind === "spm" ? 2 : 11);
   const unk = special("unknown_token_id", kind === "spm" ? 0 : null);
-  let eot = special("eot_token_id", null);
+  const eot = special("eot_token_id", null);
   const eom = special("eom_token_id", null);
   addBos = optional(metadata, "tokenizer.ggml.add_bos_token", "boolean") ?? addBos;
   const addSpacePrefix = optional(metadata, "tokenizer.ggml.add_space_prefix", "boolean") ?? kind === "spm";
 
   // Step 5: end-of-generation tokens, found by text as llama.cpp does; they (and FIM tokens) become control tokens.
-  eot ??= EOT_TEXTS.map((t) => idOf.get(t)).find((id) => id !== undefined) ?? null;
   const stopIds = new Set<number>();
   for (const [text, id] of idOf) {
     if (EOG_TEXTS.has(text)) stopIds.add(id);
@@ -148,12 +143,13 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>): Vocab {
   }
   for (const id of [eos, eot, eom]) if (id !== null) stopIds.add(id);
 
-  // Step 6: the special-token cache, longest text first (ties by id: llama.cpp's std::sort leaves them unspecified).
+  // Step 6: the special-token cache, longest UTF-8 text first (ties by id: llama.cpp's std::sort leaves them unspecified).
   const specialIds: number[] = [];
   for (let id = 0; id < n; id++) {
     if (attrs[id] & (ATTR.control | ATTR.userDefined | ATTR.unknown)) specialIds.push(id);
   }
-  specialIds.sort((a, b) => texts[b].length - texts[a].length || a - b);
+  const bytes = new Map(specialIds.map((id) => [id, utf8.encode(texts[id]).length]));
+  specialIds.sort((a, b) => bytes.get(b)! - bytes.get(a)! || a - b);
 
   const chatTemplate = optional(metadata, "tokenizer.chat_template", "string") ?? null;
   return { kind, pre, texts, scores, attrs, idOf, mergeRank, bos, eos, unk, stopIds, addBos, addSpacePrefix, specialIds, chatTemplate };

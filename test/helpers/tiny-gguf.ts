@@ -133,7 +133,7 @@ export async function llama2Vocab(): Promise<TinyVocab> {
   const { default: llama } = await import("llama-tokenizer-js");
   const tokens = [...llama.vocabById];
   const idOf = new Map(tokens.map((t, i) => [t, i]));
-  const scores = tokens.map((t, i) => (i < 259 || Array.from(t).length === 1 ? 0 : -1e6));
+  const scores: number[] = tokens.map((t, i) => (i < 259 || Array.from(t).length === 1 ? 0 : -1e6));
   const made = new Set<number>();
   [...llama.merges.keys()].forEach((merge, rank) => {
     const id = idOf.get(merge.replace(" ", ""))!;
