@@ -78,6 +78,19 @@ describe("working commands", () => {
     expect(r.code, r.err).toBe(0);
   });
 
+  test("--chat renders the file's template and reads its special tokens as tokens", async () => {
+    const template = "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}";
+    const file = writeVariant("chat", (t) => t, SHAPES["llama-gqa"], (m) => [...m, ["tokenizer.chat_template", gguf.str(template)]]);
+    const r = await run("generate", "-m", file, "--chat", "--system", "be brief", "-p", "hi", "-n", "2", "--temperature", "0");
+    expect(r.code, r.err).toBe(0);
+    const { tokenizerFromGguf } = await import("../src/tokenizer/tokenizer.js");
+    const { readGguf } = await import("../src/io/gguf.js");
+    const tok = tokenizerFromGguf(readGguf(file).metadata);
+    const ids = tok.encode("<s>[system] be brief</s>[user] hi</s>", { addBos: false, parseSpecial: true });
+    expect(ids.filter((id) => id === tok.eos)).toHaveLength(2); // "</s>" became the EOS token, twice
+    expect(r.err).toContain(`prompt ${ids.length} tokens`);
+  });
+
   test("info reports KV bytes/token = 2 × producers × G × Hd × 4 and the fit in a budget", async () => {
     const config = { ...llamaConfig({ dModel: 64, nLayers: 4, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: 512 }), kvSource: claShare(4, 2) };
     const cla = writeTestHf(dir, "cla-info", config).path;
