@@ -2,7 +2,7 @@
 //
 // The same steps as llama.cpp's CPU graph (mul_mat K q, soft_max_ext with scale, mul_mat V p):
 //   Step 1: scores (S) = K (S, Hd) @ q (Hd) * scale
-//   Step 2: p = e^(scores - max) / Σ e^(scores - max)      (normalized in place: scores holds p)
+//   Step 2: p = e^(scores - max) * (1 / Σ e^(scores - max))  (in place, as ggml: scores holds p)
 //   Step 3: out (Hd) = Σ_s p_s V[s]
 import { dotRows4F32, dotF32 } from "./matvec";
 import { expF32x4, expF32 } from "./exp";
@@ -29,20 +29,23 @@ export function attendF32(out: usize, scores: usize, q: usize, k: usize, v: usiz
   let maxScore = max(max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
   for (; o < sEnd; o += 4) maxScore = max(maxScore, load<f32>(scores + o));
   const max4 = f32x4.splat(maxScore);
-  let sum4 = f32x4.splat(0);
+  // As ggml's soft_max: the f32 exps summed in f64, then scaled by f32(1 / Σ).
+  let lo = f64x2.splat(0), hi = lo; // exps of lanes 0, 1 and of lanes 2, 3
   o = 0;
   for (; o + 16 <= sEnd; o += 16) {
     const e = expF32x4(f32x4.sub(v128.load(scores + o), max4));
     v128.store(scores + o, e);
-    sum4 = f32x4.add(sum4, e);
+    lo = f64x2.add(lo, f64x2.promote_low_f32x4(e));
+    hi = f64x2.add(hi, f64x2.promote_low_f32x4(i32x4.shuffle(e, e, 2, 3, 2, 3)));
   }
-  let sum = (f32x4.extract_lane(sum4, 0) + f32x4.extract_lane(sum4, 2)) + (f32x4.extract_lane(sum4, 1) + f32x4.extract_lane(sum4, 3));
+  const lanes = f64x2.add(lo, hi);
+  let sum = f64x2.extract_lane(lanes, 0) + f64x2.extract_lane(lanes, 1);
   for (; o < sEnd; o += 4) {
     const e = expF32(load<f32>(scores + o) - maxScore);
     store<f32>(scores + o, e);
-    sum += e;
+    sum += <f64>e;
   }
-  const inv: f32 = <f32>1 / sum;
+  const inv = <f32>(1 / sum);
   const inv4 = f32x4.splat(inv);
   o = 0;
   for (; o + 16 <= sEnd; o += 16) v128.store(scores + o, f32x4.mul(v128.load(scores + o), inv4));

@@ -1,16 +1,18 @@
 // Conversions between f32 and the 16-bit float types (f16, bf16), scalar and SIMD, plus the small
 // vector helpers every kernel file shares (horizontal sums).
 //
-// f16 -> f32 on the hot path (matvecF16 / matmulF16) works on 8 halves at once in the i16 lanes:
+// f16 -> f32 on the hot paths (matvecF16, matmulF16) works on 8 halves at once in the i16 lanes:
 //   hi16 = sign | exponent | top 7 mantissa bits   = (h >>s 3) & 0x8fff
 //   lo16 = low 3 mantissa bits                     = h << 13
-// interleaved into i32 lanes this is the f32 whose bits are (sign, e, m << 13): the f16 value
-// times 2^-112 for every finite normal f16 (and for ±0). The 2^112 is folded into x instead
-// (x * 2^112 stays finite because x holds f16 values, |x| <= 65504 < 2^16), so one multiply per
-// element is saved. f16 subnormals would become f32 subnormals, and x86 multiplies subnormals
-// ~100x slower, so blocks holding one take the exact slow path (f16x4Exact), see matvec.ts.
-// inf/NaN weights are not supported by the fast path (they read as finite values near 2^16);
-// the exact path and every scalar conversion handle them.
+// Interleaved into i32 lanes these are the f32 bits (sign, e, m << 13): the f16 value times 2^-112,
+// exactly, for every finite f16 (a subnormal f16 becomes a subnormal f32, ±0 stays ±0).
+//   matvecF16 folds the 2^112 into x (x * 2^112 is finite: x holds f16 values, |x| < 2^16), so
+//     each product is exactly w * x.
+//   matmulF16 adds 112 to the exponent field instead (f16HiHalvesBiased), right for normal f16 only.
+// In both, 8 weights with a zero exponent field (subnormal or ±0) take the general conversion
+// f16x4Exact: in matmul for correctness, in matvec for speed (x86 multiplies f32 subnormals
+// ~100x slower). inf/NaN weights are not supported on these paths (they read as finite values
+// >= 2^16); f16x4Exact, getRowF16 and the scalar f16ToF32 handle them.
 
 /** 2^112 and 2^-14 (the smallest normal f16). */
 export const TWO_POW_112: f32 = 5.192296858534828e33;
@@ -108,6 +110,11 @@ export function f32ToF16(value: f32): u32 {
   const min01 = i16x8.min_u(v128.and(h0, e), v128.and(h1, e));
   const min23 = i16x8.min_u(v128.and(h2, e), v128.and(h3, e));
   return i16x8.all_true(i16x8.min_u(min01, min23));
+}
+/** The same test for one vector. */
+// @ts-ignore: decorator
+@inline export function allNormal(h: v128): bool {
+  return i16x8.all_true(v128.and(h, i16x8.splat(0x7c00)));
 }
 /** The same test for two vectors. */
 // @ts-ignore: decorator

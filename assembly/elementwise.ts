@@ -46,30 +46,27 @@ export function getRowBf16(out: usize, table: usize, row: i32, n: i32): void {
 
 /**
  * out (n) = x / sqrt(mean(x^2) + eps) * w (n). out may equal x.
- * As ggml: scale = 1 / sqrt(Σx²/n + eps) in f32, then (x * scale) * w. Σx² in 16 f32 lanes.
+ * As ggml's rms_norm then mul: the f32 squares x*x summed in f64, mean = f32(Σ / n),
+ * scale = 1 / sqrt(mean + eps) in f32, then (x * scale) * w.
  */
 export function rmsnorm(out: usize, x: usize, w: usize, n: i32, eps: f32): void {
   const end = <usize>n << 2;
-  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  let lo = f64x2.splat(0), hi = lo; // squares of lanes 0, 1 and of lanes 2, 3
   let o: usize = 0;
-  for (; o + 64 <= end; o += 64) {
-    const v0 = v128.load(x + o), v1 = v128.load(x + o, 16), v2 = v128.load(x + o, 32), v3 = v128.load(x + o, 48);
-    a0 = f32x4.add(a0, f32x4.mul(v0, v0));
-    a1 = f32x4.add(a1, f32x4.mul(v1, v1));
-    a2 = f32x4.add(a2, f32x4.mul(v2, v2));
-    a3 = f32x4.add(a3, f32x4.mul(v3, v3));
-  }
   for (; o + 16 <= end; o += 16) {
     const v = v128.load(x + o);
-    a0 = f32x4.add(a0, f32x4.mul(v, v));
+    const squares = f32x4.mul(v, v);
+    lo = f64x2.add(lo, f64x2.promote_low_f32x4(squares));
+    hi = f64x2.add(hi, f64x2.promote_low_f32x4(i32x4.shuffle(squares, squares, 2, 3, 2, 3)));
   }
-  const a = f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3));
-  let sum = (f32x4.extract_lane(a, 0) + f32x4.extract_lane(a, 2)) + (f32x4.extract_lane(a, 1) + f32x4.extract_lane(a, 3));
+  const lanes = f64x2.add(lo, hi);
+  let sum = f64x2.extract_lane(lanes, 0) + f64x2.extract_lane(lanes, 1);
   for (; o < end; o += 4) {
     const v = load<f32>(x + o);
-    sum += v * v;
+    sum += <f64>(v * v);
   }
-  const scale: f32 = <f32>1 / Mathf.sqrt(sum / <f32>n + eps);
+  const mean = <f32>(sum / <f64>n);
+  const scale: f32 = <f32>1 / Mathf.sqrt(mean + eps);
   const scale4 = f32x4.splat(scale);
   o = 0;
   for (; o + 16 <= end; o += 16) v128.store(out + o, f32x4.mul(f32x4.mul(v128.load(x + o), scale4), v128.load(w + o)));

@@ -2,12 +2,13 @@
 //
 // Memory bound: each weight is read once, so rows go 4 at a time (x is loaded once for 4 rows)
 // with independent f32x4 accumulators, and the 4 row sums are reduced into one vector store.
-// Summation order of one row (the same whether the row is in a group of 4 or a leftover row):
-// lanes accumulate 8 (f32) or 8 (f16, bf16) elements per step, then the 4-element chunk, then
-// (l0 + l2) + (l1 + l3), then the scalar tail in order.
+// Summation order of one row, the same whether it is in a group of 4 or a leftover row: 8
+// elements per step into f32x4 lanes (f32 and bf16: two accumulators, added at the end; f16: one,
+// adding lo + hi products), for f32 then one 4-element chunk, then (l0 + l2) + (l1 + l3), then
+// the scalar tail in index order.
 import {
   TWO_POW_112, f16ToF32, bf16ToF32, bf16LoToF32x4, bf16HiToF32x4, f16HiHalves, f16LoHalves,
-  joinLo, joinHi, allNormal4, f16x4Exact, hsum, hsum4,
+  joinLo, joinHi, allNormal, allNormal4, f16x4Exact, hsum, hsum4,
 } from "./convert";
 
 // ---- f32 ----
@@ -92,7 +93,7 @@ export function matvecF32(out: usize, x: usize, w: usize, n: i32, d: i32): void 
 
 /** The 4 dots of bf16 rows w0, w0 + rowBytes, ... (n) with x (n), as one f32x4. */
 // @ts-ignore: decorator
-@inline export function dotRows4Bf16(x: usize, w0: usize, rowBytes: usize, n: usize): v128 {
+@inline function dotRows4Bf16(x: usize, w0: usize, rowBytes: usize, n: usize): v128 {
   const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
@@ -159,21 +160,24 @@ export function matvecBf16(out: usize, x: usize, w: usize, n: i32, d: i32): void
 
 // ---- f16 ----
 
-/** Σ of w (8 f16 at p, converted exactly) times x (8 f32 at x): the slow path for subnormals. */
-export function dot8F16Exact(p: usize, x: usize): v128 {
+/** Σ of w (8 f16 at p, converted exactly) times x (8 f32 at x): the path for subnormals and ±0. */
+function dot8F16Exact(p: usize, x: usize): v128 {
   const lo = f32x4.mul(f16x4Exact(v128.load16x4_u(p)), v128.load(x));
   return f32x4.add(lo, f32x4.mul(f16x4Exact(v128.load16x4_u(p, 8)), v128.load(x, 16)));
 }
 
-/** Σ of w (8 f16 in h) times x * 2^112 (xl, xh): the fast path, exact for normal f16 and ±0. */
+/**
+ * Σ of w (8 f16 in h) times x * 2^112 (xl, xh): the fast path. Products are exactly w * x, the same
+ * as dot8F16Exact's, so which path a block takes never changes the result.
+ */
 // @ts-ignore: decorator
-@inline export function dot8F16Fast(h: v128, xl: v128, xh: v128): v128 {
+@inline function dot8F16Fast(h: v128, xl: v128, xh: v128): v128 {
   const hi16 = f16HiHalves(h), lo16 = f16LoHalves(h);
   return f32x4.add(f32x4.mul(joinLo(lo16, hi16), xl), f32x4.mul(joinHi(lo16, hi16), xh));
 }
 
 /** Scalar tail shared by the f16 dots: Σ_{i0 <= i < n} w[i] x[i], converting exactly. */
-export function dotTailF16(x: usize, w: usize, i0: usize, n: usize): f32 {
+function dotTailF16(x: usize, w: usize, i0: usize, n: usize): f32 {
   let t: f32 = 0;
   for (let i = i0; i < n; i++) t += f16ToF32(load<u16>(w + (i << 1))) * load<f32>(x + (i << 2));
   return t;
@@ -181,7 +185,7 @@ export function dotTailF16(x: usize, w: usize, i0: usize, n: usize): f32 {
 
 /** The 4 dots of f16 rows w0, w0 + rowBytes, ... (n) with x (n, f16 values), as one f32x4. */
 // @ts-ignore: decorator
-@inline export function dotRows4F16(x: usize, w0: usize, rowBytes: usize, n: usize): v128 {
+@inline function dotRows4F16(x: usize, w0: usize, rowBytes: usize, n: usize): v128 {
   const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
   const scale = f32x4.splat(TWO_POW_112);
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
@@ -218,7 +222,7 @@ export function dotF16(x: usize, w: usize, n: usize): f32 {
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
     const xo = x + (i << 2), h = v128.load(w + (i << 1));
-    if (allNormal4(h, h, h, h)) {
+    if (allNormal(h)) {
       a = f32x4.add(a, dot8F16Fast(h, f32x4.mul(v128.load(xo), scale), f32x4.mul(v128.load(xo, 16), scale)));
     } else {
       a = f32x4.add(a, dot8F16Exact(w + (i << 1), xo));

@@ -107,30 +107,26 @@ export function matmulQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32, t: i
     for (; i + 2 <= t; i += 2) {
       const xa = xq + <usize>i * rowBytes, xb = xa + rowBytes;
       let accA = f32x4.splat(0), accB = accA;
-      for (let b: usize = 0; b < nb; b++) {
-        const o = b * BLOCK_BYTES;
-        let sA0 = i32x4.splat(0), sA1 = sA0, sA2 = sA0, sA3 = sA0;
-        let sB0 = sA0, sB1 = sA0, sB2 = sA0, sB3 = sA0;
-        for (let c: usize = 2; c < BLOCK_BYTES; c += 8) {
-          const qa = v128.load8x8_s(xa + o + c), qb = v128.load8x8_s(xb + o + c);
-          let q = v128.load8x8_s(w0 + o + c);
-          sA0 = i32x4.add(sA0, i32x4.dot_i16x8_s(q, qa));
-          sB0 = i32x4.add(sB0, i32x4.dot_i16x8_s(q, qb));
-          q = v128.load8x8_s(w0 + rowBytes + o + c);
-          sA1 = i32x4.add(sA1, i32x4.dot_i16x8_s(q, qa));
-          sB1 = i32x4.add(sB1, i32x4.dot_i16x8_s(q, qb));
-          q = v128.load8x8_s(w0 + 2 * rowBytes + o + c);
-          sA2 = i32x4.add(sA2, i32x4.dot_i16x8_s(q, qa));
-          sB2 = i32x4.add(sB2, i32x4.dot_i16x8_s(q, qb));
-          q = v128.load8x8_s(w0 + 3 * rowBytes + o + c);
-          sA3 = i32x4.add(sA3, i32x4.dot_i16x8_s(q, qa));
-          sB3 = i32x4.add(sB3, i32x4.dot_i16x8_s(q, qb));
-        }
-        const dw = scales4(w0 + o, rowBytes);
-        const dA = f32x4.mul(dw, scaleX(xa + o));
-        const dB = f32x4.mul(dw, scaleX(xb + o));
-        accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(sA0, sA1, sA2, sA3)), dA));
-        accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(sB0, sB1, sB2, sB3)), dB));
+      const xEnd = xa + rowBytes;
+      for (let xba = xa, wb = w0; xba < xEnd; xba += BLOCK_BYTES, wb += BLOCK_BYTES) {
+        const xbb = xba + rowBytes;
+        let q0 = loadQ0(xba), q1 = loadQ1(xba), q2 = loadQ2(xba), q3 = loadQ3(xba);
+        const sumiA = hsum4i(
+          blockDot(wb, q0, q1, q2, q3),
+          blockDot(wb + rowBytes, q0, q1, q2, q3),
+          blockDot(wb + 2 * rowBytes, q0, q1, q2, q3),
+          blockDot(wb + 3 * rowBytes, q0, q1, q2, q3),
+        );
+        q0 = loadQ0(xbb); q1 = loadQ1(xbb); q2 = loadQ2(xbb); q3 = loadQ3(xbb);
+        const sumiB = hsum4i(
+          blockDot(wb, q0, q1, q2, q3),
+          blockDot(wb + rowBytes, q0, q1, q2, q3),
+          blockDot(wb + 2 * rowBytes, q0, q1, q2, q3),
+          blockDot(wb + 3 * rowBytes, q0, q1, q2, q3),
+        );
+        const dw = scales4(wb, rowBytes);
+        accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(sumiA), f32x4.mul(dw, scaleX(xba))));
+        accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(sumiB), f32x4.mul(dw, scaleX(xbb))));
       }
       v128.store(out + <usize>i * outRow + (<usize>r << 2), accA);
       v128.store(out + <usize>(i + 1) * outRow + (<usize>r << 2), accB);

@@ -124,9 +124,11 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
     },
 
     rmsnorm(out, x, w, n, eps) {
+      // As ggml: f32 squares summed in float64, mean and scale in f32.
       let sum = 0;
-      for (let j = 0; j < n; j++) sum += f32[x / 4 + j] ** 2;
-      const scale = f(1 / Math.sqrt(f(f(sum / n) + f(eps))));
+      for (let j = 0; j < n; j++) sum += f(f32[x / 4 + j] * f32[x / 4 + j]);
+      const mean = f(sum / n);
+      const scale = f(1 / f(Math.sqrt(f(mean + f(eps)))));
       for (let j = 0; j < n; j++) f32[out / 4 + j] = f(f32[x / 4 + j] * scale) * f32[w / 4 + j];
     },
     ropeInterleaved(x, cos, sin, nHeads, Hd, nRot) {
@@ -155,16 +157,16 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
     attendF32(out, scores, q, k, v, S, Hd, scale) {
       // Step 1: scores = K q * scale.
       for (let s = 0; s < S; s++) f32[scores / 4 + s] = dot(readF32, 4, q, k, s, Hd) * scale;
-      // Step 2: softmax, normalized in place.
+      // Step 2: softmax in place, as ggml: f32 exps summed in float64, scaled by f32(1 / Σ).
       let max = -Infinity;
       for (let s = 0; s < S; s++) max = Math.max(max, f32[scores / 4 + s]);
       let sum = 0;
       for (let s = 0; s < S; s++) {
-        const e = Math.exp(f32[scores / 4 + s] - max);
+        const e = f(Math.exp(f32[scores / 4 + s] - max));
         f32[scores / 4 + s] = e;
         sum += e;
       }
-      for (let s = 0; s < S; s++) f32[scores / 4 + s] /= sum;
+      for (let s = 0; s < S; s++) f32[scores / 4 + s] *= f(1 / sum);
       // Step 3: out = Σ_s p_s V[s].
       for (let j = 0; j < Hd; j++) {
         let acc = 0;

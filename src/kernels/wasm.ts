@@ -6,6 +6,7 @@
  * is the instance's exports themselves (no wrapper closures on the hot path).
  */
 import { existsSync, readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KvslimError } from "../errors.js";
@@ -40,13 +41,16 @@ export function kernelWasmPath(): string {
   return join(dir, "build", "kernels.wasm");
 }
 
+/** The path of build/kernels.wasm, or a KvslimError saying how to build it. */
+function existingWasmPath(): string {
+  const path = kernelWasmPath();
+  if (!existsSync(path)) throw new KvslimError(`build/kernels.wasm not found at ${path}; run \`npm run build\``);
+  return path;
+}
+
 /** The compiled kernel module (compiled on first use, then cached for the process). */
 export function getKernelModule(): WebAssembly.Module {
-  if (cachedModule === undefined) {
-    const path = kernelWasmPath();
-    if (!existsSync(path)) throw new KvslimError(`build/kernels.wasm not found at ${path}; run \`npm run build\``);
-    cachedModule = new WebAssembly.Module(readFileSync(path));
-  }
+  cachedModule ??= new WebAssembly.Module(readFileSync(existingWasmPath()));
   return cachedModule;
 }
 
@@ -70,9 +74,13 @@ export function loadWasmKernelsSync(memory: WebAssembly.Memory, module: WebAssem
   return kernels as Kernels;
 }
 
-/** Async variant of loadWasmKernelsSync (same cached module). */
+/** Loads the kernels over `memory`, compiling the module asynchronously the first time. */
 export async function loadWasmKernels(memory: WebAssembly.Memory): Promise<Kernels> {
-  return loadWasmKernelsSync(memory);
+  if (cachedModule === undefined) {
+    const module = await WebAssembly.compile(await readFile(existingWasmPath()));
+    cachedModule ??= module;
+  }
+  return loadWasmKernelsSync(memory, cachedModule);
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
- * Test data for the kernel tests: a seeded PRNG, random weights in every dtype (with the awkward
- * values mixed in), float64 naive kernels built from decoded values, and tolerance checks.
+ * Helpers for the kernel tests: a seeded PRNG, random weights in every dtype (with the awkward
+ * values mixed in), a float64 naive matmul on decoded values, and tolerance / bit checks.
  */
+import { expect } from "vitest";
 import { type DType, decode, encode } from "../../src/memory/dtype.js";
 
 /** mulberry32: a tiny seeded PRNG, uniform in [0, 1). */
@@ -39,6 +40,20 @@ export function weights(random: () => number, n: number): Float32Array {
     else if (u < 0.05) out[i] *= 100;
   }
   return out;
+}
+
+/** Random values plus the awkward ones: ties, the f16 subnormal range, overflow, ±0, ±inf, NaN. */
+export function awkwardFloats(n: number, seed: number): Float32Array {
+  const random = makeRandom(seed);
+  const special = [0, -0, 65504, 65519.99, 65520, -65520, 1e-8, -3e-8, 2 ** -24, 2 ** -25, 3 * 2 ** -25, 2 ** -14 - 2 ** -25,
+    1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 3.4e38, Infinity, -Infinity, NaN, 1e-40, -1e-45];
+  const values = gaussian(random, n, 10);
+  for (let i = 0; i < n; i++) {
+    const u = random();
+    if (u < 0.3) values[i] = special[Math.floor(random() * special.length)];
+    else if (u < 0.5) values[i] *= 1e-6;
+  }
+  return values;
 }
 
 /** Values as the kernel's x for weights of `dtype` sees them (f16 / bf16 rounded). */
@@ -94,4 +109,16 @@ export function firstBitDifference(a: Float32Array, b: Float32Array): number {
     if (ua[i] !== ub[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) return i;
   }
   return -1;
+}
+
+/** Expects actual within bound (per element or one number) of expected; reports the worst element. */
+export function expectWithin(actual: ArrayLike<number>, expected: ArrayLike<number>, bound: number | ArrayLike<number>, what: string) {
+  const worst = worstError(actual, expected, bound);
+  expect(worst.ratio, `${what}: element ${worst.index} is ${worst.actual}, expected ${worst.expected}`).toBeLessThanOrEqual(1);
+}
+
+/** Expects the same f32 bits in every element (any NaN matches any NaN). */
+export function expectBitExact(actual: Float32Array, expected: Float32Array, what: string) {
+  const i = firstBitDifference(actual, expected);
+  expect(i, `${what}: element ${i} is ${actual[i]}, expected ${expected[i]}`).toBe(-1);
 }
