@@ -153,7 +153,7 @@ export function quantizeQ8_0(out: usize, x: usize, n: i32): void {
     m = f32x4.max(m, i32x4.shuffle(m, m, 2, 3, 0, 1));
     const amax = max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1));
     const dx: f32 = amax / 127;
-    const id = f32x4.splat(dx != 0 ? <f32>1 / dx : 0);
+    const id = f32x4.splat(amax != 0 ? <f32>127 / amax : 0);
     store<u16>(ob, <u16>f32ToF16(dx));
     const q0 = i16x8.narrow_i32x4_s(quantize4(v0, id), quantize4(v1, id));
     const q1 = i16x8.narrow_i32x4_s(quantize4(v2, id), quantize4(v3, id));

@@ -99,7 +99,7 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
         let amax = 0;
         for (let j = 0; j < Q8_0_BLOCK; j++) amax = Math.max(amax, Math.abs(f32[xb + j]));
         const d = f(amax / 127);
-        const id = d !== 0 ? f(1 / d) : 0;
+        const id = amax !== 0 ? f(127 / amax) : 0;
         u16[ob / 2] = f32ToF16(d);
         for (let j = 0; j < Q8_0_BLOCK; j++) i8[ob + 2 + j] = roundHalfEven(f(f32[xb + j] * id));
       }

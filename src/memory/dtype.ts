@@ -113,7 +113,7 @@ export function quantizeQ8_0(src: ArrayLike<number>): Uint8Array {
     let amax = 0;
     for (let i = 0; i < Q8_0_BLOCK; i++) amax = Math.max(amax, Math.abs(src[b * Q8_0_BLOCK + i]));
     const d = Math.fround(amax / 127);
-    const id = d ? Math.fround(1 / d) : 0;
+    const id = amax ? Math.fround(127 / amax) : 0;
     const base = b * Q8_0_BLOCK_BYTES;
     view.setUint16(base, f32ToF16(d), true);
     for (let i = 0; i < Q8_0_BLOCK; i++) {

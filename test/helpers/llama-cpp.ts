@@ -17,7 +17,7 @@ export async function loadLlamaCppModel(modelPath: string): Promise<LlamaModel> 
 }
 
 /**
- * Raw next-token logits from llama.cpp after each of `positions` (indices into tokens), with an f32
+ * Next-token log-probabilities from llama.cpp after each of `positions` (indices into tokens), with an f32
  * KV cache so the only differences from kvslim are summation order.
  */
 export async function llamaCppLogits(model: LlamaModel, tokens: number[], positions: number[], vocabSize: number, threads = 1): Promise<Map<number, Float32Array>> {
@@ -32,16 +32,20 @@ export async function llamaCppLogits(model: LlamaModel, tokens: number[], positi
   try {
     const sequence = context.getSequence();
     const want = new Set(positions);
-    const input = tokens.map((t, i) => (want.has(i) ? ([t, { generateNext: { logits: true } }] as const) : t));
+    // Full-vocabulary probabilities with no sampling filters: softmax of the raw logits.
+    const next = { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } };
+    const input = tokens.map((t, i) => (want.has(i) ? ([t, { generateNext: next }] as const) : t));
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     const output = await sequence.controlledEvaluate(input as any);
     const result = new Map<number, Float32Array>();
     for (const pos of positions) {
       const item = output[pos];
-      const logits = item?.next?.logits as Map<number, number> | undefined;
-      if (!logits) throw new Error(`llama.cpp returned no logits at position ${pos}`);
+      const probs = item?.next?.probabilities as Map<number, number> | undefined;
+      if (!probs) throw new Error(`llama.cpp returned no probabilities at position ${pos}`);
+      if (probs.size !== vocabSize) throw new Error(`llama.cpp returned ${probs.size} probabilities at position ${pos}, expected ${vocabSize}`);
+      // log p = logit − logsumexp(logits): the logits up to one constant per position.
       const arr = new Float32Array(vocabSize);
-      for (const [id, value] of logits) arr[id] = value;
+      for (const [id, p] of probs) arr[id] = Math.log(p);
       result.set(pos, arr);
     }
     return result;
