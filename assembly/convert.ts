@@ -6,8 +6,8 @@
 //   lo16 = low 3 mantissa bits                     = h << 13
 // Interleaved into i32 lanes these are the f32 bits (sign, e, m << 13): the f16 value times 2^-112,
 // exactly, for every finite f16 (a subnormal f16 becomes a subnormal f32, ±0 stays ±0).
-//   matvecF16 folds the 2^112 into x (x * 2^112 is finite: x holds f16 values, |x| < 2^16), so
-//     each product is exactly w * x.
+//   matvecF16 folds 2^56 into x and 2^56 into the sums (so any |x| < 2^72 stays finite), so
+//     each product is exactly w * x * 2^-56 and the result exactly the sum of w * x.
 //   matmulF16 adds 112 to the exponent field instead (f16HiHalvesBiased), right for normal f16 only.
 // In both, 8 weights with a zero exponent field (subnormal or ±0) take the general conversion
 // f16x4Exact: in matmul for correctness, in matvec for speed (x86 multiplies f32 subnormals
@@ -16,6 +16,8 @@
 
 /** 2^112 and 2^-14 (the smallest normal f16). */
 export const TWO_POW_112: f32 = 5.192296858534828e33;
+export const TWO_POW_56: f32 = 72057594037927936.0;
+export const TWO_POW_M56: f32 = 1.3877787807814457e-17;
 const TWO_POW_M14: f32 = 6.103515625e-5;
 
 // ---- scalar ----

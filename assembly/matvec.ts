@@ -7,7 +7,7 @@
 // adding lo + hi products), for f32 then one 4-element chunk, then (l0 + l2) + (l1 + l3), then
 // the scalar tail in index order.
 import {
-  TWO_POW_112, f16ToF32, bf16ToF32, bf16LoToF32x4, bf16HiToF32x4, f16HiHalves, f16LoHalves,
+  TWO_POW_56, TWO_POW_M56, f16ToF32, bf16ToF32, bf16LoToF32x4, bf16HiToF32x4, f16HiHalves, f16LoHalves,
   joinLo, joinHi, allNormal, allNormal4, f16x4Exact, hsum, hsum4,
 } from "./convert";
 
@@ -183,11 +183,15 @@ function dotTailF16(x: usize, w: usize, i0: usize, n: usize): f32 {
   return t;
 }
 
-/** The 4 dots of f16 rows w0, w0 + rowBytes, ... (n) with x (n, f16 values), as one f32x4. */
+/**
+ * The 4 dots of f16 rows w0, w0 + rowBytes, ... (n) with x (n), as one f32x4.
+ * The fast conversion yields w * 2^-112; x is scaled by 2^56 and the sums by 2^56 again, so any f32
+ * activation below 2^72 stays finite (scaling by powers of two is exact: results equal w * x summed).
+ */
 // @ts-ignore: decorator
 @inline function dotRows4F16(x: usize, w0: usize, rowBytes: usize, n: usize): v128 {
   const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
-  const scale = f32x4.splat(TWO_POW_112);
+  const scale = f32x4.splat(TWO_POW_56), unscale = f32x4.splat(TWO_POW_M56);
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
@@ -200,13 +204,13 @@ function dotTailF16(x: usize, w: usize, i0: usize, n: usize): f32 {
       a2 = f32x4.add(a2, dot8F16Fast(h2, xl, xh));
       a3 = f32x4.add(a3, dot8F16Fast(h3, xl, xh));
     } else {
-      a0 = f32x4.add(a0, dot8F16Exact(w0 + o, xo));
-      a1 = f32x4.add(a1, dot8F16Exact(w1 + o, xo));
-      a2 = f32x4.add(a2, dot8F16Exact(w2 + o, xo));
-      a3 = f32x4.add(a3, dot8F16Exact(w3 + o, xo));
+      a0 = f32x4.add(a0, f32x4.mul(dot8F16Exact(w0 + o, xo), unscale));
+      a1 = f32x4.add(a1, f32x4.mul(dot8F16Exact(w1 + o, xo), unscale));
+      a2 = f32x4.add(a2, f32x4.mul(dot8F16Exact(w2 + o, xo), unscale));
+      a3 = f32x4.add(a3, f32x4.mul(dot8F16Exact(w3 + o, xo), unscale));
     }
   }
-  let sums = hsum4(a0, a1, a2, a3);
+  let sums = f32x4.mul(hsum4(a0, a1, a2, a3), f32x4.splat(TWO_POW_56));
   if (i < n) {
     sums = f32x4.add(sums, f32x4(
       dotTailF16(x, w0, i, n), dotTailF16(x, w1, i, n), dotTailF16(x, w2, i, n), dotTailF16(x, w3, i, n),
@@ -217,7 +221,7 @@ function dotTailF16(x: usize, w: usize, i0: usize, n: usize): f32 {
 
 /** The dot of one f16 row w (n) with x (n), in the same order as dotRows4F16. */
 export function dotF16(x: usize, w: usize, n: usize): f32 {
-  const scale = f32x4.splat(TWO_POW_112);
+  const scale = f32x4.splat(TWO_POW_56), unscale = f32x4.splat(TWO_POW_M56);
   let a = f32x4.splat(0);
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
@@ -225,15 +229,15 @@ export function dotF16(x: usize, w: usize, n: usize): f32 {
     if (allNormal(h)) {
       a = f32x4.add(a, dot8F16Fast(h, f32x4.mul(v128.load(xo), scale), f32x4.mul(v128.load(xo, 16), scale)));
     } else {
-      a = f32x4.add(a, dot8F16Exact(w + (i << 1), xo));
+      a = f32x4.add(a, f32x4.mul(dot8F16Exact(w + (i << 1), xo), unscale));
     }
   }
-  let sum = hsum(a);
+  let sum = hsum(a) * TWO_POW_56;
   if (i < n) sum += dotTailF16(x, w, i, n);
   return sum;
 }
 
-/** out (d) = W (d, n) @ x (n), W f16, x f32 holding f16-rounded values. */
+/** out (d) = W (d, n) @ x (n), W f16, x f32. */
 export function matvecF16(out: usize, x: usize, w: usize, n: i32, d: i32): void {
   const rowBytes = <usize>n << 1;
   let r = 0;

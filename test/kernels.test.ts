@@ -125,6 +125,23 @@ describe("matvec", () => {
     }
   });
 
+  test("matvecF16 / matmulF16 with activations far beyond the f16 range (|x| ~ 1e6) stay finite and == float64 (|err| ≤ 1e-6·√n·Σ|w·x|)", () => {
+    const n = 96;
+    const d = 8;
+    const t = 3;
+    const { w, x } = setupProduct("f16", n, d, t, 4242);
+    const big = Float32Array.from(x, (v) => v * 1e6);
+    putF32(X, big);
+    const naive = naiveMatmul(big, w, n, d, t);
+    const bound = naive.magnitude.map((m) => m * dotBound(n));
+    for (const k of [wasm, ref]) {
+      k.matvecF16(OUT_WASM, X, W, n, d);
+      expectWithin(getF32(OUT_WASM, d), naive.value.subarray(0, d), bound.subarray(0, d), "matvecF16 big x");
+      k.matmulF16(OUT_WASM, X, W, n, d, t);
+      expectWithin(getF32(OUT_WASM, t * d), naive.value, bound, "matmulF16 big x");
+    }
+  });
+
   test("matvec of [[1, 2], [3, 4]] and [1, 1] is [3, 7] in every dtype (exact)", () => {
     for (const dtype of FLOAT_DTYPES) {
       put(W, encode(dtype, [1, 2, 3, 4]));

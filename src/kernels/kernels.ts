@@ -12,16 +12,16 @@
  * Shape letters: n input features, d output features, t rows (tokens) of a batch, S cached positions,
  * Hd head dim, nHeads heads in a vector of heads.
  *
- * Dot types (as llama.cpp's CPU backend, so logits agree with it): a matrix in f16 multiplies an
- * activation first rounded to f16 (roundF16), bf16 an activation rounded to bf16 (roundBf16), q8_0 an
- * activation quantized to q8_0 blocks (quantizeQ8_0) with integer block dot products.
+ * Dot types (as llama.cpp's CPU backend, so logits agree with it): a matrix in bf16 multiplies an
+ * activation first rounded to bf16 (roundBf16), q8_0 an activation quantized to q8_0 blocks
+ * (quantizeQ8_0) with integer block dot products; f16 and f32 matrices multiply f32 activations.
  */
 import type { Ptr } from "../memory/arena.js";
 
 export interface Kernels {
   /** out (d) = W (d, n) @ x (n), W f32. */
   matvecF32(out: Ptr, x: Ptr, w: Ptr, n: number, d: number): void;
-  /** out (d) = W (d, n) @ x (n), W f16, x f32 holding f16-rounded values. */
+  /** out (d) = W (d, n) @ x (n), W f16, x f32. */
   matvecF16(out: Ptr, x: Ptr, w: Ptr, n: number, d: number): void;
   /** out (d) = W (d, n) @ x (n), W bf16, x f32 holding bf16-rounded values. */
   matvecBf16(out: Ptr, x: Ptr, w: Ptr, n: number, d: number): void;
@@ -30,7 +30,7 @@ export interface Kernels {
 
   /** out (t, d) = X (t, n) @ W (d, n)^T, W f32. */
   matmulF32(out: Ptr, x: Ptr, w: Ptr, n: number, d: number, t: number): void;
-  /** out (t, d) = X (t, n) @ W (d, n)^T, W f16, X f16-rounded f32. */
+  /** out (t, d) = X (t, n) @ W (d, n)^T, W f16, X f32. */
   matmulF16(out: Ptr, x: Ptr, w: Ptr, n: number, d: number, t: number): void;
   /** out (t, d) = X (t, n) @ W (d, n)^T, W bf16, X bf16-rounded f32. */
   matmulBf16(out: Ptr, x: Ptr, w: Ptr, n: number, d: number, t: number): void;

@@ -58,7 +58,8 @@ export function awkwardFloats(n: number, seed: number): Float32Array {
 
 /** Values as the kernel's x for weights of `dtype` sees them (f16 / bf16 rounded). */
 export function activationsFor(dtype: DType, values: Float32Array): Float32Array {
-  if (dtype === "f16" || dtype === "bf16") return decode(dtype, encode(dtype, values), values.length);
+  // bf16 weights meet bf16-rounded activations (as in the model); f16 and f32 weights meet plain f32.
+  if (dtype === "bf16") return decode(dtype, encode(dtype, values), values.length);
   return values;
 }
 
