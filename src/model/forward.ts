@@ -11,7 +11,6 @@
 import type { Kernels } from "../kernels/kernels.js";
 import type { KvCache } from "../kvcache/cache.js";
 import type { Arena, Ptr } from "../memory/arena.js";
-import { bytesFor } from "../memory/dtype.js";
 import { derive, type Derived, type ModelConfig } from "./config.js";
 import { RopeTable, llama3FreqFactors } from "./rope.js";
 import type { Matrix, Weights } from "./weights.js";
@@ -222,9 +221,4 @@ export class Forward {
       else k.ropeHalves(row, s.cos + 4 * t * half, s.sin + 4 * t * half, nHeads, c.headDim, c.ropeDim);
     }
   }
-}
-
-/** Bytes a weight matrix occupies (for reports). */
-export function matrixBytes(m: Matrix): number {
-  return bytesFor(m.dtype, m.rows * m.cols);
 }

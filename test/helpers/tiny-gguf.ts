@@ -5,6 +5,7 @@
  */
 import { writeGguf, gguf, type GgufEntry, type TensorToWrite } from "../../src/io/gguf-writer.js";
 import type { GgufValue } from "../../src/io/gguf.js";
+import { makeRandom } from "./kernels-helpers.js";
 
 /** llama.h LLAMA_TOKEN_TYPE_*, the values of tokenizer.ggml.token_type. */
 export const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
@@ -83,7 +84,7 @@ export function writeTinyGguf(path: string, v: TinyVocab, options: TinyModelOpti
     ["llama.attention.layer_norm_rms_epsilon", gguf.f32(1e-5)],
     ...tokenizerEntries(v),
   ];
-  const random = mulberry32(options.seed ?? 1);
+  const random = makeRandom(options.seed ?? 1);
   const tensor = (name: string, shape: number[], fill: "random" | "ones"): TensorToWrite => {
     const n = shape.reduce((a, b) => a * b, 1);
     const scale = 1 / Math.sqrt(shape[shape.length - 1]);
@@ -111,17 +112,6 @@ export function writeTinyGguf(path: string, v: TinyVocab, options: TinyModelOpti
   writeGguf(path, metadata, tensors, { overwrite: true });
 }
 
-/** A small seeded PRNG (uniform in [0, 1)). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * The real Llama 2 SentencePiece vocabulary (32000 tokens, from the llama-tokenizer-js package), with
