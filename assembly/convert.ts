@@ -64,6 +64,24 @@ export function f32ToF16(value: f32): u32 {
   return reinterpret<f32>(b << 16);
 }
 
+// ---- K / V elements: f32, or bf16 decoded in registers ----
+// The attention kernels are generic over the cache's element type T: f32, or u16 holding bf16 bits.
+// sizeof<T>() is a compile-time constant, so each instantiation keeps only its own branch.
+
+/** The element at p as f32 (bf16 decoded exactly: it is the upper half of an f32). */
+// @ts-ignore: decorator
+@inline export function loadAsF32<T>(p: usize): f32 {
+  if (sizeof<T>() == 2) return reinterpret<f32>(<u32>load<u16>(p) << 16);
+  return load<f32>(p);
+}
+
+/** The 4 consecutive elements at p as f32x4 (bf16 decoded exactly). */
+// @ts-ignore: decorator
+@inline export function load4AsF32<T>(p: usize): v128 {
+  if (sizeof<T>() == 2) return i32x4.shl(v128.load16x4_u(p), 16);
+  return v128.load(p);
+}
+
 // ---- SIMD: 16-bit floats -> f32x4 ----
 
 /** Lanes 0..3 (lo) / 4..7 (hi) of an i16x8 of bf16 bits as f32x4 (bf16 is the upper half of an f32). */

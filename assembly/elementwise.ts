@@ -1,4 +1,5 @@
-// Element-wise kernels: rounding to 16-bit floats, embedding rows, rmsnorm, RoPE, swiglu, add.
+// Element-wise kernels: rounding to 16-bit floats, embedding rows, rmsnorm, RoPE, swiglu, add, and
+// the KV-cache writes (packing to bf16, a key as one column of the d-major copy).
 //
 // Each has a 4-lane SIMD body and a scalar leftover loop. Where the body is not plain f32
 // arithmetic (rounding, exp), the leftovers run the same SIMD function on one lane, so a result
@@ -20,6 +21,44 @@ export function roundBf16(out: usize, x: usize, n: i32): void {
   let o: usize = 0;
   for (; o + 16 <= end; o += 16) v128.store(out + o, roundBf16x4(v128.load(x + o)));
   for (; o < end; o += 4) store<f32>(out + o, f32x4.extract_lane(roundBf16x4(f32x4.splat(load<f32>(x + o))), 0));
+}
+
+/**
+ * out (n) u16 = bf16(x (n) f32), round to nearest even; NaN stays a quiet NaN (as dtype.ts f32ToBf16).
+ * roundBf16x4 leaves the bf16 bits in the high half of each lane: a shuffle packs 8 of them.
+ */
+export function packBf16(out: usize, x: usize, n: i32): void {
+  const nx = <usize>n;
+  let i: usize = 0;
+  for (; i + 8 <= nx; i += 8) {
+    const lo = roundBf16x4(v128.load(x + (i << 2))), hi = roundBf16x4(v128.load(x + (i << 2), 16));
+    v128.store(out + (i << 1), i16x8.shuffle(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15));
+  }
+  for (; i < nx; i++) store<u16>(out + (i << 1), i16x8.extract_lane_u(roundBf16x4(f32x4.splat(load<f32>(x + (i << 2)))), 1));
+}
+
+/** Column 0 of kT (n, ldk) f32 = x (n): kT[i * ldk] = x[i] (kT points at the position's column). */
+export function storeColumnF32(kT: usize, x: usize, n: i32, ldk: i32): void {
+  const rowBytes = <usize>ldk << 2;
+  for (let i: usize = 0; i < <usize>n; i++) store<f32>(kT + i * rowBytes, load<f32>(x + (i << 2)));
+}
+
+/** Column 0 of kT (n, ldk) bf16 = bf16(x (n)), rounded as packBf16. */
+export function storeColumnBf16(kT: usize, x: usize, n: i32, ldk: i32): void {
+  const nx = <usize>n, rowBytes = <usize>ldk << 1;
+  let i: usize = 0;
+  for (; i + 4 <= nx; i += 4) {
+    const b = roundBf16x4(v128.load(x + (i << 2)));
+    const p = kT + i * rowBytes;
+    v128.store16_lane(p, b, 1);
+    v128.store16_lane(p + rowBytes, b, 3);
+    v128.store16_lane(p + 2 * rowBytes, b, 5);
+    v128.store16_lane(p + 3 * rowBytes, b, 7);
+  }
+  for (; i < nx; i++) {
+    const b = roundBf16x4(f32x4.splat(load<f32>(x + (i << 2))));
+    v128.store16_lane(kT + i * rowBytes, b, 1);
+  }
 }
 
 /** out (n) = row `row` of table (rows, n), f32. */

@@ -55,12 +55,31 @@ function writeVariant(name: string, edit: (t: ReturnType<typeof tensorsToWrite>)
   return file;
 }
 
+/** A prompt file of about 150 tokens. */
+function prompt150(): string {
+  const file = path.join(dir, "prompt150.txt");
+  fs.writeFileSync(file, "the quick brown fox jumps over the lazy dog ".repeat(30));
+  return file;
+}
+
 describe("working commands", () => {
   test("generate prints text and a stats line with tokens/s and KV bytes", async () => {
     const r = await run("generate", "-m", good, "-p", "hello world", "-n", "8", "--seed", "3");
     expect(r.code, r.err).toBe(0);
     expect(r.out.length).toBeGreaterThan(1);
-    expect(r.err).toMatch(/prompt \d+ tokens at [\d.]+ tok\/s · generated 8 tokens at [\d.]+ tok\/s · KV [\d.]+ \w+ in use/);
+    expect(r.err).toMatch(/prompt \d+ tokens at [\d.]+ tok\/s · generated 8 tokens at [\d.]+ tok\/s · KV [\d.]+ \w+ stored/);
+  });
+
+  test.each([
+    ["sparq", "--compression", "2"],
+    ["sparq", "--sparq-r", "4", "--sparq-k", "16", "--sparq-layout", "single", "--sparq-reallocation", "on"],
+    ["h2o", "--kv-budget", "24"],
+    ["streaming", "--kv-budget", "24", "--sinks", "4"],
+  ])("generate --attention %s … --kv-dtype bf16 prints the method's KV traffic vs dense", async (method, ...flags) => {
+    const r = await run("generate", "-m", good, "-f", prompt150(), "-n", "6", "--temperature", "0", "--attention", method, ...flags, "--kv-dtype", "bf16");
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(new RegExp(`attention ${method}: KV read\\+written [\\d.]+ \\w+/token vs dense [\\d.]+ \\w+/token \\(0\\.\\d+×`));
+    expect(r.err).toContain("bf16");
   });
 
   test("generate with the same seed is reproducible; greedy ignores the seed", async () => {
@@ -172,5 +191,19 @@ describe("bad input: one line, named error, non-zero exit", () => {
     expect((await run("generate", "-p", "x")).code).toBe(2);
     expectFailure(await run("generate", "-m", good), 2, "UsageError", /no prompt/);
     expectFailure(await run("info", good, "--memory", "lots"), 2, "", /expected a size like/);
+  });
+
+  test.each([
+    [["--attention", "fancy"], /--attention expects one of dense, sparq, h2o, streaming, got "fancy"/],
+    [["--attention", "sparq"], /sparq needs --compression C, or both --sparq-r and --sparq-k/],
+    [["--attention", "h2o"], /h2o needs a KV budget/],
+    [["--attention", "h2o", "--kv-budget", "8", "--sparq-r", "4"], /--sparq-r does not apply to --attention h2o/],
+    [["--kv-budget", "8"], /--kv-budget does not apply to --attention dense/],
+    [["--attention", "streaming", "--kv-budget", "4"], /budget 4 must exceed the 16 sink tokens/],
+    [["--attention", "sparq", "--sparq-r", "99", "--sparq-k", "8"], /r = 99 exceeds the head dimension 16/],
+    [["--attention", "sparq", "--compression", "4", "--sparq-layout", "triple"], /--sparq-layout expects double or single/],
+    [["--kv-dtype", "f16"], /--kv-dtype expects one of f32, bf16, got "f16"/],
+  ])("bad attention flags %j: UsageError, exit 2", async (flags, message) => {
+    expectFailure(await run("generate", "-m", good, "-p", "x", ...flags), 2, "UsageError", message);
   });
 });

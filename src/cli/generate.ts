@@ -7,9 +7,10 @@ import type { Command } from "commander";
 import { FormatError, UsageError, formatBytes } from "../errors.js";
 import { loadModel } from "../model/model.js";
 import { renderChat, type ChatMessage } from "../tokenizer/chat.js";
+import { addAttentionOptions, attentionSpecFrom, kvDtypeFrom, type AttentionFlags } from "./attention-options.js";
 import { collect, floatOption, intOption } from "./options.js";
 
-interface GenerateFlags {
+interface GenerateFlags extends AttentionFlags {
   model: string;
   prompt?: string;
   file?: string;
@@ -26,7 +27,7 @@ interface GenerateFlags {
 }
 
 export function registerGenerate(program: Command): void {
-  program
+  const command = program
     .command("generate")
     .description("generate text from a prompt")
     .requiredOption("-m, --model <path>", "a .gguf file or a model directory (config.json + model.safetensors + tokenizer.json)")
@@ -41,13 +42,15 @@ export function registerGenerate(program: Command): void {
     .option("--stop <text>", "stop when this text is generated (repeatable)", collect, [])
     .option("--chat", "wrap the prompt in the model's chat template")
     .option("--system <text>", "system message for --chat")
-    .option("--kernels <which>", "wasm (default) or reference (slow, for checking)", "wasm")
-    .action(async (flags: GenerateFlags) => {
+    .option("--kernels <which>", "wasm (default) or reference (slow, for checking)", "wasm");
+  addAttentionOptions(command).action(async (flags: GenerateFlags) => {
+      const attention = attentionSpecFrom(flags);
+      const kvDtype = kvDtypeFrom(flags);
       const prompt = readPrompt(flags);
       if (flags.kernels !== "wasm" && flags.kernels !== "reference") {
         throw new UsageError(`--kernels expects wasm or reference, got "${flags.kernels}"`);
       }
-      const model = await loadModel(flags.model, { contextSize: flags.context, kernels: flags.kernels });
+      const model = await loadModel(flags.model, { contextSize: flags.context, kernels: flags.kernels, kvDtype, attention });
       const session = model.createSession();
       try {
         const tok = model.tokenizer;
@@ -82,13 +85,20 @@ export function registerGenerate(program: Command): void {
         process.stdout.write("\n");
         process.stderr.write(
           `prompt ${s.promptTokens} tokens at ${s.promptTokensPerSecond.toFixed(1)} tok/s · generated ${s.generatedTokens} tokens at ` +
-            `${s.generatedTokensPerSecond.toFixed(1)} tok/s · KV ${formatBytes(s.kvBytesInUse)} in use (${formatBytes(s.kvBytesAllocated)} allocated) · stop: ${s.stopReason}\n`,
+            `${s.generatedTokensPerSecond.toFixed(1)} tok/s · KV ${formatBytes(s.kvBytesInUse)} stored (${formatBytes(s.kvBytesAllocated)} allocated, ${kvDtype}) · stop: ${s.stopReason}\n`,
         );
+        const t = s.kvTraffic;
+        if (t.steps > 0) {
+          process.stderr.write(
+            `attention ${s.attention}: KV read+written ${formatBytes(t.bytesPerStep)}/token vs dense ${formatBytes(t.denseBytesPerStep)}/token ` +
+              `(${t.ratio.toFixed(3)}×, 1/${(1 / t.ratio).toFixed(1)}) over ${t.steps} decode steps\n`,
+          );
+        }
       } finally {
         session.dispose();
         model.dispose();
       }
-    });
+  });
 }
 
 function readPrompt(flags: GenerateFlags): string {

@@ -7,6 +7,7 @@ import type { Command } from "commander";
 import { formatBytes } from "../errors.js";
 import { derive, attentionName, kvBytesPerToken } from "../model/config.js";
 import { MAX_MEMORY } from "../memory/arena.js";
+import { DENSE_LAYOUT } from "../kvcache/cache.js";
 import { planMemory } from "../model/model.js";
 import { openModelSource } from "../model/source.js";
 import { checkTensors } from "../model/weights.js";
@@ -34,7 +35,7 @@ export function registerInfo(program: Command): void {
         byDtype.set(t.type, (byDtype.get(t.type) ?? 0) + n);
       }
       const context = opts.context ?? c.contextLength;
-      const plan = planMemory(source, specs, Math.min(context, c.contextLength), 0);
+      const plan = planMemory(source, specs, Math.min(context, c.contextLength), 0, DENSE_LAYOUT);
       const kvF32 = kvBytesPerToken(c, 4);
       const budget = opts.memory ?? MAX_MEMORY;
       const forCache = budget - plan.weights - plan.runState;

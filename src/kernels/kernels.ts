@@ -9,8 +9,10 @@
  * Two implementations with the same signatures: the WASM SIMD module (assembly/, loaded by wasm.ts)
  * and the plain-TypeScript reference twin (reference.ts). Tests diff them on random shapes.
  *
- * Shape letters: n input features, d output features, t rows (tokens) of a batch, S cached positions,
- * Hd head dim, nHeads heads in a vector of heads.
+ * Shape letters: n input features (or a vector's length), d output features, t rows (tokens) of a
+ * batch, S cached positions, Hd head dim, nHeads heads in a vector of heads, g query heads sharing one
+ * KV head, r selected components (SparQ), ldk the row stride of a d-major key copy (capacity >= S).
+ * Index arrays (idx, outIdx) hold i32. "bf16" K / V / kT hold u16 bits: f32 bits = bf16 << 16.
  *
  * Dot types (as llama.cpp's CPU backend, so logits agree with it): a matrix in bf16 multiplies an
  * activation first rounded to bf16 (roundBf16), q8_0 an activation quantized to q8_0 blocks
@@ -70,6 +72,56 @@ export interface Kernels {
    * K, V f32 with rows of Hd contiguous. `scores` is scratch of S floats (holds p afterwards).
    */
   attendF32(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, S: number, Hd: number, scale: number): void;
+  /**
+   * x (n) = softmax(x) in place, as attendF32's step 2 (f32 exps summed in f64, times f32(1 / Σ)).
+   * -Infinity entries become 0; +Infinity, or every entry -Infinity, is unsupported.
+   */
+  softmaxF32(x: Ptr, n: number): void;
+  /**
+   * Dense attention of the g query heads sharing one KV head: for each head h,
+   * scores[h] (S) = K (S, Hd) @ q[h] * scale; p[h] = softmax(scores[h]); out[h] (Hd) = p[h] @ V (S, Hd).
+   * q, out (g, Hd); K, V (S, Hd) f32; scores (g, S) scratch, holds p afterwards. Each head is
+   * attendF32 bit for bit; K and V are read once for all g heads.
+   */
+  attentionF32(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, S: number, Hd: number, g: number, scale: number): void;
+  /** attentionF32 with K, V (S, Hd) bf16: equal to attentionF32 on the decoded values, bit for bit. */
+  attentionBf16(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, S: number, Hd: number, g: number, scale: number): void;
+  /**
+   * attentionF32 over the rows idx (n) of K, V (S, Hd) f32 (i32 positions, any order): equal bit for
+   * bit to attentionF32 on those rows gathered in idx order. scores (g, n) holds p afterwards.
+   */
+  attendRowsF32(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, idx: Ptr, n: number, Hd: number, g: number, scale: number): void;
+  /** attendRowsF32 with K, V bf16. */
+  attendRowsBf16(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, idx: Ptr, n: number, Hd: number, g: number, scale: number): void;
+
+  /**
+   * SparQ's approximate scores from the d-major key copy kT (Hd, ldk) f32 (row i = component i of
+   * positions 0..S-1): out (g, S), out[h][s] = f32(acc) * scale[h], where acc = 0 and for j = 0..r-1
+   * in order acc = f32(acc + f32(q[h][idx[j]] * kT[idx[j]][s])). q (g, Hd); idx (r) i32; scale (g) f32.
+   * Defined bit for bit (no fused multiply-add, no reordering).
+   */
+  sparqScoresF32(out: Ptr, q: Ptr, kT: Ptr, idx: Ptr, scale: Ptr, r: number, S: number, ldk: number, Hd: number, g: number): void;
+  /** sparqScoresF32 with kT bf16. */
+  sparqScoresBf16(out: Ptr, q: Ptr, kT: Ptr, idx: Ptr, scale: Ptr, r: number, S: number, ldk: number, Hd: number, g: number): void;
+  /** sparqScoresF32 read from the S-major K (S, Hd) f32 (kT[i][s] = K[s][i]): bit for bit the same. */
+  sparqScoresStridedF32(out: Ptr, q: Ptr, k: Ptr, idx: Ptr, scale: Ptr, r: number, S: number, Hd: number, g: number): void;
+  /** sparqScoresStridedF32 with K bf16. */
+  sparqScoresStridedBf16(out: Ptr, q: Ptr, k: Ptr, idx: Ptr, scale: Ptr, r: number, S: number, Hd: number, g: number): void;
+
+  /**
+   * outIdx (kk) i32 = the indices of the kk largest of x (n) f32, in ascending index order; 1 <= kk <= n.
+   * Larger value first, ties to the lower index; values compare by their f32 bits mapped to order-
+   * preserving u32 keys (-0 < +0, +Infinity allowed; NaN unsupported). No sort: a radix select.
+   * scratch: 4 * (n + 2048) bytes, caller-provided (the kernel keeps no state between calls).
+   */
+  topK(outIdx: Ptr, x: Ptr, n: number, kk: number, scratch: Ptr): void;
+
+  /** out (n) u16 = bf16(x (n) f32): round to nearest even, NaN stays a quiet NaN (as dtype.ts f32ToBf16). */
+  packBf16(out: Ptr, x: Ptr, n: number): void;
+  /** kT[i * ldk] = x[i] for i < n: x (n) f32 as column 0 of kT (n, ldk) f32 (kT points at the column). */
+  storeColumnF32(kT: Ptr, x: Ptr, n: number, ldk: number): void;
+  /** The same into kT (n, ldk) bf16, rounded as packBf16. */
+  storeColumnBf16(kT: Ptr, x: Ptr, n: number, ldk: number): void;
 }
 
 export type KernelName = keyof Kernels;

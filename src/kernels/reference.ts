@@ -4,11 +4,14 @@
  * Clarity over speed. Dot products and sums accumulate in float64 in index order (so they are
  * at least as accurate as the SIMD kernels; tests compare with a tolerance). Where the WASM
  * result is defined bit for bit (f16/bf16 rounding, getRow, q8_0 quantization and q8_0 dots,
- * RoPE, add) this file computes the same f32 operations, with Math.fround after each one.
+ * RoPE, add, SparQ's approximate scores, topK, bf16 packing) this file computes the same f32
+ * operations, with Math.fround after each one.
  * Pointers are byte offsets into `memory`; views are created once (the memory never grows).
  */
 import type { Ptr } from "../memory/arena.js";
-import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, roundF16, roundHalfEven } from "../memory/dtype.js";
+import {
+  Q8_0_BLOCK, Q8_0_BLOCK_BYTES, bf16ToF32, f16ToF32, f32BitsToBf16, f32ToBf16, f32ToF16, roundF16, roundHalfEven,
+} from "../memory/dtype.js";
 import type { Kernels } from "./kernels.js";
 
 const f = Math.fround;
@@ -17,6 +20,8 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
   const f32 = new Float32Array(memory.buffer);
   const u16 = new Uint16Array(memory.buffer);
   const i8 = new Int8Array(memory.buffer);
+  const u32 = new Uint32Array(memory.buffer);
+  const i32 = new Int32Array(memory.buffer);
 
   // Element j of a weight row starting at byte `row`, as a number (exact conversions).
   const readF32 = (row: Ptr, j: number) => f32[row / 4 + j];
@@ -73,6 +78,65 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
     f32[i0] = f(f(x0 * c) - f(x1 * s));
     f32[i1] = f(f(x0 * s) + f(x1 * c));
   }
+
+  /** softmax of x (n) in place, as ggml: f32 exps summed in float64, scaled by f32(1 / Σ). */
+  function softmax(x: Ptr, n: number): void {
+    let max = -Infinity;
+    for (let s = 0; s < n; s++) max = Math.max(max, f32[x / 4 + s]);
+    let sum = 0;
+    for (let s = 0; s < n; s++) {
+      const e = f(Math.exp(f32[x / 4 + s] - max));
+      f32[x / 4 + s] = e;
+      sum += e;
+    }
+    for (let s = 0; s < n; s++) f32[x / 4 + s] *= f(1 / sum);
+  }
+
+  /**
+   * Attention of g heads over n rows of K, V (rows of Hd elements read by `read`): the s-th row
+   * attended is rowOf(s). q, out (g, Hd); scores (g, n) holds p afterwards.
+   */
+  function attend(
+    read: (row: Ptr, j: number) => number, bytes: number, out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr,
+    rowOf: (s: number) => number, n: number, Hd: number, g: number, scale: number,
+  ): void {
+    for (let h = 0; h < g; h++) {
+      const p = scores + h * n * 4, qh = q + h * Hd * 4, oh = out + h * Hd * 4;
+      // Step 1: scores = K q * scale.
+      for (let s = 0; s < n; s++) f32[p / 4 + s] = dot(read, bytes, qh, k, rowOf(s), Hd) * scale;
+      // Step 2: softmax in place.
+      softmax(p, n);
+      // Step 3: out = Σ_s p_s V[s].
+      for (let j = 0; j < Hd; j++) {
+        let acc = 0;
+        for (let s = 0; s < n; s++) acc += f32[p / 4 + s] * read(v + rowOf(s) * Hd * bytes, j);
+        f32[oh / 4 + j] = acc;
+      }
+    }
+  }
+
+  /**
+   * SparQ's approximate scores, in f32 exactly as the kernels: element (i, s) of K is
+   * read(k, at(i, s)); out[h][s] = f32(acc) * scale[h], acc summed over idx in order.
+   */
+  function sparqScores(
+    read: (row: Ptr, j: number) => number, out: Ptr, q: Ptr, k: Ptr, idx: Ptr, scale: Ptr, r: number, S: number,
+    Hd: number, g: number, at: (i: number, s: number) => number,
+  ): void {
+    for (let h = 0; h < g; h++) {
+      for (let s = 0; s < S; s++) {
+        let acc = 0;
+        for (let j = 0; j < r; j++) {
+          const i = i32[idx / 4 + j];
+          acc = f(acc + f(f32[q / 4 + h * Hd + i] * read(k, at(i, s))));
+        }
+        f32[out / 4 + h * S + s] = f(acc * f32[scale / 4 + h]);
+      }
+    }
+  }
+
+  /** The f32 bits as a u32 key in float order (-0 < +0): negatives flipped, positives' sign bit set. */
+  const keyOf = (bits: number) => (bits >= 0x80000000 ? ~bits >>> 0 : (bits | 0x80000000) >>> 0);
 
   return {
     matvecF32: matvec(readF32, 4),
@@ -155,24 +219,65 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
     },
 
     attendF32(out, scores, q, k, v, S, Hd, scale) {
-      // Step 1: scores = K q * scale.
-      for (let s = 0; s < S; s++) f32[scores / 4 + s] = dot(readF32, 4, q, k, s, Hd) * scale;
-      // Step 2: softmax in place, as ggml: f32 exps summed in float64, scaled by f32(1 / Σ).
-      let max = -Infinity;
-      for (let s = 0; s < S; s++) max = Math.max(max, f32[scores / 4 + s]);
-      let sum = 0;
-      for (let s = 0; s < S; s++) {
-        const e = f(Math.exp(f32[scores / 4 + s] - max));
-        f32[scores / 4 + s] = e;
-        sum += e;
+      attend(readF32, 4, out, scores, q, k, v, (s) => s, S, Hd, 1, scale);
+    },
+    softmaxF32(x, n) {
+      softmax(x, n);
+    },
+    attentionF32(out, scores, q, k, v, S, Hd, g, scale) {
+      attend(readF32, 4, out, scores, q, k, v, (s) => s, S, Hd, g, scale);
+    },
+    attentionBf16(out, scores, q, k, v, S, Hd, g, scale) {
+      attend(readBf16, 2, out, scores, q, k, v, (s) => s, S, Hd, g, scale);
+    },
+    attendRowsF32(out, scores, q, k, v, idx, n, Hd, g, scale) {
+      attend(readF32, 4, out, scores, q, k, v, (s) => i32[idx / 4 + s], n, Hd, g, scale);
+    },
+    attendRowsBf16(out, scores, q, k, v, idx, n, Hd, g, scale) {
+      attend(readBf16, 2, out, scores, q, k, v, (s) => i32[idx / 4 + s], n, Hd, g, scale);
+    },
+
+    sparqScoresF32(out, q, kT, idx, scale, r, S, ldk, Hd, g) {
+      sparqScores(readF32, out, q, kT, idx, scale, r, S, Hd, g, (i, s) => i * ldk + s);
+    },
+    sparqScoresBf16(out, q, kT, idx, scale, r, S, ldk, Hd, g) {
+      sparqScores(readBf16, out, q, kT, idx, scale, r, S, Hd, g, (i, s) => i * ldk + s);
+    },
+    sparqScoresStridedF32(out, q, k, idx, scale, r, S, Hd, g) {
+      sparqScores(readF32, out, q, k, idx, scale, r, S, Hd, g, (i, s) => s * Hd + i);
+    },
+    sparqScoresStridedBf16(out, q, k, idx, scale, r, S, Hd, g) {
+      sparqScores(readBf16, out, q, k, idx, scale, r, S, Hd, g, (i, s) => s * Hd + i);
+    },
+
+    topK(outIdx, x, n, kk, scratch) {
+      // The kk-th largest key T from a sorted copy of the keys (in scratch: 4n bytes), then the
+      // kernel's emission rule: every key > T, and the first kk - #{key > T} keys == T.
+      const keys = new Uint32Array(memory.buffer, scratch, n);
+      for (let i = 0; i < n; i++) keys[i] = keyOf(u32[x / 4 + i]);
+      keys.sort();
+      const threshold = keys[n - kk];
+      let need = kk;
+      for (let i = 0; i < n; i++) if (keys[i] > threshold) need--;
+      let o = 0;
+      for (let i = 0; i < n; i++) {
+        const key = keyOf(u32[x / 4 + i]);
+        if (key > threshold || (key === threshold && need > 0)) {
+          if (key === threshold) need--;
+          i32[outIdx / 4 + o++] = i;
+        }
       }
-      for (let s = 0; s < S; s++) f32[scores / 4 + s] *= f(1 / sum);
-      // Step 3: out = Σ_s p_s V[s].
-      for (let j = 0; j < Hd; j++) {
-        let acc = 0;
-        for (let s = 0; s < S; s++) acc += f32[scores / 4 + s] * f32[v / 4 + s * Hd + j];
-        f32[out / 4 + j] = acc;
-      }
+    },
+
+    // From the bits (u32), so NaN payloads come out exactly as the kernel's.
+    packBf16(out, x, n) {
+      for (let i = 0; i < n; i++) u16[out / 2 + i] = f32BitsToBf16(u32[x / 4 + i]);
+    },
+    storeColumnF32(kT, x, n, ldk) {
+      for (let i = 0; i < n; i++) u32[kT / 4 + i * ldk] = u32[x / 4 + i];
+    },
+    storeColumnBf16(kT, x, n, ldk) {
+      for (let i = 0; i < n; i++) u16[kT / 2 + i * ldk] = f32BitsToBf16(u32[x / 4 + i]);
     },
   };
 }

@@ -1,14 +1,34 @@
 /**
- * KV storage: one slot per producer layer (CLA: consumers read their producer's slot).
+ * KV storage: one slot per producer layer (CLA: consumers read their producer's slot), in f32 or bf16,
+ * plus what the session's attention method asks for.
  *
- * Layout of a slot, f32:
- *   K (G, S, Hd)   each KV head's keys, one row of Hd per position, rows contiguous
- *   V (G, S, Hd)   the same for values
- * S is the session's capacity (its context size). Position p of head g starts at
- * base + ((g * S + p) * Hd) * 4. Keys are stored after RoPE: rotated once, by the producer.
+ * Layout of one slot (C = capacity in rows, b = bytes per element of the KV dtype):
+ *   K     (G, C, Hd)  b    keys after RoPE, one row of Hd per cached position
+ *   V     (G, C, Hd)  b    values
+ *   Kt    (G, Hd, C)  b    SparQ's d-major copy of K: component i of every row contiguous (optional)
+ *   vMean (G, Hd)     f32  SparQ's running mean of every V row stored so far (optional)
+ *   acc   (G, C)      f32  H2O's accumulated attention probability of each row (optional)
+ *   pos   (G, C)      i32  the position each row holds, −1 if free (evicting methods only)
+ *
+ * Rows and positions. Without eviction row p holds position p. An evicting method (H2O, streaming) keeps a
+ * budget of rows: after it drops a row, that head's next key goes into the freed row, so a head's rows are
+ * in no particular order (attention does not care: keys carry their position through RoPE) and different
+ * KV heads may hold different positions. `rows` counts the rows in use (all heads alike, since every head
+ * appends and evicts one row per step); `length` counts positions seen.
+ *
+ * An evicting cache changes size: dense prefill needs the whole prompt, then the method compacts it to its
+ * budget and resize() moves it into a smaller block of the pool, returning the rest.
  */
+import { OutOfMemoryError } from "../errors.js";
+import type { Kernels } from "../kernels/kernels.js";
 import type { Arena, Ptr } from "../memory/arena.js";
+import { bf16ToF32 } from "../memory/dtype.js";
 import type { Pool } from "../memory/pool.js";
+
+export type KvDType = "f32" | "bf16";
+export const KV_DTYPES: readonly KvDType[] = ["f32", "bf16"];
+
+export const kvBytesPer = (dtype: KvDType): number => (dtype === "f32" ? 4 : 2);
 
 /** What a cache needs to know of a model: slots (producer layers), G KV heads, Hd head dim. */
 export interface KvShape {
@@ -17,77 +37,302 @@ export interface KvShape {
   headDim: number;
 }
 
-export const KV_BYTES_PER_ELEMENT = 4; // f32
+/** What is stored beside K and V, as the attention method declares it. */
+export interface KvLayout {
+  dtype: KvDType;
+  /** SparQ: a d-major copy of K. */
+  kTransposed: boolean;
+  /** SparQ: the running mean of V. */
+  vMean: boolean;
+  /** H2O: accumulated attention per row. */
+  accumulated: boolean;
+  /** Evicting methods: the position each row holds. */
+  positions: boolean;
+}
+
+export const DENSE_LAYOUT: KvLayout = { dtype: "f32", kTransposed: false, vMean: false, accumulated: false, positions: false };
 
 export interface KvSlot {
-  k: Ptr; // (G, S, Hd)
-  v: Ptr; // (G, S, Hd)
+  k: Ptr; // (G, C, Hd)
+  v: Ptr; // (G, C, Hd)
+  kT: Ptr; // (G, Hd, C), 0 if absent
+  vMean: Ptr; // (G, Hd) f32, 0 if absent
+  acc: Ptr; // (G, C) f32, 0 if absent
+  pos: Ptr; // (G, C) i32, 0 if absent
+}
+
+/** Bytes of each part of one slot of C rows. */
+function slotParts(shape: KvShape, layout: KvLayout, C: number) {
+  const { nKvHeads: G, headDim: Hd } = shape;
+  const b = kvBytesPer(layout.dtype);
+  return {
+    k: G * C * Hd * b,
+    v: G * C * Hd * b,
+    kT: layout.kTransposed ? G * Hd * C * b : 0,
+    vMean: layout.vMean ? G * Hd * 4 : 0,
+    acc: layout.accumulated ? G * C * 4 : 0,
+    pos: layout.positions ? G * C * 4 : 0,
+  };
 }
 
 export class KvCache {
-  readonly slots: KvSlot[];
-  readonly capacity: number; // S
-  /** Positions filled so far. */
+  slots: KvSlot[] = [];
+  /** C: rows each head of each slot can hold. */
+  capacity = 0;
+  /** Rows in use (equal for every slot and head). */
+  rows = 0;
+  /** Positions seen: the position of the next token. */
   length = 0;
-  private readonly block: Ptr;
-  private readonly headBytes: number;
-  private readonly G: number;
-  private readonly Hd: number;
+  readonly G: number;
+  readonly Hd: number;
+  readonly bytesPerElement: number;
+  private block: Ptr = 0;
+  /** (nSlots × G) the row the next key of each head goes to, for evicting caches after their first eviction. */
+  private readonly nextRow: Int32Array;
 
   constructor(
     private readonly arena: Arena,
     private readonly pool: Pool,
-    shape: KvShape,
+    private readonly kernels: Kernels,
+    readonly shape: KvShape,
+    readonly layout: KvLayout,
     capacity: number,
   ) {
-    this.capacity = capacity;
     this.G = shape.nKvHeads;
     this.Hd = shape.headDim;
-    this.headBytes = capacity * this.Hd * KV_BYTES_PER_ELEMENT;
-    const nSlots = shape.nSlots;
-    this.block = pool.take(KvCache.bytesFor(shape, capacity), `a KV cache for ${capacity} positions`);
-    const slotBytes = 2 * this.G * this.headBytes;
-    this.slots = Array.from({ length: nSlots }, (_, i) => ({
-      k: this.block + i * slotBytes,
-      v: this.block + i * slotBytes + this.G * this.headBytes,
-    }));
+    this.bytesPerElement = kvBytesPer(layout.dtype);
+    this.nextRow = new Int32Array(shape.nSlots * shape.nKvHeads).fill(-1);
+    this.resize(capacity);
   }
 
-  /** Bytes a cache of `capacity` positions allocates: 2 × producers × G × S × Hd × 4. */
-  static bytesFor(shape: KvShape, capacity: number): number {
-    return 2 * shape.nSlots * shape.nKvHeads * capacity * shape.headDim * KV_BYTES_PER_ELEMENT;
+  /** Bytes a cache of `capacity` rows allocates. */
+  static bytesFor(shape: KvShape, layout: KvLayout, capacity: number): number {
+    const parts = slotParts(shape, layout, capacity);
+    return shape.nSlots * Object.values(parts).reduce((a, b) => a + b, 0);
   }
 
   get allocatedBytes(): number {
-    return this.slots.length * 2 * this.G * this.headBytes;
+    return KvCache.bytesFor(this.shape, this.layout, this.capacity);
   }
 
-  /** Bytes holding real positions (what "KV bytes in use" reports). */
+  /** Bytes holding real rows (what "KV bytes stored" reports); K, V and Kt scale with rows. */
   get usedBytes(): number {
-    return this.slots.length * 2 * this.G * this.length * this.Hd * KV_BYTES_PER_ELEMENT;
+    const { nSlots } = this.shape;
+    const perRow = KvCache.bytesFor(this.shape, { ...this.layout, vMean: false }, 1);
+    return this.heldRows * perRow + (this.layout.vMean ? nSlots * this.G * this.Hd * 4 : 0);
   }
 
-  /** Keys of KV head g in `slot`: (S, Hd). */
+  /** Keys of KV head g in `slot`: (C, Hd) rows. */
   keys(slot: number, g: number): Ptr {
-    return this.slots[slot].k + g * this.headBytes;
+    return this.slots[slot].k + g * this.capacity * this.Hd * this.bytesPerElement;
   }
 
   values(slot: number, g: number): Ptr {
-    return this.slots[slot].v + g * this.headBytes;
+    return this.slots[slot].v + g * this.capacity * this.Hd * this.bytesPerElement;
   }
 
-  /** Writes k, v (G, Hd) of one token at position `pos` of `slot`. */
-  store(slot: number, pos: number, k: Ptr, v: Ptr): void {
-    const f32 = this.arena.f32;
-    const Hd = this.Hd;
-    for (let g = 0; g < this.G; g++) {
-      const at = (g * this.headBytes + pos * Hd * KV_BYTES_PER_ELEMENT) >> 2;
-      f32.copyWithin((this.slots[slot].k >> 2) + at, (k >> 2) + g * Hd, (k >> 2) + (g + 1) * Hd);
-      f32.copyWithin((this.slots[slot].v >> 2) + at, (v >> 2) + g * Hd, (v >> 2) + (g + 1) * Hd);
+  /** The d-major keys of head g: (Hd, C), row stride C elements. */
+  keysT(slot: number, g: number): Ptr {
+    return this.slots[slot].kT + g * this.Hd * this.capacity * this.bytesPerElement;
+  }
+
+  /** The running mean of V of head g: (Hd) f32. */
+  valueMean(slot: number, g: number): Ptr {
+    return this.slots[slot].vMean + g * this.Hd * 4;
+  }
+
+  /** Accumulated attention of head g's rows: (C) f32. */
+  accumulated(slot: number, g: number): Ptr {
+    return this.slots[slot].acc + g * this.capacity * 4;
+  }
+
+  /** Positions of head g's rows: (C) i32, −1 for a free row. */
+  positions(slot: number, g: number): Ptr {
+    return this.slots[slot].pos + g * this.capacity * 4;
+  }
+
+  /**
+   * Writes k, v (G, Hd) f32 of the token at position `length + t` (t-th of this step) into each head's
+   * next row: row `rows + t`, or the row the method freed last step. Returns bytes written.
+   */
+  store(slot: number, t: number, k: Ptr, v: Ptr): number {
+    const { kernels: kern, Hd, G } = this;
+    const b = this.bytesPerElement;
+    const s = this.slots[slot];
+    for (let g = 0; g < G; g++) {
+      const row = this.rowFor(slot, g, t);
+      const at = (g * this.capacity + row) * Hd * b;
+      const kg = k + 4 * g * Hd;
+      const vg = v + 4 * g * Hd;
+      if (this.layout.dtype === "f32") {
+        this.arena.u8.copyWithin(s.k + at, kg, kg + 4 * Hd);
+        this.arena.u8.copyWithin(s.v + at, vg, vg + 4 * Hd);
+        if (this.layout.kTransposed) kern.storeColumnF32(this.keysT(slot, g) + row * b, kg, Hd, this.capacity);
+      } else {
+        kern.packBf16(s.k + at, kg, Hd);
+        kern.packBf16(s.v + at, vg, Hd);
+        if (this.layout.kTransposed) kern.storeColumnBf16(this.keysT(slot, g) + row * b, kg, Hd, this.capacity);
+      }
+      if (this.layout.vMean) this.updateMean(slot, g, s.v + at, this.length + t + 1);
+      if (this.layout.positions) this.arena.i32[(this.positions(slot, g) >> 2) + row] = this.length + t;
+      if (this.layout.accumulated) this.arena.f32[(this.accumulated(slot, g) >> 2) + row] = 0;
     }
+    return G * Hd * b * (this.layout.kTransposed ? 3 : 2);
+  }
+
+  /** The row token t of this step goes to in head g. */
+  rowFor(slot: number, g: number, t: number): number {
+    const free = this.nextRow[slot * this.G + g];
+    if (free >= 0) return free; // only ever with t = 0: evicting caches decode one token per step
+    return this.rows + t;
+  }
+
+  /** Marks `row` of head g free (evicted): the head's next key goes there. */
+  evict(slot: number, g: number, row: number): void {
+    this.nextRow[slot * this.G + g] = row;
+    if (this.layout.positions) this.arena.i32[(this.positions(slot, g) >> 2) + row] = -1;
+  }
+
+  /** Ends a step of T tokens: length advances; rows grow unless the step's keys refilled freed rows. */
+  advance(T: number): void {
+    this.length += T;
+    if (this.nextRow[0] >= 0) this.nextRow.fill(-1);
+    else this.rows += T;
+  }
+
+  /** Rows attention spans for the step's t-th token once it is stored. */
+  span(t: number): number {
+    return this.nextRow[0] >= 0 ? this.rows : this.rows + t + 1;
+  }
+
+  /** Rows holding a position (rows minus the freed row of each head awaiting the next key). */
+  get heldRows(): number {
+    return this.nextRow[0] >= 0 ? this.rows - 1 : this.rows;
+  }
+
+  /** The rows of head g holding a position, ascending. */
+  heldRowsOf(slot: number, g: number): Int32Array {
+    const free = this.nextRow[slot * this.G + g];
+    const out = new Int32Array(this.heldRows);
+    let n = 0;
+    for (let r = 0; r < this.rows; r++) if (r !== free) out[n++] = r;
+    return out;
+  }
+
+  /**
+   * Moves the cache into a block of `capacity` rows, keeping for each head the rows `keep(slot, g)` lists
+   * (every held row when omitted), compacted to the front in the given order. Frees the old block.
+   * Every head must keep the same number of rows.
+   */
+  resize(capacity: number, keep?: (slot: number, g: number) => Int32Array): void {
+    const oldSlots = this.slots;
+    const oldBlock = this.block;
+    const oldCapacity = this.capacity;
+    // Which rows survive, asked while the old block is still the cache's.
+    const kept = oldSlots.map((_, slot) => Array.from({ length: this.G }, (_, g) => (keep ? keep(slot, g) : this.heldRowsOf(slot, g))));
+    const layout = this.layout;
+    const parts = slotParts(this.shape, layout, capacity);
+    const slotBytes = Object.values(parts).reduce((a, b) => a + b, 0);
+    const bytes = this.shape.nSlots * slotBytes;
+    const what = `a ${layout.dtype} KV cache of ${capacity} rows`;
+    // Copy from the old block in place when the pool holds both; else stage the old block outside the
+    // arena for the move (a cache that shrinks after a long prompt may not fit twice).
+    let source = this.arena.u8;
+    let sourceBase = 0;
+    let oldGiven = false;
+    try {
+      this.block = this.pool.take(bytes, what);
+    } catch (e) {
+      if (oldBlock === 0 || !(e instanceof OutOfMemoryError)) throw e;
+      const oldBytes = KvCache.bytesFor(this.shape, layout, oldCapacity);
+      source = this.arena.u8.slice(oldBlock, oldBlock + oldBytes);
+      sourceBase = oldBlock;
+      this.pool.give(oldBlock);
+      oldGiven = true;
+      this.block = this.pool.take(bytes, what);
+    }
+    this.slots = [];
+    for (let i = 0; i < this.shape.nSlots; i++) {
+      let at = this.block + i * slotBytes;
+      const next = (bytes: number) => {
+        const p = bytes > 0 ? at : 0;
+        at += bytes;
+        return p;
+      };
+      this.slots.push({ k: next(parts.k), v: next(parts.v), kT: next(parts.kT), vMean: next(parts.vMean), acc: next(parts.acc), pos: next(parts.pos) });
+    }
+    let rows = 0;
+    if (oldBlock !== 0) {
+      rows = this.copyFrom(source, sourceBase, oldSlots, oldCapacity, capacity, kept);
+      if (!oldGiven) this.pool.give(oldBlock);
+    }
+    this.capacity = capacity;
+    this.rows = rows;
+    this.nextRow.fill(-1);
+  }
+
+  /** Forgets every row (the memory stays). */
+  clear(): void {
+    this.rows = 0;
+    this.length = 0;
+    this.nextRow.fill(-1);
   }
 
   free(): void {
-    this.pool.give(this.block);
+    if (this.block !== 0) this.pool.give(this.block);
+    this.block = 0;
+    this.slots = [];
+  }
+
+  /**
+   * Copies the kept rows of the old slots (byte offsets into `src` shifted by srcBase) into the new slots,
+   * compacted to the front. Returns the rows kept per head.
+   */
+  private copyFrom(src: Uint8Array, srcBase: number, oldSlots: KvSlot[], oldC: number, newC: number, keptRows: Int32Array[][]): number {
+    const { G, Hd } = this;
+    const b = this.bytesPerElement;
+    const u8 = this.arena.u8;
+    const rowBytes = Hd * b;
+    const copy = (to: Ptr, from: Ptr, n: number) => u8.set(src.subarray(from - srcBase, from - srcBase + n), to);
+    let kept = 0;
+    for (let slot = 0; slot < oldSlots.length; slot++) {
+      const from = oldSlots[slot];
+      const to = this.slots[slot];
+      if (this.layout.vMean) copy(to.vMean, from.vMean, G * Hd * 4);
+      for (let g = 0; g < G; g++) {
+        const rows = keptRows[slot][g];
+        if (rows.length > newC) throw new Error(`kv cache: keeping ${rows.length} rows in a cache of ${newC}`);
+        kept = rows.length;
+        for (let i = 0; i < rows.length; i++) {
+          const r = rows[i];
+          const at = (g * oldC + r) * rowBytes;
+          const dst = (g * newC + i) * rowBytes;
+          copy(to.k + dst, from.k + at, rowBytes);
+          copy(to.v + dst, from.v + at, rowBytes);
+          if (this.layout.kTransposed) {
+            for (let j = 0; j < Hd; j++) copy(to.kT + ((g * Hd + j) * newC + i) * b, from.kT + ((g * Hd + j) * oldC + r) * b, b);
+          }
+          if (this.layout.accumulated) copy(to.acc + 4 * (g * newC + i), from.acc + 4 * (g * oldC + r), 4);
+          if (this.layout.positions) copy(to.pos + 4 * (g * newC + i), from.pos + 4 * (g * oldC + r), 4);
+        }
+      }
+    }
+    return kept;
+  }
+
+  /**
+   * v̄ ← v̄ + (v − v̄) / n in f32 (the spec's (n−1)·v̄ + v) / n, rearranged), n = values stored so far with
+   * this one, v the row as stored (bf16-rounded in a bf16 cache), so v̄ is the mean of V as attention sees it.
+   */
+  private updateMean(slot: number, g: number, vRow: Ptr, n: number): void {
+    const f32 = this.arena.f32;
+    const mean = this.valueMean(slot, g) >> 2;
+    const inv = Math.fround(1 / n);
+    // n = 1 assigns (the pool's memory may hold anything, NaN included, from an earlier session).
+    if (n === 1) f32.fill(0, mean, mean + this.Hd);
+    for (let j = 0; j < this.Hd; j++) {
+      const v = this.layout.dtype === "f32" ? f32[(vRow >> 2) + j] : bf16ToF32(this.arena.u16[(vRow >> 1) + j]);
+      f32[mean + j] = Math.fround(f32[mean + j] + Math.fround(Math.fround(v - f32[mean + j]) * inv));
+    }
   }
 }

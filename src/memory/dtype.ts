@@ -90,7 +90,14 @@ export function bf16ToF32(b: number): number {
 /** number -> bfloat16 bits, round to nearest even; NaN stays a quiet NaN (as ggml does). */
 export function f32ToBf16(value: number): number {
   f32Buf[0] = value;
-  const x = u32Buf[0];
+  return f32BitsToBf16(u32Buf[0]);
+}
+
+/**
+ * f32 bits (as a u32) -> bfloat16 bits, as f32ToBf16. Exact for every NaN payload too: NaN keeps its
+ * sign and top payload bits and gets the quiet bit (a JavaScript number may not carry a payload).
+ */
+export function f32BitsToBf16(x: number): number {
   if ((x & 0x7fffffff) > 0x7f800000) return ((x >>> 16) | 64) & 0xffff;
   return ((x + (0x7fff + ((x >>> 16) & 1))) >>> 16) & 0xffff;
 }

@@ -8,6 +8,7 @@
  * so prefill and decode cannot drift apart. Nothing here knows which attention method runs beyond
  * calling attend() over a slot; CLA is only the layer -> slot map.
  */
+import { attentionScratchSizes, type AttentionMethod, type AttentionScratch } from "../attention/method.js";
 import type { Kernels } from "../kernels/kernels.js";
 import type { KvCache } from "../kvcache/cache.js";
 import type { Arena, Ptr } from "../memory/arena.js";
@@ -33,13 +34,13 @@ export interface RunState {
   hb: Ptr; // (P, F)
   hb2: Ptr; // (P, F)
   logits: Ptr; // (P, V)
-  scores: Ptr; // (S) attention scores of one head
+  attention: AttentionScratch; // the attention methods' buffers, for contexts up to S
   cos: Ptr; // (P, ropeDim/2)
   sin: Ptr; // (P, ropeDim/2)
 }
 
 /** Bytes of each RunState buffer, in field order; the one sizing function for activations. */
-export function runStateSizes(c: ModelConfig, rows: number, maxSeq: number): Record<keyof Omit<RunState, "rows">, number> {
+export function runStateSizes(c: ModelConfig, rows: number, maxSeq: number): Record<keyof Omit<RunState, "rows" | "attention">, number> & { attention: Record<keyof AttentionScratch, number> } {
   const { qDim, kvDim } = derive(c);
   const widest = Math.max(c.dModel, c.ffnDim, qDim);
   const f = (n: number) => 4 * n;
@@ -56,23 +57,29 @@ export function runStateSizes(c: ModelConfig, rows: number, maxSeq: number): Rec
     hb: f(rows * c.ffnDim),
     hb2: f(rows * c.ffnDim),
     logits: f(rows * c.vocabSize),
-    scores: f(maxSeq),
+    attention: attentionScratchSizes(c.nHeads / c.nKvHeads, c.headDim, maxSeq),
     cos: f((rows * c.ropeDim) / 2),
     sin: f((rows * c.ropeDim) / 2),
   };
 }
 
+/** Every buffer's bytes, flattened: what planMemory adds up. */
+export function runStateBuffers(c: ModelConfig, rows: number, maxSeq: number): number[] {
+  const { attention, ...rest } = runStateSizes(c, rows, maxSeq);
+  return [...Object.values(rest), ...Object.values(attention)];
+}
+
 export function createRunState(arena: Arena, c: ModelConfig, rows: number, maxSeq: number): RunState {
-  const sizes = runStateSizes(c, rows, maxSeq);
-  const state = { rows } as RunState;
+  const { attention, ...sizes } = runStateSizes(c, rows, maxSeq);
+  const state = { rows, attention: {} as AttentionScratch } as RunState;
   for (const [key, bytes] of Object.entries(sizes)) state[key as keyof typeof sizes] = arena.alloc(bytes);
+  for (const [key, bytes] of Object.entries(attention)) state.attention[key as keyof AttentionScratch] = arena.alloc(bytes);
   return state;
 }
 
 export class Forward {
   private readonly d: Derived;
   private readonly rope: RopeTable;
-  private readonly scale: number;
 
   constructor(
     private readonly k: Kernels,
@@ -83,7 +90,6 @@ export class Forward {
   ) {
     this.d = derive(c);
     this.rope = new RopeTable(c.ropeDim, c.ropeTheta, w.ropeFreqFactors ?? llama3FreqFactors(c));
-    this.scale = Math.fround(1 / Math.sqrt(c.headDim));
   }
 
   /** Where run() leaves the logits: (V), or (T, V) for "all". */
@@ -91,11 +97,17 @@ export class Forward {
     return this.s.logits;
   }
 
+  /** The attention methods' scratch buffers. */
+  get attentionScratch(): AttentionScratch {
+    return this.s.attention;
+  }
+
   /**
    * Runs tokens (T ≤ rows) at positions cache.length … cache.length + T − 1, appending their K/V.
+   * One token runs the attention method's decode step, several its (dense) prefill.
    * logits: "last" writes the last token's logits at s.logits; "all" writes (T, V); "none" skips them.
    */
-  run(cache: KvCache, tokens: ArrayLike<number>, logits: "last" | "all" | "none"): void {
+  run(cache: KvCache, attention: AttentionMethod, tokens: ArrayLike<number>, logits: "last" | "all" | "none"): void {
     const { k, c, w, s, d } = this;
     const T = tokens.length;
     const D = c.dModel;
@@ -120,9 +132,15 @@ export class Forward {
         this.linear(s.k, kvIn, lw.wk!, T, lw.bk);
         this.linear(s.v, kvIn, lw.wv!, T, lw.bv);
         this.applyRope(s.k, c.nKvHeads, T);
-        for (let t = 0; t < T; t++) cache.store(slot, start + t, s.k + 4 * t * d.kvDim, s.v + 4 * t * d.kvDim);
+        let written = 0;
+        for (let t = 0; t < T; t++) written += cache.store(slot, t, s.k + 4 * t * d.kvDim, s.v + 4 * t * d.kvDim);
+        if (T === 1) {
+          attention.traffic.written += written;
+          attention.traffic.denseWritten += 2 * d.kvDim * cache.bytesPerElement;
+        }
       }
-      this.attend(cache, slot, start, T);
+      if (T === 1) attention.decode(slot, s.q, s.att);
+      else attention.prefill(slot, s.q, s.att, T);
       this.linear(s.proj, s.att, lw.wo, T, null);
       k.add(s.x, s.x, s.proj, T * D);
       // Feed-forward block.
@@ -133,27 +151,15 @@ export class Forward {
       this.linear(s.proj, s.hb, lw.wDown, T, null);
       k.add(s.x, s.x, s.proj, T * D);
     }
-    cache.length = start + T;
+    cache.advance(T);
+    if (T === 1) attention.traffic.steps++;
+    attention.endStep(T);
 
     if (logits === "none") return;
     const first = logits === "last" ? T - 1 : 0;
     const rows = T - first;
     for (let t = first; t < T; t++) k.rmsnorm(s.xb + 4 * (t - first) * D, s.x + 4 * t * D, w.outputNorm, D, c.normEps);
     this.linear(s.logits, s.xb, w.output, rows, null);
-  }
-
-  /** Dense causal attention of every query head of T rows over the slot's positions ≤ its own. */
-  private attend(cache: KvCache, slot: number, start: number, T: number): void {
-    const { k, c, s, d } = this;
-    const Hd = c.headDim;
-    for (let t = 0; t < T; t++) {
-      const S = start + t + 1;
-      for (let h = 0; h < c.nHeads; h++) {
-        const g = Math.floor(h / d.groupSize);
-        const at = 4 * (t * d.qDim + h * Hd);
-        k.attendF32(s.att + at, s.scores, s.q + at, cache.keys(slot, g), cache.values(slot, g), S, Hd, this.scale);
-      }
-    }
   }
 
   /** out (T, W.rows) = x (T, W.cols) @ W^T (+ bias), through the kernel for W's dtype. */

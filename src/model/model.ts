@@ -8,16 +8,17 @@
  *   cache pool     `sessions` KV caches of contextSize positions
  * A model whose plan exceeds 4 GiB is refused before any tensor is read.
  */
+import { createAttention, layoutFor, type AttentionSpec } from "../attention/index.js";
 import { UsageError, formatBytes } from "../errors.js";
 import type { Kernels } from "../kernels/kernels.js";
 import { createReferenceKernels } from "../kernels/reference.js";
 import { loadWasmKernels } from "../kernels/wasm.js";
-import { KvCache } from "../kvcache/cache.js";
+import { KV_DTYPES, KvCache, type KvDType, type KvLayout } from "../kvcache/cache.js";
 import { Arena, allocSize } from "../memory/arena.js";
 import { Pool } from "../memory/pool.js";
 import type { TextTokenizer } from "../tokenizer/tokenizer.js";
 import { derive, type Derived, type ModelConfig } from "./config.js";
-import { CHUNK, Forward, createRunState, runStateSizes } from "./forward.js";
+import { CHUNK, Forward, createRunState, runStateBuffers } from "./forward.js";
 import { Session, type SessionOptions } from "./session.js";
 import { openModelSource, type ModelSource } from "./source.js";
 import type { TensorSpec } from "./tensor-names.js";
@@ -30,6 +31,10 @@ export interface LoadOptions {
   sessions?: number;
   /** "wasm" (default) or the plain-TypeScript reference kernels (slow; for checking). */
   kernels?: "wasm" | "reference";
+  /** Default KV storage dtype of sessions ("f32" unless given); sizes the cache pool. */
+  kvDtype?: KvDType;
+  /** Default attention method of sessions (dense unless given); its cache layout sizes the pool. */
+  attention?: AttentionSpec;
 }
 
 export interface MemoryPlan {
@@ -39,11 +44,11 @@ export interface MemoryPlan {
   total: number;
 }
 
-export function planMemory(source: ModelSource, specs: TensorSpec[], contextSize: number, sessions: number): MemoryPlan {
+export function planMemory(source: ModelSource, specs: TensorSpec[], contextSize: number, sessions: number, layout: KvLayout): MemoryPlan {
   const rows = Math.min(CHUNK, contextSize);
   const weights = weightBytes(source, specs);
-  const runState = Object.values(runStateSizes(source.config, rows, contextSize)).reduce((a, b) => a + allocSize(b), 0);
-  const cachePool = sessions * allocSize(KvCache.bytesFor(kvShape(source.config), contextSize));
+  const runState = runStateBuffers(source.config, rows, contextSize).reduce((a, b) => a + allocSize(b), 0);
+  const cachePool = sessions * allocSize(KvCache.bytesFor(kvShape(source.config), layout, contextSize));
   return { weights, runState, cachePool, total: weights + runState + cachePool };
 }
 
@@ -65,7 +70,9 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const contextSize = resolveContextSize(source.config, options.contextSize);
   const sessions = options.sessions ?? 1;
   if (!Number.isInteger(sessions) || sessions < 1) throw new UsageError(`sessions must be a positive integer, got ${sessions}`);
-  const plan = planMemory(source, specs, contextSize, sessions);
+  const kvDtype = checkKvDtype(options.kvDtype ?? "f32");
+  const attention = options.attention ?? { method: "dense" };
+  const plan = planMemory(source, specs, contextSize, sessions, layoutFor(attention, kvDtype));
   const arena = new Arena(plan.total, `${source.name} with ${sessions} × ${contextSize}-token KV caches`);
   const kernels =
     options.kernels === "reference" ? createReferenceKernels(arena.memory) : await loadWasmKernels(arena.memory);
@@ -73,7 +80,15 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const state = createRunState(arena, source.config, Math.min(CHUNK, contextSize), contextSize);
   const poolBase = arena.alloc(plan.cachePool);
   const pool = new Pool(poolBase, plan.cachePool);
-  return new Model(source, arena, kernels, weights, new Forward(kernels, arena, source.config, weights, state), state.rows, pool, contextSize, plan);
+  const forward = new Forward(kernels, arena, source.config, weights, state);
+  return new Model(source, arena, kernels, weights, forward, state.rows, pool, contextSize, plan, { kvDtype, attention });
+}
+
+export function checkKvDtype(dtype: string): KvDType {
+  if (!(KV_DTYPES as readonly string[]).includes(dtype)) {
+    throw new UsageError(`KV dtype "${dtype}" is not supported; expected one of ${KV_DTYPES.join(", ")}`);
+  }
+  return dtype as KvDType;
 }
 
 export class Model {
@@ -94,6 +109,8 @@ export class Model {
     readonly pool: Pool,
     readonly contextSize: number,
     readonly plan: MemoryPlan,
+    /** What sessions use unless their options say otherwise. */
+    readonly defaults: { kvDtype: KvDType; attention: AttentionSpec },
   ) {
     this.config = source.config;
     this.derived = derive(source.config);
@@ -110,7 +127,32 @@ export class Model {
           `load the model with a larger contextSize`,
       );
     }
-    return new Session(this, new KvCache(this.arena, this.pool, kvShape(this.config), capacity), options);
+    const kvDtype = checkKvDtype(options.kvDtype ?? this.defaults.kvDtype);
+    const spec = options.attention ?? this.defaults.attention;
+    const layout = layoutFor(spec, kvDtype);
+    const c = this.config;
+    const evicting = layout.positions;
+    // An evicting cache starts small and grows for a prompt (see attention/evicting.ts).
+    const cache = new KvCache(this.arena, this.pool, this.kernels, kvShape(c), layout, evicting ? 1 : capacity);
+    try {
+      const method = createAttention(
+        {
+          kernels: this.kernels,
+          arena: this.arena,
+          cache,
+          nHeads: c.nHeads,
+          nKvHeads: c.nKvHeads,
+          headDim: c.headDim,
+          scale: Math.fround(1 / Math.sqrt(c.headDim)),
+          scratch: this.forward.attentionScratch,
+        },
+        spec,
+      );
+      return new Session(this, cache, method, capacity, options);
+    } catch (e) {
+      cache.free();
+      throw e;
+    }
   }
 
   /** Human-readable memory plan line. */

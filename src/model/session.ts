@@ -2,14 +2,31 @@
  * A session: one KV cache and the tokens in it. Prefill runs the prompt in chunks; decode runs one
  * token at a time. generate() streams text through an async iterator and returns the run's stats.
  */
+import type { AttentionMethod, AttentionSpec } from "../attention/method.js";
 import { ContextOverflowError, UsageError } from "../errors.js";
-import type { KvCache } from "../kvcache/cache.js";
+import type { KvCache, KvDType } from "../kvcache/cache.js";
 import type { Model } from "./model.js";
 import { Sampler, type SamplerOptions } from "./sampler.js";
 
 export interface SessionOptions {
-  /** Positions this session's cache holds; at most the model's loaded context size. */
+  /** Positions this session may reach; at most the model's loaded context size. */
   contextSize?: number;
+  /** KV storage dtype: "f32" or "bf16" (default: the model's load option, else f32). */
+  kvDtype?: KvDType;
+  /** Decode-time attention method, e.g. { method: "sparq", compression: 8 } (default dense). */
+  attention?: AttentionSpec;
+}
+
+/** KV traffic of the decode steps so far, as the attention method counted it. */
+export interface KvTrafficStats {
+  /** Decode steps counted. */
+  steps: number;
+  /** KV bytes read + written per decode step. */
+  bytesPerStep: number;
+  /** The same for dense attention over the same positions. */
+  denseBytesPerStep: number;
+  /** bytesPerStep / denseBytesPerStep. */
+  ratio: number;
 }
 
 export interface GenerateOptions extends SamplerOptions {
@@ -32,6 +49,9 @@ export interface GenerateStats {
   generatedTokensPerSecond: number;
   kvBytesInUse: number;
   kvBytesAllocated: number;
+  /** The attention method and the KV traffic of this call's decode steps. */
+  attention: string;
+  kvTraffic: KvTrafficStats;
   stopReason: "eos" | "stop-string" | "max-tokens";
 }
 
@@ -48,11 +68,20 @@ export class Session {
   constructor(
     private readonly model: Model,
     readonly cache: KvCache,
+    readonly attention: AttentionMethod,
+    /** Positions this session may reach. */
+    readonly capacity: number,
     readonly options: SessionOptions,
   ) {}
 
-  get capacity(): number {
-    return this.cache.capacity;
+  /** KV traffic of the decode steps since the session began (or since `since`, an earlier snapshot). */
+  kvTraffic(since?: { steps: number; read: number; written: number; denseRead: number; denseWritten: number }): KvTrafficStats {
+    const t = this.attention.traffic;
+    const s = since ?? { steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 };
+    const steps = t.steps - s.steps;
+    const bytes = t.read + t.written - s.read - s.written;
+    const dense = t.denseRead + t.denseWritten - s.denseRead - s.denseWritten;
+    return { steps, bytesPerStep: steps > 0 ? bytes / steps : 0, denseBytesPerStep: steps > 0 ? dense / steps : 0, ratio: dense > 0 ? bytes / dense : 1 };
   }
 
   /**
@@ -69,14 +98,16 @@ export class Session {
     }
     const out = new Float32Array((all ? tokens.length : 1) * V);
     const chunk = this.model.chunk;
+    this.attention.beforePrefill(tokens.length);
     for (let i = 0; i < tokens.length; i += chunk) {
       const part = tokens.slice(i, i + chunk);
       const last = i + chunk >= tokens.length;
-      this.model.forward.run(this.cache, part, all ? "all" : last ? "last" : "none");
+      this.model.forward.run(this.cache, this.attention, part, all ? "all" : last ? "last" : "none");
       if (all) out.set(this.model.arena.f32View(this.model.forward.logitsPtr, part.length * V), i * V);
       else if (last) out.set(this.model.arena.f32View(this.model.forward.logitsPtr, V));
       this.tokens.push(...part);
     }
+    this.attention.afterPrefill();
     return out;
   }
 
@@ -92,6 +123,7 @@ export class Session {
     const sampler = new Sampler(options);
     const stops = options.stop ?? [];
 
+    const before = { ...this.attention.traffic };
     const t0 = performance.now();
     let logits = this.evaluate(promptIds);
     const t1 = performance.now();
@@ -140,6 +172,8 @@ export class Session {
       generatedTokensPerSecond: generated / genSeconds,
       kvBytesInUse: this.cache.usedBytes,
       kvBytesAllocated: this.cache.allocatedBytes,
+      attention: this.attention.name,
+      kvTraffic: this.kvTraffic(before),
       stopReason,
     };
   }
@@ -147,7 +181,7 @@ export class Session {
   /** Forgets the context (the cache memory stays with the session). */
   reset(): void {
     this.tokens.length = 0;
-    this.cache.length = 0;
+    this.cache.clear();
   }
 
   dispose(): void {
@@ -157,7 +191,7 @@ export class Session {
   }
 
   private checkRoom(prompt: number, generate: number): void {
-    const used = this.cache.length;
+    const used = this.tokens.length;
     if (used + prompt + generate > this.capacity) {
       throw new ContextOverflowError(
         `${used > 0 ? `${used} tokens already in context + ` : ""}${prompt} prompt tokens` +

@@ -1,0 +1,150 @@
+// SparQ Attention's approximate scores (Ribar et al. 2023, arXiv:2312.04985, Step 1):
+//   sHat[h] (S) = q[h][i1..ir] · K[:, i1..ir] * scale[h]
+// over the r components idx of q with the largest |q| (chosen by the caller, e.g. with topK).
+//
+// The result is defined bit for bit, so the reference twin can match it exactly: for each head h and
+// position s, acc = 0, then for j = 0..r-1 in order acc = f32(acc + f32(q[h][idx[j]] * K[s][idx[j]])),
+// and sHat = f32(acc * scale[h]). No fused multiply-add, no reordering of the j sum.
+// So the kernels vectorise over positions instead: 8 positions per block, for up to 4 heads at a time
+// (8 f32x4 accumulators in registers), with the block's K values read once from memory for all heads.
+//
+// Two layouts of K:
+//   d-major kT (Hd, ldk): row i holds component i of every position, so 4 positions are one load
+//     (sparqScores*: reads only r rows of kT, r/Hd of the bytes of K);
+//   S-major k (S, Hd): the cache's own rows, gathered 4 positions per vector with lane loads
+//     (sparqScoresStrided*: no second copy of K, but touches most cache lines of K).
+import { loadAsF32, load4AsF32 } from "./convert";
+
+/**
+ * sHat (g, S) from the d-major kT (Hd, ldk) f32, positions 0..S-1 of each row used; q (g, Hd);
+ * idx (r) i32 components; scale (g) f32, one multiplier per head.
+ */
+export function sparqScoresF32(out: usize, q: usize, kT: usize, idx: usize, scale: usize, r: i32, S: i32, ldk: i32, Hd: i32, g: i32): void {
+  scores<f32>(out, q, kT, idx, scale, r, S, <usize>ldk, 1, Hd, g, true);
+}
+
+/** sparqScoresF32 with kT in bf16. */
+export function sparqScoresBf16(out: usize, q: usize, kT: usize, idx: usize, scale: usize, r: i32, S: i32, ldk: i32, Hd: i32, g: i32): void {
+  scores<u16>(out, q, kT, idx, scale, r, S, <usize>ldk, 1, Hd, g, true);
+}
+
+/** The same sHat (g, S) from the S-major k (S, Hd) f32 (component i of position s at s*Hd + i). */
+export function sparqScoresStridedF32(out: usize, q: usize, k: usize, idx: usize, scale: usize, r: i32, S: i32, Hd: i32, g: i32): void {
+  scores<f32>(out, q, k, idx, scale, r, S, 1, <usize>Hd, Hd, g, false);
+}
+
+/** sparqScoresStridedF32 with k in bf16. */
+export function sparqScoresStridedBf16(out: usize, q: usize, k: usize, idx: usize, scale: usize, r: i32, S: i32, Hd: i32, g: i32): void {
+  scores<u16>(out, q, k, idx, scale, r, S, 1, <usize>Hd, Hd, g, false);
+}
+
+/**
+ * The body of the four kernels. Element (component i, position s) of K is at
+ * k + (i * iStride + s * sStride) * sizeof<T>(); `contiguous` (sStride == 1, a constant at every
+ * call) says 4 positions are one vector load.
+ */
+// @ts-ignore: decorator
+@inline function scores<T>(
+  out: usize, q: usize, k: usize, idx: usize, scale: usize, r: i32, S: i32, iStride: usize, sStride: usize, Hd: i32, g: i32,
+  contiguous: bool,
+): void {
+  const nS = <usize>S, nHeads = <usize>g, nr = <usize>r;
+  const iBytes = iStride * sizeof<T>(), sBytes = sStride * sizeof<T>();
+  const headBytes = <usize>Hd << 2, outRowBytes = nS << 2;
+  let s: usize = 0;
+  for (; s + 8 <= nS; s += 8) {
+    const ks = k + s * sBytes;
+    // Heads in groups of 4, then 2, then 1: at most 8 accumulators, and the group after the first
+    // finds the block's r * 8 elements of K in L1.
+    let h: usize = 0;
+    for (; h + 4 <= nHeads; h += 4) {
+      scoresBlock<T>(out + h * outRowBytes + (s << 2), q + h * headBytes, ks, idx, scale + (h << 2), nr, iBytes, sBytes, headBytes, outRowBytes, 4, contiguous);
+    }
+    if (h + 2 <= nHeads) {
+      scoresBlock<T>(out + h * outRowBytes + (s << 2), q + h * headBytes, ks, idx, scale + (h << 2), nr, iBytes, sBytes, headBytes, outRowBytes, 2, contiguous);
+      h += 2;
+    }
+    if (h < nHeads) {
+      scoresBlock<T>(out + h * outRowBytes + (s << 2), q + h * headBytes, ks, idx, scale + (h << 2), nr, iBytes, sBytes, headBytes, outRowBytes, 1, contiguous);
+    }
+  }
+  // Leftover positions (fewer than 8): one at a time, the same operations in scalar f32.
+  for (; s < nS; s++) {
+    for (let h: usize = 0; h < nHeads; h++) {
+      const qh = q + h * headBytes;
+      let acc: f32 = 0;
+      for (let j: usize = 0; j < nr; j++) {
+        const i = <usize>load<i32>(idx + (j << 2));
+        acc += load<f32>(qh + (i << 2)) * loadAsF32<T>(k + i * iBytes + s * sBytes);
+      }
+      store<f32>(out + h * outRowBytes + (s << 2), acc * load<f32>(scale + (h << 2)));
+    }
+  }
+}
+
+/**
+ * sHat of 8 positions (K elements from ks on) for `heads` consecutive heads (1, 2 or 4, a constant
+ * at every call, so the unused accumulators vanish): out, q, scale point at the first head's.
+ */
+// @ts-ignore: decorator
+@inline function scoresBlock<T>(
+  out: usize, q: usize, ks: usize, idx: usize, scale: usize, r: usize, iBytes: usize, sBytes: usize, headBytes: usize,
+  outRowBytes: usize, heads: i32, contiguous: bool,
+): void {
+  // aH / bH: head H, positions 0..3 / 4..7 of the block.
+  let a0 = f32x4.splat(0), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+  const q1 = q + headBytes, q2 = q1 + headBytes, q3 = q2 + headBytes;
+  for (let j: usize = 0; j < r; j++) {
+    const i = <usize>load<i32>(idx + (j << 2));
+    const column = ks + i * iBytes;
+    const lo = positions4<T>(column, sBytes, contiguous), hi = positions4<T>(column + 4 * sBytes, sBytes, contiguous);
+    const c0 = f32x4.splat(load<f32>(q + (i << 2)));
+    a0 = f32x4.add(a0, f32x4.mul(c0, lo));
+    b0 = f32x4.add(b0, f32x4.mul(c0, hi));
+    if (heads >= 2) {
+      const c1 = f32x4.splat(load<f32>(q1 + (i << 2)));
+      a1 = f32x4.add(a1, f32x4.mul(c1, lo));
+      b1 = f32x4.add(b1, f32x4.mul(c1, hi));
+    }
+    if (heads >= 4) {
+      const c2 = f32x4.splat(load<f32>(q2 + (i << 2)));
+      a2 = f32x4.add(a2, f32x4.mul(c2, lo));
+      b2 = f32x4.add(b2, f32x4.mul(c2, hi));
+      const c3 = f32x4.splat(load<f32>(q3 + (i << 2)));
+      a3 = f32x4.add(a3, f32x4.mul(c3, lo));
+      b3 = f32x4.add(b3, f32x4.mul(c3, hi));
+    }
+  }
+  storeScaled(out, a0, b0, load<f32>(scale));
+  if (heads >= 2) storeScaled(out + outRowBytes, a1, b1, load<f32>(scale, 4));
+  if (heads >= 4) {
+    storeScaled(out + 2 * outRowBytes, a2, b2, load<f32>(scale, 8));
+    storeScaled(out + 3 * outRowBytes, a3, b3, load<f32>(scale, 12));
+  }
+}
+
+/** Positions 0..3 of one component from p (position 0's element) on, as f32x4. */
+// @ts-ignore: decorator
+@inline function positions4<T>(p: usize, sBytes: usize, contiguous: bool): v128 {
+  if (contiguous) return load4AsF32<T>(p);
+  if (sizeof<T>() == 2) {
+    // A bf16 in the high half of each 32-bit lane is that lane's f32.
+    let v = i32x4.splat(0);
+    v = v128.load16_lane(p, v, 1);
+    v = v128.load16_lane(p + sBytes, v, 3);
+    v = v128.load16_lane(p + 2 * sBytes, v, 5);
+    return v128.load16_lane(p + 3 * sBytes, v, 7);
+  }
+  let v = v128.load32_zero(p);
+  v = v128.load32_lane(p + sBytes, v, 1);
+  v = v128.load32_lane(p + 2 * sBytes, v, 2);
+  return v128.load32_lane(p + 3 * sBytes, v, 3);
+}
+
+/** out (8) = [a, b] * scale. */
+// @ts-ignore: decorator
+@inline function storeScaled(out: usize, a: v128, b: v128, scale: f32): void {
+  const scale4 = f32x4.splat(scale);
+  v128.store(out, f32x4.mul(a, scale4));
+  v128.store(out, f32x4.mul(b, scale4), 16);
+}

@@ -1,0 +1,148 @@
+/**
+ * The one signature every decode-time attention method implements, and what they share.
+ *
+ * Prefill is dense for every method (as in the SparQ paper and its baselines); a method differs only at
+ * decode, in which rows of the cache it reads and which it keeps. Each method declares what it needs the
+ * cache to hold (KvLayout) and counts the bytes it moves per decode step (Traffic), so the compression it
+ * reports is measured by the implementation, not computed from a formula.
+ *
+ * Shape letters: H query heads, G KV heads, g = H / G query heads per KV head, Hd head dim,
+ * S positions attended at this step (the current token included), C cache capacity in rows.
+ */
+import type { Kernels } from "../kernels/kernels.js";
+import type { KvCache, KvDType, KvLayout } from "../kvcache/cache.js";
+import type { Arena, Ptr } from "../memory/arena.js";
+
+/** Options of each method, as a session takes them. */
+export type AttentionSpec = DenseSpec | SparqSpec | H2oSpec | StreamingSpec;
+export type AttentionMethodName = AttentionSpec["method"];
+export const ATTENTION_METHODS: readonly AttentionMethodName[] = ["dense", "sparq", "h2o", "streaming"];
+
+export interface DenseSpec {
+  method: "dense";
+}
+
+export interface SparqSpec {
+  method: "sparq";
+  /** Target transfer ratio 1/c: r = Hd/c and k = S/(2c) at each step (the authors' GPU port). */
+  compression?: number;
+  /** Query components used for the approximate scores (overrides compression's r). */
+  r?: number;
+  /** Positions fetched per step, besides the current token (overrides compression's k). */
+  k?: number;
+  /** Local window l always selected: default k/4. */
+  localWindow?: number;
+  /** Mix the mean value into the output by the unselected mass (1 − α). Default: on for MHA, off for GQA/MQA. */
+  reallocation?: boolean;
+  /** "double" stores K twice (S-major and d-major); "single" gathers K's columns with a strided read. */
+  layout?: "double" | "single";
+  /** GQA: rank positions by the group's summed approximate logits (the authors' harness) or probabilities (the paper's listing). */
+  groupRanking?: "logits" | "probabilities";
+  /** Floors so short contexts fall back to dense: k ≥ minK (default 64), r ≥ minR (default min(Hd, 4)). */
+  minK?: number;
+  minR?: number;
+}
+
+export interface H2oSpec {
+  method: "h2o";
+  /** Rows kept: budget/4 most recent + the rest by accumulated attention. */
+  budget?: number;
+  /** Or a transfer ratio: budget = max(minBudget, prompt / c) fixed after prefill. */
+  compression?: number;
+  /** Recent window l, default budget/4. */
+  recent?: number;
+}
+
+export interface StreamingSpec {
+  method: "streaming";
+  budget?: number;
+  compression?: number;
+  /** First positions always kept: 16 (LM-Infinite, the SparQ paper's setting) by default; 4 is StreamingLLM's. */
+  sinks?: number;
+}
+
+/** Bytes moved by decode steps, as counted by the method; dense* is what dense attention would move. */
+export interface Traffic {
+  steps: number;
+  /** KV bytes read (K, V, K columns, mean value, accumulated scores). */
+  read: number;
+  /** KV bytes written (new rows, d-major column, accumulated scores). */
+  written: number;
+  denseRead: number;
+  denseWritten: number;
+}
+
+export const newTraffic = (): Traffic => ({ steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 });
+
+/** What a method gets: the kernels, the session's cache, the model's head shape and scratch buffers. */
+export interface AttentionContext {
+  kernels: Kernels;
+  arena: Arena;
+  cache: KvCache;
+  nHeads: number; // H
+  nKvHeads: number; // G
+  headDim: number; // Hd
+  scale: number; // f32(1 / sqrt(Hd))
+  scratch: AttentionScratch;
+}
+
+/** Scratch buffers sized for the longest context (see attentionScratchSizes). */
+export interface AttentionScratch {
+  scores: Ptr; // (g, C) f32: probabilities of one group's heads
+  approx: Ptr; // (g, C) f32: SparQ's approximate scores
+  rank: Ptr; // (C) f32: SparQ's group ranking
+  index: Ptr; // (C) i32: selected rows
+  components: Ptr; // (Hd) i32: selected query components
+  absQ: Ptr; // (Hd) f32: Σ over the group of |q|
+  headScale: Ptr; // (g) f32: per-head multipliers
+  topK: Ptr; // topK kernel scratch: 4 (C + 2048) bytes
+}
+
+export function attentionScratchSizes(groupSize: number, headDim: number, maxRows: number): Record<keyof AttentionScratch, number> {
+  return {
+    scores: 4 * groupSize * maxRows,
+    approx: 4 * groupSize * maxRows,
+    rank: 4 * maxRows,
+    index: 4 * maxRows,
+    components: 4 * headDim,
+    absQ: 4 * headDim,
+    headScale: 4 * groupSize,
+    topK: 4 * (Math.max(maxRows, headDim) + 2048),
+  };
+}
+
+export interface AttentionMethod {
+  readonly name: AttentionMethodName;
+  /** Bytes moved by decode steps so far. */
+  readonly traffic: Traffic;
+  /**
+   * Dense causal attention of T ≥ 1 query rows q (T, H·Hd) → out (T, H·Hd) over the slot's rows, the t-th
+   * query seeing the rows held before this step plus the step's first t + 1. Methods that track attention
+   * (H2O) accumulate here.
+   */
+  prefill(slot: number, q: Ptr, out: Ptr, T: number): void;
+  /** One decode query row q (H·Hd) → out (H·Hd) over the slot (the current token already stored). */
+  decode(slot: number, q: Ptr, out: Ptr): void;
+  /** Called after each forward step (all layers), once its keys are stored: evicting methods evict here. */
+  endStep(T: number): void;
+  /** Called before a multi-token step of T tokens: evicting methods make room for the dense prefill. */
+  beforePrefill(T: number): void;
+  /** Called after the prompt (all its chunks): evicting methods shrink the cache to their budget. */
+  afterPrefill(): void;
+}
+
+/** The cache layout a method needs, for a KV dtype. */
+export function layoutFor(spec: AttentionSpec, dtype: KvDType): KvLayout {
+  switch (spec.method) {
+    case "dense":
+      return { dtype, kTransposed: false, vMean: false, accumulated: false, positions: false };
+    case "sparq":
+      return { dtype, kTransposed: (spec.layout ?? "double") === "double", vMean: true, accumulated: false, positions: false };
+    case "h2o":
+      return { dtype, kTransposed: false, vMean: false, accumulated: true, positions: true };
+    case "streaming":
+      return { dtype, kTransposed: false, vMean: false, accumulated: false, positions: true };
+    default:
+      return spec satisfies never;
+  }
+}

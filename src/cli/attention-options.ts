@@ -1,0 +1,90 @@
+/**
+ * The attention flags shared by generate, bench and eval: one place turns them into an AttentionSpec,
+ * refusing combinations that mean nothing (a SparQ flag with --attention h2o, a budget for dense, …).
+ */
+import type { Command } from "commander";
+import { ATTENTION_METHODS, type AttentionSpec } from "../attention/method.js";
+import { UsageError } from "../errors.js";
+import { KV_DTYPES, type KvDType } from "../kvcache/cache.js";
+import { floatOption, intOption } from "./options.js";
+
+export interface AttentionFlags {
+  attention: string;
+  compression?: number;
+  sparqR?: number;
+  sparqK?: number;
+  sparqLocal?: number;
+  sparqReallocation?: string;
+  sparqLayout?: string;
+  kvBudget?: number;
+  sinks?: number;
+  h2oRecent?: number;
+  kvDtype: string;
+}
+
+export function addAttentionOptions(command: Command): Command {
+  return command
+    .option("--attention <method>", `decode-time attention: ${ATTENTION_METHODS.join(", ")}`, "dense")
+    .option("--compression <c>", "target KV transfer ratio 1/c (sparq: r = Hd/c, k = S/2c; h2o, streaming: budget = prompt/c)", floatOption("--compression", 1))
+    .option("--sparq-r <r>", "sparq: query components for the approximate scores", intOption("--sparq-r", 1))
+    .option("--sparq-k <k>", "sparq: positions fetched per step", intOption("--sparq-k", 1))
+    .option("--sparq-local <l>", "sparq: local window always fetched (default k/4)", intOption("--sparq-local", 0))
+    .option("--sparq-reallocation <on|off>", "sparq: mean-value reallocation (default on for MHA, off for GQA/MQA)")
+    .option("--sparq-layout <double|single>", "sparq: store K twice (fast) or once (strided column reads)")
+    .option("--kv-budget <n>", "h2o, streaming: KV rows kept per head", intOption("--kv-budget", 1))
+    .option("--sinks <n>", "streaming: first tokens always kept (default 16; StreamingLLM uses 4)", intOption("--sinks", 0))
+    .option("--h2o-recent <n>", "h2o: recent window (default budget/4)", intOption("--h2o-recent", 0))
+    .option("--kv-dtype <dtype>", `KV cache storage: ${KV_DTYPES.join(", ")}`, "f32");
+}
+
+export function kvDtypeFrom(flags: AttentionFlags): KvDType {
+  if (!(KV_DTYPES as readonly string[]).includes(flags.kvDtype)) {
+    throw new UsageError(`--kv-dtype expects one of ${KV_DTYPES.join(", ")}, got "${flags.kvDtype}"`);
+  }
+  return flags.kvDtype as KvDType;
+}
+
+export function attentionSpecFrom(flags: AttentionFlags): AttentionSpec {
+  const method = flags.attention;
+  const given = (names: (keyof AttentionFlags)[]) => names.filter((n) => flags[n] !== undefined);
+  const refuse = (names: (keyof AttentionFlags)[]) => {
+    const bad = given(names);
+    if (bad.length > 0) {
+      const flag = bad[0].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+      throw new UsageError(`--${flag} does not apply to --attention ${method}`);
+    }
+  };
+  const sparqFlags: (keyof AttentionFlags)[] = ["sparqR", "sparqK", "sparqLocal", "sparqReallocation", "sparqLayout"];
+  switch (method) {
+    case "dense":
+      refuse([...sparqFlags, "compression", "kvBudget", "sinks", "h2oRecent"]);
+      return { method };
+    case "sparq": {
+      refuse(["kvBudget", "sinks", "h2oRecent"]);
+      const onOff = flags.sparqReallocation;
+      if (onOff !== undefined && onOff !== "on" && onOff !== "off") throw new UsageError(`--sparq-reallocation expects on or off, got "${onOff}"`);
+      const layout = flags.sparqLayout;
+      if (layout !== undefined && layout !== "double" && layout !== "single") throw new UsageError(`--sparq-layout expects double or single, got "${layout}"`);
+      if (flags.compression === undefined && (flags.sparqR === undefined || flags.sparqK === undefined)) {
+        throw new UsageError("--attention sparq needs --compression C, or both --sparq-r and --sparq-k");
+      }
+      return {
+        method,
+        compression: flags.compression,
+        r: flags.sparqR,
+        k: flags.sparqK,
+        localWindow: flags.sparqLocal,
+        reallocation: onOff === undefined ? undefined : onOff === "on",
+        layout: layout as "double" | "single" | undefined,
+      };
+    }
+    case "h2o":
+      refuse([...sparqFlags, "sinks"]);
+      return { method, budget: flags.kvBudget, compression: flags.compression, recent: flags.h2oRecent };
+    case "streaming":
+      refuse([...sparqFlags, "h2oRecent"]);
+      return { method, budget: flags.kvBudget, compression: flags.compression, sinks: flags.sinks };
+    default:
+      throw new UsageError(`--attention expects one of ${ATTENTION_METHODS.join(", ")}, got "${method}"`);
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * Attention methods inside whole models: every method generates to the end on a llama (GQA) and a CLA-2
+ * model, from the library and the CLI; evicting methods really shrink the cache; budgets ≥ S equal dense;
+ * bf16 KV stays close to f32 KV; the traffic the session reports matches the per-layer spec formulas.
+ */
+import fs from "node:fs";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import type { AttentionSpec } from "../src/attention/method.js";
+import { claShare, type ModelConfig } from "../src/model/config.js";
+import { loadModel } from "../src/model/model.js";
+import { llamaConfig } from "../src/model/synthetic.js";
+import { randomTokens, relMaxDiff, tempDir, writeTestGguf, writeTestHf } from "./helpers/models.js";
+
+let dir: string;
+const models: Record<string, string> = {};
+const GQA: ModelConfig = llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512, contextLength: 1024 });
+const CLA2: ModelConfig = { ...llamaConfig({ dModel: 64, nLayers: 4, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: 512, contextLength: 1024 }), kvSource: claShare(4, 2) };
+
+beforeAll(() => {
+  dir = tempDir();
+  models.llama = writeTestGguf(dir, "llama", GQA).path;
+  models.cla2 = writeTestHf(dir, "cla2", CLA2).path;
+});
+afterAll(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const METHODS: Record<string, AttentionSpec> = {
+  dense: { method: "dense" },
+  sparq: { method: "sparq", compression: 4, minK: 16 },
+  "sparq-single": { method: "sparq", r: 4, k: 20, layout: "single" },
+  h2o: { method: "h2o", budget: 64 },
+  streaming: { method: "streaming", budget: 64, sinks: 4 },
+};
+
+describe("methods in a model", () => {
+  for (const model of ["llama", "cla2"]) {
+    for (const [name, attention] of Object.entries(METHODS)) {
+      for (const kvDtype of ["f32", "bf16"] as const) {
+        test(`${model} ${name} ${kvDtype}: generates 40 tokens after a 300-token prompt; stats report the method's traffic`, async () => {
+          const m = await loadModel(models[model], { contextSize: 400, kvDtype, attention });
+          const session = m.createSession();
+          const it = session.generate(randomTokens(300, 512), { maxTokens: 40, temperature: 0 });
+          let r = await it.next();
+          while (!r.done) r = await it.next();
+          const stats = r.value;
+          expect(stats.generatedTokens).toBe(40);
+          expect(stats.attention).toBe(attention.method);
+          expect(stats.kvTraffic.steps).toBe(39); // the first token comes from the prompt's logits
+          if (name === "dense") expect(stats.kvTraffic.ratio).toBe(1);
+          else expect(stats.kvTraffic.ratio).toBeLessThan(0.6);
+          if (attention.method === "h2o" || attention.method === "streaming") {
+            // Really freed: the cache holds budget + 1 rows, not the 340 positions seen.
+            expect(session.cache.capacity).toBe(65);
+            expect(stats.kvBytesAllocated).toBe(session.cache.allocatedBytes);
+            expect(m.pool.inUse).toBe(Math.ceil(session.cache.allocatedBytes / 64) * 64); // the prompt's block went back
+            expect(session.cache.allocatedBytes).toBeLessThan((66 / 400) * m.plan.cachePool);
+          }
+          session.dispose();
+          expect(m.pool.inUse).toBe(0);
+          m.dispose();
+        });
+      }
+    }
+  }
+
+  test.each(["h2o", "streaming"] as const)("%s with a budget ≥ every position == dense logits, bit for bit (CLA-2 model)", async (method) => {
+    const tokens = randomTokens(120, 512);
+    const logits = async (attention: AttentionSpec) => {
+      const m = await loadModel(models.cla2, { contextSize: 200, attention });
+      const s = m.createSession();
+      const out = [s.evaluate(tokens.slice(0, 100))];
+      for (const t of tokens.slice(100)) out.push(s.evaluate([t]));
+      s.dispose();
+      m.dispose();
+      return out;
+    };
+    const dense = await logits({ method: "dense" });
+    const evicting = await logits({ method, budget: 150 });
+    evicting.forEach((row, i) => expect(row).toEqual(dense[i]));
+  });
+
+  test("bf16 KV: logits within 2e-2 (relative) of f32 KV after a 200-token prompt and 20 decode steps", async () => {
+    const tokens = randomTokens(220, 512);
+    const run = async (kvDtype: "f32" | "bf16") => {
+      const m = await loadModel(models.llama, { contextSize: 256, kvDtype });
+      const s = m.createSession();
+      s.evaluate(tokens.slice(0, 200));
+      let last = new Float32Array();
+      for (const t of tokens.slice(200)) last = s.evaluate([t]);
+      const bytes = s.cache.allocatedBytes;
+      s.dispose();
+      m.dispose();
+      return { last, bytes };
+    };
+    const a = await run("f32");
+    const b = await run("bf16");
+    expect(relMaxDiff(b.last, a.last)).toBeLessThan(2e-2);
+    expect(relMaxDiff(b.last, a.last)).toBeGreaterThan(0); // it really is a different storage
+    expect(b.bytes).toBe(a.bytes / 2);
+  });
+
+  test("SparQ's cache stores K twice (1.5× dense) in the double layout and once in the single layout", async () => {
+    const bytes = async (attention: AttentionSpec) => {
+      const m = await loadModel(models.llama, { contextSize: 256, attention });
+      const s = m.createSession();
+      const n = s.cache.allocatedBytes;
+      s.dispose();
+      m.dispose();
+      return n;
+    };
+    const dense = await bytes({ method: "dense" });
+    const vMean = 2 * GQA.nKvHeads * GQA.headDim * 4; // 2 slots × G × Hd f32
+    expect(await bytes({ method: "sparq", compression: 8 })).toBe(1.5 * dense + vMean);
+    expect(await bytes({ method: "sparq", compression: 8, layout: "single" })).toBe(dense + vMean);
+  });
+
+  test("session traffic on a CLA-2 model == the spec's formulas summed over layers (writes only at producers)", async () => {
+    const m = await loadModel(models.cla2, { contextSize: 400, attention: { method: "sparq", r: 4, k: 32 } });
+    const s = m.createSession();
+    s.evaluate(randomTokens(200, 512));
+    const before = { ...s.attention.traffic };
+    const steps = 5;
+    for (const t of randomTokens(steps, 512, 3)) s.evaluate([t]);
+    const c = CLA2;
+    const b = 4;
+    const L = c.nLayers;
+    const P = 2; // producers
+    const G = c.nKvHeads;
+    const Hd = c.headDim;
+    let expected = 0;
+    for (let i = 0; i < steps; i++) {
+      const S = 200 + i + 1;
+      // Every layer reads S·r + 2·k·Hd (+ Hd of v̄ in f32: MQA, so no reallocation by default); producers write k, kT, v.
+      expected += L * G * (S * 4 * b + 2 * 32 * Hd * b) + P * G * 3 * Hd * b;
+    }
+    const t = s.attention.traffic;
+    expect(t.read + t.written - before.read - before.written).toBe(expected);
+    s.dispose();
+    m.dispose();
+  });
+});

@@ -1,0 +1,283 @@
+/**
+ * The attention methods against naive implementations written from the spec (test/helpers/naive-attention.ts),
+ * on random queries, keys and values driven through one cache slot exactly as the model drives it; their
+ * degenerate cases; and their byte counters against the spec's transfer formulas.
+ */
+import { describe, expect, test } from "vitest";
+import type { AttentionSpec } from "../src/attention/method.js";
+import type { KvDType } from "../src/kvcache/cache.js";
+import { Harness, stored, type HarnessShape } from "./helpers/attention-harness.js";
+import { gaussian, makeRandom } from "./helpers/kernels-helpers.js";
+import { NaiveEvicting, naiveDense, naiveSparq, topIndices, type Row } from "./helpers/naive-attention.js";
+
+/** Random q (T, H·Hd), k and v (T, G·Hd); keys scaled so attention is peaked enough to matter. */
+function randomStep(random: () => number, s: HarnessShape, T: number) {
+  return {
+    q: gaussian(random, T * s.H * s.Hd, 1),
+    k: gaussian(random, T * s.G * s.Hd, 1),
+    v: gaussian(random, T * s.G * s.Hd, 1),
+  };
+}
+
+/** The rows of KV head kv as the cache stores them, from every step so far. */
+class History {
+  rows: Row[][];
+  constructor(readonly s: HarnessShape) {
+    this.rows = Array.from({ length: s.G }, () => []);
+  }
+  add(k: Float32Array, v: Float32Array): void {
+    const { G, Hd, dtype } = this.s;
+    const T = k.length / (G * Hd);
+    for (let t = 0; t < T; t++) {
+      for (let g = 0; g < G; g++) {
+        const at = (t * G + g) * Hd;
+        const pos = this.rows[g].length;
+        this.rows[g].push({
+          pos,
+          k: Array.from(k.subarray(at, at + Hd), (x) => stored(dtype, x)),
+          v: Array.from(v.subarray(at, at + Hd), (x) => stored(dtype, x)),
+        });
+      }
+    }
+  }
+  vMean(g: number): number[] {
+    const rows = this.rows[g];
+    return rows[0].v.map((_, j) => rows.reduce((s, r) => s + r.v[j], 0) / rows.length);
+  }
+}
+
+/** Query heads of KV head g at row t of q (T, H·Hd). */
+function groupQueries(s: HarnessShape, q: Float32Array, t: number, g: number): number[][] {
+  const gs = s.H / s.G;
+  return Array.from({ length: gs }, (_, h) => Array.from(q.subarray((t * s.H + g * gs + h) * s.Hd, (t * s.H + g * gs + h + 1) * s.Hd)));
+}
+
+/** max |actual − expected| / max |expected| over the group outputs of one row. */
+function relError(s: HarnessShape, out: Float32Array, t: number, expected: number[][][]): number {
+  const gs = s.H / s.G;
+  let diff = 0;
+  let scale = 0;
+  for (let g = 0; g < s.G; g++) {
+    for (let h = 0; h < gs; h++) {
+      for (let j = 0; j < s.Hd; j++) {
+        const e = expected[g][h][j];
+        diff = Math.max(diff, Math.abs(out[(t * s.H + g * gs + h) * s.Hd + j] - e));
+        scale = Math.max(scale, Math.abs(e));
+      }
+    }
+  }
+  return diff / scale;
+}
+
+const MHA = (dtype: KvDType): HarnessShape => ({ H: 4, G: 4, Hd: 32, maxRows: 512, dtype });
+const GQA = (dtype: KvDType): HarnessShape => ({ H: 6, G: 2, Hd: 24, maxRows: 512, dtype });
+
+describe("SparQ", () => {
+  const cases = [];
+  for (const shape of ["MHA", "GQA"] as const) {
+    for (const dtype of ["f32", "bf16"] as const) {
+      for (const reallocation of [true, false]) {
+        for (const layout of ["double", "single"] as const) cases.push({ shape, dtype, reallocation, layout });
+      }
+    }
+  }
+  test.each(cases)(
+    "$shape $dtype reallocation=$reallocation layout=$layout: fast path == naive spec SparQ at every decode step (rel 1e-5)",
+    ({ shape, dtype, reallocation, layout }) => {
+      const s = shape === "MHA" ? MHA(dtype) : GQA(dtype);
+      const spec: AttentionSpec = { method: "sparq", r: 8, k: 40, reallocation, layout };
+      const harness = new Harness(s, spec);
+      const history = new History(s);
+      const random = makeRandom(11);
+      for (let chunk = 0; chunk < 4; chunk++) {
+        const { q, k, v } = randomStep(random, s, 50);
+        harness.step(q, k, v);
+        history.add(k, v);
+      }
+      for (let step = 0; step < 12; step++) {
+        const { q, k, v } = randomStep(random, s, 1);
+        const out = harness.step(q, k, v);
+        history.add(k, v);
+        const expected = Array.from({ length: s.G }, (_, g) =>
+          naiveSparq(groupQueries(s, q, 0, g), history.rows[g], history.vMean(g), { r: 8, k: 40, l: 10, reallocation, groupRanking: "logits" }),
+        );
+        expect(relError(s, out, 0, expected)).toBeLessThan(1e-5);
+      }
+    },
+  );
+
+  test("GQA with groupRanking = probabilities == naive (rel 1e-5)", () => {
+    const s = GQA("f32");
+    const harness = new Harness(s, { method: "sparq", r: 6, k: 30, groupRanking: "probabilities", reallocation: true });
+    const history = new History(s);
+    const random = makeRandom(5);
+    const first = randomStep(random, s, 60);
+    harness.step(first.q, first.k, first.v);
+    history.add(first.k, first.v);
+    for (let step = 0; step < 5; step++) {
+      const { q, k, v } = randomStep(random, s, 1);
+      const out = harness.step(q, k, v);
+      history.add(k, v);
+      const expected = Array.from({ length: s.G }, (_, g) =>
+        naiveSparq(groupQueries(s, q, 0, g), history.rows[g], history.vMean(g), { r: 6, k: 30, l: 7, reallocation: true, groupRanking: "probabilities" }),
+      );
+      expect(relError(s, out, 0, expected)).toBeLessThan(1e-5);
+    }
+  });
+
+  test.each(["f32", "bf16"] as const)("%s: k + 1 ≥ S selects everything and equals dense attention, bit for bit", (dtype) => {
+    for (const s of [MHA(dtype), GQA(dtype)]) {
+      const sparq = new Harness(s, { method: "sparq", r: 4, k: 200, reallocation: true });
+      const dense = new Harness(s, { method: "dense" });
+      const random = makeRandom(3);
+      for (const T of [64, 1, 1, 1, 64, 1]) {
+        const { q, k, v } = randomStep(random, s, T);
+        expect(sparq.step(q, k, v)).toEqual(dense.step(q, k, v));
+      }
+      expect(sparq.cache.length).toBeLessThanOrEqual(200);
+    }
+  });
+
+  test("r = Hd: the approximate scores rank positions exactly as dense attention does; the step == exact top-(k+1) attention (rel 1e-5)", () => {
+    const s = MHA("f32");
+    const harness = new Harness(s, { method: "sparq", r: s.Hd, k: 24, localWindow: 0, reallocation: false });
+    const history = new History(s);
+    const random = makeRandom(21);
+    const first = randomStep(random, s, 150);
+    harness.step(first.q, first.k, first.v);
+    history.add(first.k, first.v);
+    for (let step = 0; step < 4; step++) {
+      const { q, k, v } = randomStep(random, s, 1);
+      const out = harness.step(q, k, v);
+      history.add(k, v);
+      const expected = Array.from({ length: s.G }, (_, g) => {
+        const [qh] = groupQueries(s, q, 0, g);
+        const rows = history.rows[g];
+        // With r = Hd, τ = sqrt(Hd): the approximation is the dense softmax itself, so rank by exact scores.
+        const exact = rows.map((r) => r.k.reduce((a, x, i) => a + x * qh[i], 0));
+        const scores = exact.slice();
+        scores[rows.length - 1] = Infinity; // the current token is always selected
+        const chosen = topIndices(scores, 25);
+        return [naiveDense(qh, chosen.map((i) => rows[i])).out];
+      });
+      expect(relError(s, out, 0, expected)).toBeLessThan(1e-5);
+    }
+  });
+});
+
+describe("evicting baselines", () => {
+  const cases = [
+    { policy: "h2o" as const, dtype: "f32" as const, shape: "MHA" },
+    { policy: "h2o" as const, dtype: "bf16" as const, shape: "GQA" },
+    { policy: "streaming" as const, dtype: "f32" as const, shape: "GQA" },
+    { policy: "streaming" as const, dtype: "bf16" as const, shape: "MHA" },
+  ];
+  test.each(cases)("$policy $shape $dtype: == naive simulation over prefill + 30 decode steps (rel 1e-5); the cache never holds more than budget + 1 rows", ({ policy, dtype, shape }) => {
+    const s = shape === "MHA" ? MHA(dtype) : GQA(dtype);
+    const budget = 48;
+    const spec: AttentionSpec = policy === "h2o" ? { method: "h2o", budget } : { method: "streaming", budget, sinks: 4 };
+    const harness = new Harness(s, spec);
+    const naive = Array.from({ length: s.G }, () => new NaiveEvicting(policy, budget, policy === "h2o" ? 12 : 4));
+    const random = makeRandom(8);
+    const feed = (T: number) => {
+      const { q, k, v } = randomStep(random, s, T);
+      const out = harness.step(q, k, v);
+      const expected: number[][][][] = naive.map((n, g) => {
+        const keys = Array.from({ length: T }, (_, t) => Array.from(k.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd), (x) => stored(dtype, x)));
+        const values = Array.from({ length: T }, (_, t) => Array.from(v.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd), (x) => stored(dtype, x)));
+        return n.step(Array.from({ length: T }, (_, t) => groupQueries(s, q, t, g)), keys, values);
+      });
+      for (let t = 0; t < T; t++) {
+        expect(relError(s, out, t, expected.map((e) => e[t]))).toBeLessThan(1e-5);
+      }
+      expect(harness.cache.capacity).toBeLessThanOrEqual(Math.max(budget + 1, harness.cache.length));
+    };
+    feed(100); // prompt longer than the budget: dense, then compacted
+    expect(harness.cache.capacity).toBe(budget + 1);
+    expect(harness.cache.heldRows).toBe(budget);
+    for (let i = 0; i < 30; i++) {
+      feed(1);
+      expect(harness.cache.capacity).toBe(budget + 1);
+      expect(harness.cache.heldRows).toBe(budget);
+    }
+    feed(20); // a second prompt: the cache grows for it, then shrinks back
+    expect(harness.cache.heldRows).toBe(budget);
+    feed(1);
+  });
+
+  test.each(["h2o", "streaming"] as const)("%s with budget ≥ S == dense attention, bit for bit", (policy) => {
+    const s = GQA("f32");
+    const spec: AttentionSpec = policy === "h2o" ? { method: "h2o", budget: 200 } : { method: "streaming", budget: 200 };
+    const method = new Harness(s, spec);
+    const dense = new Harness(s, { method: "dense" });
+    const random = makeRandom(4);
+    for (const T of [70, 1, 1, 1, 30, 1, 1]) {
+      const { q, k, v } = randomStep(random, s, T);
+      expect(method.step(q, k, v)).toEqual(dense.step(q, k, v));
+    }
+  });
+});
+
+describe("byte counters", () => {
+  /** The spec's transfer model per KV head per decode step, in bytes (b per K/V element, 4 per f32 extra). */
+  const formula = {
+    dense: (S: number, Hd: number, b: number) => 2 * S * Hd * b + 2 * Hd * b,
+    sparq: (S: number, Hd: number, b: number, r: number, k: number) => S * r * b + 2 * k * Hd * b + 3 * Hd * b + Hd * 4,
+    h2o: (S: number, Hd: number, b: number, k: number) => 2 * k * Hd * b + 2 * Hd * b + 2 * (k + 1) * 4,
+    streaming: (_S: number, Hd: number, b: number, k: number) => 2 * k * Hd * b + 2 * Hd * b,
+  };
+
+  test.each(["f32", "bf16"] as const)("%s: counted bytes per step == the spec's formulas (dense, sparq, h2o, streaming)", (dtype) => {
+    const s = MHA(dtype);
+    const b = dtype === "f32" ? 4 : 2;
+    const prompt = 200;
+    const steps = 10;
+    const sum = (per: (S: number) => number) => {
+      let total = 0;
+      for (let i = 0; i < steps; i++) total += s.G * per(prompt + i + 1);
+      return total;
+    };
+    const run = (spec: AttentionSpec) => {
+      const h = new Harness(s, spec);
+      const random = makeRandom(2);
+      const p = randomStep(random, s, prompt);
+      h.step(p.q, p.k, p.v);
+      for (let i = 0; i < steps; i++) {
+        const d = randomStep(random, s, 1);
+        h.step(d.q, d.k, d.v);
+      }
+      const t = h.method.traffic;
+      expect(t.steps).toBe(steps);
+      return t;
+    };
+    const dense = run({ method: "dense" });
+    expect(dense.read + dense.written).toBe(sum((S) => formula.dense(S, s.Hd, b)));
+    const sparq = run({ method: "sparq", r: 8, k: 32, reallocation: true });
+    expect(sparq.read + sparq.written).toBe(sum((S) => formula.sparq(S, s.Hd, b, 8, 32)));
+    expect(sparq.denseRead + sparq.denseWritten).toBe(dense.read + dense.written);
+    const h2o = run({ method: "h2o", budget: 64 });
+    expect(h2o.read + h2o.written).toBe(sum((S) => formula.h2o(S, s.Hd, b, 64)));
+    expect(h2o.denseRead + h2o.denseWritten).toBe(dense.read + dense.written);
+    const streaming = run({ method: "streaming", budget: 64 });
+    expect(streaming.read + streaming.written).toBe(sum((S) => formula.streaming(S, s.Hd, b, 64)));
+  });
+
+  test("sparq with compression c: r = Hd/c and k = S/(2c) track S; ratio ≈ 1/c at long context (±15%)", () => {
+    const s: HarnessShape = { H: 2, G: 2, Hd: 64, maxRows: 4200, dtype: "f32" };
+    const h = new Harness(s, { method: "sparq", compression: 8 });
+    const random = makeRandom(9);
+    for (let i = 0; i < 64; i++) {
+      const p = randomStep(random, s, 64);
+      h.step(p.q, p.k, p.v);
+    }
+    for (let i = 0; i < 3; i++) {
+      const d = randomStep(random, s, 1);
+      h.step(d.q, d.k, d.v);
+    }
+    const t = h.method.traffic;
+    const ratio = (t.read + t.written) / (t.denseRead + t.denseWritten);
+    expect(ratio).toBeGreaterThan(0.85 / 8);
+    expect(ratio).toBeLessThan(1.15 / 8);
+  });
+});
+
