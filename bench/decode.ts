@@ -4,7 +4,11 @@
  *
  *   npm run bench                       # reference shape (97M, llama MHA), f32 and q8_0, contexts 512 and 8192
  *   npm run bench -- --dtypes q8_0 --contexts 512 --decode 32
+ *   npm run bench -- --dtypes f32 --contexts 8192,32768 --kv-dtype bf16 --attention sparq --compression 8 --llama-kv f16
  *
+ * With --attention, kvslim prefills once (a cache laid out for the method), decodes `decode` tokens with
+ * dense attention, switches the session to the method and decodes `decode` more: both rows share the
+ * prefill and differ only in the attention of the decode steps.
  * Models are written once to bench/.models/ (random weights; speed does not depend on the values).
  * The decode context is filled by a real prefill on both sides, then `decode` tokens are generated
  * greedily and timed. Prints a table and the ratios kvslim / llama.cpp.
@@ -12,6 +16,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
+import type { AttentionSpec } from "../src/attention/method.js";
+import type { KvDType } from "../src/kvcache/cache.js";
 import type { DType } from "../src/memory/dtype.js";
 import { loadModel } from "../src/model/model.js";
 import { PRESETS } from "../src/model/presets.js";
@@ -23,19 +29,31 @@ interface Args {
   decode: number;
   prefill: number;
   threads: number;
+  kvDtype: KvDType;
+  attention: AttentionSpec | null;
+  llamaKv: ("F16" | "F32")[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { dtypes: ["f32", "q8_0"], contexts: [512, 8192], decode: 32, prefill: 512, threads: 1 };
+  const args: Args = { dtypes: ["f32", "q8_0"], contexts: [512, 8192], decode: 32, prefill: 512, threads: 1, kvDtype: "f32", attention: null, llamaKv: ["F16", "F32"] };
+  let method: string | null = null;
+  let compression = 8;
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
     if (flag === "--dtypes") args.dtypes = value.split(",") as DType[];
+    else if (flag === "--kv-dtype") args.kvDtype = value as KvDType;
+    else if (flag === "--attention") method = value;
+    else if (flag === "--compression") compression = Number(value);
+    else if (flag === "--llama-kv") args.llamaKv = value.toUpperCase().split(",") as ("F16" | "F32")[];
     else if (flag === "--contexts") args.contexts = value.split(",").map(Number);
     else if (flag === "--decode") args.decode = Number(value);
     else if (flag === "--prefill") args.prefill = Number(value);
     else if (flag === "--threads") args.threads = Number(value);
-    else throw new Error(`unknown flag ${flag}; flags: --dtypes --contexts --decode --prefill --threads`);
+    else throw new Error(`unknown flag ${flag}; flags: --dtypes --contexts --decode --prefill --threads --kv-dtype --attention --compression --llama-kv`);
   }
+  if (method === "sparq") args.attention = { method, compression };
+  else if (method === "h2o" || method === "streaming") args.attention = { method, compression };
+  else if (method !== null && method !== "dense") throw new Error(`--attention: unknown method ${method}`);
   return args;
 }
 
@@ -62,28 +80,49 @@ interface Row {
   context: number;
   prefillTps: number;
   decodeTps: number;
+  note?: string;
 }
 
-async function benchKvslim(file: string, dtype: DType, a: Args, context: number): Promise<Row> {
-  const model = await loadModel(file, { contextSize: context + a.decode });
+async function benchKvslim(file: string, dtype: DType, a: Args, context: number): Promise<Row[]> {
+  const evicting = a.attention !== null && a.attention.method !== "sparq";
+  const model = await loadModel(file, { contextSize: context + 2 * a.decode, kvDtype: a.kvDtype, attention: evicting ? undefined : (a.attention ?? undefined) });
   const V = model.config.vocabSize;
-  const session = model.createSession();
+  const rows: Row[] = [];
   const prompt = tokens(context, V);
+  const decode = (session: ReturnType<typeof model.createSession>) => {
+    let next = 1;
+    const t = performance.now();
+    for (let i = 0; i < a.decode; i++) next = argmax(session.evaluate([next]));
+    return a.decode / ((performance.now() - t) / 1000);
+  };
   // Prefill speed: the first `prefill` tokens; then fill the rest of the context.
-  let t = performance.now();
-  session.evaluate(prompt.slice(0, Math.min(a.prefill, context)));
-  const prefillTps = Math.min(a.prefill, context) / ((performance.now() - t) / 1000);
-  if (context > a.prefill) session.evaluate(prompt.slice(a.prefill));
-  let next = 1;
-  t = performance.now();
-  for (let i = 0; i < a.decode; i++) {
-    const logits = session.evaluate([next]);
-    next = argmax(logits);
+  const fill = (session: ReturnType<typeof model.createSession>) => {
+    const t = performance.now();
+    session.evaluate(prompt.slice(0, Math.min(a.prefill, context)));
+    const tps = Math.min(a.prefill, context) / ((performance.now() - t) / 1000);
+    if (context > a.prefill) session.evaluate(prompt.slice(a.prefill));
+    return tps;
+  };
+  const session = model.createSession();
+  const prefillTps = fill(session);
+  if (a.attention !== null && !evicting) session.setAttention({ method: "dense" });
+  rows.push({ engine: "kvslim", dtype, kv: a.kvDtype, context, prefillTps, decodeTps: decode(session) });
+  if (a.attention !== null && !evicting) {
+    session.setAttention(a.attention);
+    const decodeTps = decode(session);
+    const ratio = session.kvTraffic().ratio;
+    rows.push({ engine: `kvslim+${a.attention.method}`, dtype, kv: a.kvDtype, context, prefillTps, decodeTps, note: `KV transfer 1/${(1 / ratio).toFixed(1)} of dense` });
   }
-  const decodeTps = a.decode / ((performance.now() - t) / 1000);
   session.dispose();
+  if (evicting) {
+    const other = model.createSession({ attention: a.attention! });
+    const tps = fill(other);
+    const decodeTps = decode(other);
+    rows.push({ engine: `kvslim+${a.attention!.method}`, dtype, kv: a.kvDtype, context, prefillTps: tps, decodeTps, note: `KV transfer 1/${(1 / other.kvTraffic().ratio).toFixed(1)} of dense` });
+    other.dispose();
+  }
   model.dispose();
-  return { engine: "kvslim", dtype, kv: "f32", context, prefillTps, decodeTps };
+  return rows;
 }
 
 async function benchLlamaCpp(file: string, dtype: DType, a: Args, context: number, kv: "F16" | "F32"): Promise<Row> {
@@ -125,23 +164,25 @@ async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   const rows: Row[] = [];
   console.log(`reference model: llama, d_model 768, 12 layers, 12 heads (MHA), FFN 2048, vocab 8192; threads ${a.threads}`);
-  console.log(`engine     dtype  KV   context  prefill tok/s  decode tok/s`);
+  console.log(`engine          dtype  KV   context  prefill tok/s  decode tok/s`);
   const print = (r: Row) =>
-    console.log(`${r.engine.padEnd(10)} ${r.dtype.padEnd(6)} ${r.kv.padEnd(4)} ${String(r.context).padStart(7)}  ${r.prefillTps.toFixed(1).padStart(13)}  ${r.decodeTps.toFixed(1).padStart(12)}`);
+    console.log(`${r.engine.padEnd(15)} ${r.dtype.padEnd(6)} ${r.kv.padEnd(4)} ${String(r.context).padStart(7)}  ${r.prefillTps.toFixed(1).padStart(13)}  ${r.decodeTps.toFixed(1).padStart(12)}${r.note ? `  ${r.note}` : ""}`);
   for (const dtype of a.dtypes) {
     const file = modelFile(dtype);
     for (const context of a.contexts) {
       const ours = await benchKvslim(file, dtype, a, context);
-      print(ours);
-      const ref16 = await benchLlamaCpp(file, dtype, a, context, "F16");
-      print(ref16);
-      const ref32 = await benchLlamaCpp(file, dtype, a, context, "F32");
-      print(ref32);
-      rows.push(ours, ref16, ref32);
-      console.log(
-        `  ratio kvslim / llama.cpp: prefill ${(ours.prefillTps / ref16.prefillTps).toFixed(2)}×, ` +
-          `decode ${(ours.decodeTps / ref16.decodeTps).toFixed(2)}× vs f16 KV, ${(ours.decodeTps / ref32.decodeTps).toFixed(2)}× vs f32 KV`,
-      );
+      ours.forEach(print);
+      const refs: Row[] = [];
+      for (const kv of a.llamaKv) {
+        const ref = await benchLlamaCpp(file, dtype, a, context, kv);
+        print(ref);
+        refs.push(ref);
+      }
+      rows.push(...ours, ...refs);
+      for (const mine of ours) {
+        const vs = refs.map((r) => `${(mine.decodeTps / r.decodeTps).toFixed(2)}× vs ${r.kv} KV`).join(", ");
+        console.log(`  ratio ${mine.engine} / llama.cpp: prefill ${(mine.prefillTps / refs[0].prefillTps).toFixed(2)}×, decode ${vs}`);
+      }
     }
   }
 }

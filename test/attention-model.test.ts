@@ -139,4 +139,20 @@ describe("methods in a model", () => {
     s.dispose();
     m.dispose();
   });
+
+  test("setAttention: a SparQ session switched to dense decodes exactly as a dense session; evicting switches are refused", async () => {
+    const tokens = randomTokens(150, 512);
+    const m = await loadModel(models.llama, { contextSize: 256, sessions: 2, attention: { method: "sparq", compression: 8 } });
+    const dense = m.createSession({ attention: { method: "dense" } });
+    const sparq = m.createSession({ attention: { method: "sparq", compression: 8, minK: 8 } });
+    dense.evaluate(tokens.slice(0, 140));
+    sparq.evaluate(tokens.slice(0, 140));
+    sparq.setAttention({ method: "dense" });
+    for (const t of tokens.slice(140)) expect(sparq.evaluate([t])).toEqual(dense.evaluate([t]));
+    expect(() => dense.setAttention({ method: "sparq", compression: 8 })).toThrow(/lacks kTransposed, vMean/);
+    expect(() => sparq.setAttention({ method: "h2o", budget: 10 })).toThrow(/evicting methods keep their own cache/);
+    dense.dispose();
+    sparq.dispose();
+    m.dispose();
+  });
 });

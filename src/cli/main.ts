@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { KvslimError } from "../errors.js";
+import { registerBenchAttention } from "./bench-attention.js";
 import { registerGenerate } from "./generate.js";
 import { registerInfo } from "./info.js";
 import { registerSynth } from "./synth.js";
@@ -17,6 +18,7 @@ export async function main(argv: string[]): Promise<number> {
   registerInfo(program);
   registerGenerate(program);
   registerSynth(program);
+  registerBenchAttention(program.command("bench").description("benchmarks that print measurements (not tests)"));
   try {
     await program.parseAsync(argv, { from: "user" });
     return 0;

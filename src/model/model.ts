@@ -8,7 +8,7 @@
  *   cache pool     `sessions` KV caches of contextSize positions
  * A model whose plan exceeds 4 GiB is refused before any tensor is read.
  */
-import { createAttention, layoutFor, type AttentionSpec } from "../attention/index.js";
+import { createAttention, layoutFor, type AttentionMethod, type AttentionSpec } from "../attention/index.js";
 import { UsageError, formatBytes } from "../errors.js";
 import type { Kernels } from "../kernels/kernels.js";
 import { createReferenceKernels } from "../kernels/reference.js";
@@ -130,29 +130,33 @@ export class Model {
     const kvDtype = checkKvDtype(options.kvDtype ?? this.defaults.kvDtype);
     const spec = options.attention ?? this.defaults.attention;
     const layout = layoutFor(spec, kvDtype);
-    const c = this.config;
     const evicting = layout.positions;
     // An evicting cache starts small and grows for a prompt (see attention/evicting.ts).
-    const cache = new KvCache(this.arena, this.pool, this.kernels, kvShape(c), layout, evicting ? 1 : capacity);
+    const cache = new KvCache(this.arena, this.pool, this.kernels, kvShape(this.config), layout, evicting ? 1 : capacity);
     try {
-      const method = createAttention(
-        {
-          kernels: this.kernels,
-          arena: this.arena,
-          cache,
-          nHeads: c.nHeads,
-          nKvHeads: c.nKvHeads,
-          headDim: c.headDim,
-          scale: Math.fround(1 / Math.sqrt(c.headDim)),
-          scratch: this.forward.attentionScratch,
-        },
-        spec,
-      );
-      return new Session(this, cache, method, capacity, options);
+      return new Session(this, cache, this.createAttentionFor(cache, spec), capacity, options);
     } catch (e) {
       cache.free();
       throw e;
     }
+  }
+
+  /** An attention method of this model over `cache` (Session.setAttention uses it too). */
+  createAttentionFor(cache: KvCache, spec: AttentionSpec): AttentionMethod {
+    const c = this.config;
+    return createAttention(
+      {
+        kernels: this.kernels,
+        arena: this.arena,
+        cache,
+        nHeads: c.nHeads,
+        nKvHeads: c.nKvHeads,
+        headDim: c.headDim,
+        scale: Math.fround(1 / Math.sqrt(c.headDim)),
+        scratch: this.forward.attentionScratch,
+      },
+      spec,
+    );
   }
 
   /** Human-readable memory plan line. */

@@ -2,7 +2,7 @@
  * A session: one KV cache and the tokens in it. Prefill runs the prompt in chunks; decode runs one
  * token at a time. generate() streams text through an async iterator and returns the run's stats.
  */
-import type { AttentionMethod, AttentionSpec } from "../attention/method.js";
+import { layoutFor, type AttentionMethod, type AttentionSpec } from "../attention/method.js";
 import { ContextOverflowError, UsageError } from "../errors.js";
 import type { KvCache, KvDType } from "../kvcache/cache.js";
 import type { Model } from "./model.js";
@@ -68,11 +68,36 @@ export class Session {
   constructor(
     private readonly model: Model,
     readonly cache: KvCache,
-    readonly attention: AttentionMethod,
+    private method: AttentionMethod,
     /** Positions this session may reach. */
     readonly capacity: number,
     readonly options: SessionOptions,
   ) {}
+
+  /** The decode-time attention method and its traffic counters. */
+  get attention(): AttentionMethod {
+    return this.method;
+  }
+
+  /**
+   * Switches the decode-time attention method, keeping the context: for comparing methods on one prefill.
+   * Only between methods that do not evict, and only to one whose cache needs this cache holds (dense runs
+   * on any; SparQ needs a cache created for SparQ: its d-major K copy and V mean).
+   */
+  setAttention(spec: AttentionSpec): void {
+    this.assertAlive();
+    const need = layoutFor(spec, this.cache.layout.dtype);
+    const have = this.cache.layout;
+    const missing = (["kTransposed", "vMean", "accumulated", "positions"] as const).filter((key) => need[key] && !have[key]);
+    if (have.positions || need.positions || missing.length > 0) {
+      throw new UsageError(
+        `cannot switch this session from ${this.attention.name} to ${spec.method}: ` +
+          (have.positions || need.positions ? "evicting methods keep their own cache" : `its cache lacks ${missing.join(", ")}`) +
+          `; create a session with attention ${spec.method} instead`,
+      );
+    }
+    this.method = this.model.createAttentionFor(this.cache, spec);
+  }
 
   /** KV traffic of the decode steps since the session began (or since `since`, an earlier snapshot). */
   kvTraffic(since?: { steps: number; read: number; written: number; denseRead: number; denseWritten: number }): KvTrafficStats {

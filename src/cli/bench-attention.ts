@@ -1,0 +1,291 @@
+/**
+ * `kvslim bench attention`: one layer's decode attention step, per method, against dense in the same run,
+ * and against the machine's memory bandwidth measured in the same run.
+ *
+ * A step is what the model does per layer at decode: store the new token's K/V, attend (method.decode),
+ * advance, let the method evict. Caches are filled with random keys and values; queries are random.
+ * SparQ's rows share one filled cache; each timed step is rewound after, so every step attends S rows.
+ * Shapes: G = 8 KV heads; MHA has H = 8 query heads, GQA H = 32 (4 per KV head).
+ * For each (S, Hd, shape, KV dtype): dense, then SparQ at compression c (r = Hd/c, k = S/2c), H2O and
+ * streaming at budget S/c, for each c. Time = median over steps; bytes = the method's own counters.
+ * Bandwidth: memcpy of 256 MiB (STREAM-style: bytes read + bytes written per second) and a streaming read
+ * (matvec over 256 MiB of f32).
+ */
+import type { Command } from "commander";
+import { createAttention, layoutFor, type AttentionMethod, type AttentionSpec } from "../attention/index.js";
+import { attentionScratchSizes, type AttentionScratch } from "../attention/method.js";
+import { UsageError, formatBytes } from "../errors.js";
+import type { Kernels } from "../kernels/kernels.js";
+import { loadWasmKernels } from "../kernels/wasm.js";
+import { KvCache, type KvDType } from "../kvcache/cache.js";
+import { Arena, type Ptr } from "../memory/arena.js";
+import { Pool } from "../memory/pool.js";
+
+interface Flags {
+  contexts: string;
+  headDims: string;
+  shapes: string;
+  kvDtypes: string;
+  ratios: string;
+  methods: string;
+  seconds: string;
+  json?: boolean;
+}
+
+interface Config {
+  S: number;
+  Hd: number;
+  shape: "mha" | "gqa";
+  dtype: KvDType;
+}
+
+export interface AttentionBenchRow extends Config {
+  method: string;
+  compression: number; // target c (1 for dense)
+  microseconds: number; // median step time
+  bytesPerStep: number; // read + written, counted by the method
+  transferRatio: number; // bytesPerStep / dense bytes per step
+  gbPerSecond: number;
+  fractionOfCopy: number;
+  speedup: number; // dense time / this time
+}
+
+const G = 8;
+const BANDWIDTH_BYTES = 256 << 20;
+
+const list = (value: string, what: string, parse: (s: string) => number | string = Number) =>
+  value.split(",").map((s) => {
+    const v = parse(s.trim());
+    if (typeof v === "number" && !(v > 0)) throw new UsageError(`${what} expects positive numbers, got "${s}"`);
+    return v;
+  });
+
+export function registerBenchAttention(bench: Command): void {
+  bench
+    .command("attention")
+    .description("time one layer's decode attention per method vs dense and vs memory bandwidth (not a test)")
+    .option("--contexts <list>", "cached positions S", "1024,4096,16384,65536")
+    .option("--head-dims <list>", "head dimensions", "64,128")
+    .option("--shapes <list>", "mha (8 query heads over 8 KV heads), gqa (32 over 8)", "mha,gqa")
+    .option("--kv-dtypes <list>", "KV storage dtypes", "f32,bf16")
+    .option("--ratios <list>", "compression ratios c (transfer 1/c)", "2,4,8")
+    .option("--methods <list>", "methods besides dense", "sparq,h2o,streaming")
+    .option("--seconds <s>", "time budget per measurement", "0.3")
+    .option("--json", "print JSON rows instead of a table")
+    .action(async (flags: Flags) => {
+      const configs = configsFrom(flags);
+      const ratios = list(flags.ratios, "--ratios") as number[];
+      const methods = (list(flags.methods, "--methods", (s) => s) as string[]).filter((m) => m !== "dense");
+      for (const m of methods) if (!["sparq", "h2o", "streaming"].includes(m)) throw new UsageError(`--methods: unknown method "${m}"`);
+      const seconds = Number(flags.seconds);
+      if (!(seconds > 0)) throw new UsageError(`--seconds expects a positive number, got "${flags.seconds}"`);
+      await runBench(configs, ratios, methods, seconds, flags.json === true);
+    });
+}
+
+function configsFrom(flags: Flags): Config[] {
+  const contexts = list(flags.contexts, "--contexts") as number[];
+  const headDims = list(flags.headDims, "--head-dims") as number[];
+  const shapes = list(flags.shapes, "--shapes", (s) => s) as string[];
+  const dtypes = list(flags.kvDtypes, "--kv-dtypes", (s) => s) as string[];
+  for (const s of shapes) if (s !== "mha" && s !== "gqa") throw new UsageError(`--shapes expects mha or gqa, got "${s}"`);
+  for (const d of dtypes) if (d !== "f32" && d !== "bf16") throw new UsageError(`--kv-dtypes expects f32 or bf16, got "${d}"`);
+  const out: Config[] = [];
+  for (const S of contexts) for (const Hd of headDims) for (const shape of shapes) for (const dtype of dtypes) out.push({ S, Hd, shape: shape as Config["shape"], dtype: dtype as KvDType });
+  return out;
+}
+
+async function runBench(configs: Config[], ratios: number[], methods: string[], seconds: number, json: boolean): Promise<void> {
+  const maxSteps = 1000;
+  const worst = Math.max(...configs.map((c) => KvCache.bytesFor({ nSlots: 1, nKvHeads: G, headDim: c.Hd }, layoutFor({ method: "sparq" }, c.dtype), c.S + 8)));
+  const scratchMax = Math.max(...configs.map((c) => Object.values(attentionScratchSizes(32 / G, c.Hd, c.S + 8)).reduce((a, b) => a + b + 64, 0)));
+  const poolBytes = Math.max(worst + (1 << 20), 2 * BANDWIDTH_BYTES + (1 << 20));
+  const arena = new Arena(poolBytes + scratchMax + (4 << 20), "the attention benchmark");
+  const kernels = await loadWasmKernels(arena.memory);
+  const pool = new Pool(arena.alloc(poolBytes), poolBytes);
+  const io = { q: arena.alloc(4 * 32 * 128), out: arena.alloc(4 * 32 * 128), k: arena.alloc(4 * G * 128), v: arena.alloc(4 * G * 128) };
+  const scratchBase = arena.alloc(scratchMax);
+
+  const bw = measureBandwidth(arena, kernels, pool);
+  const rows: AttentionBenchRow[] = [];
+  if (!json) {
+    console.log(`memory bandwidth (same run): copy ${bw.copy.toFixed(1)} GB/s (read + write), streaming read ${bw.read.toFixed(1)} GB/s`);
+    console.log(`G = ${G} KV heads; MHA: 8 query heads, GQA: 32; one layer, one decode step; median of ≥ 5 steps`);
+    console.log("     S   Hd shape dtype  method     c    step µs   bytes/step  transfer   GB/s  %copy  speedup");
+  }
+  for (const c of configs) {
+    const H = c.shape === "mha" ? G : 32;
+    const scratch = carveScratch(scratchBase, H / G, c.Hd, c.S + 8);
+    const ctxFor = (cache: KvCache) => ({ kernels, arena, cache, nHeads: H, nKvHeads: G, headDim: c.Hd, scale: Math.fround(1 / Math.sqrt(c.Hd)), scratch });
+    const random = xorshift(c.S * 131 + c.Hd);
+    const fillIo = () => {
+      fillGaussian(arena.f32, io.q >> 2, H * c.Hd, random);
+      fillGaussian(arena.f32, io.k >> 2, G * c.Hd, random);
+      fillGaussian(arena.f32, io.v >> 2, G * c.Hd, random);
+    };
+    const filled = (spec: AttentionSpec) => {
+      const cache = new KvCache(arena, pool, kernels, { nSlots: 1, nKvHeads: G, headDim: c.Hd }, layoutFor(spec, c.dtype), c.S + 8);
+      for (let t = 0; t < c.S; t++) {
+        fillIo();
+        cache.store(0, 0, io.k, io.v);
+        cache.advance(1);
+      }
+      return cache;
+    };
+    const time = (method: AttentionMethod, cache: KvCache) => timeSteps(method, cache, io, fillIo, seconds, maxSteps);
+    const denseCache = filled({ method: "dense" });
+    const dense = time(createAttention(ctxFor(denseCache), { method: "dense" }), denseCache);
+    denseCache.free();
+    const record = (method: string, compression: number, r: { microseconds: number; bytesPerStep: number; denseBytesPerStep: number }) => {
+      const row: AttentionBenchRow = {
+        ...c,
+        method,
+        compression,
+        microseconds: r.microseconds,
+        bytesPerStep: r.bytesPerStep,
+        transferRatio: r.bytesPerStep / r.denseBytesPerStep,
+        gbPerSecond: r.bytesPerStep / r.microseconds / 1e3,
+        fractionOfCopy: r.bytesPerStep / r.microseconds / 1e3 / bw.copy,
+        speedup: dense.microseconds / r.microseconds,
+      };
+      rows.push(row);
+      if (!json) printRow(row);
+    };
+    record("dense", 1, dense);
+    const shared = methods.includes("sparq") ? filled({ method: "sparq" }) : null;
+    for (const ratio of ratios) {
+      for (const m of methods) {
+        if (m === "sparq") {
+          record("sparq", ratio, time(createAttention(ctxFor(shared!), { method: "sparq", compression: ratio, minK: 1, minR: 1 }), shared!));
+          continue;
+        }
+        const budget = Math.max(1, Math.round(c.S / ratio));
+        const spec: AttentionSpec = m === "h2o" ? { method: "h2o", budget } : { method: "streaming", budget, sinks: Math.min(16, budget - 1) };
+        const cache = new KvCache(arena, pool, kernels, { nSlots: 1, nKvHeads: G, headDim: c.Hd }, layoutFor(spec, c.dtype), 1);
+        const method = createAttention(ctxFor(cache), spec);
+        // The cache as it stands after compaction: `budget` rows, then steady-state decode.
+        method.beforePrefill(budget);
+        for (let t = 0; t < budget; t++) {
+          fillIo();
+          cache.store(0, t, io.k, io.v);
+        }
+        cache.advance(budget);
+        cache.length = c.S; // positions seen: the evicted ones count for the dense comparison
+        method.afterPrefill();
+        record(m, ratio, time(method, cache));
+        cache.free();
+      }
+    }
+    shared?.free();
+  }
+  if (json) console.log(JSON.stringify({ bandwidth: bw, rows }, null, 2));
+  else summarize(rows, bw.copy);
+}
+
+function carveScratch(base: Ptr, g: number, Hd: number, maxRows: number): AttentionScratch {
+  const scratch = {} as AttentionScratch;
+  let at = base;
+  for (const [key, bytes] of Object.entries(attentionScratchSizes(g, Hd, maxRows))) {
+    scratch[key as keyof AttentionScratch] = at;
+    at += Math.ceil(bytes / 64) * 64 + 64;
+  }
+  return scratch;
+}
+
+/** Median step time and per-step bytes over at least 5 steps, until `seconds` or maxSteps. */
+function timeSteps(method: AttentionMethod, cache: KvCache, io: { q: Ptr; out: Ptr; k: Ptr; v: Ptr }, fillIo: () => void, seconds: number, maxSteps: number) {
+  const times: number[] = [];
+  const step = () => {
+    fillIo();
+    const t0 = performance.now();
+    method.traffic.written += cache.store(0, 0, io.k, io.v);
+    method.traffic.denseWritten += 2 * cache.G * cache.Hd * cache.bytesPerElement;
+    method.decode(0, io.q, io.out);
+    cache.advance(1);
+    method.traffic.steps++;
+    method.endStep(1);
+    const elapsed = performance.now() - t0;
+    // Rewind a growing cache so every step attends the same S (v̄ keeps the extra value: timing only).
+    if (!cache.layout.positions) {
+      cache.rows--;
+      cache.length--;
+    }
+    return elapsed;
+  };
+  step();
+  step(); // warm-up
+  const t = method.traffic;
+  const before = { ...t };
+  const start = performance.now();
+  while (times.length < 5 || (performance.now() - start < seconds * 1000 && times.length < maxSteps - 2)) times.push(step());
+  times.sort((a, b) => a - b);
+  const steps = t.steps - before.steps;
+  return {
+    microseconds: times[times.length >> 1] * 1000,
+    bytesPerStep: (t.read + t.written - before.read - before.written) / steps,
+    denseBytesPerStep: (t.denseRead + t.denseWritten - before.denseRead - before.denseWritten) / steps,
+  };
+}
+
+/** GB/s of a 256 MiB memcpy (read + write bytes) and of a streaming read (matvec over 256 MiB f32). */
+function measureBandwidth(arena: Arena, kernels: Kernels, pool: Pool): { copy: number; read: number } {
+  const src = pool.take(BANDWIDTH_BYTES, "bandwidth source");
+  const dst = pool.take(BANDWIDTH_BYTES, "bandwidth destination");
+  const random = xorshift(1);
+  fillGaussian(arena.f32, src >> 2, BANDWIDTH_BYTES >> 2, random);
+  const median = (f: () => void) => {
+    const times: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const t0 = performance.now();
+      f();
+      times.push(performance.now() - t0);
+    }
+    return times.sort((a, b) => a - b)[3] / 1000;
+  };
+  const copy = (2 * BANDWIDTH_BYTES) / median(() => arena.u8.copyWithin(dst, src, src + BANDWIDTH_BYTES)) / 1e9;
+  const n = 4096;
+  const d = BANDWIDTH_BYTES / 4 / n;
+  const read = BANDWIDTH_BYTES / median(() => kernels.matvecF32(dst, src, src, n, d)) / 1e9;
+  pool.give(dst);
+  pool.give(src);
+  return { copy, read };
+}
+
+function printRow(r: AttentionBenchRow): void {
+  const pad = (s: string | number, n: number) => String(s).padStart(n);
+  console.log(
+    `${pad(r.S, 6)} ${pad(r.Hd, 4)} ${pad(r.shape, 5)} ${pad(r.dtype, 5)}  ${r.method.padEnd(9)} ${pad(r.compression, 3)} ` +
+      `${pad(r.microseconds.toFixed(1), 10)} ${pad(formatBytes(r.bytesPerStep), 12)} ${pad(`1/${(1 / r.transferRatio).toFixed(2)}`, 9)} ` +
+      `${pad(r.gbPerSecond.toFixed(1), 6)} ${pad((100 * r.fractionOfCopy).toFixed(0) + "%", 6)} ${pad(r.speedup.toFixed(2) + "×", 8)}`,
+  );
+}
+
+/** The issue's targets, read off this run. */
+function summarize(rows: AttentionBenchRow[], copy: number): void {
+  const dense = rows.filter((r) => r.method === "dense" && r.S >= 16384);
+  if (dense.length > 0) {
+    const worst = Math.min(...dense.map((r) => r.fractionOfCopy));
+    console.log(`dense at S ≥ 16k: ${(100 * worst).toFixed(0)}%–${(100 * Math.max(...dense.map((r) => r.fractionOfCopy))).toFixed(0)}% of copy bandwidth (${copy.toFixed(1)} GB/s); target ≥ 70%`);
+  }
+  const sparq = rows.filter((r) => r.method === "sparq" && r.compression === 8 && r.S === 16384);
+  if (sparq.length > 0) {
+    console.log(`SparQ 1/8 at S = 16k: ${Math.min(...sparq.map((r) => r.speedup)).toFixed(2)}×–${Math.max(...sparq.map((r) => r.speedup)).toFixed(2)}× faster than dense; target ≥ 5×`);
+  }
+}
+
+function xorshift(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 4294967296;
+  };
+}
+
+/** Roughly normal values (sum of two uniforms, centred), fast enough for hundreds of MB. */
+function fillGaussian(f32: Float32Array, at: number, n: number, random: () => number): void {
+  for (let i = 0; i < n; i++) f32[at + i] = (random() + random() - 1) * 2.4;
+}
