@@ -5,8 +5,9 @@
 // The result is defined bit for bit, so the reference twin can match it exactly: for each head h and
 // position s, acc = 0, then for j = 0..r-1 in order acc = f32(acc + f32(q[h][idx[j]] * K[s][idx[j]])),
 // and sHat = f32(acc * scale[h]). No fused multiply-add, no reordering of the j sum.
-// So the kernels vectorise over positions instead: 8 positions per block, for up to 4 heads at a time
-// (8 f32x4 accumulators in registers), with the block's K values read once from memory for all heads.
+// So the kernels vectorise over positions instead: 16 positions per block, for 2 heads at a time (8
+// f32x4 accumulators in registers, enough independent sums to hide the add latency), with the
+// block's K values read once from memory for all heads (the next pair of heads finds them in L1).
 //
 // Two layouts of K:
 //   d-major kT (Hd, ldk): row i holds component i of every position, so 4 positions are one load
@@ -52,23 +53,17 @@ export function sparqScoresStridedBf16(out: usize, q: usize, k: usize, idx: usiz
   const iBytes = iStride * sizeof<T>(), sBytes = sStride * sizeof<T>();
   const headBytes = <usize>Hd << 2, outRowBytes = nS << 2;
   let s: usize = 0;
-  for (; s + 8 <= nS; s += 8) {
+  for (; s + 16 <= nS; s += 16) {
     const ks = k + s * sBytes;
-    // Heads in groups of 4, then 2, then 1: at most 8 accumulators, and the group after the first
-    // finds the block's r * 8 elements of K in L1.
     let h: usize = 0;
-    for (; h + 4 <= nHeads; h += 4) {
-      scoresBlock<T>(out + h * outRowBytes + (s << 2), q + h * headBytes, ks, idx, scale + (h << 2), nr, iBytes, sBytes, headBytes, outRowBytes, 4, contiguous);
-    }
-    if (h + 2 <= nHeads) {
+    for (; h + 2 <= nHeads; h += 2) {
       scoresBlock<T>(out + h * outRowBytes + (s << 2), q + h * headBytes, ks, idx, scale + (h << 2), nr, iBytes, sBytes, headBytes, outRowBytes, 2, contiguous);
-      h += 2;
     }
     if (h < nHeads) {
       scoresBlock<T>(out + h * outRowBytes + (s << 2), q + h * headBytes, ks, idx, scale + (h << 2), nr, iBytes, sBytes, headBytes, outRowBytes, 1, contiguous);
     }
   }
-  // Leftover positions (fewer than 8): one at a time, the same operations in scalar f32.
+  // Leftover positions (fewer than 16): one at a time, the same operations in scalar f32.
   for (; s < nS; s++) {
     for (let h: usize = 0; h < nHeads; h++) {
       const qh = q + h * headBytes;
@@ -83,44 +78,37 @@ export function sparqScoresStridedBf16(out: usize, q: usize, k: usize, idx: usiz
 }
 
 /**
- * sHat of 8 positions (K elements from ks on) for `heads` consecutive heads (1, 2 or 4, a constant
- * at every call, so the unused accumulators vanish): out, q, scale point at the first head's.
+ * sHat of 16 positions (K elements from ks on) for `heads` consecutive heads (1 or 2, a constant at
+ * every call, so the unused accumulators vanish): out, q, scale point at the first head's.
  */
 // @ts-ignore: decorator
 @inline function scoresBlock<T>(
   out: usize, q: usize, ks: usize, idx: usize, scale: usize, r: usize, iBytes: usize, sBytes: usize, headBytes: usize,
   outRowBytes: usize, heads: i32, contiguous: bool,
 ): void {
-  // aH / bH: head H, positions 0..3 / 4..7 of the block.
-  let a0 = f32x4.splat(0), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
-  const q1 = q + headBytes, q2 = q1 + headBytes, q3 = q2 + headBytes;
+  // aN / bN: positions 4N..4N+3 of the block, for the first / second head.
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  const step = sBytes << 2; // 4 positions
   for (let j: usize = 0; j < r; j++) {
     const i = <usize>load<i32>(idx + (j << 2));
     const column = ks + i * iBytes;
-    const lo = positions4<T>(column, sBytes, contiguous), hi = positions4<T>(column + 4 * sBytes, sBytes, contiguous);
-    const c0 = f32x4.splat(load<f32>(q + (i << 2)));
-    a0 = f32x4.add(a0, f32x4.mul(c0, lo));
-    b0 = f32x4.add(b0, f32x4.mul(c0, hi));
-    if (heads >= 2) {
-      const c1 = f32x4.splat(load<f32>(q1 + (i << 2)));
-      a1 = f32x4.add(a1, f32x4.mul(c1, lo));
-      b1 = f32x4.add(b1, f32x4.mul(c1, hi));
-    }
-    if (heads >= 4) {
-      const c2 = f32x4.splat(load<f32>(q2 + (i << 2)));
-      a2 = f32x4.add(a2, f32x4.mul(c2, lo));
-      b2 = f32x4.add(b2, f32x4.mul(c2, hi));
-      const c3 = f32x4.splat(load<f32>(q3 + (i << 2)));
-      a3 = f32x4.add(a3, f32x4.mul(c3, lo));
-      b3 = f32x4.add(b3, f32x4.mul(c3, hi));
+    const k0 = positions4<T>(column, sBytes, contiguous), k1 = positions4<T>(column + step, sBytes, contiguous);
+    const k2 = positions4<T>(column + 2 * step, sBytes, contiguous), k3 = positions4<T>(column + 3 * step, sBytes, contiguous);
+    const qa = f32x4.splat(load<f32>(q + (i << 2)));
+    a0 = f32x4.add(a0, f32x4.mul(qa, k0));
+    a1 = f32x4.add(a1, f32x4.mul(qa, k1));
+    a2 = f32x4.add(a2, f32x4.mul(qa, k2));
+    a3 = f32x4.add(a3, f32x4.mul(qa, k3));
+    if (heads == 2) {
+      const qb = f32x4.splat(load<f32>(q + headBytes + (i << 2)));
+      b0 = f32x4.add(b0, f32x4.mul(qb, k0));
+      b1 = f32x4.add(b1, f32x4.mul(qb, k1));
+      b2 = f32x4.add(b2, f32x4.mul(qb, k2));
+      b3 = f32x4.add(b3, f32x4.mul(qb, k3));
     }
   }
-  storeScaled(out, a0, b0, load<f32>(scale));
-  if (heads >= 2) storeScaled(out + outRowBytes, a1, b1, load<f32>(scale, 4));
-  if (heads >= 4) {
-    storeScaled(out + 2 * outRowBytes, a2, b2, load<f32>(scale, 8));
-    storeScaled(out + 3 * outRowBytes, a3, b3, load<f32>(scale, 12));
-  }
+  storeScaled(out, a0, a1, a2, a3, load<f32>(scale));
+  if (heads == 2) storeScaled(out + outRowBytes, b0, b1, b2, b3, load<f32>(scale, 4));
 }
 
 /** Positions 0..3 of one component from p (position 0's element) on, as f32x4. */
@@ -141,10 +129,12 @@ export function sparqScoresStridedBf16(out: usize, q: usize, k: usize, idx: usiz
   return v128.load32_lane(p + 3 * sBytes, v, 3);
 }
 
-/** out (8) = [a, b] * scale. */
+/** out (16) = [a0, a1, a2, a3] * scale. */
 // @ts-ignore: decorator
-@inline function storeScaled(out: usize, a: v128, b: v128, scale: f32): void {
+@inline function storeScaled(out: usize, a0: v128, a1: v128, a2: v128, a3: v128, scale: f32): void {
   const scale4 = f32x4.splat(scale);
-  v128.store(out, f32x4.mul(a, scale4));
-  v128.store(out, f32x4.mul(b, scale4), 16);
+  v128.store(out, f32x4.mul(a0, scale4));
+  v128.store(out, f32x4.mul(a1, scale4), 16);
+  v128.store(out, f32x4.mul(a2, scale4), 32);
+  v128.store(out, f32x4.mul(a3, scale4), 48);
 }

@@ -31,18 +31,24 @@ export function topK(outIdx: usize, x: usize, n: i32, kk: i32, scratch: usize): 
   const d1 = digitHolding(hist, BINS, need);
   need -= countAbove(hist, BINS, d1);
 
-  // Step 2: keep the keys in bin d1, then the second digit.
+  // Step 2: keep the keys in bin d1, then the second digit. Runs of 4 with none in the bin are
+  // skipped with one vector compare (bin d1 is often a small part of x).
+  const d1x4 = i32x4.splat(d1);
   let m: usize = 0;
-  for (let i: usize = 0; i < nx; i++) {
-    const key = keyOf(load<u32>(x + (i << 2)));
-    if (key >> 21 == d1) {
-      store<u32>(keys + (m << 2), key);
-      m++;
+  for (let i: usize = 0; i < nx; i += 4) {
+    if (i + 4 <= nx && !v128.any_true(i32x4.eq(i32x4.shr_u(keys4(v128.load(x + (i << 2))), 21), d1x4))) continue;
+    const end = min(i + 4, nx);
+    for (let l = i; l < end; l++) {
+      const key = keyOf(load<u32>(x + (l << 2)));
+      if (key >> 21 == d1) {
+        store<u32>(keys + (m << 2), key);
+        m++;
+      }
     }
   }
   memory.fill(hist, 0, BINS << 2);
   for (let i: usize = 0; i < m; i++) {
-    const bin = hist + ((((load<u32>(keys + (i << 2)) >> 10) & 0x7ff)) << 2);
+    const bin = hist + (((load<u32>(keys + (i << 2)) >> 10) & 0x7ff) << 2);
     store<u32>(bin, load<u32>(bin) + 1);
   }
   const d2 = digitHolding(hist, BINS, need);
@@ -72,14 +78,13 @@ export function topK(outIdx: usize, x: usize, n: i32, kk: i32, scratch: usize): 
   let o: usize = 0;
   for (let i: usize = 0; i < nx; i += 4) {
     if (i + 4 <= nx) {
-      const bits = v128.load(x + (i << 2));
-      const signedKeys = v128.xor(bits, v128.and(i32x4.shr_s(bits, 31), i32x4.splat(0x7fffffff)));
+      const signedKeys = v128.xor(keys4(v128.load(x + (i << 2))), i32x4.splat(0x80000000));
       if (!v128.any_true(i32x4.ge_s(signedKeys, signedT))) continue;
     }
     const end = min(i + 4, nx);
     for (let l = i; l < end; l++) {
       const key = keyOf(load<u32>(x + (l << 2)));
-      if (key > threshold || (key == threshold && need >= 0)) {
+      if (key > threshold || (key == threshold && need > 0)) {
         if (key == threshold) need--;
         store<i32>(outIdx + (o << 2), <i32>l);
         o++;
@@ -92,6 +97,12 @@ export function topK(outIdx: usize, x: usize, n: i32, kk: i32, scratch: usize): 
 // @ts-ignore: decorator
 @inline function keyOf(bits: u32): u32 {
   return bits ^ (<u32>(<i32>bits >> 31) | 0x80000000);
+}
+
+/** keyOf for 4 lanes of f32 bits. */
+// @ts-ignore: decorator
+@inline function keys4(bits: v128): v128 {
+  return v128.xor(bits, v128.or(i32x4.shr_s(bits, 31), i32x4.splat(0x80000000)));
 }
 
 /** The bin (counting down from the top) in which the running count of hist (bins u32) reaches need. */

@@ -3,6 +3,7 @@
  *
  * matvec is memory bound, so it reports GB/s of weights read; matmul reports GFLOP/s (2 t n d).
  * Shapes are the 97M reference model's: D 768, FFN 2048, vocab 8192, prefill of 64 tokens.
+ * Decode attention reports GB/s of K and V read (one KV head, 16k positions), topK GB/s of scores.
  * Run: npm run build && node dist/bench/kernels.js
  */
 import { Arena } from "../src/memory/arena.js";
@@ -94,4 +95,38 @@ for (const [t, n, d] of [[64, 768, 2048], [64, 2048, 768]]) {
     console.log(`  ${pad(kernelName("matmul", dtype), 11)} t=${t} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ` +
       `${wasmGF.toFixed(2).padStart(6)} GFLOP/s  reference ${refGF.toFixed(3).padStart(6)} GFLOP/s  x${(wasmGF / refGF).toFixed(0)}`);
   }
+}
+
+console.log("attention: GB/s of K and V read (S 16384, Hd 128, one KV head shared by g query heads)");
+{
+  const S = 16384, Hd = 128;
+  const k = W, v = W + S * Hd * 4, k16 = W + 2 * S * Hd * 4, v16 = k16 + S * Hd * 2; // 24 MB of W
+  arena.f32.set(values(S * Hd, 3), k / 4);
+  arena.f32.set(values(S * Hd, 4), v / 4);
+  wasm.packBf16(k16, k, S * Hd);
+  wasm.packBf16(v16, v, S * Hd);
+  for (const dtype of ["f32", "bf16"] as const) {
+    for (const g of [1, 4]) {
+      arena.f32.set(values(g * Hd, 5).map((x) => x * 20), X / 4);
+      const [kPtr, vPtr, bytes] = dtype === "f32" ? [k, v, 2 * S * Hd * 4] : [k16, v16, 2 * S * Hd * 2];
+      const seconds = (kernels: Kernels, minSeconds: number) => {
+        const fn = dtype === "f32" ? kernels.attentionF32 : kernels.attentionBf16;
+        return timePerCall(() => fn(OUT, XQ, X, kPtr, vPtr, S, Hd, g, 1 / Math.sqrt(Hd)), minSeconds);
+      };
+      const wasmGBs = bytes / seconds(wasm, 0.5) / 1e9;
+      const refGBs = bytes / seconds(ref, 0.3) / 1e9;
+      console.log(`  ${pad(dtype === "f32" ? "attentionF32" : "attentionBf16", 13)} g=${g} ` +
+        `${wasmGBs.toFixed(2).padStart(6)} GB/s  reference ${refGBs.toFixed(3).padStart(6)} GB/s  x${(wasmGBs / refGBs).toFixed(0)}`);
+    }
+  }
+}
+
+console.log("topK: GB/s of x read (n 16384, kk n/8)");
+{
+  const n = 16384, kk = n / 8;
+  arena.f32.set(values(n, 6), X / 4);
+  const wasmSeconds = timePerCall(() => wasm.topK(OUT, X, n, kk, W), 0.5);
+  const refSeconds = timePerCall(() => ref.topK(OUT, X, n, kk, W), 0.3);
+  console.log(`  topK          n=${n} ${(4 * n / wasmSeconds / 1e9).toFixed(2).padStart(6)} GB/s (${(wasmSeconds * 1e6).toFixed(1)} µs)  ` +
+    `reference ${(4 * n / refSeconds / 1e9).toFixed(3).padStart(6)} GB/s  x${(refSeconds / wasmSeconds).toFixed(0)}`);
 }

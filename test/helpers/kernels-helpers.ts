@@ -1,6 +1,7 @@
 /**
  * Helpers for the kernel tests: a seeded PRNG, random weights in every dtype (with the awkward
- * values mixed in), a float64 naive matmul on decoded values, and tolerance / bit checks.
+ * values mixed in), a float64 naive matmul on decoded values, tolerance / bit checks, and the
+ * float64 naive attention, SparQ scores and top-k the attention kernels are checked against.
  */
 import { expect } from "vitest";
 import { type DType, decode, encode } from "../../src/memory/dtype.js";
@@ -122,4 +123,92 @@ export function expectWithin(actual: ArrayLike<number>, expected: ArrayLike<numb
 export function expectBitExact(actual: Float32Array, expected: Float32Array, what: string) {
   const i = firstBitDifference(actual, expected);
   expect(i, `${what}: element ${i} is ${actual[i]}, expected ${expected[i]}`).toBe(-1);
+}
+
+// ---- attention kernels (test/kernels-attention.test.ts) ----
+
+export const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/**
+ * Float64 attention of g heads (q (g, Hd)) over rows `rows` of K, V (S, Hd), in that order: out (g, Hd),
+ * p (g, n) and bounds for f32 kernels. δ = 2e-7·√Hd·max_s Σ_j|q_j k_sj|·scale (≈ 3.4·2⁻²⁴·√Hd times the
+ * largest Σ|terms|) bounds the f32 score error; an error in the scores is a relative error in p, twice
+ * over (the term and the sum): p within (1e-5 + 2δ)·p, out within (1e-5 + 2δ)·Σ p|v|.
+ */
+export function naiveAttention(q: Float32Array, k: Float32Array, v: Float32Array, rows: number[], Hd: number, g: number, scale: number) {
+  const n = rows.length;
+  const out = new Float64Array(g * Hd), outBound = new Float64Array(g * Hd);
+  const p = new Float64Array(g * n), pBound = new Float64Array(g * n);
+  for (let h = 0; h < g; h++) {
+    const scores = rows.map((row) => {
+      let dot = 0, abs = 0;
+      for (let j = 0; j < Hd; j++) {
+        dot += q[h * Hd + j] * k[row * Hd + j];
+        abs += Math.abs(q[h * Hd + j] * k[row * Hd + j]);
+      }
+      return { value: dot * scale, abs: abs * scale };
+    });
+    const max = Math.max(...scores.map((s) => s.value));
+    const worstScoreError = 2e-7 * Math.sqrt(Hd) * Math.max(...scores.map((s) => s.abs));
+    const e = scores.map((s) => Math.exp(s.value - max));
+    const sum = e.reduce((a, b) => a + b, 0);
+    for (let s = 0; s < n; s++) {
+      p[h * n + s] = e[s] / sum;
+      pBound[h * n + s] = (1e-5 + 2 * worstScoreError) * p[h * n + s];
+    }
+    for (let j = 0; j < Hd; j++) {
+      let acc = 0, abs = 0;
+      for (let s = 0; s < n; s++) {
+        acc += p[h * n + s] * v[rows[s] * Hd + j];
+        abs += p[h * n + s] * Math.abs(v[rows[s] * Hd + j]);
+      }
+      out[h * Hd + j] = acc;
+      outBound[h * Hd + j] = (1e-5 + 2 * worstScoreError) * abs;
+    }
+  }
+  return { out, outBound, p, pBound };
+}
+
+/** n row indices into S rows: distinct and ascending (as SparQ's top-k gives them), or any order with repeats. */
+export function rowIndices(random: () => number, S: number, n: number, order: "ascending" | "any"): number[] {
+  if (order === "any") return Array.from({ length: n }, () => Math.floor(random() * S));
+  const all = range(S);
+  for (let i = 0; i < n; i++) {
+    const j = i + Math.floor(random() * (S - i));
+    [all[i], all[j]] = [all[j], all[i]];
+  }
+  return all.slice(0, n).sort((a, b) => a - b);
+}
+
+/** Float64 sHat (g, S) and the bound (r + 2)·2⁻²⁴·Σ|q k|·scale of an f32 sum of r products, then a scale. */
+export function naiveSparqScores(q: Float32Array, k: Float32Array, idx: number[], scale: Float32Array, S: number, Hd: number, g: number) {
+  const value = new Float64Array(g * S), bound = new Float64Array(g * S);
+  for (let h = 0; h < g; h++) {
+    for (let s = 0; s < S; s++) {
+      let acc = 0, abs = 0;
+      for (const i of idx) {
+        acc += q[h * Hd + i] * k[s * Hd + i];
+        abs += Math.abs(q[h * Hd + i] * k[s * Hd + i]);
+      }
+      value[h * S + s] = acc * scale[h];
+      bound[h * S + s] = (idx.length + 2) * 2 ** -24 * abs * scale[h];
+    }
+  }
+  return { value, bound };
+}
+
+/**
+ * The naive top-k: indices sorted by value descending (-0 below +0), ties by index, the first kk
+ * of them in ascending order. `order` is that sort, computed once per x.
+ */
+export function naiveOrder(x: Float32Array): number[] {
+  const rank = (v: number) => (Object.is(v, -0) ? -1e-300 : v); // -0 sits between -2⁻¹⁴⁹ and +0
+  return range(x.length).sort((a, b) => rank(x[b]) - rank(x[a]) || a - b);
+}
+export const naiveTopK = (order: number[], kk: number) => order.slice(0, kk).sort((a, b) => a - b);
+
+/** Index of the first byte where a and b differ, or -1. */
+export function firstByteDifference(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
+  return -1;
 }
