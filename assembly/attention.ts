@@ -59,6 +59,33 @@ export function attendF32(out: usize, scores: usize, q: usize, k: usize, v: usiz
 }
 
 /**
+ * The softmax normaliser without the probabilities: out[0] = max x, out[1] = Σ e^(x − max) (f32 exps
+ * summed in f64, as softmaxF32 sums them, then rounded to f32). x (n) is only read, once.
+ * SparQ needs Σ over all S of its approximate scores but the probabilities of only k + 1 of them.
+ */
+export function expSumF32(out: usize, x: usize, n: i32): void {
+  const end = <usize>n << 2;
+  let m4 = f32x4.splat(-Infinity);
+  let o: usize = 0;
+  for (; o + 16 <= end; o += 16) m4 = f32x4.max(m4, v128.load(x + o));
+  let maxScore = max(max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
+  for (; o < end; o += 4) maxScore = max(maxScore, load<f32>(x + o));
+  const max4 = f32x4.splat(maxScore);
+  let lo = f64x2.splat(0), hi = lo;
+  o = 0;
+  for (; o + 16 <= end; o += 16) {
+    const e = expF32x4(f32x4.sub(v128.load(x + o), max4));
+    lo = f64x2.add(lo, f64x2.promote_low_f32x4(e));
+    hi = f64x2.add(hi, f64x2.promote_low_f32x4(i32x4.shuffle(e, e, 2, 3, 2, 3)));
+  }
+  const lanes = f64x2.add(lo, hi);
+  let sum = f64x2.extract_lane(lanes, 0) + f64x2.extract_lane(lanes, 1);
+  for (; o < end; o += 4) sum += <f64>expF32(load<f32>(x + o) - maxScore);
+  store<f32>(out, maxScore);
+  store<f32>(out, <f32>sum, 4);
+}
+
+/**
  * x (n) = softmax(x), in place. As ggml's soft_max: e^(x - max) in f32, summed in f64, then scaled
  * by f32(1 / Σ). -Infinity entries become 0 (masking); all -Infinity or any +Infinity is unsupported.
  */

@@ -136,6 +136,22 @@ describe("attention", () => {
 });
 
 describe("softmax", () => {
+  test("expSumF32 wasm == reference: max exact, Σ e^(x − max) within rel 1e-6 of float64; x untouched", () => {
+    for (const n of [1, 3, 4, 17, 100, 1031, 16384]) {
+      const x = gaussian(makeRandom(n + 1), n, 4);
+      const max = Math.max(...x);
+      const sum = x.reduce((acc, v) => acc + Math.exp(v - max), 0);
+      for (const k of [wasm, ref]) {
+        putF32(K, x);
+        k.expSumF32(OUT_WASM, K, n);
+        const [m, s] = getF32(OUT_WASM, 2);
+        expect(m).toBe(Math.fround(max));
+        expect(Math.abs(s - sum) / sum).toBeLessThan(1e-6);
+        expect(getF32(K, n)).toEqual(Float32Array.from(x));
+      }
+    }
+  });
+
   // x - max is rounded to f32 before the exp: a relative error up to 2⁻²⁴·|x - max| in e^(x - max),
   // in each term and (weighted by p) in the sum.
   test("softmaxF32 wasm == reference == float64 (|err| ≤ p·(1e-6 + 2⁻²⁴·(|x − max| + Σ p|x − max|)) + 1e-38), -Infinity gives 0", () => {

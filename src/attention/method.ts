@@ -95,6 +95,7 @@ export interface AttentionScratch {
   components: Ptr; // (Hd) i32: selected query components
   absQ: Ptr; // (Hd) f32: Σ over the group of |q|
   headScale: Ptr; // (g) f32: per-head multipliers
+  stats: Ptr; // (2) f32: a softmax's max and normaliser
   topK: Ptr; // topK kernel scratch: 4 (C + 2048) bytes
 }
 
@@ -107,6 +108,7 @@ export function attentionScratchSizes(groupSize: number, headDim: number, maxRow
     components: 4 * headDim,
     absQ: 4 * headDim,
     headScale: 4 * groupSize,
+    stats: 8,
     topK: 4 * (Math.max(maxRows, headDim) + 2048),
   };
 }

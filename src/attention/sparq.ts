@@ -110,15 +110,23 @@ export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMe
     f32.fill(Infinity, rank + S - 1 - l, rank + S);
     kern.topK(scratch.index, scratch.rank, S, k + 1, scratch.topK);
 
-    // Step 6: ŝ = softmax of the approximate logits; α = Σ ŝ over the selection, per query head.
-    if (!byProbabilities) for (let h = 0; h < g; h++) kern.softmaxF32(scratch.approx + 4 * h * S, S);
+    // Step 6: α = Σ ŝ over the selection, per query head, ŝ = softmax of the approximate logits: the
+    // normaliser needs all S exps, the numerator only the k + 1 selected (exps in float64 here).
     const i2 = scratch.index >> 2;
+    const stats = scratch.stats >> 2;
     for (let h = 0; h < g; h++) {
+      const row = approx + h * S;
       let a = 0;
-      for (let j = 0; j <= k; j++) a += f32[approx + h * S + arena.i32[i2 + j]];
+      if (byProbabilities) {
+        for (let j = 0; j <= k; j++) a += f32[row + arena.i32[i2 + j]];
+      } else {
+        kern.expSumF32(scratch.stats, scratch.approx + 4 * h * S, S);
+        const max = f32[stats];
+        for (let j = 0; j <= k; j++) a += Math.exp(f32[row + arena.i32[i2 + j]] - max);
+        a /= f32[stats + 1];
+      }
       alpha[h] = Math.min(1, a);
     }
-
     // Step 7: exact attention over the k + 1 selected rows only.
     const attendRows = bf16 ? kern.attendRowsBf16 : kern.attendRowsF32;
     attendRows(out, scratch.scores, q, cache.keys(slot, kv), cache.values(slot, kv), scratch.index, k + 1, Hd, g, scale);

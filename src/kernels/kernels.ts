@@ -77,6 +77,8 @@ export interface Kernels {
    * -Infinity entries become 0; +Infinity, or every entry -Infinity, is unsupported.
    */
   softmaxF32(x: Ptr, n: number): void;
+  /** out (2) = [max x, Σ e^(x − max)] of x (n), summed as softmaxF32 sums; x is not written. */
+  expSumF32(out: Ptr, x: Ptr, n: number): void;
   /**
    * Dense attention of the g query heads sharing one KV head: for each head h,
    * scores[h] (S) = K (S, Hd) @ q[h] * scale; p[h] = softmax(scores[h]); out[h] (Hd) = p[h] @ V (S, Hd).

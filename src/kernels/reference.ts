@@ -224,6 +224,14 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
     softmaxF32(x, n) {
       softmax(x, n);
     },
+    expSumF32(out, x, n) {
+      let max = -Infinity;
+      for (let s = 0; s < n; s++) max = Math.max(max, f32[x / 4 + s]);
+      let sum = 0;
+      for (let s = 0; s < n; s++) sum += f(Math.exp(f32[x / 4 + s] - max));
+      f32[out / 4] = max;
+      f32[out / 4 + 1] = sum;
+    },
     attentionF32(out, scores, q, k, v, S, Hd, g, scale) {
       attend(readF32, 4, out, scores, q, k, v, (s) => s, S, Hd, g, scale);
     },
