@@ -11,7 +11,18 @@
  *   model.dispose();
  */
 export { loadModel, Model, type LoadOptions, type MemoryPlan } from "./model/model.js";
-export { Session, type SessionOptions, type GenerateOptions, type GenerateChunk, type GenerateStats } from "./model/session.js";
+export { Session, type SessionOptions, type GenerateOptions, type GenerateChunk, type GenerateStats, type KvTrafficStats } from "./model/session.js";
+export {
+  ATTENTION_METHODS,
+  type AttentionSpec,
+  type AttentionMethodName,
+  type DenseSpec,
+  type SparqSpec,
+  type H2oSpec,
+  type StreamingSpec,
+  type Traffic,
+} from "./attention/method.js";
+export { KV_DTYPES, type KvDType } from "./kvcache/cache.js";
 export type { SamplerOptions } from "./model/sampler.js";
 export {
   type ModelConfig,

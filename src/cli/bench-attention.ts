@@ -97,7 +97,15 @@ function configsFrom(flags: Flags): Config[] {
 
 async function runBench(configs: Config[], ratios: number[], methods: string[], seconds: number, json: boolean): Promise<void> {
   const maxSteps = 1000;
-  const worst = Math.max(...configs.map((c) => KvCache.bytesFor({ nSlots: 1, nKvHeads: G, headDim: c.Hd }, layoutFor({ method: "sparq" }, c.dtype), c.S + 8)));
+  // The pool holds SparQ's filled cache and, beside it, the largest evicting cache of the same config.
+  const minRatio = Math.min(...ratios);
+  const worst = Math.max(
+    ...configs.map((c) => {
+      const shape = { nSlots: 1, nKvHeads: G, headDim: c.Hd };
+      const evicting = KvCache.bytesFor(shape, layoutFor({ method: "h2o" }, c.dtype), Math.round(c.S / minRatio) + 2);
+      return KvCache.bytesFor(shape, layoutFor({ method: "sparq" }, c.dtype), c.S + 8) + evicting + (1 << 16);
+    }),
+  );
   const scratchMax = Math.max(...configs.map((c) => Object.values(attentionScratchSizes(32 / G, c.Hd, c.S + 8)).reduce((a, b) => a + b + 64, 0)));
   const poolBytes = Math.max(worst + (1 << 20), 2 * BANDWIDTH_BYTES + (1 << 20));
   const arena = new Arena(poolBytes + scratchMax + (4 << 20), "the attention benchmark");
@@ -164,7 +172,7 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
         const cache = new KvCache(arena, pool, kernels, { nSlots: 1, nKvHeads: G, headDim: c.Hd }, layoutFor(spec, c.dtype), 1);
         const method = createAttention(ctxFor(cache), spec);
         // The cache as it stands after compaction: `budget` rows, then steady-state decode.
-        method.beforePrefill(budget);
+        method.beforePrefill(budget + 1); // room for the budget and the step's token: no resize after
         for (let t = 0; t < budget; t++) {
           fillIo();
           cache.store(0, t, io.k, io.v);
