@@ -8,6 +8,7 @@
 // attention* computes every head with exactly attendF32's arithmetic (so g heads equal g attendF32
 // calls bit for bit) but reads K and V once for all g heads: at long context they come from DRAM
 // and the kernel is bandwidth bound, so each block of 4 rows serves every head while it is in L1.
+// attention-causal.ts does the same for the T query rows of a prefill chunk, with these helpers.
 import { dotRows4F32, dotF32 } from "./matvec";
 import { expF32x4, expF32 } from "./exp";
 import { hsum, hsum4, loadAsF32, load4AsF32 } from "./convert";
@@ -208,7 +209,7 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
  * so for T = f32 it is dotRows4F32 bit for bit and for bf16 it equals it on the decoded values.
  */
 // @ts-ignore: decorator
-@inline function dotRows4<T>(x: usize, w0: usize, w1: usize, w2: usize, w3: usize, n: usize): v128 {
+@inline export function dotRows4<T>(x: usize, w0: usize, w1: usize, w2: usize, w3: usize, n: usize): v128 {
   const size = sizeof<T>();
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
@@ -252,7 +253,7 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
 
 /** The dot of one row w (n elements T) with x (n f32), in the order of dotF32 (= one lane of dotRows4). */
 // @ts-ignore: decorator
-@inline function dotRow<T>(x: usize, w: usize, n: usize): f32 {
+@inline export function dotRow<T>(x: usize, w: usize, n: usize): f32 {
   const size = sizeof<T>();
   let a = f32x4.splat(0), b = a;
   let i: usize = 0;
@@ -275,7 +276,7 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
 
 /** out (n) += (p0 v0 + p1 v1) + (p2 v2 + p3 v3) for rows v0..v3 (n elements T), p0..p3 the 4 f32 at p. */
 // @ts-ignore: decorator
-@inline function accumulateRows4<T>(out: usize, v0: usize, v1: usize, v2: usize, v3: usize, p: usize, n: usize): void {
+@inline export function accumulateRows4<T>(out: usize, v0: usize, v1: usize, v2: usize, v3: usize, p: usize, n: usize): void {
   const size = sizeof<T>();
   const p0 = load<f32>(p), p1 = load<f32>(p, 4), p2 = load<f32>(p, 8), p3 = load<f32>(p, 12);
   const q0 = f32x4.splat(p0), q1 = f32x4.splat(p1), q2 = f32x4.splat(p2), q3 = f32x4.splat(p3);
@@ -296,7 +297,7 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
 
 /** out (n) += p v for one row v (n elements T). */
 // @ts-ignore: decorator
-@inline function accumulateRow<T>(out: usize, v: usize, p: f32, n: usize): void {
+@inline export function accumulateRow<T>(out: usize, v: usize, p: f32, n: usize): void {
   const size = sizeof<T>();
   const p4 = f32x4.splat(p);
   let j: usize = 0;

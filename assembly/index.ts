@@ -7,6 +7,7 @@ export { matvecQ8_0, matmulQ8_0, quantizeQ8_0, getRowQ8_0 } from "./q8_0";
 export { roundF16, roundBf16, getRowF32, getRowF16, getRowBf16, rmsnorm, ropeInterleaved, ropeHalves, swiglu, add } from "./elementwise";
 export { packBf16, storeColumnF32, storeColumnBf16 } from "./elementwise";
 export { attendF32, softmaxF32, expSumF32, attentionF32, attentionBf16, attendRowsF32, attendRowsBf16 } from "./attention";
+export { attentionCausalF32, attentionCausalBf16 } from "./attention-causal";
 export { sparqScoresF32, sparqScoresBf16, sparqScoresStridedF32, sparqScoresStridedBf16 } from "./sparq";
 export { topK } from "./topk";
 // Not a kernel: exported so the tests can measure the SIMD exp's accuracy directly.

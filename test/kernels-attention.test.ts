@@ -3,8 +3,8 @@
  * reference twin and against float64 naive computations (test/helpers/kernels-helpers.ts), on ragged
  * shapes (S, Hd not multiples of 4 or 8, g = 1..4, up to 8 for the bit-identities), plus the
  * bit-identities the callers rely on:
- * attention* == g × attendF32, attendRows* == attention* on the gathered rows, bf16 == f32 on the
- * decoded values, strided SparQ scores == d-major ones, and the exactly defined kernels
+ * attention* == g × attendF32, attendRows* == attention* on the gathered rows, attentionCausal* ==
+ * attention* once per query row, bf16 == f32 on the decoded values, strided SparQ scores == d-major ones, and the exactly defined kernels
  * (sparqScores*, topK, packBf16, storeColumn*) == their twins bit for bit.
  */
 import { describe, expect, test } from "vitest";
@@ -36,6 +36,9 @@ const SCORES_WASM = arena.alloc(1 << 20);
 const SCORES_REF = arena.alloc(1 << 20);
 const SCORES_2 = arena.alloc(1 << 20);
 const SCRATCH = arena.alloc(2 << 20);
+const QT = arena.alloc(1 << 20); // q (T, qStride) of a causal chunk
+const SCORES_T = arena.alloc(2 << 20); // (T, g, S0 + T)
+const SCORES_T2 = arena.alloc(2 << 20);
 
 const putF32 = (ptr: Ptr, values: ArrayLike<number>) => arena.f32.set(values, ptr / 4);
 const putI32 = (ptr: Ptr, values: ArrayLike<number>) => arena.i32.set(values, ptr / 4);
@@ -231,6 +234,76 @@ describe("attendRows", () => {
           expectWithin(getF32(OUT_REF, g * Hd), naive.out, naive.outBound, `${what} out reference vs naive`);
           expectWithin(getF32(SCORES_WASM, g * n), naive.p, naive.pBound, `${what} p wasm vs naive`);
           expectWithin(getF32(SCORES_REF, g * n), naive.p, naive.pBound, `${what} p reference vs naive`);
+        }
+      }
+    });
+  }
+});
+
+const CAUSAL_S0 = [0, 1, 5, 100, 1031];
+const CAUSAL_T = [1, 2, 3, 7, 64];
+const CAUSAL_HD = [7, 24, 64, 128];
+
+/** Every (S0, T, Hd, g) of the grids, with a seed. */
+function* causalShapes(s0s = CAUSAL_S0, ts = CAUSAL_T, heads = CAUSAL_HD, groups = [1, 2, 4]) {
+  for (const S0 of s0s) for (const T of ts) for (const Hd of heads) for (const g of groups) yield { S0, T, Hd, g, seed: S0 * 1e5 + T * 1e3 + Hd * 10 + g };
+}
+
+/**
+ * K, V (S0 + T, Hd) as setupAttention, and q (T, qStride) in QT: the g heads of row t at t·qStride,
+ * then other heads and an odd padding (qStride = 2·g·Hd + 3). OUT_WASM, OUT_2 (T, qStride) and
+ * SCORES_T, SCORES_T2 (T, g, S0 + T) are filled with the same canary, so unwritten floats compare equal.
+ */
+function setupCausal(dtype: Dtype, S0: number, T: number, Hd: number, g: number, seed: number) {
+  const { k, v } = setupAttention(dtype, S0 + T, Hd, g, seed);
+  const qStride = 2 * g * Hd + 3;
+  const q = gaussian(makeRandom(seed + 1), T * qStride);
+  putF32(QT, q);
+  const canary = gaussian(makeRandom(seed + 2), Math.max(T * qStride, T * g * (S0 + T)), 100);
+  for (const ptr of [OUT_WASM, OUT_2]) putF32(ptr, canary.subarray(0, T * qStride));
+  for (const ptr of [SCORES_T, SCORES_T2]) putF32(ptr, canary.subarray(0, T * g * (S0 + T)));
+  return { q, k, v, qStride, scale: 1 / Math.sqrt(Hd), kv: dtype === "F32" ? [K, V] : [K16, V16] };
+}
+
+describe("attentionCausal", () => {
+  for (const dtype of ["F32", "Bf16"] as const) {
+    test(`attentionCausal${dtype} == attention${dtype} once per row t with S = S0 + t + 1, out and p; nothing else written (bit-exact)`, () => {
+      for (const { S0, T, Hd, g, seed } of causalShapes()) {
+        const { qStride, scale, kv } = setupCausal(dtype, S0, T, Hd, g, seed);
+        const Sall = S0 + T;
+        wasm[`attentionCausal${dtype}`](OUT_WASM, SCORES_T, QT, kv[0], kv[1], S0, T, Hd, g, qStride, scale);
+        const what = `S0=${S0} T=${T} Hd=${Hd} g=${g}`;
+        for (let t = 0; t < T; t++) {
+          const S = S0 + t + 1, at = 4 * t * qStride;
+          wasm[`attention${dtype}`](OUT_2 + at, SCORES_2, QT + at, kv[0], kv[1], S, Hd, g, scale);
+          for (let h = 0; h < g; h++) {
+            const row = SCORES_T + 4 * (t * g + h) * Sall;
+            expectBitExact(getF32(row, S), getF32(SCORES_2 + 4 * h * S, S), `${what} t=${t} h=${h} p`);
+            const rest = 4 * (t * g + h) * Sall + 4 * S;
+            expectBitExact(getF32(SCORES_T + rest, Sall - S), getF32(SCORES_T2 + rest, Sall - S), `${what} t=${t} h=${h} past p`);
+          }
+        }
+        expectBitExact(getF32(OUT_WASM, T * qStride), getF32(OUT_2, T * qStride), `${what} out`);
+      }
+    });
+
+    test(`attentionCausal${dtype} wasm == reference == float64 naive (out: (1e-5 + 2δ)·Σ p|v|, p: rel 1e-5 + 2δ)`, () => {
+      for (const { S0, T, Hd, g, seed } of causalShapes([0, 5, 100], [1, 2, 7, 64], [7, 24, 128], [1, 4])) {
+        const { q, k, v, qStride, scale, kv } = setupCausal(dtype, S0, T, Hd, g, seed);
+        wasm[`attentionCausal${dtype}`](OUT_WASM, SCORES_T, QT, kv[0], kv[1], S0, T, Hd, g, qStride, scale);
+        ref[`attentionCausal${dtype}`](OUT_REF, SCORES_T2, QT, kv[0], kv[1], S0, T, Hd, g, qStride, scale);
+        for (let t = 0; t < T; t++) {
+          const S = S0 + t + 1, at = 4 * t * qStride;
+          const naive = naiveAttention(q.subarray(t * qStride, t * qStride + g * Hd), k, v, range(S), Hd, g, scale);
+          const what = `S0=${S0} T=${T} Hd=${Hd} g=${g} t=${t}`;
+          expectWithin(getF32(OUT_WASM + at, g * Hd), getF32(OUT_REF + at, g * Hd), naive.outBound, `${what} out wasm vs reference`);
+          expectWithin(getF32(OUT_WASM + at, g * Hd), naive.out, naive.outBound, `${what} out wasm vs naive`);
+          expectWithin(getF32(OUT_REF + at, g * Hd), naive.out, naive.outBound, `${what} out reference vs naive`);
+          for (let h = 0; h < g; h++) {
+            const row = 4 * (t * g + h) * (S0 + T), p = naive.p.subarray(h * S, (h + 1) * S), bound = naive.pBound.subarray(h * S, (h + 1) * S);
+            expectWithin(getF32(SCORES_T + row, S), p, bound, `${what} h=${h} p wasm vs naive`);
+            expectWithin(getF32(SCORES_T2 + row, S), p, bound, `${what} h=${h} p reference vs naive`);
+          }
         }
       }
     });

@@ -89,6 +89,7 @@ export interface AttentionContext {
 /** Scratch buffers sized for the longest context (see attentionScratchSizes). */
 export interface AttentionScratch {
   scores: Ptr; // (g, C) f32: probabilities of one group's heads
+  causal: Ptr; // (causalRows, g, C) f32: probabilities of a prefill chunk's rows (attentionCausal*)
   approx: Ptr; // (g, C) f32: SparQ's approximate scores
   rank: Ptr; // (C) f32: SparQ's group ranking
   index: Ptr; // (C) i32: selected rows
@@ -97,11 +98,23 @@ export interface AttentionScratch {
   headScale: Ptr; // (g) f32: per-head multipliers
   stats: Ptr; // (2) f32: a softmax's max and normaliser
   topK: Ptr; // topK kernel scratch: 4 (C + 2048) bytes
+  /** Prefill rows one attentionCausal* call may take (what `causal` holds). */
+  causalRows: number;
 }
 
-export function attentionScratchSizes(groupSize: number, headDim: number, maxRows: number): Record<keyof AttentionScratch, number> {
+/** At most this many bytes for the chunk's probabilities; longer contexts take fewer rows per call. */
+const CAUSAL_SCRATCH_BYTES = 16 << 20;
+
+/** Prefill rows per attentionCausal* call for contexts up to maxRows and chunks of `chunk` rows. */
+function causalRowsFor(groupSize: number, maxRows: number, chunk: number): number {
+  return Math.max(1, Math.min(chunk, Math.floor(CAUSAL_SCRATCH_BYTES / (4 * groupSize * maxRows))));
+}
+
+/** Bytes of each scratch buffer, for g = groupSize, head dim Hd, contexts up to maxRows, chunks of `chunk` rows. */
+export function attentionScratchSizes(groupSize: number, headDim: number, maxRows: number, chunk: number): Record<Exclude<keyof AttentionScratch, "causalRows">, number> {
   return {
     scores: 4 * groupSize * maxRows,
+    causal: 4 * groupSize * maxRows * causalRowsFor(groupSize, maxRows, chunk),
     approx: 4 * groupSize * maxRows,
     rank: 4 * maxRows,
     index: 4 * maxRows,
@@ -111,6 +124,15 @@ export function attentionScratchSizes(groupSize: number, headDim: number, maxRow
     stats: 8,
     topK: 4 * (Math.max(maxRows, headDim) + 2048),
   };
+}
+
+/** Allocates the scratch buffers with `alloc` (the arena's, or a carve of a region). */
+export function allocateAttentionScratch(alloc: (bytes: number) => Ptr, groupSize: number, headDim: number, maxRows: number, chunk: number): AttentionScratch {
+  const scratch = { causalRows: causalRowsFor(groupSize, maxRows, chunk) } as AttentionScratch;
+  for (const [key, bytes] of Object.entries(attentionScratchSizes(groupSize, headDim, maxRows, chunk))) {
+    scratch[key as Exclude<keyof AttentionScratch, "causalRows">] = alloc(bytes);
+  }
+  return scratch;
 }
 
 export interface AttentionMethod {

@@ -13,7 +13,7 @@
  */
 import type { Command } from "commander";
 import { createAttention, layoutFor, type AttentionMethod, type AttentionSpec } from "../attention/index.js";
-import { attentionScratchSizes, type AttentionScratch } from "../attention/method.js";
+import { allocateAttentionScratch, attentionScratchSizes, type AttentionScratch } from "../attention/method.js";
 import { UsageError, formatBytes } from "../errors.js";
 import type { Kernels } from "../kernels/kernels.js";
 import { loadWasmKernels } from "../kernels/wasm.js";
@@ -106,7 +106,7 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
       return KvCache.bytesFor(shape, layoutFor({ method: "sparq" }, c.dtype), c.S + 8) + evicting + (1 << 16);
     }),
   );
-  const scratchMax = Math.max(...configs.map((c) => Object.values(attentionScratchSizes(32 / G, c.Hd, c.S + 8)).reduce((a, b) => a + b + 64, 0)));
+  const scratchMax = Math.max(...configs.map((c) => Object.values(attentionScratchSizes(32 / G, c.Hd, c.S + 8, 1)).reduce((a, b) => a + b + 64, 0)));
   const poolBytes = Math.max(worst + (1 << 20), 2 * BANDWIDTH_BYTES + (1 << 20));
   const arena = new Arena(poolBytes + scratchMax + (4 << 20), "the attention benchmark");
   const kernels = await loadWasmKernels(arena.memory);
@@ -191,13 +191,18 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
 }
 
 function carveScratch(base: Ptr, g: number, Hd: number, maxRows: number): AttentionScratch {
-  const scratch = {} as AttentionScratch;
   let at = base;
-  for (const [key, bytes] of Object.entries(attentionScratchSizes(g, Hd, maxRows))) {
-    scratch[key as keyof AttentionScratch] = at;
-    at += Math.ceil(bytes / 64) * 64 + 64;
-  }
-  return scratch;
+  return allocateAttentionScratch(
+    (bytes) => {
+      const p = at;
+      at += Math.ceil(bytes / 64) * 64 + 64;
+      return p;
+    },
+    g,
+    Hd,
+    maxRows,
+    1,
+  );
 }
 
 /** Median step time and per-step bytes over at least 5 steps, until `seconds` or maxSteps. */

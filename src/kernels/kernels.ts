@@ -11,7 +11,8 @@
  *
  * Shape letters: n input features (or a vector's length), d output features, t rows (tokens) of a
  * batch, S cached positions, Hd head dim, nHeads heads in a vector of heads, g query heads sharing one
- * KV head, r selected components (SparQ), ldk the row stride of a d-major key copy (capacity >= S).
+ * KV head, r selected components (SparQ), ldk the row stride of a d-major key copy (capacity >= S),
+ * T query rows of a causal prefill chunk and S0 the positions cached before it.
  * Index arrays (idx, outIdx) hold i32. "bf16" K / V / kT hold u16 bits: f32 bits = bf16 << 16.
  *
  * Dot types (as llama.cpp's CPU backend, so logits agree with it): a matrix in bf16 multiplies an
@@ -95,6 +96,17 @@ export interface Kernels {
   attendRowsF32(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, idx: Ptr, n: number, Hd: number, g: number, scale: number): void;
   /** attendRowsF32 with K, V bf16. */
   attendRowsBf16(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, idx: Ptr, n: number, Hd: number, g: number, scale: number): void;
+  /**
+   * Causal dense attention of a prefill chunk of T query rows, each with the g query heads of one KV head:
+   * query (t, h) at q (T, qStride) float t·qStride + h·Hd (qStride floats between rows, the g heads
+   * adjacent) attends over rows 0 … S0 + t of K, V (S0 + T, Hd) f32, out (T, qStride) in the same layout.
+   * Bit for bit attentionF32 once per row t with S = S0 + t + 1, but K and V are read once for all T·g
+   * queries. scores (T, g, S0 + T) scratch: row (t, h) holds the query's p in its first S0 + t + 1 floats
+   * afterwards; the rest of the row is not written.
+   */
+  attentionCausalF32(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, S0: number, T: number, Hd: number, g: number, qStride: number, scale: number): void;
+  /** attentionCausalF32 with K, V (S0 + T, Hd) bf16: equal to attentionCausalF32 on the decoded values, bit for bit. */
+  attentionCausalBf16(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, S0: number, T: number, Hd: number, g: number, qStride: number, scale: number): void;
 
   /**
    * SparQ's approximate scores from the d-major key copy kT (Hd, ldk) f32 (row i = component i of

@@ -93,24 +93,45 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
   }
 
   /**
-   * Attention of g heads over n rows of K, V (rows of Hd elements read by `read`): the s-th row
-   * attended is rowOf(s). q, out (g, Hd); scores (g, n) holds p afterwards.
+   * Attention of one head q (Hd) over n rows of K, V (rows of Hd elements read by `read`): the s-th
+   * row attended is rowOf(s). out (Hd); p (n) holds the probabilities afterwards.
    */
+  function attendHead(
+    read: (row: Ptr, j: number) => number, bytes: number, out: Ptr, p: Ptr, q: Ptr, k: Ptr, v: Ptr,
+    rowOf: (s: number) => number, n: number, Hd: number, scale: number,
+  ): void {
+    // Step 1: scores = K q * scale.
+    for (let s = 0; s < n; s++) f32[p / 4 + s] = dot(read, bytes, q, k, rowOf(s), Hd) * scale;
+    // Step 2: softmax in place.
+    softmax(p, n);
+    // Step 3: out = Σ_s p_s V[s].
+    for (let j = 0; j < Hd; j++) {
+      let acc = 0;
+      for (let s = 0; s < n; s++) acc += f32[p / 4 + s] * read(v + rowOf(s) * Hd * bytes, j);
+      f32[out / 4 + j] = acc;
+    }
+  }
+
+  /** attendHead for g heads: q, out (g, Hd); scores (g, n) holds p afterwards. */
   function attend(
     read: (row: Ptr, j: number) => number, bytes: number, out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr,
     rowOf: (s: number) => number, n: number, Hd: number, g: number, scale: number,
   ): void {
-    for (let h = 0; h < g; h++) {
-      const p = scores + h * n * 4, qh = q + h * Hd * 4, oh = out + h * Hd * 4;
-      // Step 1: scores = K q * scale.
-      for (let s = 0; s < n; s++) f32[p / 4 + s] = dot(read, bytes, qh, k, rowOf(s), Hd) * scale;
-      // Step 2: softmax in place.
-      softmax(p, n);
-      // Step 3: out = Σ_s p_s V[s].
-      for (let j = 0; j < Hd; j++) {
-        let acc = 0;
-        for (let s = 0; s < n; s++) acc += f32[p / 4 + s] * read(v + rowOf(s) * Hd * bytes, j);
-        f32[oh / 4 + j] = acc;
+    for (let h = 0; h < g; h++) attendHead(read, bytes, out + h * Hd * 4, scores + h * n * 4, q + h * Hd * 4, k, v, rowOf, n, Hd, scale);
+  }
+
+  /**
+   * Causal attention of T rows of g heads: query (t, h) at q + 4 (t·qStride + h·Hd) over rows
+   * 0 … S0 + t, out in the same layout, p in row (t, h) of scores (T, g, S0 + T).
+   */
+  function attendCausal(
+    read: (row: Ptr, j: number) => number, bytes: number, out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr,
+    S0: number, T: number, Hd: number, g: number, qStride: number, scale: number,
+  ): void {
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < g; h++) {
+        const at = 4 * (t * qStride + h * Hd), p = scores + 4 * (t * g + h) * (S0 + T);
+        attendHead(read, bytes, out + at, p, q + at, k, v, (s) => s, S0 + t + 1, Hd, scale);
       }
     }
   }
@@ -243,6 +264,12 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
     },
     attendRowsBf16(out, scores, q, k, v, idx, n, Hd, g, scale) {
       attend(readBf16, 2, out, scores, q, k, v, (s) => i32[idx / 4 + s], n, Hd, g, scale);
+    },
+    attentionCausalF32(out, scores, q, k, v, S0, T, Hd, g, qStride, scale) {
+      attendCausal(readF32, 4, out, scores, q, k, v, S0, T, Hd, g, qStride, scale);
+    },
+    attentionCausalBf16(out, scores, q, k, v, S0, T, Hd, g, qStride, scale) {
+      attendCausal(readBf16, 2, out, scores, q, k, v, S0, T, Hd, g, qStride, scale);
     },
 
     sparqScoresF32(out, q, kT, idx, scale, r, S, ldk, Hd, g) {

@@ -21,6 +21,7 @@ const KERNEL_NAMES = [
   "getRowF32", "getRowF16", "getRowBf16", "getRowQ8_0",
   "rmsnorm", "ropeInterleaved", "ropeHalves", "swiglu", "add",
   "attendF32", "softmaxF32", "expSumF32", "attentionF32", "attentionBf16", "attendRowsF32", "attendRowsBf16",
+  "attentionCausalF32", "attentionCausalBf16",
   "sparqScoresF32", "sparqScoresBf16", "sparqScoresStridedF32", "sparqScoresStridedBf16",
   "topK", "packBf16", "storeColumnF32", "storeColumnBf16",
 ] as const satisfies readonly KernelName[];

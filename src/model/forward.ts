@@ -8,7 +8,7 @@
  * so prefill and decode cannot drift apart. Nothing here knows which attention method runs beyond
  * calling attend() over a slot; CLA is only the layer -> slot map.
  */
-import { attentionScratchSizes, type AttentionMethod, type AttentionScratch } from "../attention/method.js";
+import { allocateAttentionScratch, attentionScratchSizes, type AttentionMethod, type AttentionScratch } from "../attention/method.js";
 import type { Kernels } from "../kernels/kernels.js";
 import type { KvCache } from "../kvcache/cache.js";
 import type { Arena, Ptr } from "../memory/arena.js";
@@ -40,7 +40,7 @@ export interface RunState {
 }
 
 /** Bytes of each RunState buffer, in field order; the one sizing function for activations. */
-export function runStateSizes(c: ModelConfig, rows: number, maxSeq: number): Record<keyof Omit<RunState, "rows" | "attention">, number> & { attention: Record<keyof AttentionScratch, number> } {
+export function runStateSizes(c: ModelConfig, rows: number, maxSeq: number): Record<keyof Omit<RunState, "rows" | "attention">, number> & { attention: ReturnType<typeof attentionScratchSizes> } {
   const { qDim, kvDim } = derive(c);
   const widest = Math.max(c.dModel, c.ffnDim, qDim);
   const f = (n: number) => 4 * n;
@@ -57,7 +57,7 @@ export function runStateSizes(c: ModelConfig, rows: number, maxSeq: number): Rec
     hb: f(rows * c.ffnDim),
     hb2: f(rows * c.ffnDim),
     logits: f(rows * c.vocabSize),
-    attention: attentionScratchSizes(c.nHeads / c.nKvHeads, c.headDim, maxSeq),
+    attention: attentionScratchSizes(c.nHeads / c.nKvHeads, c.headDim, maxSeq, rows),
     cos: f((rows * c.ropeDim) / 2),
     sin: f((rows * c.ropeDim) / 2),
   };
@@ -71,9 +71,9 @@ export function runStateBuffers(c: ModelConfig, rows: number, maxSeq: number): n
 
 export function createRunState(arena: Arena, c: ModelConfig, rows: number, maxSeq: number): RunState {
   const { attention, ...sizes } = runStateSizes(c, rows, maxSeq);
-  const state = { rows, attention: {} as AttentionScratch } as RunState;
+  const state = { rows } as RunState;
   for (const [key, bytes] of Object.entries(sizes)) state[key as keyof typeof sizes] = arena.alloc(bytes);
-  for (const [key, bytes] of Object.entries(attention)) state.attention[key as keyof AttentionScratch] = arena.alloc(bytes);
+  state.attention = allocateAttentionScratch((bytes) => arena.alloc(bytes), c.nHeads / c.nKvHeads, c.headDim, maxSeq, rows);
   return state;
 }
 

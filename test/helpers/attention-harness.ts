@@ -4,7 +4,7 @@
  * with a naive implementation on exactly the same inputs.
  */
 import { createAttention, layoutFor, type AttentionMethod, type AttentionSpec } from "../../src/attention/index.js";
-import { attentionScratchSizes, type AttentionScratch } from "../../src/attention/method.js";
+import { allocateAttentionScratch, attentionScratchSizes } from "../../src/attention/method.js";
 import type { Kernels } from "../../src/kernels/kernels.js";
 import { createReferenceKernels } from "../../src/kernels/reference.js";
 import { loadWasmKernelsSync } from "../../src/kernels/wasm.js";
@@ -41,13 +41,12 @@ export class Harness {
     const { H, G, Hd, maxRows, dtype } = shape;
     const layout = layoutFor(spec, dtype);
     const pool = KvCache.bytesFor({ nSlots: 1, nKvHeads: G, headDim: Hd }, layout, maxRows) + (1 << 16);
-    const sizes = attentionScratchSizes(H / G, Hd, maxRows);
+    const sizes = attentionScratchSizes(H / G, Hd, maxRows, rowsPerStep);
     const scratchBytes = Object.values(sizes).reduce((a, b) => a + b + 64, 0);
     const io = 4 * rowsPerStep * (2 * H * Hd + 2 * G * Hd);
     this.arena = new Arena(pool + scratchBytes + io + (1 << 16), "an attention test");
     this.kernels = shape.kernels === "reference" ? createReferenceKernels(this.arena.memory) : loadWasmKernelsSync(this.arena.memory);
-    const scratch = {} as AttentionScratch;
-    for (const [key, bytes] of Object.entries(sizes)) scratch[key as keyof AttentionScratch] = this.arena.alloc(bytes);
+    const scratch = allocateAttentionScratch((bytes) => this.arena.alloc(bytes), H / G, Hd, maxRows, rowsPerStep);
     this.q = this.arena.alloc(4 * rowsPerStep * H * Hd);
     this.out = this.arena.alloc(4 * rowsPerStep * H * Hd);
     this.k = this.arena.alloc(4 * rowsPerStep * G * Hd);
