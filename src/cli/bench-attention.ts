@@ -218,11 +218,11 @@ function timeSteps(method: AttentionMethod, cache: KvCache, io: { q: Ptr; out: P
     method.traffic.steps++;
     method.endStep(1);
     const elapsed = performance.now() - t0;
-    // Rewind a growing cache so every step attends the same S (v̄ keeps the extra value: timing only).
-    if (!cache.layout.positions) {
-      cache.rows--;
-      cache.length--;
-    }
+    // Every step must see the same S (v̄ keeps the extra value: timing only). A growing cache drops the
+    // step's row; an evicting one already holds its budget, and only the position count is rewound, so
+    // its dense comparison stays at S instead of growing with the number of timed steps.
+    if (!cache.layout.positions) cache.rows--;
+    cache.length--;
     return elapsed;
   };
   step();
