@@ -91,10 +91,10 @@ const PANEL_BYTES: usize = 256 * 1024;
 }
 
 // @ts-ignore: decorator
-@inline function matmulFloat(kind: i32, out: usize, x: usize, w: usize, n: i32, d: i32, t: i32): void {
+@inline function matmulFloat(kind: i32, out: usize, x: usize, w: usize, n: i32, d: i32, t: i32, ldo: i32): void {
   const nn = <usize>n, nd = <usize>d, nt = <usize>t;
   const rowBytes = kind == F32 ? nn << 2 : nn << 1;
-  const xRow = nn << 2, outRow = nd << 2;
+  const xRow = nn << 2, outRow = <usize>ldo << 2;
   const panelRows = max<usize>(2, (PANEL_BYTES / rowBytes) & ~1);
   for (let r0: usize = 0; r0 < nd; r0 += panelRows) {
     const r1 = min(nd, r0 + panelRows);
@@ -123,17 +123,17 @@ const PANEL_BYTES: usize = 256 * 1024;
   }
 }
 
-/** out (t, d) = X (t, n) @ W (d, n)^T, W f32. */
-export function matmulF32(out: usize, x: usize, w: usize, n: i32, d: i32, t: i32): void {
-  matmulFloat(F32, out, x, w, n, d, t);
+/** out (t, d) = X (t, n) @ W (d, n)^T, W f32; out's rows are ldo floats apart (ldo ≥ d). */
+export function matmulF32(out: usize, x: usize, w: usize, n: i32, d: i32, t: i32, ldo: i32): void {
+  matmulFloat(F32, out, x, w, n, d, t, ldo);
 }
 
 /** out (t, d) = X (t, n) @ W (d, n)^T, W f16, X f16-rounded f32. */
-export function matmulF16(out: usize, x: usize, w: usize, n: i32, d: i32, t: i32): void {
-  matmulFloat(F16, out, x, w, n, d, t);
+export function matmulF16(out: usize, x: usize, w: usize, n: i32, d: i32, t: i32, ldo: i32): void {
+  matmulFloat(F16, out, x, w, n, d, t, ldo);
 }
 
 /** out (t, d) = X (t, n) @ W (d, n)^T, W bf16, X bf16-rounded f32. */
-export function matmulBf16(out: usize, x: usize, w: usize, n: i32, d: i32, t: i32): void {
-  matmulFloat(BF16, out, x, w, n, d, t);
+export function matmulBf16(out: usize, x: usize, w: usize, n: i32, d: i32, t: i32, ldo: i32): void {
+  matmulFloat(BF16, out, x, w, n, d, t, ldo);
 }

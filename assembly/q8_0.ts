@@ -98,8 +98,8 @@ export function matvecQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32): voi
  * Tiles of 4 W rows x 2 X rows: each weight byte loaded is used twice; W goes once through the
  * cache per 2 X rows. Leftover rows use the matvec dots (same per-block arithmetic, same results).
  */
-export function matmulQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32, t: i32): void {
-  const nb = <usize>n / BLOCK, rowBytes = nb * BLOCK_BYTES, outRow = <usize>d << 2;
+export function matmulQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32, t: i32, ldo: i32): void {
+  const nb = <usize>n / BLOCK, rowBytes = nb * BLOCK_BYTES, outRow = <usize>ldo << 2;
   let r = 0;
   for (; r + 4 <= d; r += 4) {
     const w0 = w + <usize>r * rowBytes;

@@ -2,9 +2,11 @@
  * Whole-model speed, kvslim vs llama.cpp (node-llama-cpp, CPU) on the same GGUF file and thread count,
  * both measured in this run: prefill tokens/s and decode tokens/s at a given context.
  *
- *   npm run bench                       # reference shape (97M, llama MHA), f32 and q8_0, contexts 512 and 8192
+ *   npm run bench                       # reference shape (97M, llama MHA), f32 and q8_0, contexts 512 and 8192,
+ *                                       # at 1 thread and at the machine's cores (--threads 1,2)
  *   npm run bench -- --dtypes q8_0 --contexts 512 --decode 32
  *   npm run bench -- --dtypes f32 --contexts 8192,32768 --kv-dtype bf16 --attention sparq --compression 8 --llama-kv f16
+ *   npm run bench -- --dtypes f32 --contexts 32768 --engines llama.cpp --llama-kv f16   # one side only
  *
  * With --attention, kvslim prefills once (a cache laid out for the method), decodes `decode` tokens with
  * dense attention, switches the session to the method and decodes `decode` more: both rows share the
@@ -14,6 +16,7 @@
  * greedily and timed. Prints a table and the ratios kvslim / llama.cpp.
  */
 import fs from "node:fs";
+import { availableParallelism } from "node:os";
 import path from "node:path";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import type { AttentionSpec } from "../src/attention/method.js";
@@ -28,14 +31,15 @@ interface Args {
   contexts: number[];
   decode: number;
   prefill: number;
-  threads: number;
+  threads: number[];
   kvDtype: KvDType;
   attention: AttentionSpec | null;
   llamaKv: ("F16" | "F32")[];
+  engines: ("kvslim" | "llama.cpp")[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { dtypes: ["f32", "q8_0"], contexts: [512, 8192], decode: 32, prefill: 512, threads: 1, kvDtype: "f32", attention: null, llamaKv: ["F16", "F32"] };
+  const args: Args = { dtypes: ["f32", "q8_0"], contexts: [512, 8192], decode: 32, prefill: 512, threads: [...new Set([1, availableParallelism()])], kvDtype: "f32", attention: null, llamaKv: ["F16", "F32"], engines: ["kvslim", "llama.cpp"] };
   let method: string | null = null;
   let compression = 8;
   for (let i = 0; i < argv.length; i += 2) {
@@ -48,8 +52,9 @@ function parseArgs(argv: string[]): Args {
     else if (flag === "--contexts") args.contexts = value.split(",").map(Number);
     else if (flag === "--decode") args.decode = Number(value);
     else if (flag === "--prefill") args.prefill = Number(value);
-    else if (flag === "--threads") args.threads = Number(value);
-    else throw new Error(`unknown flag ${flag}; flags: --dtypes --contexts --decode --prefill --threads --kv-dtype --attention --compression --llama-kv`);
+    else if (flag === "--threads") args.threads = value.split(",").map(Number);
+    else if (flag === "--engines") args.engines = value.split(",") as Args["engines"];
+    else throw new Error(`unknown flag ${flag}; flags: --dtypes --contexts --decode --prefill --threads --kv-dtype --attention --compression --llama-kv --engines`);
   }
   if (method === "sparq") args.attention = { method, compression };
   else if (method === "h2o" || method === "streaming") args.attention = { method, compression };
@@ -75,6 +80,7 @@ function tokens(n: number, V: number): number[] {
 
 interface Row {
   engine: string;
+  threads: number;
   dtype: DType;
   kv: string;
   context: number;
@@ -83,9 +89,9 @@ interface Row {
   note?: string;
 }
 
-async function benchKvslim(file: string, dtype: DType, a: Args, context: number): Promise<Row[]> {
+async function benchKvslim(file: string, dtype: DType, a: Args, context: number, threads: number): Promise<Row[]> {
   const evicting = a.attention !== null && a.attention.method !== "sparq";
-  const model = await loadModel(file, { contextSize: context + 2 * a.decode, kvDtype: a.kvDtype, attention: evicting ? undefined : (a.attention ?? undefined) });
+  const model = await loadModel(file, { threads, contextSize: context + 2 * a.decode, kvDtype: a.kvDtype, attention: evicting ? undefined : (a.attention ?? undefined) });
   const V = model.config.vocabSize;
   const rows: Row[] = [];
   const prompt = tokens(context, V);
@@ -106,31 +112,31 @@ async function benchKvslim(file: string, dtype: DType, a: Args, context: number)
   const session = model.createSession();
   const prefillTps = fill(session);
   if (a.attention !== null && !evicting) session.setAttention({ method: "dense" });
-  rows.push({ engine: "kvslim", dtype, kv: a.kvDtype, context, prefillTps, decodeTps: decode(session) });
+  rows.push({ engine: "kvslim", threads, dtype, kv: a.kvDtype, context, prefillTps, decodeTps: decode(session) });
   if (a.attention !== null && !evicting) {
     session.setAttention(a.attention);
     const decodeTps = decode(session);
     const ratio = session.kvTraffic().ratio;
-    rows.push({ engine: `kvslim+${a.attention.method}`, dtype, kv: a.kvDtype, context, prefillTps, decodeTps, note: `KV transfer 1/${(1 / ratio).toFixed(1)} of dense` });
+    rows.push({ engine: `kvslim+${a.attention.method}`, threads, dtype, kv: a.kvDtype, context, prefillTps, decodeTps, note: `KV transfer 1/${(1 / ratio).toFixed(1)} of dense` });
   }
   session.dispose();
   if (evicting) {
     const other = model.createSession({ attention: a.attention! });
     const tps = fill(other);
     const decodeTps = decode(other);
-    rows.push({ engine: `kvslim+${a.attention!.method}`, dtype, kv: a.kvDtype, context, prefillTps: tps, decodeTps, note: `KV transfer 1/${(1 / other.kvTraffic().ratio).toFixed(1)} of dense` });
+    rows.push({ engine: `kvslim+${a.attention!.method}`, threads, dtype, kv: a.kvDtype, context, prefillTps: tps, decodeTps, note: `KV transfer 1/${(1 / other.kvTraffic().ratio).toFixed(1)} of dense` });
     other.dispose();
   }
   model.dispose();
   return rows;
 }
 
-async function benchLlamaCpp(file: string, dtype: DType, a: Args, context: number, kv: "F16" | "F32"): Promise<Row> {
+async function benchLlamaCpp(file: string, dtype: DType, a: Args, context: number, kv: "F16" | "F32", threads: number): Promise<Row> {
   const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, progressLogs: false });
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
   const ctx = await model.createContext({
     contextSize: context + a.decode + 16,
-    threads: a.threads,
+    threads,
     batchSize: 512,
     flashAttention: false,
     experimentalKvCacheKeyType: kv,
@@ -151,7 +157,7 @@ async function benchLlamaCpp(file: string, dtype: DType, a: Args, context: numbe
   const decodeTps = count / ((performance.now() - t) / 1000);
   await ctx.dispose();
   await model.dispose();
-  return { engine: "llama.cpp", dtype, kv: kv.toLowerCase(), context, prefillTps, decodeTps };
+  return { engine: "llama.cpp", threads, dtype, kv: kv.toLowerCase(), context, prefillTps, decodeTps };
 }
 
 function argmax(x: Float32Array): number {
@@ -163,25 +169,33 @@ function argmax(x: Float32Array): number {
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   const rows: Row[] = [];
-  console.log(`reference model: llama, d_model 768, 12 layers, 12 heads (MHA), FFN 2048, vocab 8192; threads ${a.threads}`);
-  console.log(`engine          dtype  KV   context  prefill tok/s  decode tok/s`);
+  console.log(`reference model: llama, d_model 768, 12 layers, 12 heads (MHA), FFN 2048, vocab 8192; threads ${a.threads.join(", ")}`);
+  console.log(`engine          thr dtype  KV   context  prefill tok/s  decode tok/s`);
   const print = (r: Row) =>
-    console.log(`${r.engine.padEnd(15)} ${r.dtype.padEnd(6)} ${r.kv.padEnd(4)} ${String(r.context).padStart(7)}  ${r.prefillTps.toFixed(1).padStart(13)}  ${r.decodeTps.toFixed(1).padStart(12)}${r.note ? `  ${r.note}` : ""}`);
+    console.log(`${r.engine.padEnd(15)} ${String(r.threads).padStart(3)} ${r.dtype.padEnd(6)} ${r.kv.padEnd(4)} ${String(r.context).padStart(7)}  ${r.prefillTps.toFixed(1).padStart(13)}  ${r.decodeTps.toFixed(1).padStart(12)}${r.note ? `  ${r.note}` : ""}`);
   for (const dtype of a.dtypes) {
     const file = modelFile(dtype);
     for (const context of a.contexts) {
-      const ours = await benchKvslim(file, dtype, a, context);
-      ours.forEach(print);
-      const refs: Row[] = [];
-      for (const kv of a.llamaKv) {
-        const ref = await benchLlamaCpp(file, dtype, a, context, kv);
-        print(ref);
-        refs.push(ref);
+      for (const threads of a.threads) {
+        const ours = a.engines.includes("kvslim") ? await benchKvslim(file, dtype, a, context, threads) : [];
+        ours.forEach(print);
+        const refs: Row[] = [];
+        for (const kv of a.engines.includes("llama.cpp") ? a.llamaKv : []) {
+          const ref = await benchLlamaCpp(file, dtype, a, context, kv, threads);
+          print(ref);
+          refs.push(ref);
+        }
+        rows.push(...ours, ...refs);
+        for (const mine of refs.length > 0 ? ours : []) {
+          const vs = refs.map((r) => `${(mine.decodeTps / r.decodeTps).toFixed(2)}× vs ${r.kv} KV`).join(", ");
+          console.log(`  ratio ${mine.engine} / llama.cpp at ${threads} thread(s): prefill ${(mine.prefillTps / refs[0].prefillTps).toFixed(2)}×, decode ${vs}`);
+        }
       }
-      rows.push(...ours, ...refs);
-      for (const mine of ours) {
-        const vs = refs.map((r) => `${(mine.decodeTps / r.decodeTps).toFixed(2)}× vs ${r.kv} KV`).join(", ");
-        console.log(`  ratio ${mine.engine} / llama.cpp: prefill ${(mine.prefillTps / refs[0].prefillTps).toFixed(2)}×, decode ${vs}`);
+      // What more threads gave each engine, same dtype and context.
+      const one = rows.filter((r) => r.dtype === dtype && r.context === context && r.threads === 1);
+      for (const r of rows.filter((r) => r.dtype === dtype && r.context === context && r.threads > 1)) {
+        const base = one.find((o) => o.engine === r.engine && o.kv === r.kv);
+        if (base) console.log(`  scaling ${r.engine} (${r.kv} KV) ${r.threads} threads vs 1: prefill ${(r.prefillTps / base.prefillTps).toFixed(2)}×, decode ${(r.decodeTps / base.decodeTps).toFixed(2)}×`);
       }
     }
   }

@@ -67,7 +67,7 @@ function matvecSeconds(k: Kernels, dtype: DType, n: number, d: number, minSecond
 function matmulSeconds(k: Kernels, dtype: DType, n: number, d: number, t: number, minSeconds: number): number {
   const fn = k[kernelName("matmul", dtype) as "matmulF32"];
   const x = dtype === "q8_0" ? XQ : X;
-  return timePerCall(() => fn(OUT, x, W, n, d, t), minSeconds);
+  return timePerCall(() => fn(OUT, x, W, n, d, t, d), minSeconds);
 }
 
 const pad = (s: string, width: number) => s.padEnd(width);

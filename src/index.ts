@@ -24,6 +24,7 @@ export {
 } from "./attention/method.js";
 export { KV_DTYPES, type KvDType } from "./kvcache/cache.js";
 export type { SamplerOptions } from "./model/sampler.js";
+export { WorkerError, shutdownKernelWorkers } from "./threads/pool.js";
 export {
   type ModelConfig,
   type Architecture,

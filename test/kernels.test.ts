@@ -68,8 +68,8 @@ function runMatvec(k: Kernels, dtype: DType, out: Ptr, n: number, d: number) {
 }
 
 function runMatmul(k: Kernels, dtype: DType, out: Ptr, n: number, d: number, t: number) {
-  if (dtype === "q8_0") k.matmulQ8_0(out, XQ, W, n, d, t);
-  else k[`matmul${cap(dtype)}` as "matmulF32"](out, X, W, n, d, t);
+  if (dtype === "q8_0") k.matmulQ8_0(out, XQ, W, n, d, t, d);
+  else k[`matmul${cap(dtype)}` as "matmulF32"](out, X, W, n, d, t, d);
 }
 
 test("loadWasmKernels gives a plain object of the module's exported functions, one per Kernels method", async () => {
@@ -137,7 +137,7 @@ describe("matvec", () => {
     for (const k of [wasm, ref]) {
       k.matvecF16(OUT_WASM, X, W, n, d);
       expectWithin(getF32(OUT_WASM, d), naive.value.subarray(0, d), bound.subarray(0, d), "matvecF16 big x");
-      k.matmulF16(OUT_WASM, X, W, n, d, t);
+      k.matmulF16(OUT_WASM, X, W, n, d, t, d);
       expectWithin(getF32(OUT_WASM, t * d), naive.value, bound, "matmulF16 big x");
     }
   });

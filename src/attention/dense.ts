@@ -6,10 +6,14 @@
  * once per group, not once per query head (decode at long context is bound by that stream); in a prefill
  * chunk one call covers many query rows too (attentionCausal*), so not once per row either.
  */
-import { newTraffic, type AttentionContext, type AttentionMethod } from "./method.js";
+import { OPS } from "../threads/ops.js";
+import { newTraffic, type AttentionContext, type AttentionMethod, type AttentionScratch } from "./method.js";
 
-/** Called after each group's attention with the probabilities at scratch.scores (g, S). */
-export type ObserveProbabilities = (slot: number, kvHead: number, S: number) => void;
+/**
+ * Called after each group's attention is queued on `thread`, whose scratch.scores (g, S) will hold the
+ * probabilities when it runs: the observer queues its own tasks on the same thread, after it.
+ */
+export type ObserveProbabilities = (thread: number, scratch: AttentionScratch, slot: number, kvHead: number, S: number) => void;
 
 /**
  * Causal dense attention of T query rows q (T, H·Hd) → out (T, H·Hd) over `slot`: row t sees
@@ -23,17 +27,21 @@ export function attendDense(ctx: AttentionContext, slot: number, q: number, out:
     attendCausal(ctx, slot, q, out, T);
     return;
   }
-  const { kernels: k, cache, nHeads: H, nKvHeads: G, headDim: Hd, scale, scratch } = ctx;
+  const { cache, nHeads: H, nKvHeads: G, headDim: Hd, scale, parallel: par, scratches } = ctx;
   const g = H / G;
-  const attention = cache.layout.dtype === "f32" ? k.attentionF32 : k.attentionBf16;
+  const attention = cache.layout.dtype === "f32" ? OPS.attentionF32 : OPS.attentionBf16;
+  // KV head kv always runs on the same thread, so an observer's running sums stay in order.
   for (let t = 0; t < T; t++) {
     const S = cache.span(t);
     for (let kv = 0; kv < G; kv++) {
       const at = 4 * (t * H * Hd + kv * g * Hd); // the group's g query heads are adjacent
-      attention(out + at, scratch.scores, q + at, cache.keys(slot, kv), cache.values(slot, kv), S, Hd, g, scale);
-      observe?.(slot, kv, S);
+      const thread = par.threadOf(kv, G);
+      const scratch = scratches[thread];
+      par.task(thread, attention, out + at, scratch.scores, q + at, cache.keys(slot, kv), cache.values(slot, kv), S, Hd, g, scale);
+      observe?.(thread, scratch, slot, kv, S);
     }
   }
+  par.flush();
 }
 
 /**
@@ -42,18 +50,21 @@ export function attendDense(ctx: AttentionContext, slot: number, q: number, out:
  * sees cache.span(t) = S0 + t + 1 rows.
  */
 function attendCausal(ctx: AttentionContext, slot: number, q: number, out: number, T: number): void {
-  const { kernels: k, cache, nHeads: H, nKvHeads: G, headDim: Hd, scale, scratch } = ctx;
+  const { cache, nHeads: H, nKvHeads: G, headDim: Hd, scale, parallel: par, scratches } = ctx;
   const g = H / G;
-  const causal = cache.layout.dtype === "f32" ? k.attentionCausalF32 : k.attentionCausalBf16;
+  const causal = cache.layout.dtype === "f32" ? OPS.attentionCausalF32 : OPS.attentionCausalBf16;
   const S0 = cache.span(0) - 1;
+  const rows = scratches[0].causalRows;
   // scratch.causal holds (causalRows, g, C) probabilities and every span is ≤ C (positions seen).
-  for (let t0 = 0; t0 < T; t0 += scratch.causalRows) {
-    const n = Math.min(scratch.causalRows, T - t0);
+  for (let t0 = 0; t0 < T; t0 += rows) {
+    const n = Math.min(rows, T - t0);
     for (let kv = 0; kv < G; kv++) {
       const at = 4 * (t0 * H * Hd + kv * g * Hd); // the group's g query heads of row t0
-      causal(out + at, scratch.causal, q + at, cache.keys(slot, kv), cache.values(slot, kv), S0 + t0, n, Hd, g, H * Hd, scale);
+      const thread = par.threadOf(kv, G);
+      par.task(thread, causal, out + at, scratches[thread].causal, q + at, cache.keys(slot, kv), cache.values(slot, kv), S0 + t0, n, Hd, g, H * Hd, scale);
     }
   }
+  par.flush();
 }
 
 /** Bytes dense decode reads from one slot at a step spanning S rows: K and V, every row (spec: 2·S·d_h). */

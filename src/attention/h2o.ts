@@ -7,11 +7,12 @@
  * query heads of a GQA group averaged; with CLA, summed over the layers sharing the slot). Eviction is
  * permanent: each decode step frees the lightest row outside the recent window.
  */
+import { OPS } from "../threads/ops.js";
 import { createEvicting, type EvictionPolicy } from "./evicting.js";
 import type { AttentionContext, AttentionMethod, H2oSpec } from "./method.js";
 
 export function createH2o(ctx: AttentionContext, spec: H2oSpec): AttentionMethod {
-  const { kernels: kern, arena, cache, nHeads: H, nKvHeads: G, scratch } = ctx;
+  const { arena, cache, nHeads: H, nKvHeads: G } = ctx;
   const g = H / G;
   const f32 = arena.f32;
   const i32 = arena.i32;
@@ -20,11 +21,11 @@ export function createH2o(ctx: AttentionContext, spec: H2oSpec): AttentionMethod
 
   const policy: EvictionPolicy = {
     name: "h2o",
-    observe(slot, kv, S) {
+    observe(thread, scratch, slot, kv, S) {
       // acc[row] += Σ over the group's heads of p[row], for the S rows this query saw (the sum is g × the
       // spec's group mean: the same ranking, one kernel call per head).
       const acc = cache.accumulated(slot, kv);
-      for (let h = 0; h < g; h++) kern.add(acc, acc, scratch.scores + 4 * h * S, S);
+      for (let h = 0; h < g; h++) ctx.parallel.task(thread, OPS.add, acc, acc, scratch.scores + 4 * h * S, S);
     },
     keep(slot, kv, budget) {
       const rows = cache.heldRowsOf(slot, kv);

@@ -12,6 +12,7 @@
 import type { Kernels } from "../kernels/kernels.js";
 import type { KvCache, KvDType, KvLayout } from "../kvcache/cache.js";
 import type { Arena, Ptr } from "../memory/arena.js";
+import type { Parallel } from "../threads/parallel.js";
 
 /** Options of each method, as a session takes them. */
 export type AttentionSpec = DenseSpec | SparqSpec | H2oSpec | StreamingSpec;
@@ -74,7 +75,11 @@ export interface Traffic {
 
 export const newTraffic = (): Traffic => ({ steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 });
 
-/** What a method gets: the kernels, the session's cache, the model's head shape and scratch buffers. */
+/**
+ * What a method gets: the kernels, the session's cache, the model's head shape, its threads and a set of
+ * scratch buffers per thread. Per-head work goes to parallel.task(thread, …) with that thread's scratch;
+ * work on the caller's thread between jobs uses kernels and scratches[0] directly.
+ */
 export interface AttentionContext {
   kernels: Kernels;
   arena: Arena;
@@ -83,7 +88,9 @@ export interface AttentionContext {
   nKvHeads: number; // G
   headDim: number; // Hd
   scale: number; // f32(1 / sqrt(Hd))
-  scratch: AttentionScratch;
+  parallel: Parallel;
+  /** One per thread of `parallel`. */
+  scratches: AttentionScratch[];
 }
 
 /** Scratch buffers sized for the longest context (see attentionScratchSizes). */

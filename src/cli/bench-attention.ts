@@ -20,6 +20,9 @@ import { loadWasmKernels } from "../kernels/wasm.js";
 import { KvCache, type KvDType } from "../kvcache/cache.js";
 import { Arena, type Ptr } from "../memory/arena.js";
 import { Pool } from "../memory/pool.js";
+import { Parallel } from "../threads/parallel.js";
+import { MAX_WORKERS } from "../threads/pool.js";
+import { availableParallelism } from "node:os";
 
 interface Flags {
   contexts: string;
@@ -29,6 +32,7 @@ interface Flags {
   ratios: string;
   methods: string;
   seconds: string;
+  threads: string;
   json?: boolean;
 }
 
@@ -40,6 +44,7 @@ interface Config {
 }
 
 export interface AttentionBenchRow extends Config {
+  threads: number;
   method: string;
   compression: number; // target c (1 for dense)
   microseconds: number; // median step time
@@ -47,7 +52,7 @@ export interface AttentionBenchRow extends Config {
   transferRatio: number; // bytesPerStep / dense bytes per step
   gbPerSecond: number;
   fractionOfCopy: number;
-  speedup: number; // dense time / this time
+  speedup: number; // dense time / this time, same thread count
 }
 
 const G = 8;
@@ -71,6 +76,7 @@ export function registerBenchAttention(bench: Command): void {
     .option("--ratios <list>", "compression ratios c (transfer 1/c)", "2,4,8")
     .option("--methods <list>", "methods besides dense", "sparq,h2o,streaming")
     .option("--seconds <s>", "time budget per measurement", "0.3")
+    .option("--threads <list>", "thread counts to run each measurement at", String(availableParallelism()))
     .option("--json", "print JSON rows instead of a table")
     .action(async (flags: Flags) => {
       const configs = configsFrom(flags);
@@ -79,7 +85,9 @@ export function registerBenchAttention(bench: Command): void {
       for (const m of methods) if (!["sparq", "h2o", "streaming"].includes(m)) throw new UsageError(`--methods: unknown method "${m}"`);
       const seconds = Number(flags.seconds);
       if (!(seconds > 0)) throw new UsageError(`--seconds expects a positive number, got "${flags.seconds}"`);
-      await runBench(configs, ratios, methods, seconds, flags.json === true);
+      const threads = list(flags.threads, "--threads") as number[];
+      for (const t of threads) if (!Number.isInteger(t) || t > MAX_WORKERS + 1) throw new UsageError(`--threads expects integers from 1 to ${MAX_WORKERS + 1}, got ${t}`);
+      await runBench(configs, ratios, methods, seconds, threads, flags.json === true);
     });
 }
 
@@ -95,7 +103,7 @@ function configsFrom(flags: Flags): Config[] {
   return out;
 }
 
-async function runBench(configs: Config[], ratios: number[], methods: string[], seconds: number, json: boolean): Promise<void> {
+async function runBench(configs: Config[], ratios: number[], methods: string[], seconds: number, threadCounts: number[], json: boolean): Promise<void> {
   const maxSteps = 1000;
   // The pool holds SparQ's filled cache and, beside it, the largest evicting cache of the same config.
   const minRatio = Math.min(...ratios);
@@ -106,25 +114,29 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
       return KvCache.bytesFor(shape, layoutFor({ method: "sparq" }, c.dtype), c.S + 8) + evicting + (1 << 16);
     }),
   );
-  const scratchMax = Math.max(...configs.map((c) => Object.values(attentionScratchSizes(32 / G, c.Hd, c.S + 8, 1)).reduce((a, b) => a + b + 64, 0)));
+  const maxThreads = Math.max(...threadCounts);
+  const scratchMax = maxThreads * Math.max(...configs.map((c) => Object.values(attentionScratchSizes(32 / G, c.Hd, c.S + 8, 1)).reduce((a, b) => a + b + 128, 0)));
   const poolBytes = Math.max(worst + (1 << 20), 2 * BANDWIDTH_BYTES + (1 << 20));
   const arena = new Arena(poolBytes + scratchMax + (4 << 20), "the attention benchmark");
   const kernels = await loadWasmKernels(arena.memory);
   const pool = new Pool(arena.alloc(poolBytes), poolBytes);
   const io = { q: arena.alloc(4 * 32 * 128), out: arena.alloc(4 * 32 * 128), k: arena.alloc(4 * G * 128), v: arena.alloc(4 * G * 128) };
   const scratchBase = arena.alloc(scratchMax);
+  const parallels = new Map<number, Parallel>();
+  for (const t of threadCounts) parallels.set(t, await Parallel.create(kernels, arena.memory, "wasm", t));
 
   const bw = measureBandwidth(arena, kernels, pool);
   const rows: AttentionBenchRow[] = [];
   if (!json) {
     console.log(`memory bandwidth (same run): copy ${bw.copy.toFixed(1)} GB/s (read + write), streaming read ${bw.read.toFixed(1)} GB/s`);
-    console.log(`G = ${G} KV heads; MHA: 8 query heads, GQA: 32; one layer, one decode step; median of ≥ 5 steps`);
-    console.log("     S   Hd shape dtype  method     c    step µs   bytes/step  transfer   GB/s  %copy  speedup");
+    console.log(`G = ${G} KV heads; MHA: 8 query heads, GQA: 32; one layer, one decode step; median of ≥ 5 steps; speedup vs dense at the same threads`);
+    console.log("     S   Hd shape dtype thr  method     c    step µs   bytes/step  transfer   GB/s  %copy  speedup");
   }
-  for (const c of configs) {
+  for (const c of configs) for (const threads of threadCounts) {
     const H = c.shape === "mha" ? G : 32;
-    const scratch = carveScratch(scratchBase, H / G, c.Hd, c.S + 8);
-    const ctxFor = (cache: KvCache) => ({ kernels, arena, cache, nHeads: H, nKvHeads: G, headDim: c.Hd, scale: Math.fround(1 / Math.sqrt(c.Hd)), scratch });
+    const scratches = carveScratch(scratchBase, H / G, c.Hd, c.S + 8, threads);
+    const parallel = parallels.get(threads)!;
+    const ctxFor = (cache: KvCache) => ({ kernels, arena, cache, nHeads: H, nKvHeads: G, headDim: c.Hd, scale: Math.fround(1 / Math.sqrt(c.Hd)), parallel, scratches });
     const random = xorshift(c.S * 131 + c.Hd);
     const fillIo = () => {
       fillGaussian(arena.f32, io.q >> 2, H * c.Hd, random);
@@ -147,6 +159,7 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
     const record = (method: string, compression: number, r: { microseconds: number; bytesPerStep: number; denseBytesPerStep: number }) => {
       const row: AttentionBenchRow = {
         ...c,
+        threads,
         method,
         compression,
         microseconds: r.microseconds,
@@ -186,23 +199,20 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
     }
     shared?.free();
   }
+  for (const p of parallels.values()) p.dispose();
   if (json) console.log(JSON.stringify({ bandwidth: bw, rows }, null, 2));
   else summarize(rows, bw.copy);
 }
 
-function carveScratch(base: Ptr, g: number, Hd: number, maxRows: number): AttentionScratch {
+/** `threads` sets of scratch buffers, carved from base. */
+function carveScratch(base: Ptr, g: number, Hd: number, maxRows: number, threads: number): AttentionScratch[] {
   let at = base;
-  return allocateAttentionScratch(
-    (bytes) => {
-      const p = at;
-      at += Math.ceil(bytes / 64) * 64 + 64;
-      return p;
-    },
-    g,
-    Hd,
-    maxRows,
-    1,
-  );
+  const alloc = (bytes: number) => {
+    const p = at;
+    at += Math.ceil(bytes / 64) * 64 + 64;
+    return p;
+  };
+  return Array.from({ length: threads }, () => allocateAttentionScratch(alloc, g, Hd, maxRows, 1));
 }
 
 /** Median step time and per-step bytes over at least 5 steps, until `seconds` or maxSteps. */
@@ -267,22 +277,33 @@ function measureBandwidth(arena: Arena, kernels: Kernels, pool: Pool): { copy: n
 function printRow(r: AttentionBenchRow): void {
   const pad = (s: string | number, n: number) => String(s).padStart(n);
   console.log(
-    `${pad(r.S, 6)} ${pad(r.Hd, 4)} ${pad(r.shape, 5)} ${pad(r.dtype, 5)}  ${r.method.padEnd(9)} ${pad(r.compression, 3)} ` +
+    `${pad(r.S, 6)} ${pad(r.Hd, 4)} ${pad(r.shape, 5)} ${pad(r.dtype, 5)} ${pad(r.threads, 3)}  ${r.method.padEnd(9)} ${pad(r.compression, 3)} ` +
       `${pad(r.microseconds.toFixed(1), 10)} ${pad(formatBytes(r.bytesPerStep), 12)} ${pad(`1/${(1 / r.transferRatio).toFixed(2)}`, 9)} ` +
       `${pad(r.gbPerSecond.toFixed(1), 6)} ${pad((100 * r.fractionOfCopy).toFixed(0) + "%", 6)} ${pad(r.speedup.toFixed(2) + "×", 8)}`,
   );
 }
 
-/** The issue's targets, read off this run. */
+/** The targets, read off this run (per thread count), and what more threads gave. */
 function summarize(rows: AttentionBenchRow[], copy: number): void {
-  const dense = rows.filter((r) => r.method === "dense" && r.S >= 16384);
-  if (dense.length > 0) {
-    const worst = Math.min(...dense.map((r) => r.fractionOfCopy));
-    console.log(`dense at S ≥ 16k: ${(100 * worst).toFixed(0)}%–${(100 * Math.max(...dense.map((r) => r.fractionOfCopy))).toFixed(0)}% of copy bandwidth (${copy.toFixed(1)} GB/s); target ≥ 70%`);
+  const range = (xs: number[], digits: number, unit: string) => `${Math.min(...xs).toFixed(digits)}${unit}–${Math.max(...xs).toFixed(digits)}${unit}`;
+  for (const threads of [...new Set(rows.map((r) => r.threads))]) {
+    const at = rows.filter((r) => r.threads === threads);
+    const dense = at.filter((r) => r.method === "dense" && r.S >= 16384);
+    if (dense.length > 0) {
+      console.log(`${threads} thread(s): dense at S ≥ 16k: ${range(dense.map((r) => 100 * r.fractionOfCopy), 0, "%")} of copy bandwidth (${copy.toFixed(1)} GB/s); target ≥ 70%`);
+    }
+    const sparq = at.filter((r) => r.method === "sparq" && r.compression === 8 && r.S === 16384);
+    if (sparq.length > 0) console.log(`${threads} thread(s): SparQ 1/8 at S = 16k: ${range(sparq.map((r) => r.speedup), 2, "×")} faster than dense; target ≥ 5×`);
   }
-  const sparq = rows.filter((r) => r.method === "sparq" && r.compression === 8 && r.S === 16384);
-  if (sparq.length > 0) {
-    console.log(`SparQ 1/8 at S = 16k: ${Math.min(...sparq.map((r) => r.speedup)).toFixed(2)}×–${Math.max(...sparq.map((r) => r.speedup)).toFixed(2)}× faster than dense; target ≥ 5×`);
+  const key = (r: AttentionBenchRow) => `${r.S} ${r.Hd} ${r.shape} ${r.dtype} ${r.method} ${r.compression}`;
+  const one = new Map(rows.filter((r) => r.threads === 1).map((r) => [key(r), r]));
+  for (const method of ["dense", "sparq"]) {
+    for (const threads of [...new Set(rows.map((r) => r.threads))].filter((t) => t > 1)) {
+      const gains = rows
+        .filter((r) => r.threads === threads && r.method === method && (method === "dense" || r.compression === 8) && r.S >= 16384 && one.has(key(r)))
+        .map((r) => one.get(key(r))!.microseconds / r.microseconds);
+      if (gains.length > 0) console.log(`${method}${method === "sparq" ? " 1/8" : ""} at S ≥ 16k: ${threads} threads are ${range(gains, 2, "×")} as fast as 1`);
+    }
   }
 }
 

@@ -8,7 +8,7 @@ import { FormatError, UsageError, formatBytes } from "../errors.js";
 import { loadModel } from "../model/model.js";
 import { renderChat, type ChatMessage } from "../tokenizer/chat.js";
 import { addAttentionOptions, attentionSpecFrom, kvDtypeFrom, type AttentionFlags } from "./attention-options.js";
-import { collect, floatOption, intOption } from "./options.js";
+import { collect, floatOption, intOption, threadsOption } from "./options.js";
 
 interface GenerateFlags extends AttentionFlags {
   model: string;
@@ -24,6 +24,7 @@ interface GenerateFlags extends AttentionFlags {
   chat?: boolean;
   system?: string;
   kernels: "wasm" | "reference";
+  threads?: number;
 }
 
 export function registerGenerate(program: Command): void {
@@ -42,7 +43,8 @@ export function registerGenerate(program: Command): void {
     .option("--stop <text>", "stop when this text is generated (repeatable)", collect, [])
     .option("--chat", "wrap the prompt in the model's chat template")
     .option("--system <text>", "system message for --chat")
-    .option("--kernels <which>", "wasm (default) or reference (slow, for checking)", "wasm");
+    .option("--kernels <which>", "wasm (default) or reference (slow, for checking)", "wasm")
+    .option(...threadsOption);
   addAttentionOptions(command).action(async (flags: GenerateFlags) => {
       const attention = attentionSpecFrom(flags);
       const kvDtype = kvDtypeFrom(flags);
@@ -50,7 +52,7 @@ export function registerGenerate(program: Command): void {
       if (flags.kernels !== "wasm" && flags.kernels !== "reference") {
         throw new UsageError(`--kernels expects wasm or reference, got "${flags.kernels}"`);
       }
-      const model = await loadModel(flags.model, { contextSize: flags.context, kernels: flags.kernels, kvDtype, attention });
+      const model = await loadModel(flags.model, { contextSize: flags.context, kernels: flags.kernels, kvDtype, attention, threads: flags.threads });
       const session = model.createSession();
       try {
         const tok = model.tokenizer;

@@ -8,10 +8,10 @@ import { formatBytes } from "../errors.js";
 import { derive, attentionName, kvBytesPerToken } from "../model/config.js";
 import { MAX_MEMORY } from "../memory/arena.js";
 import { DENSE_LAYOUT } from "../kvcache/cache.js";
-import { planMemory } from "../model/model.js";
+import { planMemory, resolveThreads } from "../model/model.js";
 import { openModelSource } from "../model/source.js";
 import { checkTensors } from "../model/weights.js";
-import { intOption, parseBytes } from "./options.js";
+import { intOption, parseBytes, threadsOption } from "./options.js";
 
 export function registerInfo(program: Command): void {
   program
@@ -21,7 +21,8 @@ export function registerInfo(program: Command): void {
     .option("--memory <size>", "memory budget to fit weights + KV caches into (e.g. 2GiB)", parseBytes)
     .option("--context <n>", "context length per sequence for the fit (default: the model's)", intOption("--context", 1))
     .option("--json", "print JSON instead of text")
-    .action((modelPath: string, opts: { memory?: number; context?: number; json?: boolean }) => {
+    .option(...threadsOption)
+    .action((modelPath: string, opts: { memory?: number; context?: number; json?: boolean; threads?: number }) => {
       const source = openModelSource(modelPath);
       const specs = checkTensors(source);
       const c = source.config;
@@ -35,7 +36,7 @@ export function registerInfo(program: Command): void {
         byDtype.set(t.type, (byDtype.get(t.type) ?? 0) + n);
       }
       const context = opts.context ?? c.contextLength;
-      const plan = planMemory(source, specs, Math.min(context, c.contextLength), 0, DENSE_LAYOUT);
+      const plan = planMemory(source, specs, Math.min(context, c.contextLength), 0, DENSE_LAYOUT, resolveThreads(opts.threads));
       const kvF32 = kvBytesPerToken(c, 4);
       const budget = opts.memory ?? MAX_MEMORY;
       const forCache = budget - plan.weights - plan.runState;

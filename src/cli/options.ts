@@ -36,3 +36,6 @@ export function parseBytes(value: string): number {
 export function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
+
+/** --threads N: 1 to 64 (default: the machine's cores). */
+export const threadsOption = ["--threads <n>", "threads to run kernels on (default: the number of cores)", intOption("--threads", 1)] as const;

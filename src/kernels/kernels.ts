@@ -31,14 +31,18 @@ export interface Kernels {
   /** out (d) = W (d, n) @ x (n), W q8_0 (d rows of n/32 blocks), xq = x as q8_0 blocks (n/32). */
   matvecQ8_0(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number): void;
 
-  /** out (t, d) = X (t, n) @ W (d, n)^T, W f32. */
-  matmulF32(out: Ptr, x: Ptr, w: Ptr, n: number, d: number, t: number): void;
-  /** out (t, d) = X (t, n) @ W (d, n)^T, W f16, X f32. */
-  matmulF16(out: Ptr, x: Ptr, w: Ptr, n: number, d: number, t: number): void;
-  /** out (t, d) = X (t, n) @ W (d, n)^T, W bf16, X bf16-rounded f32. */
-  matmulBf16(out: Ptr, x: Ptr, w: Ptr, n: number, d: number, t: number): void;
-  /** out (t, d) = X (t, n) @ W (d, n)^T, W q8_0, xq = t rows of n/32 q8_0 blocks. */
-  matmulQ8_0(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number, t: number): void;
+  /**
+   * out (t, d) = X (t, n) @ W (d, n)^T, W f32; out's rows are ldo ≥ d floats apart (ldo > d when the d
+   * rows are one thread's share of a wider output). Each element is the same bits whatever the W rows
+   * around it, as long as a share starts at a multiple of 4 rows.
+   */
+  matmulF32(out: Ptr, x: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void;
+  /** out (t, d) = X (t, n) @ W (d, n)^T, W f16, X f32; row stride ldo. */
+  matmulF16(out: Ptr, x: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void;
+  /** out (t, d) = X (t, n) @ W (d, n)^T, W bf16, X bf16-rounded f32; row stride ldo. */
+  matmulBf16(out: Ptr, x: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void;
+  /** out (t, d) = X (t, n) @ W (d, n)^T, W q8_0, xq = t rows of n/32 q8_0 blocks; row stride ldo. */
+  matmulQ8_0(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void;
 
   /** out (n/32 blocks of 34 bytes) = q8_0(x (n)): d = max|x|/127 as f16, q = nearest-even(x * (1/d)). */
   quantizeQ8_0(out: Ptr, x: Ptr, n: number): void;

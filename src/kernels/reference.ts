@@ -59,9 +59,9 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
   }
 
   function matmul(read: (row: Ptr, j: number) => number, bytes: number) {
-    return (out: Ptr, x: Ptr, w: Ptr, n: number, d: number, t: number): void => {
+    return (out: Ptr, x: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void => {
       for (let i = 0; i < t; i++) {
-        for (let r = 0; r < d; r++) f32[out / 4 + i * d + r] = dot(read, bytes, x + i * n * 4, w, r, n);
+        for (let r = 0; r < d; r++) f32[out / 4 + i * ldo + r] = dot(read, bytes, x + i * n * 4, w, r, n);
       }
     };
   }
@@ -170,10 +170,10 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
     matmulF32: matmul(readF32, 4),
     matmulF16: matmul(readF16, 2),
     matmulBf16: matmul(readBf16, 2),
-    matmulQ8_0(out, xq, w, n, d, t) {
+    matmulQ8_0(out, xq, w, n, d, t, ldo) {
       const xRowBytes = (n / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES;
       for (let i = 0; i < t; i++) {
-        for (let r = 0; r < d; r++) f32[out / 4 + i * d + r] = dotQ8_0(xq + i * xRowBytes, w, r, n);
+        for (let r = 0; r < d; r++) f32[out / 4 + i * ldo + r] = dotQ8_0(xq + i * xRowBytes, w, r, n);
       }
     },
 

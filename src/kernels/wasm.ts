@@ -14,7 +14,7 @@ import { RESERVED } from "../memory/arena.js";
 import type { Kernels, KernelName } from "./kernels.js";
 
 /** Every method of Kernels, checked against the module's exports at load. */
-const KERNEL_NAMES = [
+export const KERNEL_NAMES = [
   "matvecF32", "matvecF16", "matvecBf16", "matvecQ8_0",
   "matmulF32", "matmulF16", "matmulBf16", "matmulQ8_0",
   "quantizeQ8_0", "roundF16", "roundBf16",

@@ -12,6 +12,8 @@ import { allocateAttentionScratch, attentionScratchSizes, type AttentionMethod, 
 import type { Kernels } from "../kernels/kernels.js";
 import type { KvCache } from "../kvcache/cache.js";
 import type { Arena, Ptr } from "../memory/arena.js";
+import type { LinearOp, Parallel } from "../threads/parallel.js";
+import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES } from "../memory/dtype.js";
 import { derive, type Derived, type ModelConfig } from "./config.js";
 import { RopeTable, llama3FreqFactors } from "./rope.js";
 import type { Matrix, Weights } from "./weights.js";
@@ -34,12 +36,12 @@ export interface RunState {
   hb: Ptr; // (P, F)
   hb2: Ptr; // (P, F)
   logits: Ptr; // (P, V)
-  attention: AttentionScratch; // the attention methods' buffers, for contexts up to S
+  attention: AttentionScratch[]; // the attention methods' buffers, for contexts up to S, one set per thread
   cos: Ptr; // (P, ropeDim/2)
   sin: Ptr; // (P, ropeDim/2)
 }
 
-/** Bytes of each RunState buffer, in field order; the one sizing function for activations. */
+/** Bytes of each RunState buffer, in field order (attention: one thread's set); the one sizing function for activations. */
 export function runStateSizes(c: ModelConfig, rows: number, maxSeq: number): Record<keyof Omit<RunState, "rows" | "attention">, number> & { attention: ReturnType<typeof attentionScratchSizes> } {
   const { qDim, kvDim } = derive(c);
   const widest = Math.max(c.dModel, c.ffnDim, qDim);
@@ -64,16 +66,18 @@ export function runStateSizes(c: ModelConfig, rows: number, maxSeq: number): Rec
 }
 
 /** Every buffer's bytes, flattened: what planMemory adds up. */
-export function runStateBuffers(c: ModelConfig, rows: number, maxSeq: number): number[] {
+export function runStateBuffers(c: ModelConfig, rows: number, maxSeq: number, threads: number): number[] {
   const { attention, ...rest } = runStateSizes(c, rows, maxSeq);
-  return [...Object.values(rest), ...Object.values(attention)];
+  return [...Object.values(rest), ...Array.from({ length: threads }, () => Object.values(attention)).flat()];
 }
 
-export function createRunState(arena: Arena, c: ModelConfig, rows: number, maxSeq: number): RunState {
-  const { attention, ...sizes } = runStateSizes(c, rows, maxSeq);
+export function createRunState(arena: Arena, c: ModelConfig, rows: number, maxSeq: number, threads: number): RunState {
+  const { attention: _, ...sizes } = runStateSizes(c, rows, maxSeq);
   const state = { rows } as RunState;
   for (const [key, bytes] of Object.entries(sizes)) state[key as keyof typeof sizes] = arena.alloc(bytes);
-  state.attention = allocateAttentionScratch((bytes) => arena.alloc(bytes), c.nHeads / c.nKvHeads, c.headDim, maxSeq, rows);
+  state.attention = Array.from({ length: threads }, () =>
+    allocateAttentionScratch((bytes) => arena.alloc(bytes), c.nHeads / c.nKvHeads, c.headDim, maxSeq, rows),
+  );
   return state;
 }
 
@@ -83,6 +87,7 @@ export class Forward {
 
   constructor(
     private readonly k: Kernels,
+    private readonly par: Parallel,
     private readonly arena: Arena,
     private readonly c: ModelConfig,
     private readonly w: Weights,
@@ -97,8 +102,8 @@ export class Forward {
     return this.s.logits;
   }
 
-  /** The attention methods' scratch buffers. */
-  get attentionScratch(): AttentionScratch {
+  /** The attention methods' scratch buffers, one set per thread. */
+  get attentionScratch(): AttentionScratch[] {
     return this.s.attention;
   }
 
@@ -162,37 +167,41 @@ export class Forward {
     this.linear(s.logits, s.xb, w.output, rows, null);
   }
 
-  /** out (T, W.rows) = x (T, W.cols) @ W^T (+ bias), through the kernel for W's dtype. */
+  /**
+   * out (T, W.rows) = x (T, W.cols) @ W^T (+ bias), through the kernel for W's dtype, split by rows of W
+   * over the threads.
+   */
   private linear(out: Ptr, x: Ptr, W: Matrix, T: number, bias: Ptr | null): void {
-    const { k, s } = this;
+    const { k, s, par } = this;
     const n = W.cols;
     const d = W.rows;
+    let input = x;
+    let op: LinearOp;
+    let rowBytes: number;
     switch (W.dtype) {
       case "f32":
-        if (T === 1) k.matvecF32(out, x, W.ptr, n, d);
-        else k.matmulF32(out, x, W.ptr, n, d, T);
+        [op, rowBytes] = ["F32", 4 * n];
         break;
       case "f16":
         // llama.cpp's CPU backend multiplies f16 weights by f32 activations (measured: rounding the
         // activations to f16 moves logits 5e-4 away from it; not rounding agrees to 3e-7).
-        if (T === 1) k.matvecF16(out, x, W.ptr, n, d);
-        else k.matmulF16(out, x, W.ptr, n, d, T);
+        [op, rowBytes] = ["F16", 2 * n];
         break;
       case "bf16":
         // bf16 weights meet bf16-rounded activations, as in llama.cpp (agrees to 1e-7; unrounded: 3e-3).
         k.roundBf16(s.act, x, T * n);
-        if (T === 1) k.matvecBf16(out, s.act, W.ptr, n, d);
-        else k.matmulBf16(out, s.act, W.ptr, n, d, T);
+        [op, rowBytes, input] = ["Bf16", 2 * n, s.act];
         break;
       case "q8_0":
         // Rows of x are whole q8_0 blocks (n is a multiple of 32), so all T rows quantize in one call.
         k.quantizeQ8_0(s.act, x, T * n);
-        if (T === 1) k.matvecQ8_0(out, s.act, W.ptr, n, d);
-        else k.matmulQ8_0(out, s.act, W.ptr, n, d, T);
+        [op, rowBytes, input] = ["Q8_0", (n / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES, s.act];
         break;
       default:
-        W.dtype satisfies never;
+        return W.dtype satisfies never;
     }
+    if (T === 1) par.matvec(op, out, input, W.ptr, n, d, rowBytes);
+    else par.matmul(op, out, input, W.ptr, n, d, T, rowBytes);
     if (bias !== null) for (let t = 0; t < T; t++) k.add(out + 4 * t * d, out + 4 * t * d, bias, d);
   }
 

@@ -8,6 +8,7 @@
  *   cache pool     `sessions` KV caches of contextSize positions
  * A model whose plan exceeds 4 GiB is refused before any tensor is read.
  */
+import { availableParallelism } from "node:os";
 import { createAttention, layoutFor, type AttentionMethod, type AttentionSpec } from "../attention/index.js";
 import { UsageError, formatBytes } from "../errors.js";
 import type { Kernels } from "../kernels/kernels.js";
@@ -16,6 +17,8 @@ import { loadWasmKernels } from "../kernels/wasm.js";
 import { KV_DTYPES, KvCache, type KvDType, type KvLayout } from "../kvcache/cache.js";
 import { Arena, allocSize } from "../memory/arena.js";
 import { Pool } from "../memory/pool.js";
+import { Parallel } from "../threads/parallel.js";
+import { MAX_WORKERS } from "../threads/pool.js";
 import type { TextTokenizer } from "../tokenizer/tokenizer.js";
 import { derive, type Derived, type ModelConfig } from "./config.js";
 import { CHUNK, Forward, createRunState, runStateBuffers } from "./forward.js";
@@ -35,6 +38,11 @@ export interface LoadOptions {
   kvDtype?: KvDType;
   /** Default attention method of sessions (dense unless given); its cache layout sizes the pool. */
   attention?: AttentionSpec;
+  /**
+   * Threads the kernels run on: the caller's and threads − 1 kernel workers over the same memory.
+   * Default: the machine's cores (os.availableParallelism()). Any count gives the same results.
+   */
+  threads?: number;
 }
 
 export interface MemoryPlan {
@@ -44,10 +52,10 @@ export interface MemoryPlan {
   total: number;
 }
 
-export function planMemory(source: ModelSource, specs: TensorSpec[], contextSize: number, sessions: number, layout: KvLayout): MemoryPlan {
+export function planMemory(source: ModelSource, specs: TensorSpec[], contextSize: number, sessions: number, layout: KvLayout, threads: number): MemoryPlan {
   const rows = Math.min(CHUNK, contextSize);
   const weights = weightBytes(source, specs);
-  const runState = runStateBuffers(source.config, rows, contextSize).reduce((a, b) => a + allocSize(b), 0);
+  const runState = runStateBuffers(source.config, rows, contextSize, threads).reduce((a, b) => a + allocSize(b), 0);
   const cachePool = sessions * allocSize(KvCache.bytesFor(kvShape(source.config), layout, contextSize));
   return { weights, runState, cachePool, total: weights + runState + cachePool };
 }
@@ -72,16 +80,27 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   if (!Number.isInteger(sessions) || sessions < 1) throw new UsageError(`sessions must be a positive integer, got ${sessions}`);
   const kvDtype = checkKvDtype(options.kvDtype ?? "f32");
   const attention = options.attention ?? { method: "dense" };
-  const plan = planMemory(source, specs, contextSize, sessions, layoutFor(attention, kvDtype));
+  const threads = resolveThreads(options.threads);
+  const plan = planMemory(source, specs, contextSize, sessions, layoutFor(attention, kvDtype), threads);
   const arena = new Arena(plan.total, `${source.name} with ${sessions} × ${contextSize}-token KV caches`);
-  const kernels =
-    options.kernels === "reference" ? createReferenceKernels(arena.memory) : await loadWasmKernels(arena.memory);
+  const kind = options.kernels ?? "wasm";
+  const kernels = kind === "reference" ? createReferenceKernels(arena.memory) : await loadWasmKernels(arena.memory);
   const weights = loadWeights(source, specs, arena);
-  const state = createRunState(arena, source.config, Math.min(CHUNK, contextSize), contextSize);
+  const state = createRunState(arena, source.config, Math.min(CHUNK, contextSize), contextSize, threads);
   const poolBase = arena.alloc(plan.cachePool);
   const pool = new Pool(poolBase, plan.cachePool);
-  const forward = new Forward(kernels, arena, source.config, weights, state);
-  return new Model(source, arena, kernels, weights, forward, state.rows, pool, contextSize, plan, { kvDtype, attention });
+  const parallel = await Parallel.create(kernels, arena.memory, kind, threads);
+  const forward = new Forward(kernels, parallel, arena, source.config, weights, state);
+  return new Model(source, arena, kernels, parallel, weights, forward, state.rows, pool, contextSize, plan, { kvDtype, attention });
+}
+
+/** The thread count: `requested`, or the machine's cores; 1 to 64. */
+export function resolveThreads(requested: number | undefined): number {
+  const threads = requested ?? availableParallelism();
+  if (!Number.isInteger(threads) || threads < 1 || threads > MAX_WORKERS + 1) {
+    throw new UsageError(`threads must be an integer from 1 to ${MAX_WORKERS + 1}, got ${requested}`);
+  }
+  return threads;
 }
 
 export function checkKvDtype(dtype: string): KvDType {
@@ -102,6 +121,8 @@ export class Model {
     readonly source: ModelSource,
     readonly arena: Arena,
     readonly kernels: Kernels,
+    /** The threads the kernels run on. */
+    readonly parallel: Parallel,
     readonly weights: Weights,
     readonly forward: Forward,
     /** Tokens per prefill chunk. */
@@ -153,7 +174,8 @@ export class Model {
         nKvHeads: c.nKvHeads,
         headDim: c.headDim,
         scale: Math.fround(1 / Math.sqrt(c.headDim)),
-        scratch: this.forward.attentionScratch,
+        parallel: this.parallel,
+        scratches: this.forward.attentionScratch,
       },
       spec,
     );
@@ -165,8 +187,15 @@ export class Model {
     return `weights ${formatBytes(p.weights)}, activations ${formatBytes(p.runState)}, KV cache pool ${formatBytes(p.cachePool)}`;
   }
 
+  /** Threads the kernels run on. */
+  get threads(): number {
+    return this.parallel.threads;
+  }
+
   dispose(): void {
+    if (this.disposed) return;
     this.disposed = true;
+    this.parallel.dispose();
   }
 
   private assertAlive(): void {

@@ -4,7 +4,7 @@
  * with a naive implementation on exactly the same inputs.
  */
 import { createAttention, layoutFor, type AttentionMethod, type AttentionSpec } from "../../src/attention/index.js";
-import { allocateAttentionScratch, attentionScratchSizes } from "../../src/attention/method.js";
+import { allocateAttentionScratch, attentionScratchSizes, type AttentionScratch } from "../../src/attention/method.js";
 import type { Kernels } from "../../src/kernels/kernels.js";
 import { createReferenceKernels } from "../../src/kernels/reference.js";
 import { loadWasmKernelsSync } from "../../src/kernels/wasm.js";
@@ -12,6 +12,7 @@ import { KvCache, type KvDType } from "../../src/kvcache/cache.js";
 import { Arena } from "../../src/memory/arena.js";
 import { bf16ToF32, f32ToBf16 } from "../../src/memory/dtype.js";
 import { Pool } from "../../src/memory/pool.js";
+import { Parallel } from "../../src/threads/parallel.js";
 
 export interface HarnessShape {
   H: number;
@@ -21,13 +22,17 @@ export interface HarnessShape {
   maxRows: number;
   dtype: KvDType;
   kernels?: "wasm" | "reference";
+  /** Threads the method runs on (Harness.create); default 1. */
+  threads?: number;
 }
 
 export class Harness {
   readonly arena: Arena;
   readonly kernels: Kernels;
   readonly cache: KvCache;
-  readonly method: AttentionMethod;
+  method: AttentionMethod;
+  parallel: Parallel;
+  private readonly scratches: AttentionScratch[];
   private readonly q: number;
   private readonly k: number;
   private readonly v: number;
@@ -42,20 +47,38 @@ export class Harness {
     const layout = layoutFor(spec, dtype);
     const pool = KvCache.bytesFor({ nSlots: 1, nKvHeads: G, headDim: Hd }, layout, maxRows) + (1 << 16);
     const sizes = attentionScratchSizes(H / G, Hd, maxRows, rowsPerStep);
-    const scratchBytes = Object.values(sizes).reduce((a, b) => a + b + 64, 0);
+    const threads = shape.threads ?? 1;
+    const scratchBytes = threads * Object.values(sizes).reduce((a, b) => a + b + 64, 0);
     const io = 4 * rowsPerStep * (2 * H * Hd + 2 * G * Hd);
     this.arena = new Arena(pool + scratchBytes + io + (1 << 16), "an attention test");
     this.kernels = shape.kernels === "reference" ? createReferenceKernels(this.arena.memory) : loadWasmKernelsSync(this.arena.memory);
-    const scratch = allocateAttentionScratch((bytes) => this.arena.alloc(bytes), H / G, Hd, maxRows, rowsPerStep);
+    this.scratches = Array.from({ length: threads }, () => allocateAttentionScratch((bytes) => this.arena.alloc(bytes), H / G, Hd, maxRows, rowsPerStep));
     this.q = this.arena.alloc(4 * rowsPerStep * H * Hd);
     this.out = this.arena.alloc(4 * rowsPerStep * H * Hd);
     this.k = this.arena.alloc(4 * rowsPerStep * G * Hd);
     this.v = this.arena.alloc(4 * rowsPerStep * G * Hd);
     const poolBase = this.arena.alloc(pool);
     this.cache = new KvCache(this.arena, new Pool(poolBase, pool), this.kernels, { nSlots: 1, nKvHeads: G, headDim: Hd }, layout, layout.positions ? 1 : maxRows);
-    this.method = createAttention(
-      { kernels: this.kernels, arena: this.arena, cache: this.cache, nHeads: H, nKvHeads: G, headDim: Hd, scale: Math.fround(1 / Math.sqrt(Hd)), scratch },
-      spec,
+    this.parallel = Parallel.serial(this.kernels, this.arena.memory);
+    this.method = this.createMethod();
+  }
+
+  /** A harness whose method runs on shape.threads threads (kernel workers over its memory). */
+  static async create(shape: HarnessShape, spec: AttentionSpec, rowsPerStep = 256): Promise<Harness> {
+    const h = new Harness(shape, spec, rowsPerStep);
+    if ((shape.threads ?? 1) > 1) {
+      h.parallel = await Parallel.create(h.kernels, h.arena.memory, shape.kernels ?? "wasm", shape.threads!, 0);
+      h.method = h.createMethod();
+    }
+    return h;
+  }
+
+  private createMethod(): AttentionMethod {
+    const { H, G, Hd } = this.shape;
+    const scratches = this.scratches.slice(0, this.parallel.threads);
+    return createAttention(
+      { kernels: this.kernels, arena: this.arena, cache: this.cache, nHeads: H, nKvHeads: G, headDim: Hd, scale: Math.fround(1 / Math.sqrt(Hd)), parallel: this.parallel, scratches },
+      this.spec,
     );
   }
 

@@ -1,0 +1,106 @@
+/**
+ * SparQ's steps 1–8 for one KV head and the g query heads that share it, as a function of plain numbers
+ * (pointers, sizes, flags) over a kernels instance and views of the memory: the same code runs on the main
+ * thread and in a kernel worker (ops.ts), each thread with its own scratch. See sparq.ts for the method.
+ */
+import type { Kernels } from "../kernels/kernels.js";
+
+export const SPARQ_BF16 = 1;
+export const SPARQ_DOUBLE = 2;
+export const SPARQ_BY_PROBABILITIES = 4;
+export const SPARQ_REALLOCATION = 8;
+
+/** What a thread runs kernels with: its own kernels instance over the shared memory, and views of it. */
+export interface KernelEnv {
+  kernels: Kernels;
+  f32: Float32Array;
+  i32: Int32Array;
+}
+
+/**
+ * Steps 1–8 for one KV head. q, out (g, Hd); keys = the d-major copy kT (Hd, C) when flags has
+ * SPARQ_DOUBLE, else the S-major K (S, Hd) read with a strided gather; K, V (S, Hd); vMean (Hd) f32.
+ * The remaining pointers are this thread's scratch (AttentionScratch fields of the same names).
+ */
+export function sparqHead(
+  env: KernelEnv,
+  q: number, out: number, keys: number, K: number, V: number, vMean: number,
+  C: number, S: number, r: number, k: number, l: number, g: number, Hd: number, scale: number, flags: number,
+  absQ: number, components: number, topK: number, headScale: number, approx: number, rank: number, index: number, stats: number, scores: number,
+): void {
+  const { kernels: kern, f32, i32 } = env;
+  const bf16 = (flags & SPARQ_BF16) !== 0;
+  const q4 = q >> 2;
+  // Step 1: i1 = the r largest components of |q|, summed over the group's query heads (one i1 per KV head).
+  for (let i = 0; i < Hd; i++) {
+    let sum = 0;
+    for (let h = 0; h < g; h++) sum += Math.abs(f32[q4 + h * Hd + i]);
+    f32[(absQ >> 2) + i] = sum;
+  }
+  kern.topK(components, absQ, Hd, r, topK);
+
+  // Step 2: τ = sqrt(Hd · ‖q[i1]‖₁ / ‖q‖₁) per query head; the kernel multiplies by 1/τ.
+  const i1 = components >> 2;
+  for (let h = 0; h < g; h++) {
+    let covered = 0;
+    let total = 0;
+    for (let i = 0; i < Hd; i++) total += Math.abs(f32[q4 + h * Hd + i]);
+    for (let j = 0; j < r; j++) covered += Math.abs(f32[q4 + h * Hd + i32[i1 + j]]);
+    const tau = Math.sqrt((Hd * covered) / total);
+    f32[(headScale >> 2) + h] = total > 0 ? 1 / tau : 0;
+  }
+
+  // Step 3: approximate logits (g, S) = q[i1] · K[:, i1]ᵀ / τ, reading r columns of K.
+  if ((flags & SPARQ_DOUBLE) !== 0) {
+    const approximate = bf16 ? kern.sparqScoresBf16 : kern.sparqScoresF32;
+    approximate(approx, q, keys, components, headScale, r, S, C, Hd, g);
+  } else {
+    const approximate = bf16 ? kern.sparqScoresStridedBf16 : kern.sparqScoresStridedF32;
+    approximate(approx, q, keys, components, headScale, r, S, Hd, g);
+  }
+
+  // Steps 4–5: rank positions by the group's summed logits (the authors' harness; identical to the
+  // paper's for MHA) or, optionally, summed probabilities; force the current token and the l most
+  // recent positions; i2 = the top k + 1.
+  const byProbabilities = (flags & SPARQ_BY_PROBABILITIES) !== 0;
+  const a4 = approx >> 2;
+  if (byProbabilities) for (let h = 0; h < g; h++) kern.softmaxF32(approx + 4 * h * S, S);
+  const rank4 = rank >> 2;
+  f32.copyWithin(rank4, a4, a4 + S);
+  for (let h = 1; h < g; h++) kern.add(rank, rank, approx + 4 * h * S, S);
+  f32.fill(Infinity, rank4 + S - 1 - l, rank4 + S);
+  kern.topK(index, rank, S, k + 1, topK);
+
+  // Step 6: α = Σ ŝ over the selection, per query head, ŝ = softmax of the approximate logits: the
+  // normaliser needs all S exps, the numerator only the k + 1 selected (exps in float64 here).
+  const i2 = index >> 2;
+  const st = stats >> 2;
+  const alpha = new Float64Array(g);
+  for (let h = 0; h < g; h++) {
+    const row = a4 + h * S;
+    let a = 0;
+    if (byProbabilities) {
+      for (let j = 0; j <= k; j++) a += f32[row + i32[i2 + j]];
+    } else {
+      kern.expSumF32(stats, approx + 4 * h * S, S);
+      const max = f32[st];
+      for (let j = 0; j <= k; j++) a += Math.exp(f32[row + i32[i2 + j]] - max);
+      a /= f32[st + 1];
+    }
+    alpha[h] = Math.min(1, a);
+  }
+  // Step 7: exact attention over the k + 1 selected rows only.
+  const attendRows = bf16 ? kern.attendRowsBf16 : kern.attendRowsF32;
+  attendRows(out, scores, q, K, V, index, k + 1, Hd, g, scale);
+
+  // Step 8: mean-value reallocation, y = α·y + (1 − α)·v̄.
+  if ((flags & SPARQ_REALLOCATION) !== 0) {
+    const m = vMean >> 2;
+    for (let h = 0; h < g; h++) {
+      const a = Math.fround(alpha[h]);
+      const rest = Math.fround(1 - a);
+      const o = (out >> 2) + h * Hd;
+      for (let i = 0; i < Hd; i++) f32[o + i] = Math.fround(Math.fround(a * f32[o + i]) + Math.fround(rest * f32[m + i]));
+    }
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * A model's view of its threads: task lists for thread 0 (the caller) and threads 1..N-1 (kernel workers
+ * over the same memory), filled with task() and run together by flush(), which returns when all are done.
+ *
+ * Splits never change a result's bits: a matrix product is split by output rows in multiples of 4 (the
+ * kernels' row groups; each output element is computed the same way in any share), attention by KV
+ * heads (each head's work is the same call on any thread), so N threads give what one thread gives.
+ * With one thread nothing is shared and flush() runs the list in place.
+ */
+import type { KernelEnv } from "../attention/sparq-head.js";
+import type { Kernels } from "../kernels/kernels.js";
+import type { Ptr } from "../memory/arena.js";
+import { OPS, execute, type OpName } from "./ops.js";
+import { kernelWorkers, releaseKernelWorkers, type KernelKind, type KernelPool } from "./pool.js";
+import { TASK_SLOTS } from "./protocol.js";
+
+/** Rows of a split share are a multiple of this (the matvec/matmul kernels' row group). */
+const ROW_ALIGN = 4;
+/** Products with fewer multiply-adds than this stay on one thread (a job's overhead is ~µs). */
+const MIN_SPLIT_WORK = 1 << 16;
+
+export type LinearOp = "F32" | "F16" | "Bf16" | "Q8_0";
+
+export class Parallel {
+  private readonly lists: Float64Array[];
+  private readonly ends: number[];
+  private readonly counts: number[];
+  private readonly matvecOps: Record<LinearOp, number> = { F32: OPS.matvecF32, F16: OPS.matvecF16, Bf16: OPS.matvecBf16, Q8_0: OPS.matvecQ8_0 };
+  private readonly matmulOps: Record<LinearOp, number> = { F32: OPS.matmulF32, F16: OPS.matmulF16, Bf16: OPS.matmulBf16, Q8_0: OPS.matmulQ8_0 };
+  private disposed = false;
+
+  private constructor(
+    /** Threads a job spreads over (1 = the caller only). */
+    readonly threads: number,
+    readonly env: KernelEnv,
+    private readonly pool: KernelPool | null,
+    private readonly memoryId: number,
+    /** Products smaller than this many multiply-adds run on one thread. */
+    readonly minSplitWork: number,
+  ) {
+    this.lists = [new Float64Array(TASK_SLOTS), ...(pool?.taskLists.slice(0, threads - 1) ?? [])];
+    this.ends = this.lists.map(() => 1);
+    this.counts = this.lists.map(() => 0);
+  }
+
+  /** One thread: the caller's, no workers. */
+  static serial(kernels: Kernels, memory: WebAssembly.Memory): Parallel {
+    return new Parallel(1, envOf(kernels, memory), null, 0, MIN_SPLIT_WORK);
+  }
+
+  /** `threads` threads over `memory`: the caller and threads − 1 kernel workers (started if needed). */
+  static async create(kernels: Kernels, memory: WebAssembly.Memory, kind: KernelKind, threads: number, minSplitWork = MIN_SPLIT_WORK): Promise<Parallel> {
+    if (threads <= 1) return new Parallel(1, envOf(kernels, memory), null, 0, minSplitWork);
+    const pool = await kernelWorkers(threads - 1);
+    const id = pool.register();
+    try {
+      pool.attach(id, memory, kind, threads - 1);
+    } catch (e) {
+      releaseKernelWorkers(pool);
+      throw e;
+    }
+    return new Parallel(threads, envOf(kernels, memory), pool, id, minSplitWork);
+  }
+
+  /** The thread item i of n goes to: contiguous shares, as even as they come. */
+  threadOf(i: number, n: number): number {
+    return Math.floor((i * this.threads) / n);
+  }
+
+  /** Appends op(args) to thread t's list (in order after its earlier tasks). */
+  task(t: number, op: number, ...args: number[]): void {
+    let list = this.lists[t];
+    if (this.ends[t] + 2 + args.length > TASK_SLOTS) {
+      this.flush();
+      list = this.lists[t];
+    }
+    let p = this.ends[t];
+    list[p++] = op;
+    list[p++] = args.length;
+    for (let i = 0; i < args.length; i++) list[p++] = args[i];
+    this.ends[t] = p;
+    this.counts[t]++;
+  }
+
+  /** Runs every queued task; returns when all threads are done (a worker's throw becomes a WorkerError). */
+  flush(): void {
+    const { lists, counts, ends } = this;
+    for (let t = 0; t < lists.length; t++) lists[t][0] = counts[t];
+    const workers = this.workersWithTasks();
+    try {
+      if (workers === 0) execute(this.env, lists[0]);
+      else this.pool!.run(this.memoryId, workers, () => execute(this.env, lists[0]));
+    } finally {
+      for (let t = 0; t < lists.length; t++) {
+        counts[t] = 0;
+        ends[t] = 1;
+      }
+    }
+  }
+
+  /** out (d) = W (d, n) @ x (n) through the matvec kernel for `op`, split by rows of W. */
+  matvec(op: LinearOp, out: Ptr, x: Ptr, w: Ptr, n: number, d: number, rowBytes: number): void {
+    const kernel = this.matvecOps[op];
+    this.splitRows(d, n, (t, r0, r1) => this.task(t, kernel, out + 4 * r0, x, w + r0 * rowBytes, n, r1 - r0));
+    this.flush();
+  }
+
+  /** out (t, d) = X (t, n) @ W (d, n)^T through the matmul kernel for `op`, split by rows of W. */
+  matmul(op: LinearOp, out: Ptr, x: Ptr, w: Ptr, n: number, d: number, T: number, rowBytes: number): void {
+    const kernel = this.matmulOps[op];
+    this.splitRows(d, n * T, (t, r0, r1) => this.task(t, kernel, out + 4 * r0, x, w + r0 * rowBytes, n, r1 - r0, T, d));
+    this.flush();
+  }
+
+  /** Stops using the workers for this memory (they drop their kernels over it; the last user stops them). */
+  dispose(): void {
+    if (this.disposed || this.pool === null) return;
+    this.disposed = true;
+    try {
+      this.pool.detach(this.memoryId);
+    } finally {
+      releaseKernelWorkers(this.pool);
+    }
+  }
+
+  /** Calls share(t, r0, r1) for each thread's rows of d (multiples of ROW_ALIGN), or once for all rows when small. */
+  private splitRows(d: number, workPerRow: number, share: (t: number, r0: number, r1: number) => void): void {
+    if (this.threads === 1 || d * workPerRow < this.minSplitWork || d < 2 * ROW_ALIGN) {
+      share(0, 0, d);
+      return;
+    }
+    const per = Math.ceil(d / this.threads / ROW_ALIGN) * ROW_ALIGN;
+    for (let t = 0, r0 = 0; r0 < d; t++, r0 += per) share(t, r0, Math.min(d, r0 + per));
+  }
+
+  private workersWithTasks(): number {
+    let last = 0;
+    for (let t = 1; t < this.lists.length; t++) if (this.counts[t] > 0) last = t;
+    return last;
+  }
+}
+
+function envOf(kernels: Kernels, memory: WebAssembly.Memory): KernelEnv {
+  return { kernels, f32: new Float32Array(memory.buffer), i32: new Int32Array(memory.buffer) };
+}
+
+export type { OpName };
