@@ -6,7 +6,9 @@
  *                                       # at 1 thread and at the machine's cores (--threads 1,2)
  *   npm run bench -- --dtypes q8_0 --contexts 512 --decode 32
  *   npm run bench -- --dtypes f32 --contexts 8192,32768 --kv-dtype bf16 --attention sparq --compression 8 --llama-kv f16
- *   npm run bench -- --dtypes f32 --contexts 32768 --engines llama.cpp --llama-kv f16   # one side only
+ *   npm run bench -- --dtypes f32 --contexts 32768 --engines llama.cpp --llama-kv f16 --llama-flash on
+ *       # one side only; llama.cpp's flash attention (off by default here, as node-llama-cpp's default)
+ *       # avoids its (512 × S) score matrices, without which a 32k prefill takes hours on one thread
  *
  * With --attention, kvslim prefills once (a cache laid out for the method), decodes `decode` tokens with
  * dense attention, switches the session to the method and decodes `decode` more: both rows share the
@@ -36,10 +38,11 @@ interface Args {
   attention: AttentionSpec | null;
   llamaKv: ("F16" | "F32")[];
   engines: ("kvslim" | "llama.cpp")[];
+  llamaFlash: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { dtypes: ["f32", "q8_0"], contexts: [512, 8192], decode: 32, prefill: 512, threads: [...new Set([1, availableParallelism()])], kvDtype: "f32", attention: null, llamaKv: ["F16", "F32"], engines: ["kvslim", "llama.cpp"] };
+  const args: Args = { dtypes: ["f32", "q8_0"], contexts: [512, 8192], decode: 32, prefill: 512, threads: [...new Set([1, availableParallelism()])], kvDtype: "f32", attention: null, llamaKv: ["F16", "F32"], engines: ["kvslim", "llama.cpp"], llamaFlash: false };
   let method: string | null = null;
   let compression = 8;
   for (let i = 0; i < argv.length; i += 2) {
@@ -54,7 +57,8 @@ function parseArgs(argv: string[]): Args {
     else if (flag === "--prefill") args.prefill = Number(value);
     else if (flag === "--threads") args.threads = value.split(",").map(Number);
     else if (flag === "--engines") args.engines = value.split(",") as Args["engines"];
-    else throw new Error(`unknown flag ${flag}; flags: --dtypes --contexts --decode --prefill --threads --kv-dtype --attention --compression --llama-kv --engines`);
+    else if (flag === "--llama-flash") args.llamaFlash = value === "on";
+    else throw new Error(`unknown flag ${flag}; flags: --dtypes --contexts --decode --prefill --threads --kv-dtype --attention --compression --llama-kv --engines --llama-flash on|off`);
   }
   if (method === "sparq") args.attention = { method, compression };
   else if (method === "h2o" || method === "streaming") args.attention = { method, compression };
@@ -138,7 +142,7 @@ async function benchLlamaCpp(file: string, dtype: DType, a: Args, context: numbe
     contextSize: context + a.decode + 16,
     threads,
     batchSize: 512,
-    flashAttention: false,
+    flashAttention: a.llamaFlash,
     experimentalKvCacheKeyType: kv,
     experimentalKvCacheValueType: kv,
   });
@@ -157,7 +161,7 @@ async function benchLlamaCpp(file: string, dtype: DType, a: Args, context: numbe
   const decodeTps = count / ((performance.now() - t) / 1000);
   await ctx.dispose();
   await model.dispose();
-  return { engine: "llama.cpp", threads, dtype, kv: kv.toLowerCase(), context, prefillTps, decodeTps };
+  return { engine: a.llamaFlash ? "llama.cpp (FA)" : "llama.cpp", threads, dtype, kv: kv.toLowerCase(), context, prefillTps, decodeTps };
 }
 
 function argmax(x: Float32Array): number {
