@@ -8,6 +8,7 @@ import { registerBenchAttention } from "./bench-attention.js";
 import { registerGenerate } from "./generate.js";
 import { registerInfo } from "./info.js";
 import { registerSynth } from "./synth.js";
+import { registerTokenizer } from "./tokenizer.js";
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command("kvslim")
@@ -18,6 +19,7 @@ export async function main(argv: string[]): Promise<number> {
   registerInfo(program);
   registerGenerate(program);
   registerSynth(program);
+  registerTokenizer(program);
   registerBenchAttention(program.command("bench").description("benchmarks that print measurements (not tests)"));
   try {
     await program.parseAsync(argv, { from: "user" });

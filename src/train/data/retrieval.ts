@@ -1,0 +1,176 @@
+/**
+ * Generated long documents that can only be continued correctly by looking far back, so that a model
+ * trained on them uses long-range attention (and what SparQ, H2O or StreamingLLM drop is measurable):
+ *   (a) key-value: facts listed first ("The code of the blue door is 4821."), WordNet filler, then one
+ *       question about one of them: "Q: What is the code of the blue door? A: 4821"; the other facts are
+ *       distractors of the same form.
+ *   (b) repeat: a passage of WordNet documents, filler, then the same passage again, verbatim.
+ *   (c) needle: one fact hidden at a random depth (10%–90%) of the filler, and a question about it at
+ *       the end: "Q: What is the secret number of Maria? A: 7312".
+ * Filler is whole WordNet documents (one per line), so nothing but the planted text repeats on purpose.
+ * Each generator takes the target length in characters and returns a text at least that long (it
+ * overshoots by less than one filler document); the answer is always the text's last line's end (key-value,
+ * needle) or its last `answer.length` characters (repeat). Everything is deterministic from the Rng.
+ *
+ * trainingStream mixes WordNet documents with these at a stated share of characters (RETRIEVAL_SHARE).
+ */
+import { UsageError } from "../../errors.js";
+import { Rng } from "../../model/sampler.js";
+
+export type RetrievalKind = "key-value" | "repeat" | "needle";
+
+export interface RetrievalDocument {
+  kind: RetrievalKind;
+  text: string;
+  /** What a model must retrieve: the code or number (key-value, needle) or the passage (repeat). */
+  answer: string;
+}
+
+const COLORS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple", "brown", "grey", "silver", "golden"];
+const THINGS = ["door", "box", "gate", "safe", "locker", "drawer", "car", "bike", "chest", "room", "case", "cabinet"];
+const NAMES = ["Maria", "Ahmed", "Chen", "Olga", "Kwame", "Lucia", "Ravi", "Ingrid", "Tomas", "Yuki", "Amara", "Pierre"];
+
+/** Picks whole filler documents at random. */
+class Filler {
+  constructor(private readonly documents: readonly string[], private readonly rng: Rng) {
+    if (documents.length === 0) throw new UsageError("retrieval documents need filler: expected at least one WordNet document, got none");
+  }
+
+  /** Random documents, one per line, together at least `chars` long ("" for chars ≤ 0). */
+  take(chars: number): string {
+    if (chars <= 0) return "";
+    const lines: string[] = [];
+    let length = -1; // no newline before the first line
+    while (length < chars) {
+      const line = this.documents[randomInt(this.rng, this.documents.length)];
+      lines.push(line);
+      length += line.length + 1;
+    }
+    return lines.join("\n");
+  }
+}
+
+/** Uniform integer in [0, n). */
+function randomInt(rng: Rng, n: number): number {
+  return Math.floor(rng.next() * n);
+}
+
+/** A four-digit code, 1000–9999. */
+function randomCode(rng: Rng): string {
+  return String(1000 + randomInt(rng, 9000));
+}
+
+/**
+ * The non-empty parts, one per line. Generators ask the filler for (target - fixed parts - 1) characters:
+ * with no filler the text is already long enough, and each filler part brings its own newline.
+ */
+function joinLines(...parts: string[]): string {
+  return parts.filter((p) => p !== "").join("\n");
+}
+
+/** (a) Facts first, filler, then a question about one fact. */
+export function keyValueDocument(rng: Rng, filler: readonly string[], targetChars: number): RetrievalDocument {
+  // Step 1: 4–8 facts about distinct (color, thing) pairs, each with its own code.
+  const count = 4 + randomInt(rng, 5);
+  const pairs = new Set<number>();
+  while (pairs.size < count) pairs.add(randomInt(rng, COLORS.length * THINGS.length));
+  const facts = [...pairs].map((p) => ({ key: `the ${COLORS[p % COLORS.length]} ${THINGS[Math.floor(p / COLORS.length)]}`, code: randomCode(rng) }));
+  const listed = facts.map((f) => `The code of ${f.key} is ${f.code}.`).join(" ");
+
+  // Step 2: one of them is asked about at the end, after filler that brings the text to the target length.
+  const asked = facts[randomInt(rng, count)];
+  const question = `Q: What is the code of ${asked.key}? A: ${asked.code}`;
+  const fill = new Filler(filler, rng).take(targetChars - listed.length - question.length - 1);
+  return { kind: "key-value", text: joinLines(listed, fill, question), answer: asked.code };
+}
+
+/** (b) A passage, filler, the same passage again. */
+export function repeatDocument(rng: Rng, filler: readonly string[], targetChars: number): RetrievalDocument {
+  const source = new Filler(filler, rng);
+  const passage = source.take(Math.min(600, Math.max(80, Math.floor(targetChars / 5))));
+  const fill = source.take(targetChars - 2 * passage.length - 1);
+  return { kind: "repeat", text: joinLines(passage, fill, passage), answer: passage };
+}
+
+/** (c) One fact deep inside filler, a question about it at the end. */
+export function needleDocument(rng: Rng, filler: readonly string[], targetChars: number): RetrievalDocument {
+  const name = NAMES[randomInt(rng, NAMES.length)];
+  const code = randomCode(rng);
+  const needle = `The secret number of ${name} is ${code}.`;
+  const question = `Q: What is the secret number of ${name}? A: ${code}`;
+  const source = new Filler(filler, rng);
+  const fillChars = targetChars - needle.length - question.length - 1;
+  const before = source.take(Math.floor(fillChars * (0.1 + 0.8 * rng.next())));
+  const after = source.take(fillChars - before.length);
+  return { kind: "needle", text: joinLines(before, needle, after, question), answer: code };
+}
+
+export const RETRIEVAL_GENERATORS: Record<RetrievalKind, typeof keyValueDocument> = {
+  "key-value": keyValueDocument,
+  repeat: repeatDocument,
+  needle: needleDocument,
+};
+
+/** Share of the training stream's characters that are retrieval documents (the rest is WordNet). */
+export const RETRIEVAL_SHARE = 0.25;
+
+export interface StreamOptions {
+  seed: number;
+  /** Fraction of characters from retrieval documents, in [0, 1). Default RETRIEVAL_SHARE. */
+  retrievalShare?: number;
+  /** Length range of retrieval documents in characters. Default DEFAULT_MIN_CHARS to DEFAULT_MAX_CHARS. */
+  minChars?: number;
+  maxChars?: number;
+}
+
+/** WordNet text is ≈ 3.2 characters per token at a 4096 vocabulary: about 780 to 2500 tokens per document. */
+export const DEFAULT_MIN_CHARS = 2500;
+export const DEFAULT_MAX_CHARS = 8000;
+
+/**
+ * The training text as a stream of documents: the WordNet documents in a seeded random order, with a
+ * retrieval document (kind uniformly at random, length uniform in [minChars, maxChars]) inserted whenever
+ * the retrieval share of the characters so far falls below retrievalShare. Filler comes from the same
+ * WordNet documents, so train and validation text stay apart if the caller passes one half only.
+ */
+export function trainingStream(wordnet: readonly string[], options: StreamOptions): Generator<string> {
+  const share = options.retrievalShare ?? RETRIEVAL_SHARE;
+  const minChars = options.minChars ?? DEFAULT_MIN_CHARS;
+  const maxChars = options.maxChars ?? DEFAULT_MAX_CHARS;
+  // Checked here, not on the first next(), so bad options fail where they are passed.
+  if (!(share >= 0 && share < 1)) throw new UsageError(`retrievalShare expects a number in [0, 1), got ${share}`);
+  if (!(Number.isInteger(minChars) && minChars > 0 && Number.isInteger(maxChars) && maxChars >= minChars)) {
+    throw new UsageError(`expected integers 0 < minChars ≤ maxChars, got minChars ${minChars} and maxChars ${maxChars}`);
+  }
+  if (share > 0 && wordnet.length === 0) throw new UsageError("retrieval documents need filler: expected at least one WordNet document, got none");
+  return mix(wordnet, new Rng(options.seed), share, minChars, maxChars);
+}
+
+function* mix(wordnet: readonly string[], rng: Rng, share: number, minChars: number, maxChars: number): Generator<string> {
+  const order = shuffledIndices(wordnet.length, rng);
+  const kinds = Object.keys(RETRIEVAL_GENERATORS) as RetrievalKind[];
+  let wordnetChars = 0;
+  let retrievalChars = 0;
+  for (const index of order) {
+    yield wordnet[index];
+    wordnetChars += wordnet[index].length;
+    // retrieval / (retrieval + wordnet) < share  <=>  retrieval < share / (1 - share) * wordnet
+    while (retrievalChars < (share / (1 - share)) * wordnetChars) {
+      const kind = kinds[randomInt(rng, kinds.length)];
+      const length = minChars + randomInt(rng, maxChars - minChars + 1);
+      const doc = RETRIEVAL_GENERATORS[kind](rng, wordnet, length);
+      retrievalChars += doc.text.length;
+      yield doc.text;
+    }
+  }
+}
+
+/** Fisher–Yates over 0..n-1. */
+function shuffledIndices(n: number, rng: Rng): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = randomInt(rng, i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}

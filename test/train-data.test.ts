@@ -1,0 +1,174 @@
+/**
+ * Training data: the WordNet documents (parsing, the deterministic disjoint train/validation split,
+ * English content) and the generated retrieval documents (answers where the generator says, lengths,
+ * determinism for a seed) and the stream that mixes them at a stated share.
+ */
+import { describe, expect, test } from "vitest";
+import { Rng } from "../src/model/sampler.js";
+import {
+  keyValueDocument, needleDocument, repeatDocument, RETRIEVAL_GENERATORS, RETRIEVAL_SHARE, trainingStream, type RetrievalKind,
+} from "../src/train/data/retrieval.js";
+import {
+  corpusSize, fnv1a32, isValidationSynset, loadWordnet, parseSynsetLine, readWordnetSynsets, synsetDocument, VALIDATION_ONE_IN,
+} from "../src/train/data/wordnet.js";
+
+// Lines in the layout of WordNet 3.1's data files (pointer lists shortened; the parser skips them).
+const BREATHE =
+  "00001740 29 v 04 breathe 0 take_a_breath 0 respire 0 suspire 3 002 * 00005041 v 0000 $ 00002325 v 0000 02 + 02 00 + 08 00 | " +
+  'draw air into, and expel out of, the lungs; "I can breathe better when the air is clean"; "The patient is respiring"  ';
+const GALORE = '00014377 00 s 02 abounding 0 galore(ip) 0 001 & 00013906 a 0000 | existing in abundance; "abounding confidence"; "whiskey galore"  ';
+const SEETHING =
+  '00089013 00 s 01 seething 0 001 & 00088039 a 0000 | in constant agitation; "a seething mass of maggots"; "lovers and madmen have such seething brains"- Shakespeare  ';
+const COMMUTATIVE = '00999999 00 a 01 commutative 0 000 | (of a binary operation) independent of order; as in e.g. "a x b = b x a"  ';
+const PRANG = "00123456 04 n 01 prang 0 000 | crash  ";
+
+describe("WordNet documents", () => {
+  test("a synset line becomes '<lemmas>: <definition>. <example>. <example>.' with underscores as spaces", () => {
+    const s = parseSynsetLine(BREATHE, "v", "test");
+    expect(s).toEqual({
+      pos: "v", offset: "00001740", lemmas: ["breathe", "take a breath", "respire", "suspire"],
+      definition: "draw air into, and expel out of, the lungs", examples: ["I can breathe better when the air is clean", "The patient is respiring"],
+    });
+    expect(synsetDocument(s)).toBe(
+      "breathe, take a breath, respire, suspire: draw air into, and expel out of, the lungs. I can breathe better when the air is clean. The patient is respiring.",
+    );
+  });
+
+  test("adjective markers, attributions after examples, trailing 'as in e.g.' are dropped; a gloss without examples works", () => {
+    expect(synsetDocument(parseSynsetLine(GALORE, "a", "test"))).toBe("abounding, galore: existing in abundance. abounding confidence. whiskey galore.");
+    expect(synsetDocument(parseSynsetLine(SEETHING, "a", "test"))).toBe(
+      "seething: in constant agitation. a seething mass of maggots. lovers and madmen have such seething brains.",
+    );
+    expect(synsetDocument(parseSynsetLine(COMMUTATIVE, "a", "test"))).toBe("commutative: (of a binary operation) independent of order. a x b = b x a.");
+    expect(synsetDocument(parseSynsetLine(PRANG, "n", "test"))).toBe("prang: crash.");
+  });
+
+  test("FNV-1a-32 gives the published test vectors ('' 0x811c9dc5, 'a' 0xe40c292c, 'foobar' 0xbf9cf968)", () => {
+    expect([fnv1a32(""), fnv1a32("a"), fnv1a32("foobar")]).toEqual([0x811c9dc5, 0xe40c292c, 0xbf9cf968]);
+  });
+
+  test("the split is deterministic: re-reading the files and splitting by FNV-1a('pos:offset') % 50 gives the same documents", () => {
+    const { train, validation } = loadWordnet();
+    const again = readWordnetSynsets();
+    expect(again.filter((s) => !isValidationSynset(s.pos, s.offset)).map(synsetDocument)).toEqual(train);
+    expect(again.filter((s) => isValidationSynset(s.pos, s.offset)).map(synsetDocument)).toEqual(validation);
+  });
+
+  test("train and validation are disjoint (no synset, no document in both); validation is 1.5–2.5% of synsets", () => {
+    const synsets = readWordnetSynsets();
+    const keys = synsets.map((s) => `${s.pos}:${s.offset}`);
+    expect(new Set(keys).size).toBe(keys.length); // pos:offset names one synset
+    const { train, validation } = loadWordnet();
+    expect(train.length + validation.length).toBe(synsets.length);
+    const trainSet = new Set(train);
+    expect(validation.filter((d) => trainSet.has(d))).toEqual([]);
+    const share = validation.length / synsets.length;
+    expect(share).toBeGreaterThan(1.5 / 100);
+    expect(share).toBeLessThan(2.5 / 100);
+    expect(VALIDATION_ONE_IN).toBe(50);
+  });
+
+  test("sizes: over 100,000 train documents and ≥ 9 MB of train text, ≥ 150 KB of validation text (ASCII: chars = bytes)", () => {
+    const { train, validation } = loadWordnet();
+    const t = corpusSize(train);
+    const v = corpusSize(validation);
+    expect(t.documents).toBeGreaterThan(100_000);
+    expect(t.bytes).toBeGreaterThan(9e6);
+    expect(v.bytes).toBeGreaterThan(150e3);
+    expect([t.chars, v.chars]).toEqual([t.bytes, v.bytes]);
+    expect(corpusSize(["é", "ab"])).toEqual({ documents: 2, chars: 3, bytes: 4 });
+  });
+
+  test("documents are non-empty English: printable ASCII, '<lemmas>: <definition>.' form, ≥ 90% hold a common English word", () => {
+    const { train, validation } = loadWordnet();
+    const all = [...train, ...validation];
+    expect(all.filter((d) => !/^[\x20-\x7e]+$/.test(d))).toEqual([]);
+    expect(all.filter((d) => !/^[^:]+: \S.*[.!?]$/.test(d))).toEqual([]);
+    const common = /\b(the|of|a|an|to|or|and|in|is|for|with|by)\b/;
+    expect(all.filter((d) => common.test(d)).length / all.length).toBeGreaterThan(0.9);
+  });
+});
+
+describe("retrieval documents", () => {
+  const filler = loadWordnet().train.slice(0, 4000);
+  const longestFiller = Math.max(...filler.map((d) => d.length));
+  const kinds = Object.keys(RETRIEVAL_GENERATORS) as RetrievalKind[];
+  const make = (kind: RetrievalKind, seed: number, chars: number) => RETRIEVAL_GENERATORS[kind](new Rng(seed), filler, chars);
+
+  test.each(kinds)("%s: length ≥ the target and < target + the longest filler document + 2, for 20 seeds and 3 targets", (kind) => {
+    for (let seed = 1; seed <= 20; seed++) {
+      for (const chars of [300, 1000, 4000]) {
+        const { text } = make(kind, seed, chars);
+        expect(text.length).toBeGreaterThanOrEqual(chars);
+        expect(text.length).toBeLessThan(chars + longestFiller + 2);
+      }
+    }
+  });
+
+  test("key-value: the first line lists 4–8 codes including the answer's fact; the last line asks for it and ends 'A: <answer>'", () => {
+    for (let seed = 1; seed <= 30; seed++) {
+      const doc = keyValueDocument(new Rng(seed), filler, 3000);
+      const lines = doc.text.split("\n");
+      const facts = [...lines[0].matchAll(/The code of (the \w+ \w+) is (\d{4})\./g)];
+      expect(facts.length).toBeGreaterThanOrEqual(4);
+      expect(facts.length).toBeLessThanOrEqual(8);
+      expect(facts.map((f) => f[0]).join(" ")).toBe(lines[0]);
+      const question = /^Q: What is the code of (the \w+ \w+)\? A: (\d{4})$/.exec(lines[lines.length - 1]);
+      expect(question).not.toBeNull();
+      const asked = facts.filter((f) => f[1] === question![1]);
+      expect(asked).toHaveLength(1); // the key names one fact
+      expect([asked[0][2], question![2]]).toEqual([doc.answer, doc.answer]);
+    }
+  });
+
+  test("repeat: the text starts and ends with the same passage (the answer), at least 80 characters, with filler between", () => {
+    for (let seed = 1; seed <= 30; seed++) {
+      const doc = repeatDocument(new Rng(seed), filler, 3000);
+      expect(doc.answer.length).toBeGreaterThanOrEqual(80);
+      expect(doc.text.startsWith(`${doc.answer}\n`)).toBe(true);
+      expect(doc.text.endsWith(`\n${doc.answer}`)).toBe(true);
+      expect(doc.text.length).toBeGreaterThan(2 * doc.answer.length + 2);
+    }
+  });
+
+  test("needle: one fact line at 5–95% depth, none elsewhere; the last line asks for it and ends 'A: <answer>'", () => {
+    for (let seed = 1; seed <= 30; seed++) {
+      const doc = needleDocument(new Rng(seed), filler, 3000);
+      const lines = doc.text.split("\n");
+      const needles = lines.map((l, i) => [i, /^The secret number of (\w+) is (\d{4})\.$/.exec(l)] as const).filter(([, m]) => m !== null);
+      expect(needles).toHaveLength(1);
+      const [at, needle] = needles[0];
+      const depth = doc.text.indexOf(lines[at]) / doc.text.length;
+      expect(depth).toBeGreaterThan(0.05);
+      expect(depth).toBeLessThan(0.95);
+      expect(lines[lines.length - 1]).toBe(`Q: What is the secret number of ${needle![1]}? A: ${doc.answer}`);
+      expect(needle![2]).toBe(doc.answer);
+    }
+  });
+
+  test.each(kinds)("%s is deterministic for a seed and differs between seeds", (kind) => {
+    expect(make(kind, 5, 2000)).toEqual(make(kind, 5, 2000));
+    expect(make(kind, 5, 2000).text).not.toBe(make(kind, 6, 2000).text);
+  });
+
+  test(`trainingStream: deterministic; each WordNet document exactly once; retrieval share of characters ${RETRIEVAL_SHARE} ± 0.01`, () => {
+    const wordnet = loadWordnet().train.slice(0, 5000);
+    const stream = [...trainingStream(wordnet, { seed: 3 })];
+    expect([...trainingStream(wordnet, { seed: 3 })]).toEqual(stream);
+    expect([...trainingStream(wordnet, { seed: 4 })]).not.toEqual(stream);
+    const known = new Set(wordnet);
+    const fromWordnet = stream.filter((d) => known.has(d));
+    expect([...fromWordnet].sort()).toEqual([...wordnet].sort());
+    expect(fromWordnet).not.toEqual(wordnet); // shuffled
+    const retrieval = stream.filter((d) => !known.has(d));
+    expect(retrieval.every((d) => d.length >= 2500 && d.includes("\n"))).toBe(true);
+    const share = corpusSize(retrieval).chars / corpusSize(stream).chars;
+    expect(Math.abs(share - RETRIEVAL_SHARE)).toBeLessThan(0.01);
+  });
+
+  test("trainingStream with retrievalShare 0 yields the WordNet documents only", () => {
+    const wordnet = loadWordnet().train.slice(0, 500);
+    const stream = [...trainingStream(wordnet, { seed: 1, retrievalShare: 0 })];
+    expect([...stream].sort()).toEqual([...wordnet].sort());
+  });
+});
