@@ -89,6 +89,12 @@ export function getRowBf16(out: usize, table: usize, row: i32, n: i32): void {
  * scale = 1 / sqrt(mean + eps) in f32, then (x * scale) * w.
  */
 export function rmsnorm(out: usize, x: usize, w: usize, n: i32, eps: f32): void {
+  normalizeRow(out, x, w, n, rmsScale(x, n, eps));
+}
+
+/** 1 / sqrt(mean(x^2) + eps) of x (n): the f32 squares summed in f64 (lanes 0, 1 and 2, 3 apart), the rest in f32. */
+// @ts-ignore: decorator
+@inline export function rmsScale(x: usize, n: i32, eps: f32): f32 {
   const end = <usize>n << 2;
   let lo = f64x2.splat(0), hi = lo; // squares of lanes 0, 1 and of lanes 2, 3
   let o: usize = 0;
@@ -105,9 +111,15 @@ export function rmsnorm(out: usize, x: usize, w: usize, n: i32, eps: f32): void 
     sum += <f64>(v * v);
   }
   const mean = <f32>(sum / <f64>n);
-  const scale: f32 = <f32>1 / Mathf.sqrt(mean + eps);
+  return <f32>1 / Mathf.sqrt(mean + eps);
+}
+
+/** out (n) = (x · scale) · w (n). */
+// @ts-ignore: decorator
+@inline export function normalizeRow(out: usize, x: usize, w: usize, n: i32, scale: f32): void {
+  const end = <usize>n << 2;
   const scale4 = f32x4.splat(scale);
-  o = 0;
+  let o: usize = 0;
   for (; o + 16 <= end; o += 16) v128.store(out + o, f32x4.mul(f32x4.mul(v128.load(x + o), scale4), v128.load(w + o)));
   for (; o < end; o += 4) store<f32>(out + o, load<f32>(x + o) * scale * load<f32>(w + o));
 }

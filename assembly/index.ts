@@ -10,6 +10,13 @@ export { attendF32, softmaxF32, expSumF32, attentionF32, attentionBf16, attendRo
 export { attentionCausalF32, attentionCausalBf16 } from "./attention-causal";
 export { sparqScoresF32, sparqScoresBf16, sparqScoresStridedF32, sparqScoresStridedBf16 } from "./sparq";
 export { topK } from "./topk";
+// Training (f32): the backward kernels, the forwards that save what they need, the loss, the optimizer.
+export { matmulBackwardInput, matmulBackwardWeight } from "./train-matmul";
+export { rmsnormForward, rmsnormBackward } from "./train-rmsnorm";
+export { ropeInterleavedBackward, ropeHalvesBackward, swigluBackward, embeddingBackward } from "./train-elementwise";
+export { attentionForward, attentionBackwardPV, attentionBackwardQK } from "./train-attention";
+export { crossEntropy } from "./train-loss";
+export { adamw, sumSquares, scale } from "./train-optimizer";
 // Not a kernel: exported so the tests can measure the SIMD exp's accuracy directly.
 export { expF32 } from "./exp";
 

@@ -4,6 +4,7 @@
  * matvec is memory bound, so it reports GB/s of weights read; matmul reports GFLOP/s (2 t n d).
  * Shapes are the 97M reference model's: D 768, FFN 2048, vocab 8192, prefill of 64 tokens.
  * Decode attention reports GB/s of K and V read (one KV head, 16k positions), topK GB/s of scores.
+ * Training GEMMs (forward and both backward products of a linear layer, t = 512) report GFLOP/s, WASM only.
  * Run: npm run build && node dist/bench/kernels.js
  */
 import { Arena } from "../src/memory/arena.js";
@@ -19,6 +20,8 @@ const W = arena.alloc(32 << 20);
 const X = arena.alloc(1 << 20);
 const XQ = arena.alloc(1 << 20);
 const OUT = arena.alloc(1 << 20);
+const T_X = arena.alloc(4 << 20); // training GEMMs: X or dX (512, ≤ 2048)
+const T_Y = arena.alloc(4 << 20); // Y or dY (512, ≤ 2048)
 
 /** Deterministic weight-like values in [-0.05, 0.05) (an LCG: the benchmark needs no quality). */
 function values(n: number, seed: number): Float32Array {
@@ -129,4 +132,23 @@ console.log("topK: GB/s of x read (n 16384, kk n/8)");
   const refSeconds = timePerCall(() => ref.topK(OUT, X, n, kk, W), 0.3);
   console.log(`  topK          n=${n} ${(4 * n / wasmSeconds / 1e9).toFixed(2).padStart(6)} GB/s (${(wasmSeconds * 1e6).toFixed(1)} µs)  ` +
     `reference ${(4 * n / refSeconds / 1e9).toFixed(3).padStart(6)} GB/s  x${(refSeconds / wasmSeconds).toFixed(0)}`);
+}
+
+console.log("training GEMMs: GFLOP/s (2 t n d per call), Y (t, d) = X (t, n) @ W (d, n)^T and its two backward products");
+for (const [t, n, d] of [[512, 768, 2048], [512, 2048, 768]]) {
+  const w = W, dW = W + (16 << 20); // (d, n) each, 6 MiB
+  arena.f32.set(values(d * n, 7), w / 4);
+  arena.f32.set(values(t * n, 8), T_X / 4);
+  arena.f32.set(values(t * d, 9), T_Y / 4);
+  arena.f32.fill(0, dW / 4, dW / 4 + d * n);
+  const flops = 2 * t * n * d;
+  const runs: [string, () => void][] = [
+    ["matmulF32", () => wasm.matmulF32(T_Y, T_X, w, n, d, t, d)],
+    ["matmulBackwardInput", () => wasm.matmulBackwardInput(T_X, T_Y, w, n, d, t, d, 0)],
+    ["matmulBackwardWeight", () => wasm.matmulBackwardWeight(dW, T_Y, T_X, n, d, t, d)],
+  ];
+  for (const [name, run] of runs) {
+    const gflops = flops / timePerCall(run, 1) / 1e9;
+    console.log(`  ${pad(name, 21)} t=${t} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ${gflops.toFixed(2).padStart(6)} GFLOP/s`);
+  }
 }

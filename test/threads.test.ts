@@ -72,6 +72,31 @@ describe("matrix products split by rows", () => {
   }
 });
 
+describe("training products split by output rows", () => {
+  test("matmulBackwardInput (by rows of dX, = and +=) and matmulBackwardWeight (by rows of dW): 2 and 3 threads == 1, bit for bit", () => {
+    const random = makeRandom(21);
+    for (const { n, d, t, ldy } of [{ n: 40, d: 37, t: 23, ldy: 37 }, { n: 96, d: 130, t: 64, ldy: 136 }, { n: 256, d: 260, t: 130, ldy: 260 }]) {
+      const dY = gaussian(random, t * ldy);
+      const w = gaussian(random, d * n);
+      const x = gaussian(random, t * n);
+      const start = gaussian(random, Math.max(t, d) * n);
+      arena.f32.set(dY, X >> 2);
+      arena.f32.set(w, W >> 2);
+      arena.f32.set(x, XQ >> 2);
+      const run = (par: Parallel, out: number, kind: "input" | "weight", accumulate: number) => {
+        arena.f32.set(start, out >> 2);
+        if (kind === "input") par.matmulBackwardInput(out, X, W, n, d, t, ldy, accumulate);
+        else par.matmulBackwardWeight(out, X, XQ, n, d, t, ldy);
+        return arena.u8.slice(out, out + 4 * (kind === "input" ? t : d) * n);
+      };
+      for (const [kind, accumulate] of [["input", 0], ["input", 1], ["weight", 1]] as const) {
+        const expected = run(serial, OUT1, kind, accumulate);
+        for (const par of [two, three]) expect(run(par, OUT2, kind, accumulate)).toEqual(expected);
+      }
+    }
+  });
+});
+
 describe("attention split by KV heads", () => {
   const specs: AttentionSpec[] = [
     { method: "dense" },

@@ -8,6 +8,7 @@
  *
  * Two implementations with the same signatures: the WASM SIMD module (assembly/, loaded by wasm.ts)
  * and the plain-TypeScript reference twin (reference.ts). Tests diff them on random shapes.
+ * Kernels extends TrainKernels (the training kernels, at the end of this file).
  *
  * Shape letters: n input features (or a vector's length), d output features, t rows (tokens) of a
  * batch, S cached positions, Hd head dim, nHeads heads in a vector of heads, g query heads sharing one
@@ -21,7 +22,7 @@
  */
 import type { Ptr } from "../memory/arena.js";
 
-export interface Kernels {
+export interface Kernels extends TrainKernels {
   /** out (d) = W (d, n) @ x (n), W f32. */
   matvecF32(out: Ptr, x: Ptr, w: Ptr, n: number, d: number): void;
   /** out (d) = W (d, n) @ x (n), W f16, x f32. */
@@ -140,6 +141,101 @@ export interface Kernels {
   storeColumnF32(kT: Ptr, x: Ptr, n: number, ldk: number): void;
   /** The same into kT (n, ldk) bf16, rounded as packBf16. */
   storeColumnBf16(kT: Ptr, x: Ptr, n: number, ldk: number): void;
+}
+
+/**
+ * The f32 training kernels (assembly/train-*.ts, reference twin reference-train.ts): the forwards that
+ * save what their backward needs, the backwards, the loss and the optimizer, for a hand-written
+ * training loop (each layer a forward / backward pair of calls, as llm.c).
+ *
+ * Shape letters: t rows (tokens), n input features, d output features, T sequence length, H query heads,
+ * G KV heads, g = H / G query heads per KV head, Hd head dim, V vocab. A d prefix is a gradient (dX: the
+ * loss's gradient with respect to X). "+=" kernels add into their output (gradients shared between
+ * layers, as a CLA producer's K / V weights, and accumulated over micro-batches); `accumulate` non-zero
+ * turns a "=" into "+=". Every argument is a number, at most 12, as the thread protocol carries them.
+ */
+export interface TrainKernels {
+  /**
+   * The input gradient of Y (t, d) = X (t, n) @ W (d, n)^T: dX (t, n) = dY (t, d) @ W (d, n), or += when
+   * accumulate ≠ 0. dY's rows are ldy ≥ d floats apart. Each dX element is one f32 sum over r = 0 … d − 1
+   * in order, starting from dX (accumulating) or 0: its bits do not depend on the rows around it, so
+   * threads split by rows of dX, rows [t0, t1) being (dX + 4·t0·n, dY + 4·t0·ldy, t = t1 − t0).
+   */
+  matmulBackwardInput(dX: Ptr, dY: Ptr, w: Ptr, n: number, d: number, t: number, ldy: number, accumulate: number): void;
+  /**
+   * The weight gradient of the same layer: dW (d, n) += dY^T (d, t) @ X (t, n). dY (t, ldy), ldy ≥ d:
+   * its first d columns are used. Each dW element is one f32 sum over i = 0 … t − 1 in order, starting
+   * from dW, so threads split by rows of dW: rows [r0, r1) are (dW + 4·r0·n, dY + 4·r0, d = r1 − r0, same ldy).
+   */
+  matmulBackwardWeight(dW: Ptr, dY: Ptr, x: Ptr, n: number, d: number, t: number, ldy: number): void;
+
+  /**
+   * out (t, n) = rmsnorm of each row of x (t, n) with w (n), and rstd (t) = 1 / sqrt(mean(x²) + eps) per
+   * row (saved for the backward). Each row equals rmsnorm bit for bit.
+   */
+  rmsnormForward(out: Ptr, rstd: Ptr, x: Ptr, w: Ptr, n: number, t: number, eps: number): void;
+  /**
+   * The backward of rmsnormForward: dX (t, n) (= or += when accumulate ≠ 0) = rstd · (dx̂ − x̂ · mean(dx̂ · x̂))
+   * with x̂ = x · rstd, dx̂ = dOut · w; dW (n) += Σ_rows dOut · x̂ (rows in order). dOut, x (t, n), w (n),
+   * rstd (t) from the forward. dX may equal dOut.
+   */
+  rmsnormBackward(dX: Ptr, dW: Ptr, dOut: Ptr, x: Ptr, w: Ptr, rstd: Ptr, n: number, t: number, accumulate: number): void;
+
+  /**
+   * The backward of ropeInterleaved, in place on dx (nHeads, Hd): each pair rotated by −angle,
+   * [dx0, dx1] ← [dx0 cos + dx1 sin, dx1 cos − dx0 sin] (cos, sin (nRot/2)). Bit for bit in f32.
+   */
+  ropeInterleavedBackward(dx: Ptr, cos: Ptr, sin: Ptr, nHeads: number, Hd: number, nRot: number): void;
+  /** The backward of ropeHalves: the same with pairs (i, i + nRot/2). */
+  ropeHalvesBackward(dx: Ptr, cos: Ptr, sin: Ptr, nHeads: number, Hd: number, nRot: number): void;
+  /**
+   * The backward of out = silu(gate) · up: dUp (n) = dOut · silu(gate), dGate (n) = dOut · up · σ · (1 + gate · (1 − σ)),
+   * σ = 1 / (1 + e^−gate). dGate may equal gate, dUp may equal up.
+   */
+  swigluBackward(dGate: Ptr, dUp: Ptr, dOut: Ptr, gate: Ptr, up: Ptr, n: number): void;
+  /** The backward of getRowF32 per token: dTable (rows, n) row tokens[i] += dOut (t, n) row i, tokens (t) i32, i in order. */
+  embeddingBackward(dTable: Ptr, dOut: Ptr, tokens: Ptr, n: number, t: number): void;
+
+  /**
+   * Causal self-attention over T positions of the g query heads of one KV head, saving P:
+   * P[h][t][u] = softmax_u(q (t, h) · k_u · scale) for u ≤ t, out (t, h) = Σ_u P[h][t][u] v_u.
+   * q, out (T, qStride): head h of position t at float t·qStride + h·Hd (the g heads adjacent, as
+   * attentionCausalF32); k, v (T, kvStride): position u at float u·kvStride. P (g, T, T): row (h, t) at float
+   * (h·T + t)·T, its first t + 1 floats written. With kvStride = Hd, bit for bit attentionCausalF32 (S0 = 0).
+   */
+  attentionForward(out: Ptr, p: Ptr, q: Ptr, k: Ptr, v: Ptr, T: number, Hd: number, g: number, qStride: number, kvStride: number, scale: number): void;
+  /**
+   * Attention backward, part 1 (of out = P V and of the softmax): dV (T, kvStride) += Σ_t P[h][t][u] dOut (t, h);
+   * dS (g, T, T) = P ∘ (dP − D), dP[h][t][u] = dOut (t, h) · v_u, D[h][t] = dOut (t, h) · out (t, h).
+   * dOut, out (T, qStride) (out as attentionForward wrote it), v (T, kvStride), P (g, T, T) from the forward.
+   * dS may equal P (then P is consumed). Layouts as attentionForward.
+   */
+  attentionBackwardPV(dS: Ptr, dV: Ptr, dOut: Ptr, out: Ptr, v: Ptr, p: Ptr, T: number, Hd: number, g: number, qStride: number, kvStride: number): void;
+  /**
+   * Attention backward, part 2 (of the scores q · k · scale): dQ (T, qStride) = scale Σ_u dS[h][t][u] k_u
+   * (written, not added); dK (T, kvStride) += scale Σ_{h, t ≥ u} dS[h][t][u] q (t, h). dS from
+   * attentionBackwardPV; q, k as the forward saw them. Layouts as attentionForward.
+   */
+  attentionBackwardQK(dQ: Ptr, dK: Ptr, dS: Ptr, q: Ptr, k: Ptr, T: number, Hd: number, g: number, qStride: number, kvStride: number, scale: number): void;
+
+  /**
+   * Cross-entropy of logits (t, V) against targets (t, i32): losses (t) = logsumexp(row) − row[target]
+   * (max subtracted first) and dLogits (t, V) = (softmax(row) − onehot(target)) · scale, scale = 1 / the
+   * number of counted rows (the caller's). A row with target −1 is ignored: loss 0, dLogits row 0.
+   * dLogits may equal logits.
+   */
+  crossEntropy(losses: Ptr, dLogits: Ptr, logits: Ptr, targets: Ptr, V: number, t: number, scale: number): void;
+
+  /**
+   * One AdamW step (decoupled weight decay) on p, m, v (n, updated in place) with grad (n):
+   * m = β1 m + (1 − β1) g; v = β2 v + (1 − β2) g²; p −= lr · ((m / bc1) / (sqrt(v / bc2) + eps) + weightDecay · p),
+   * bc1 = 1 − β1^step, bc2 = 1 − β2^step (step from 1). Bit for bit in f32, in that order.
+   */
+  adamw(p: Ptr, m: Ptr, v: Ptr, grad: Ptr, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number): void;
+  /** out (1) f32 = Σ x² of x (n), summed in f64 (for the gradient norm: √ of the sum over all ranges). */
+  sumSquares(out: Ptr, x: Ptr, n: number): void;
+  /** x (n) *= alpha, in place (gradient clipping). */
+  scale(x: Ptr, n: number, alpha: number): void;
 }
 
 export type KernelName = keyof Kernels;

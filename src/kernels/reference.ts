@@ -7,12 +7,14 @@
  * RoPE, add, SparQ's approximate scores, topK, bf16 packing) this file computes the same f32
  * operations, with Math.fround after each one.
  * Pointers are byte offsets into `memory`; views are created once (the memory never grows).
+ * The training kernels' twins live in reference-train.ts and are merged in here.
  */
 import type { Ptr } from "../memory/arena.js";
 import {
   Q8_0_BLOCK, Q8_0_BLOCK_BYTES, bf16ToF32, f16ToF32, f32BitsToBf16, f32ToBf16, f32ToF16, roundF16, roundHalfEven,
 } from "../memory/dtype.js";
 import type { Kernels } from "./kernels.js";
+import { createReferenceTrainKernels } from "./reference-train.js";
 
 const f = Math.fround;
 
@@ -160,6 +162,7 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
   const keyOf = (bits: number) => (bits >= 0x80000000 ? ~bits >>> 0 : (bits | 0x80000000) >>> 0);
 
   return {
+    ...createReferenceTrainKernels(memory),
     matvecF32: matvec(readF32, 4),
     matvecF16: matvec(readF16, 2),
     matvecBf16: matvec(readBf16, 2),

@@ -24,6 +24,9 @@ export const KERNEL_NAMES = [
   "attentionCausalF32", "attentionCausalBf16",
   "sparqScoresF32", "sparqScoresBf16", "sparqScoresStridedF32", "sparqScoresStridedBf16",
   "topK", "packBf16", "storeColumnF32", "storeColumnBf16",
+  "matmulBackwardInput", "matmulBackwardWeight", "rmsnormForward", "rmsnormBackward",
+  "ropeInterleavedBackward", "ropeHalvesBackward", "swigluBackward", "embeddingBackward",
+  "attentionForward", "attentionBackwardPV", "attentionBackwardQK", "crossEntropy", "adamw", "sumSquares", "scale",
 ] as const satisfies readonly KernelName[];
 
 // Fails to compile if a Kernels method is missing from the list above.

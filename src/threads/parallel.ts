@@ -112,6 +112,18 @@ export class Parallel {
     this.flush();
   }
 
+  /** dX (t, n) (= or += when accumulate ≠ 0) = dY (t, ldy) @ W (d, n), split by rows of dX. */
+  matmulBackwardInput(dX: Ptr, dY: Ptr, w: Ptr, n: number, d: number, t: number, ldy: number, accumulate: number): void {
+    this.splitRows(t, n * d, (th, r0, r1) => this.task(th, OPS.matmulBackwardInput, dX + 4 * r0 * n, dY + 4 * r0 * ldy, w, n, d, r1 - r0, ldy, accumulate));
+    this.flush();
+  }
+
+  /** dW (d, n) += dY (t, ldy)ᵀ @ X (t, n), split by rows of dW. */
+  matmulBackwardWeight(dW: Ptr, dY: Ptr, x: Ptr, n: number, d: number, t: number, ldy: number): void {
+    this.splitRows(d, n * t, (th, r0, r1) => this.task(th, OPS.matmulBackwardWeight, dW + 4 * r0 * n, dY + 4 * r0, x, n, r1 - r0, t, ldy));
+    this.flush();
+  }
+
   /** Stops using the workers for this memory (they drop their kernels over it; the last user stops them). */
   dispose(): void {
     if (this.disposed || this.pool === null) return;
@@ -123,8 +135,11 @@ export class Parallel {
     }
   }
 
-  /** Calls share(t, r0, r1) for each thread's rows of d (multiples of ROW_ALIGN), or once for all rows when small. */
-  private splitRows(d: number, workPerRow: number, share: (t: number, r0: number, r1: number) => void): void {
+  /**
+   * Calls share(t, r0, r1) for each thread's rows of d (multiples of ROW_ALIGN), or once for all rows when
+   * the work (d · workPerRow) is small; the caller queues tasks in share() and flushes.
+   */
+  splitRows(d: number, workPerRow: number, share: (t: number, r0: number, r1: number) => void): void {
     if (this.threads === 1 || d * workPerRow < this.minSplitWork || d < 2 * ROW_ALIGN) {
       share(0, 0, d);
       return;
