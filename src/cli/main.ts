@@ -5,10 +5,12 @@
 import { Command, CommanderError } from "commander";
 import { KvslimError } from "../errors.js";
 import { registerBenchAttention } from "./bench-attention.js";
+import { registerExport } from "./export.js";
 import { registerGenerate } from "./generate.js";
 import { registerInfo } from "./info.js";
 import { registerSynth } from "./synth.js";
 import { registerTokenizer } from "./tokenizer.js";
+import { registerTrain } from "./train.js";
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command("kvslim")
@@ -20,6 +22,8 @@ export async function main(argv: string[]): Promise<number> {
   registerGenerate(program);
   registerSynth(program);
   registerTokenizer(program);
+  registerExport(program);
+  registerTrain(program);
   registerBenchAttention(program.command("bench").description("benchmarks that print measurements (not tests)"));
   try {
     await program.parseAsync(argv, { from: "user" });

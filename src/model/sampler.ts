@@ -30,6 +30,18 @@ export class Rng {
     }
   }
 
+  /** The generator's state (four u32), for checkpoints. */
+  get state(): number[] {
+    return Array.from(this.s);
+  }
+
+  /** A generator continuing from a saved state. */
+  static fromState(state: readonly number[]): Rng {
+    const rng = new Rng(0);
+    rng.s.set(state.map((x) => x >>> 0));
+    return rng;
+  }
+
   /** Uniform in [0, 1). */
   next(): number {
     const s = this.s;

@@ -1,0 +1,173 @@
+/**
+ * `kvslim train`: train a model from scratch, or continue a run.
+ *
+ *   kvslim train --preset tiny-mqa-cla2 --tokens 20M --out runs/cla2
+ *   kvslim train --resume runs/cla2                    # continues exactly where it stopped
+ *   kvslim train --resume runs/cla2 --max-time 50m     # stop (with a checkpoint) after 50 minutes
+ *
+ * Progress: a bar with the step, loss, validation loss, tokens/s and ETA on a terminal; otherwise one line
+ * per validation. Ctrl-C finishes the current step, writes a checkpoint and exits (a second Ctrl-C exits
+ * at once; the last checkpoint stays intact). The run directory loads in `kvslim generate -m`.
+ */
+import cliProgress from "cli-progress";
+import type { Command } from "commander";
+import { formatBytes, UsageError } from "../errors.js";
+import { resolveThreads } from "../model/model.js";
+import { attentionName, kvBytesPerToken } from "../model/config.js";
+import { TRAIN_PRESETS, isTrainPreset } from "../train/presets.js";
+import { resumeRun, startRun, type RunResult, type StepInfo, type TrainHooks, type TrainOptions } from "../train/trainer.js";
+import { intOption, threadsOption } from "./options.js";
+
+interface Flags {
+  preset?: string;
+  tokens?: string;
+  out?: string;
+  resume?: string;
+  seed: number;
+  threads?: number;
+  batch?: number;
+  seqLen?: number;
+  lr?: string;
+  warmup: string;
+  evalEvery: number;
+  evalBatches: number;
+  checkpointEvery: number;
+  tokenizer?: string;
+  maxTime?: string;
+  corpusDocuments?: number;
+}
+
+export function registerTrain(program: Command): void {
+  program
+    .command("train")
+    .description("train a model from scratch (--preset, --tokens, --out) or continue one (--resume)")
+    .option("--preset <name>", `model and batch setup: ${Object.keys(TRAIN_PRESETS).join(", ")}`)
+    .option("--tokens <n>", "training tokens in all, e.g. 20M (sets the number of steps)")
+    .option("--out <dir>", "run directory to create")
+    .option("--resume <dir>", "continue the run in this directory")
+    .option("--seed <n>", "seed of the initial weights and the data order", intOption("--seed", 0), 1)
+    .option(...threadsOption)
+    .option("--batch <n>", "sequences per step (default: the preset's)", intOption("--batch", 1))
+    .option("--seq-len <n>", "tokens per sequence (default: the preset's)", intOption("--seq-len", 2))
+    .option("--lr <x>", "peak learning rate (default: the preset's)")
+    .option("--warmup <fraction>", "warmup steps as a fraction of all steps", "0.05")
+    .option("--eval-every <steps>", "steps between validation losses", intOption("--eval-every", 1), 100)
+    .option("--eval-batches <n>", "validation batches", intOption("--eval-batches", 1), 8)
+    .option("--checkpoint-every <steps>", "steps between checkpoints", intOption("--checkpoint-every", 1), 200)
+    .option("--tokenizer <dir>", "use this tokenizer (default: train one on the corpus into <out>/tokenizer)")
+    .option("--max-time <duration>", "stop with a checkpoint after this long, e.g. 50m, 2h, 90s")
+    .option("--corpus-documents <n>", "use only the first n WordNet documents (for quick trials)", intOption("--corpus-documents", 1))
+    .action(async (flags: Flags) => {
+      const maxSeconds = flags.maxTime === undefined ? Infinity : parseDuration(flags.maxTime);
+      const threads = flags.threads === undefined ? undefined : resolveThreads(flags.threads);
+      let result: RunResult;
+      if (flags.resume !== undefined) {
+        if (flags.out !== undefined || flags.preset !== undefined) throw new UsageError("--resume continues a run as it was set up; do not combine it with --out or --preset");
+        result = await resumeRun(flags.resume, { tokens: flags.tokens === undefined ? undefined : parseCount(flags.tokens, "--tokens"), threads }, progress(maxSeconds));
+      } else {
+        if (flags.out === undefined || flags.preset === undefined || flags.tokens === undefined) {
+          throw new UsageError("a new run needs --preset, --tokens and --out (or --resume DIR to continue one)");
+        }
+        if (!isTrainPreset(flags.preset)) throw new UsageError(`unknown preset "${flags.preset}"; presets: ${Object.keys(TRAIN_PRESETS).join(", ")}`);
+        const options: TrainOptions = {
+          preset: flags.preset,
+          tokens: parseCount(flags.tokens, "--tokens"),
+          seed: flags.seed,
+          threads: threads ?? resolveThreads(undefined),
+          batch: flags.batch,
+          seqLen: flags.seqLen,
+          lr: flags.lr === undefined ? undefined : parsePositive(flags.lr, "--lr"),
+          warmup: parseFraction(flags.warmup, "--warmup"),
+          evalEvery: flags.evalEvery,
+          evalBatches: flags.evalBatches,
+          checkpointEvery: flags.checkpointEvery,
+          tokenizer: flags.tokenizer,
+          corpusDocuments: flags.corpusDocuments,
+        };
+        result = await startRun(flags.out, options, progress(maxSeconds));
+      }
+      const dir = flags.resume ?? flags.out;
+      process.stderr.write(
+        result.finished
+          ? `done: ${result.step} steps, loss ${result.lastLoss.toFixed(4)}, validation loss ${result.valLoss?.toFixed(4) ?? "—"}; the model is in ${dir}\n`
+          : `stopped at step ${result.step} of ${result.steps} with a checkpoint; continue with: kvslim train --resume ${dir}\n`,
+      );
+      if (!result.finished && stopRequested) process.exitCode = 130;
+    });
+}
+
+let stopRequested = false;
+
+/** Hooks that draw the progress and stop on Ctrl-C or after maxSeconds. */
+function progress(maxSeconds: number): TrainHooks {
+  const tty = process.stderr.isTTY === true;
+  const bar = tty
+    ? new cliProgress.SingleBar(
+        { format: "step {value}/{total} |{bar}| loss {loss} · val {val} · {tps} tok/s · ETA {eta_formatted}", hideCursor: true, etaBuffer: 50, stream: process.stderr },
+        cliProgress.Presets.shades_classic,
+      )
+    : null;
+  let val = "—";
+  let last: StepInfo | null = null;
+  const started = Date.now();
+  process.on("SIGINT", () => {
+    if (stopRequested) process.exit(130);
+    stopRequested = true;
+    process.stderr.write("\nstopping after this step (Ctrl-C again to quit without a checkpoint)…\n");
+  });
+  return {
+    onStart({ steps, startStep, parameters, config, trainTokens }) {
+      process.stderr.write(
+        `${attentionName(config)}: ${(parameters / 1e6).toFixed(2)}M parameters, ${config.nLayers} layers, d_model ${config.dModel}, ` +
+          `vocab ${config.vocabSize}, KV ${formatBytes(kvBytesPerToken(config, 2))}/token (16-bit); ${(trainTokens / 1e6).toFixed(1)}M training tokens; ` +
+          `steps ${startStep} → ${steps}\n`,
+      );
+      bar?.start(steps, startStep, { loss: "—", val, tps: "—" });
+    },
+    onStep(info) {
+      last = info;
+      bar?.update(info.step, { loss: info.loss.toFixed(3), val, tps: info.tokensPerSecond.toFixed(0) });
+    },
+    onEval({ step, valLoss }) {
+      val = valLoss.toFixed(3);
+      bar?.update(step, { val });
+      if (!tty && last !== null) {
+        process.stderr.write(`step ${step}/${last.steps} loss ${last.loss.toFixed(4)} val ${val} lr ${last.lr.toExponential(2)} ${last.tokensPerSecond.toFixed(0)} tok/s\n`);
+      }
+    },
+    stop() {
+      const stop = stopRequested || (Date.now() - started) / 1000 > maxSeconds;
+      if (stop || (last !== null && last.step >= last.steps)) bar?.stop();
+      return stop;
+    },
+  };
+}
+
+/** "20M", "1.5k", "300000" → an integer count. */
+export function parseCount(value: string, flag: string): number {
+  const m = /^\s*([0-9]*\.?[0-9]+)\s*([kKmMgGbB]?)\s*$/.exec(value);
+  if (!m) throw new UsageError(`${flag} expects a count like 20M, 500k or 100000, got "${value}"`);
+  const unit = { "": 1, k: 1e3, m: 1e6, g: 1e9, b: 1e9 }[m[2].toLowerCase()]!;
+  const n = Math.round(Number(m[1]) * unit);
+  if (n < 1) throw new UsageError(`${flag} must be at least 1, got "${value}"`);
+  return n;
+}
+
+/** "50m", "2h", "90s", "1.5h" → seconds. */
+function parseDuration(value: string): number {
+  const m = /^\s*([0-9]*\.?[0-9]+)\s*(s|m|h)\s*$/.exec(value);
+  if (!m) throw new UsageError(`--max-time expects a duration like 90s, 50m or 2h, got "${value}"`);
+  return Number(m[1]) * { s: 1, m: 60, h: 3600 }[m[2] as "s" | "m" | "h"];
+}
+
+function parsePositive(value: string, flag: string): number {
+  const x = Number(value);
+  if (!(x > 0) || !Number.isFinite(x)) throw new UsageError(`${flag} expects a positive number, got "${value}"`);
+  return x;
+}
+
+function parseFraction(value: string, flag: string): number {
+  const x = Number(value);
+  if (!(x >= 0 && x < 1)) throw new UsageError(`${flag} expects a number in [0, 1), got "${value}"`);
+  return x;
+}

@@ -1,0 +1,170 @@
+/**
+ * Training runs on disk. A run directory is also a model directory: `kvslim generate -m runs/x` loads it.
+ *
+ *   runs/x/
+ *     ckpt-000120/            one complete checkpoint (written as ckpt-000120.tmp, then renamed)
+ *       config.json           the model (HF style; model_type "kvslim" for CLA models)
+ *       model.safetensors     the weights, f32, HF names and row order (what generate loads)
+ *       tokenizer.json, tokenizer_config.json
+ *       training.safetensors  params, AdamW m and v (f32, kvslim's names "param.", "m.", "v." + GGUF name)
+ *       state.json            step, tokens seen, the batch sampler's generator state, options (TrainState)
+ *     current -> ckpt-000120  symlink, replaced atomically (a new link renamed over it)
+ *     config.json, model.safetensors, tokenizer.json, tokenizer_config.json -> current/…
+ *     log.jsonl               one JSON object per logged step (appended; trimmed to the checkpoint on resume)
+ *
+ * A kill at any moment leaves `current` pointing at a complete checkpoint: the new one is complete
+ * before the link moves, and the old one is removed only after.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { FileExistsError, FormatError, UsageError } from "../errors.js";
+import { readTensorBytes } from "../io/tensor-file.js";
+import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
+import { encode } from "../memory/dtype.js";
+import { hfConfigFor } from "../model/files.js";
+import type { ModelConfig } from "../model/config.js";
+import { tensorsToWrite } from "../model/synthetic.js";
+import type { ParamLayout } from "./params.js";
+
+export const CHECKPOINT_VERSION = 1;
+const LINKED = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
+
+/** What a run needs to continue exactly where it stopped (besides the tensors). */
+export interface TrainState {
+  version: number;
+  step: number; // optimizer steps done
+  tokensSeen: number;
+  samplerState: number[];
+  elapsedSeconds: number;
+  config: ModelConfig;
+  options: Record<string, unknown>; // the run's TrainOptions (trainer.ts), as JSON
+}
+
+export interface Checkpoint {
+  state: TrainState;
+  params: Float32Array; // (P) in the layout's order
+  m: Float32Array;
+  v: Float32Array;
+}
+
+/** Writes a checkpoint of `step` into runDir and makes it current. */
+export function saveCheckpoint(runDir: string, layout: ParamLayout, ckpt: Checkpoint, tokenizerDir: string): void {
+  fs.mkdirSync(runDir, { recursive: true });
+  const name = `ckpt-${String(ckpt.state.step).padStart(6, "0")}`;
+  const dir = path.join(runDir, name);
+  const tmp = `${dir}.tmp`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp);
+  const config = ckpt.state.config;
+  const weights = new Map(layout.tensors.map((t) => [t.name, { shape: t.shape, values: ckpt.params.subarray(t.offset, t.offset + t.size) }]));
+  writeSafetensors(path.join(tmp, "model.safetensors"), tensorsToWrite(config, weights, "f32", true), { format: "pt" });
+  const training = (["param", "m", "v"] as const).flatMap((kind) => {
+    const region = kind === "param" ? ckpt.params : kind === "m" ? ckpt.m : ckpt.v;
+    return layout.tensors.map((t) => ({ name: `${kind}.${t.name}`, dtype: "f32" as const, shape: t.shape, data: encode("f32", region.subarray(t.offset, t.offset + t.size)) }));
+  });
+  writeSafetensors(path.join(tmp, "training.safetensors"), training, { format: "kvslim-training" });
+  writeJson(path.join(tmp, "config.json"), hfConfigFor(config, "f32"));
+  for (const file of ["tokenizer.json", "tokenizer_config.json"]) fs.copyFileSync(path.join(tokenizerDir, file), path.join(tmp, file));
+  writeJson(path.join(tmp, "state.json"), ckpt.state);
+  syncDir(tmp);
+  fs.rmSync(dir, { recursive: true, force: true }); // a checkpoint of the same step from a crashed run
+  fs.renameSync(tmp, dir);
+  syncDir(runDir);
+  // Move `current` to the new checkpoint atomically, then make sure the top-level links exist.
+  const link = path.join(runDir, "current");
+  const linkTmp = path.join(runDir, `current.${process.pid}.tmp`);
+  fs.rmSync(linkTmp, { force: true });
+  fs.symlinkSync(name, linkTmp);
+  fs.renameSync(linkTmp, link);
+  syncDir(runDir);
+  for (const file of LINKED) {
+    const at = path.join(runDir, file);
+    if (!isLink(at)) fs.symlinkSync(path.join("current", file), at);
+  }
+  // Only now may older checkpoints go (and what a killed save left behind: temp directories and links).
+  for (const entry of fs.readdirSync(runDir)) {
+    if ((entry.startsWith("ckpt-") && entry !== name) || /^current\..*\.tmp$/.test(entry)) fs.rmSync(path.join(runDir, entry), { recursive: true, force: true });
+  }
+}
+
+/** The current checkpoint's directory name, or null for a directory without one. */
+export function currentCheckpoint(runDir: string): string | null {
+  const link = path.join(runDir, "current");
+  if (!isLink(link)) return null;
+  return fs.readlinkSync(link);
+}
+
+/** Reads the current checkpoint of a run (a UsageError if there is none). */
+export function loadCheckpoint(runDir: string, layout: (config: ModelConfig) => ParamLayout): { ckpt: Checkpoint; layout: ParamLayout; dir: string } {
+  const name = currentCheckpoint(runDir);
+  if (name === null) throw new UsageError(`${runDir} is not a kvslim training run (no "current" checkpoint link); start one with kvslim train --out`);
+  const dir = path.join(runDir, name);
+  const state = JSON.parse(fs.readFileSync(path.join(dir, "state.json"), "utf8")) as TrainState;
+  if (state.version !== CHECKPOINT_VERSION) {
+    throw new FormatError(`${dir}/state.json: checkpoint version ${state.version}, expected ${CHECKPOINT_VERSION}`);
+  }
+  const l = layout(state.config);
+  const file = readSafetensors(path.join(dir, "training.safetensors"));
+  const byName = new Map(file.tensors.map((t) => [t.name, t]));
+  const read = (kind: string) => {
+    const out = new Float32Array(l.total);
+    for (const t of l.tensors) {
+      const info = byName.get(`${kind}.${t.name}`);
+      if (info === undefined || info.dtype !== "f32" || info.shape.join() !== t.shape.join()) {
+        throw new FormatError(`${dir}/training.safetensors: ${kind}.${t.name} missing or not f32 of shape [${t.shape}]`);
+      }
+      readTensorBytes(info, new Uint8Array(out.buffer, 4 * t.offset, 4 * t.size));
+    }
+    return out;
+  };
+  return { ckpt: { state, params: read("param"), m: read("m"), v: read("v") }, layout: l, dir };
+}
+
+/** Refuses to start a run in a directory that already holds one (or other files), unless it is empty. */
+export function checkNewRunDir(runDir: string): void {
+  if (fs.existsSync(runDir) && fs.readdirSync(runDir).length > 0) {
+    throw new FileExistsError(`${runDir} already exists and is not empty; continue it with --resume ${runDir}, or choose another --out`);
+  }
+}
+
+/** Appends one JSON line to the run's log. */
+export function appendLog(runDir: string, entry: Record<string, unknown>): void {
+  fs.appendFileSync(path.join(runDir, "log.jsonl"), `${JSON.stringify(entry)}\n`);
+}
+
+/** Drops log lines of steps after `step` (written after the checkpoint a resume starts from). */
+export function trimLog(runDir: string, step: number): void {
+  const file = path.join(runDir, "log.jsonl");
+  if (!fs.existsSync(file)) return;
+  const kept = fs
+    .readFileSync(file, "utf8")
+    .split("\n")
+    .filter((line) => line.trim() !== "" && (JSON.parse(line) as { step?: number }).step! <= step);
+  fs.writeFileSync(file, kept.map((l) => `${l}\n`).join(""));
+}
+
+function writeJson(file: string, value: unknown): void {
+  fs.writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+function isLink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+function syncDir(dir: string): void {
+  try {
+    const fd = fs.openSync(dir, "r");
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    // Not every platform can fsync a directory; best effort.
+  }
+}
+

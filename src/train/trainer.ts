@@ -1,0 +1,197 @@
+/**
+ * The training loop: a run from scratch (tokenizer, data, initial weights) or resumed from its current
+ * checkpoint, step by step: sample a batch, forward, backward, clip, AdamW at the scheduled learning rate;
+ * validation loss every evalEvery steps; a checkpoint every checkpointEvery steps, at the end, and when
+ * asked to stop. A resumed run continues bit for bit as if it had not stopped: the weights, the AdamW
+ * moments, the step and the batch sampler's generator all come back from the checkpoint.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { UsageError } from "../errors.js";
+import { loadWasmKernelsSync } from "../kernels/wasm.js";
+import { Arena } from "../memory/arena.js";
+import type { ModelConfig } from "../model/config.js";
+import { Parallel } from "../threads/parallel.js";
+import { hfTokenizer } from "../tokenizer/hf-tokenizer.js";
+import { saveTokenizer, trainBpe } from "../tokenizer/train-bpe.js";
+import { BatchSampler, tokenizeStream, validationBatches } from "./data/batches.js";
+import { trainingStream } from "./data/retrieval.js";
+import { wordnetTrain, wordnetValidation } from "./data/wordnet.js";
+import { appendLog, checkNewRunDir, loadCheckpoint, saveCheckpoint, trimLog, CHECKPOINT_VERSION, type TrainState } from "./checkpoint.js";
+import { TrainModel } from "./model.js";
+import { AdamW, learningRate } from "./optimizer.js";
+import { initParams, paramLayout } from "./params.js";
+import { TRAIN_PRESETS, isTrainPreset, type TrainPresetName } from "./presets.js";
+
+export interface TrainOptions {
+  preset: TrainPresetName;
+  tokens: number; // training tokens in all; steps = ceil(tokens / (batch · seqLen))
+  seed: number;
+  threads: number;
+  batch?: number; // default: the preset's
+  seqLen?: number;
+  lr?: number;
+  warmup: number; // fraction of the steps, 0.05
+  evalEvery: number; // steps between validation losses
+  evalBatches: number;
+  checkpointEvery: number; // steps between checkpoints
+  /** A tokenizer directory to use; default: train one on the corpus into <run>/tokenizer. */
+  tokenizer?: string;
+  /** Use only the first n WordNet training documents (tests). */
+  corpusDocuments?: number;
+}
+
+export interface StepInfo {
+  step: number; // 1-based, steps done
+  steps: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  tokensSeen: number;
+  tokensPerSecond: number; // this session's average
+  elapsedSeconds: number; // all sessions
+}
+
+export interface TrainHooks {
+  onStart?(info: { steps: number; startStep: number; parameters: number; config: ModelConfig; trainTokens: number }): void;
+  onStep?(info: StepInfo): void;
+  onEval?(info: { step: number; valLoss: number }): void;
+  /** Checked after every step: true stops the run (after a checkpoint). */
+  stop?(): boolean;
+}
+
+export interface RunResult {
+  step: number;
+  steps: number;
+  finished: boolean;
+  lastLoss: number;
+  valLoss: number | null;
+}
+
+/** Starts a new run in runDir (which must be new or empty). */
+export async function startRun(runDir: string, options: TrainOptions, hooks: TrainHooks = {}): Promise<RunResult> {
+  if (!isTrainPreset(options.preset)) throw new UsageError(`unknown preset "${options.preset}"; presets: ${Object.keys(TRAIN_PRESETS).join(", ")}`);
+  checkNewRunDir(runDir);
+  fs.mkdirSync(runDir, { recursive: true });
+  const tokenizerDir = options.tokenizer ?? path.join(runDir, "tokenizer");
+  if (options.tokenizer === undefined) {
+    const vocab = TRAIN_PRESETS[options.preset]().vocab;
+    saveTokenizer(trainBpe(trainingStream(corpus(options), { seed: options.seed }), { vocabSize: vocab }), tokenizerDir);
+  }
+  return run(runDir, options, tokenizerDir, null, hooks);
+}
+
+/** Continues the run in runDir from its current checkpoint; `overrides` may extend tokens or change threads. */
+export async function resumeRun(runDir: string, overrides: { tokens?: number; threads?: number }, hooks: TrainHooks = {}): Promise<RunResult> {
+  const { ckpt } = loadCheckpoint(runDir, paramLayout);
+  const options = { ...(ckpt.state.options as unknown as TrainOptions), ...definedOnly(overrides) };
+  const tokenizerDir = options.tokenizer ?? path.join(runDir, "tokenizer");
+  trimLog(runDir, ckpt.state.step);
+  return run(runDir, options, tokenizerDir, ckpt, hooks);
+}
+
+async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume: ReturnType<typeof loadCheckpoint>["ckpt"] | null, hooks: TrainHooks): Promise<RunResult> {
+  const preset = TRAIN_PRESETS[o.preset]();
+  const tokenizer = hfTokenizer(tokenizerDir);
+  const config: ModelConfig = resume?.state.config ?? { ...preset.model, vocabSize: tokenizer.vocabSize };
+  const shape = { batch: o.batch ?? preset.batch, seqLen: o.seqLen ?? preset.seqLen };
+  const layout = paramLayout(config);
+  const trainStream = tokenizeStream(trainingStream(corpus(o), { seed: o.seed }), tokenizer);
+  const validation = validationBatches(tokenizeStream(trainingStream(wordnetValidation(), { seed: o.seed + 1 }), tokenizer), shape.batch, shape.seqLen, o.evalBatches);
+
+  const arena = new Arena(TrainModel.bytesFor(config, layout, shape) + (1 << 20), `training ${o.preset}`);
+  const kernels = loadWasmKernelsSync(arena.memory);
+  const par = await Parallel.create(kernels, arena.memory, "wasm", o.threads);
+  try {
+    const model = new TrainModel(kernels, par, arena, config, layout, shape);
+    const optimizer = new AdamW(kernels, par, arena, layout, model, arena.alloc(64));
+    const f32 = arena.f32;
+    let step = 0;
+    let tokensSeen = 0;
+    let elapsedBefore = 0;
+    let sampler: BatchSampler;
+    if (resume === null) {
+      initParams(layout, config, f32, model.params >> 2, o.seed);
+      sampler = new BatchSampler(trainStream, shape.batch, shape.seqLen, o.seed);
+    } else {
+      f32.set(resume.params, model.params >> 2);
+      f32.set(resume.m, model.m >> 2);
+      f32.set(resume.v, model.v >> 2);
+      ({ step, tokensSeen } = resume.state);
+      elapsedBefore = resume.state.elapsedSeconds;
+      sampler = new BatchSampler(trainStream, shape.batch, shape.seqLen, resume.state.samplerState);
+    }
+    const tokensPerStep = shape.batch * shape.seqLen;
+    const steps = Math.ceil(o.tokens / tokensPerStep);
+    const warmup = Math.max(1, Math.round(o.warmup * steps));
+    const lrPeak = o.lr ?? preset.lr;
+    hooks.onStart?.({ steps, startStep: step, parameters: layout.tensors.reduce((n, t) => n + t.size, 0), config, trainTokens: trainStream.length });
+
+    const tokens = new Int32Array(tokensPerStep);
+    const targets = new Int32Array(tokensPerStep);
+    const start = performance.now();
+    const startStep = step;
+    const elapsed = () => elapsedBefore + (performance.now() - start) / 1000;
+    const checkpoint = () =>
+      saveCheckpoint(runDir, layout, {
+        state: { version: CHECKPOINT_VERSION, step, tokensSeen, samplerState: sampler.state, elapsedSeconds: elapsed(), config, options: { ...o } as Record<string, unknown> } satisfies TrainState,
+        params: f32.slice(model.params >> 2, (model.params >> 2) + layout.total),
+        m: f32.slice(model.m >> 2, (model.m >> 2) + layout.total),
+        v: f32.slice(model.v >> 2, (model.v >> 2) + layout.total),
+      }, tokenizerDir);
+    const evaluate = () => {
+      let sum = 0;
+      for (const b of validation) {
+        arena.i32.set(b.tokens, model.tokens >> 2);
+        arena.i32.set(b.targets, model.targets >> 2);
+        sum += model.forward();
+      }
+      return sum / validation.length;
+    };
+
+    let lastLoss = NaN;
+    let valLoss: number | null = null;
+    while (step < steps) {
+      sampler.next(tokens, targets);
+      arena.i32.set(tokens, model.tokens >> 2);
+      arena.i32.set(targets, model.targets >> 2);
+      model.zeroGrads();
+      lastLoss = model.forward();
+      model.backward();
+      const lr = learningRate(step, lrPeak, warmup, steps);
+      const gradNorm = optimizer.step(step + 1, lr);
+      step++;
+      tokensSeen += tokensPerStep;
+      const info: StepInfo = {
+        step, steps, loss: lastLoss, lr, gradNorm, tokensSeen,
+        tokensPerSecond: ((step - startStep) * tokensPerStep) / ((performance.now() - start) / 1000),
+        elapsedSeconds: elapsed(),
+      };
+      hooks.onStep?.(info);
+      const entry: Record<string, unknown> = { step, loss: lastLoss, lr, gradNorm, tokensSeen, tokensPerSecond: info.tokensPerSecond, elapsedSeconds: info.elapsedSeconds };
+      if (step % o.evalEvery === 0 || step === steps) {
+        valLoss = evaluate();
+        entry.valLoss = valLoss;
+        hooks.onEval?.({ step, valLoss });
+      }
+      appendLog(runDir, entry);
+      // Let signal handlers (Ctrl-C) and timers run between steps.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      const stopping = hooks.stop?.() ?? false;
+      if (step % o.checkpointEvery === 0 || step === steps || stopping) checkpoint();
+      if (stopping) break;
+    }
+    return { step, steps, finished: step >= steps, lastLoss, valLoss };
+  } finally {
+    par.dispose();
+  }
+}
+
+function corpus(o: TrainOptions): string[] {
+  const docs = wordnetTrain();
+  return o.corpusDocuments === undefined ? docs : docs.slice(0, o.corpusDocuments);
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

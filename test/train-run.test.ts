@@ -1,0 +1,127 @@
+/**
+ * Training runs end to end (src/train/trainer.ts, checkpoint.ts, cli/train.ts) on the micro preset: the
+ * loss falls, the run directory loads as a model, a resumed run is bit-identical to an uninterrupted one,
+ * a kill at any moment leaves a loadable checkpoint, and bad flags are named errors.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { describe, expect, test } from "vitest";
+import { loadModel } from "../src/model/model.js";
+import { currentCheckpoint, loadCheckpoint } from "../src/train/checkpoint.js";
+import { paramLayout } from "../src/train/params.js";
+import { resumeRun, startRun, type TrainOptions } from "../src/train/trainer.js";
+import { tempDir } from "./helpers/models.js";
+
+const ROOT = path.resolve(import.meta.dirname, "..");
+const CLI = path.join(ROOT, "bin/kvslim.js");
+
+const options = (over: Partial<TrainOptions> = {}): TrainOptions => ({
+  preset: "micro-cla2",
+  tokens: 40 * 64,
+  seed: 3,
+  threads: 1,
+  warmup: 0.1,
+  evalEvery: 20,
+  evalBatches: 2,
+  checkpointEvery: 10,
+  corpusDocuments: 1500,
+  ...over,
+});
+
+const losses = (dir: string) =>
+  fs.readFileSync(path.join(dir, "log.jsonl"), "utf8").trim().split("\n").map((line) => (JSON.parse(line) as { loss: number }).loss);
+
+describe("a run", () => {
+  test("trains: loss falls over 40 steps; the run directory loads in the engine and generates", async () => {
+    const dir = path.join(tempDir(), "run");
+    const result = await startRun(dir, options());
+    expect(result).toMatchObject({ step: 40, finished: true });
+    const l = losses(dir);
+    expect(l).toHaveLength(40);
+    expect(l[39]).toBeLessThan(l[0] - 0.3);
+    const model = await loadModel(dir, { threads: 1 });
+    expect(model.config.kvSource).toEqual([0, 0]);
+    const session = model.createSession();
+    let text = "";
+    for await (const chunk of session.generate("a domesticated", { maxTokens: 8, temperature: 0 })) text += chunk.text;
+    expect(session.tokens.length).toBeGreaterThan(8);
+    model.dispose();
+  });
+
+  test("stopped at step 17 and resumed == the uninterrupted 40-step run, bit for bit (weights, AdamW moments, losses)", async () => {
+    const straight = path.join(tempDir(), "straight");
+    await startRun(straight, options());
+    const split = path.join(tempDir(), "split");
+    let steps = 0;
+    const first = await startRun(split, options(), { onStep: () => steps++, stop: () => steps === 17 });
+    expect(first).toMatchObject({ step: 17, finished: false });
+    expect(currentCheckpoint(split)).toBe("ckpt-000017");
+    const second = await resumeRun(split, {});
+    expect(second).toMatchObject({ step: 40, finished: true });
+    const a = loadCheckpoint(straight, paramLayout).ckpt;
+    const b = loadCheckpoint(split, paramLayout).ckpt;
+    expect(b.params).toEqual(a.params);
+    expect(b.m).toEqual(a.m);
+    expect(b.v).toEqual(a.v);
+    expect(b.state.samplerState).toEqual(a.state.samplerState);
+    expect(losses(split)).toEqual(losses(straight));
+  });
+
+  test("2 threads train the same weights as 1 thread, bit for bit (20 steps)", async () => {
+    const one = path.join(tempDir(), "one");
+    const two = path.join(tempDir(), "two");
+    await startRun(one, options({ tokens: 20 * 64 }));
+    await startRun(two, options({ tokens: 20 * 64, threads: 2 }));
+    expect(loadCheckpoint(two, paramLayout).ckpt.params).toEqual(loadCheckpoint(one, paramLayout).ckpt.params);
+  });
+});
+
+describe("kill safety", () => {
+  test("SIGKILL at random moments (checkpoint every step) always leaves a current checkpoint that loads and resumes", async () => {
+    const dir = path.join(tempDir(), "killed");
+    const args = ["train", "--preset", "micro-cla2", "--tokens", String(400 * 64), "--out", dir, "--corpus-documents", "1500", "--checkpoint-every", "1", "--eval-every", "1000", "--threads", "1"];
+    for (let round = 0; round < 4; round++) {
+      const child = spawn(process.execPath, [CLI, ...(round === 0 ? args : ["train", "--resume", dir, "--threads", "1"])], { stdio: "ignore" });
+      // Let it get going (a checkpoint per step, a few ms each), then kill it mid-whatever.
+      const until = Date.now() + 60_000;
+      while (Date.now() < until && currentCheckpoint(dir) === null) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 300 + 400 * Math.random()));
+      child.kill("SIGKILL");
+      await new Promise((r) => child.on("exit", r));
+      const name = currentCheckpoint(dir);
+      expect(name).not.toBeNull();
+      const { ckpt } = loadCheckpoint(dir, paramLayout);
+      expect(name).toBe(`ckpt-${String(ckpt.state.step).padStart(6, "0")}`);
+      const model = await loadModel(dir, { threads: 1 });
+      model.dispose();
+    }
+    const done = spawnSync(process.execPath, [CLI, "train", "--resume", dir, "--threads", "1"], { encoding: "utf8" });
+    expect(done.status).toBe(0);
+    expect(done.stderr).toMatch(/done: 400 steps/);
+  });
+});
+
+describe("bad input", () => {
+  const run = (args: string[]) => spawnSync(process.execPath, [CLI, "train", ...args], { encoding: "utf8" });
+  const expectNamedError = (r: ReturnType<typeof run>, pattern: RegExp) => {
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(pattern);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  };
+
+  test("--resume of a directory without a run: named error", () => {
+    expectNamedError(run(["--resume", tempDir()]), /is not a kvslim training run/);
+  });
+  test("--out into a non-empty directory: named error, nothing overwritten", () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, "keep.txt"), "mine");
+    expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k", "--out", dir]), /already exists and is not empty/);
+    expect(fs.readdirSync(dir)).toEqual(["keep.txt"]);
+  });
+  test("unknown preset, bad --tokens, missing --out: named errors", () => {
+    expectNamedError(run(["--preset", "huge", "--tokens", "1k", "--out", path.join(tempDir(), "x")]), /unknown preset "huge"/);
+    expectNamedError(run(["--preset", "micro-cla2", "--tokens", "lots", "--out", path.join(tempDir(), "x")]), /--tokens expects a count/);
+    expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k"]), /needs --preset, --tokens and --out/);
+  });
+});
