@@ -1,0 +1,34 @@
+/**
+ * `kvslim export -m DIR -o model.gguf [--dtype f32|f16|q8_0] [--force]`: convert a Hugging Face llama
+ * directory (what kvslim's training writes) to GGUF for llama.cpp (src/io/export-gguf.ts). CLA models
+ * are refused: GGUF has no cross-layer K/V sharing.
+ */
+import type { Command } from "commander";
+import { formatBytes, UsageError } from "../errors.js";
+import { EXPORT_DTYPES, exportGguf, isExportDType } from "../model/export-gguf.js";
+
+interface ExportFlags {
+  model: string;
+  out: string;
+  dtype: string;
+  force?: boolean;
+}
+
+export function registerExport(program: Command): void {
+  program
+    .command("export")
+    .description("convert a Hugging Face llama directory (config.json + model.safetensors + tokenizer.json) to GGUF for llama.cpp")
+    .requiredOption("-m, --model <dir>", "the model directory")
+    .requiredOption("-o, --out <file>", "the .gguf file to write")
+    .option("--dtype <dtype>", `matrix dtype: ${EXPORT_DTYPES.join(", ")} (vectors stay f32)`, "f32")
+    .option("--force", "overwrite an existing output file")
+    .action((flags: ExportFlags) => {
+      if (!isExportDType(flags.dtype)) throw new UsageError(`--dtype expects ${EXPORT_DTYPES.join(", ")}, got "${flags.dtype}"`);
+      const s = exportGguf(flags.model, flags.out, { dtype: flags.dtype, force: flags.force });
+      const c = s.config;
+      process.stderr.write(
+        `wrote ${s.path} (${c.architecture}, ${c.nLayers} layers, d_model ${c.dModel}, vocab ${c.vocabSize}, ` +
+          `${s.dtype}, ${s.tensors} tensors, ${formatBytes(s.bytes)}; tokenizer pre "${s.pre}")\n`,
+      );
+    });
+}

@@ -1,0 +1,306 @@
+/**
+ * kvslim export: Hugging Face llama directories of the kind kvslim's training writes (random weights in
+ * f32 safetensors, a tokenizer trained by trainBpe) exported to GGUF, then checked against
+ *   (a) kvslim on the directory itself: bit-identical logits from the GGUF (f32);
+ *   (b) llama.cpp (node-llama-cpp) on the GGUF: next-token log-probabilities as close as the llama.cpp
+ *       tests require of any kvslim model (f32, f16: max |Δ log p| ≤ 1e-5; q8_0: median ≤ 1e-5, max ≤ 0.05);
+ *   (c) llama.cpp's tokenizer on the GGUF: the ids of tokenizer.json (@huggingface/tokenizers);
+ * and the refusals: (d) CLA directories, (e) existing output files without --force.
+ *
+ * Known tokenizer differences, inherent to llama.cpp's Unicode tables (so no tokenizer.ggml.pre avoids
+ * them) and left out of the random strings: U+0085 is whitespace to llama.cpp but not to JavaScript's \s,
+ * U+FEFF the other way round, and code points assigned after Unicode 15.1 are letters to JavaScript but
+ * undefined to llama.cpp. Decoding differs by llama.cpp's space clean-up for "gpt-2" (" ," -> ",").
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { LlamaModel, Token } from "node-llama-cpp";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { main } from "../src/cli/main.js";
+import { FileExistsError, UnsupportedError } from "../src/errors.js";
+import { exportGguf, type ExportDType } from "../src/model/export-gguf.js";
+import { readGguf } from "../src/io/gguf.js";
+import { writeSafetensors } from "../src/io/safetensors.js";
+import { readTensorBytes } from "../src/io/tensor-file.js";
+import { decode, encode } from "../src/memory/dtype.js";
+import { claShare, type ModelConfig } from "../src/model/config.js";
+import { hfConfigFor } from "../src/model/files.js";
+import { loadModel } from "../src/model/model.js";
+import { llamaConfig, randomWeights, tensorsToWrite } from "../src/model/synthetic.js";
+import { loadHfTokenizer, tokenizerFromGguf, type TextTokenizer } from "../src/tokenizer/tokenizer.js";
+import { saveTokenizer, trainBpe, type TrainedBpe } from "../src/tokenizer/train-bpe.js";
+import { llamaCppLogits, loadLlamaCppModel } from "./helpers/llama-cpp.js";
+import { tempDir } from "./helpers/models.js";
+
+/** A small, varied corpus: words, contractions, digits, punctuation runs, whitespace runs, several scripts. */
+const CORPUS = [
+  "The quick brown fox jumps over the lazy dog. It's a dog's life, isn't it? We'll see; they've gone home.",
+  "Numbers: 0 1 12 123 1234 3.14159 1,000,000 2024-06-01 x86_64 v2.0-rc1 $5 & 10% #tag @user",
+  "Punctuation!!! ... ??? --- *** (parens) [brackets] {braces} <angles> \"quotes\" 'single' a+b=c; x*y/z",
+  "Spaces:  two   three    four\ttab\t\tdouble\nnewline\n\nblank\r\ncrlf   trailing   ",
+  "Café naïve résumé über straße Ελληνικά русский текст 中文字符 日本語のテキスト 한국어 🙂👍🏽 emoji🙂text",
+];
+const VOCAB = 360;
+
+/** Strings for the tokenizer comparison: ASCII, punctuation, digits, spaces, non-ASCII. */
+const STRINGS = [
+  "", " ", "Hello world", "The quick brown fox jumps over the lazy dog.", " leading", "trailing   ", "many     inner   spaces",
+  "line\nbreak\n\n\nand\r\ncrlf", "\ttab\tseparated", "It's", "don't", "we'LL", "rock 'n' roll", "Hello, world!", "wait... what?!",
+  "(parens) [brackets] {braces} <angles>", "a+b=c; x*y/z", "$5 & 10%", "#tag @user", "email@example.com", "snake_case kebab-case",
+  "0", "12", "123", "1234567", "3.14159", "1,000,000", "2024-06-01", "x86_64", "café naïve résumé", "straße", "Ελληνικά", "русский текст",
+  "中文字符", "日本語のテキスト", "한국어", "🙂", "👍🏽", "🙂text🙂", "e\u0301", "\u00a0nbsp\u3000", "\u200b", "<s>", "</s>", "<pad>", "Ġ", "Ċ",
+];
+
+/** Random strings over risky pieces (none of the known differences above). */
+const PIECES = [" ", "  ", "\n", "\t", "\r\n", "\u00a0", "\u3000", "'s", "'ll", "'", "é", "e\u0301", "中", "🙂", ".", ",", "!", "...", "7", "123", "½", "Ⅻ", "a", "the", "quick", "Dog", "_", "-", "$", "<s>", "\u00ad", "\x00"];
+const RANDOM_STRINGS = 300;
+
+function randomStrings(n: number, seed = 5): string[] {
+  let s = seed;
+  const next = (k: number) => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) % k);
+  return Array.from({ length: n }, () => Array.from({ length: next(10) }, () => PIECES[next(PIECES.length)]).join(""));
+}
+
+/** An HF directory as kvslim's training writes it: config.json, f32 model.safetensors, the trained tokenizer. */
+function writeHfDir(dir: string, config: ModelConfig, bpe: TrainedBpe, seed = 1): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const weights = randomWeights(config, { seed });
+  writeSafetensors(path.join(dir, "model.safetensors"), tensorsToWrite(config, weights, "f32", true), { format: "pt" });
+  fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(hfConfigFor(config, "f32"), null, 2));
+  saveTokenizer(bpe, dir, { force: true });
+}
+
+function logSoftmax(logits: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (const v of logits) max = Math.max(max, v);
+  let sum = 0;
+  for (const v of logits) sum += Math.exp(v - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from(logits, (v) => v - lse);
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  return worst;
+}
+
+async function kvslimLogits(modelPath: string, tokens: number[]): Promise<Float32Array> {
+  const model = await loadModel(modelPath, { contextSize: tokens.length });
+  const session = model.createSession();
+  try {
+    return session.evaluate(tokens, true).slice();
+  } finally {
+    session.dispose();
+    model.dispose();
+  }
+}
+
+/** Runs the CLI in process, capturing its output. */
+async function cli(...argv: string[]): Promise<{ code: number; err: string }> {
+  let err = "";
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
+  try {
+    return { code: await main(argv), err };
+  } finally {
+    process.stderr.write = write;
+  }
+}
+
+/** A clean CLI failure: the exit code, one line naming the error, no stack trace. */
+function expectFailure(r: { code: number; err: string }, code: number, name: string, mention: RegExp): void {
+  expect(r.code, r.err).toBe(code);
+  expect(r.err.trim().split("\n"), r.err).toHaveLength(1);
+  expect(r.err).toContain(name);
+  expect(r.err).toMatch(mention);
+  expect(r.err).not.toMatch(/\n\s+at /);
+}
+
+let dir: string;
+let bpe: TrainedBpe;
+beforeAll(() => {
+  dir = tempDir("kvslim-export-");
+  bpe = trainBpe(Array.from({ length: 20 }, () => CORPUS).flat(), { vocabSize: VOCAB });
+});
+afterAll(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/**
+ * Shapes (V = the trained tokenizer's size): kvslim's training presets (tied embeddings, MQA), GQA with
+ * Hd ≠ D/H and a vocabulary padded beyond the tokenizer, qwen2.
+ *
+ * The f16 case uses GQA (G·Hd = 32) and V = 384: llama.cpp's f16 product agrees with kvslim's (f32
+ * activations) to ~1e-6 only when every matrix has a multiple of 32 rows; otherwise llama.cpp takes a
+ * path that rounds the activations to f16 (seen: V = 360, 368 or 400, or MQA's 16-row K/V projections,
+ * give |Δ log p| ≈ 1e-3; V = 352, 384, 416 give 2e-6), which kvslim does not model. The f16 export
+ * itself is checked bit for bit for any V below.
+ */
+const SHAPES: Record<string, (V: number) => ModelConfig> = {
+  "llama tied MQA": (V) => llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: V, tiedEmbeddings: true, contextLength: 256 }),
+  "llama tied GQA, vocab padded to 384": () => llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 384, tiedEmbeddings: true, contextLength: 256 }),
+  "llama GQA Hd 24, vocab padded to 384": () => llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 24, ffnDim: 96, vocabSize: 384 }),
+  "qwen2 with biases": (V) => llamaConfig({ architecture: "qwen2", dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: V, qkvBias: true, ropeTheta: 1e6, normEps: 1e-6 }),
+};
+
+const TOLERANCE = 1e-5;
+const FLIP_BOUND: Record<ExportDType, number> = { f32: TOLERANCE, f16: TOLERANCE, q8_0: 0.05 };
+const POSITIONS = [0, 1, 2, 17, 40, 63, 64];
+const CASES: [string, ExportDType][] = [
+  ["llama tied MQA", "f32"],
+  ["llama GQA Hd 24, vocab padded to 384", "f32"],
+  ["qwen2 with biases", "f32"],
+  ["llama tied GQA, vocab padded to 384", "f16"],
+  ["llama tied MQA", "q8_0"],
+];
+
+/** Tokens of real text from the directory's tokenizer (BOS first), at least the last position + 1. */
+function promptTokens(tok: TextTokenizer): number[] {
+  const tokens = tok.encode(CORPUS.join(" "));
+  expect(tokens.length).toBeGreaterThan(POSITIONS[POSITIONS.length - 1]);
+  return tokens.slice(0, POSITIONS[POSITIONS.length - 1] + 1);
+}
+
+describe("exported GGUF runs like the directory", () => {
+  for (const [shape, dtype] of CASES) {
+    const bound = FLIP_BOUND[dtype] === TOLERANCE ? `max |Δ log p| ≤ ${TOLERANCE}` : `median |Δ log p| ≤ ${TOLERANCE}, max ≤ ${FLIP_BOUND[dtype]}`;
+    test(`${shape} ${dtype}: ${dtype === "f32" ? "kvslim logits bit-identical to the directory; " : ""}llama.cpp log-probabilities at ${POSITIONS.length} positions (${bound})`, async () => {
+      const config = SHAPES[shape](bpe.tokens.length);
+      const hf = path.join(dir, `${shape}-${dtype}`.replace(/\W+/g, "-"));
+      writeHfDir(hf, config, bpe);
+      const out = `${hf}.gguf`;
+      const summary = exportGguf(hf, out, { dtype });
+      expect(summary.pre).toBe("gpt-2");
+      const tokens = promptTokens(loadHfTokenizer(hf));
+
+      const fromGguf = await kvslimLogits(out, tokens);
+      if (dtype === "f32") {
+        // (a) The same weights, the same kernels: every logit equal.
+        const fromDir = await kvslimLogits(hf, tokens);
+        expect(maxAbsDiff(fromGguf, fromDir)).toBe(0);
+      }
+
+      // (b) llama.cpp on the exported file.
+      const ref = await loadLlamaCppModel(out);
+      let expected: Map<number, Float32Array>;
+      try {
+        expected = await llamaCppLogits(ref, tokens, POSITIONS, config.vocabSize);
+      } finally {
+        await ref.dispose();
+      }
+      const V = config.vocabSize;
+      const errors = POSITIONS.map((p) => maxAbsDiff(logSoftmax(fromGguf.subarray(p * V, (p + 1) * V)), expected.get(p)!));
+      const report = `errors by position: ${errors.map((e) => e.toExponential(1)).join(" ")}`;
+      const median = [...errors].sort((a, b) => a - b)[Math.floor(errors.length / 2)];
+      expect(median, report).toBeLessThanOrEqual(TOLERANCE);
+      expect(Math.max(...errors), report).toBeLessThanOrEqual(FLIP_BOUND[dtype]);
+    });
+  }
+
+  test("f16 and q8_0 exports hold exactly the f32 export's matrices encoded in that dtype; vectors stay f32", () => {
+    const config = SHAPES["llama tied MQA"](bpe.tokens.length);
+    const hf = path.join(dir, "encodings");
+    writeHfDir(hf, config, bpe);
+    const files = Object.fromEntries((["f32", "f16", "q8_0"] as const).map((d) => [d, readGguf(exportGguf(hf, `${hf}-${d}.gguf`, { dtype: d }).path)]));
+    const bytes = (t: { byteLength: number }) => {
+      const b = new Uint8Array(t.byteLength);
+      readTensorBytes(t as Parameters<typeof readTensorBytes>[0], b);
+      return b;
+    };
+    for (const d of ["f16", "q8_0"] as const) {
+      expect(files[d].tensors.map((t) => t.name)).toEqual(files.f32.tensors.map((t) => t.name));
+      for (const [i, t] of files[d].tensors.entries()) {
+        const f32 = files.f32.tensors[i];
+        const values = decode("f32", bytes(f32), f32.byteLength / 4);
+        const want = t.shape.length === 1 ? "f32" : d;
+        expect({ name: t.name, type: t.type }).toEqual({ name: t.name, type: want });
+        expect(Buffer.from(bytes(t)).equals(Buffer.from(encode(want, values))), t.name).toBe(true);
+      }
+    }
+  });
+});
+
+describe("exported tokenizer tokenizes like tokenizer.json", () => {
+  let hfTok: TextTokenizer;
+  let ggufTok: TextTokenizer;
+  let model: LlamaModel;
+  beforeAll(async () => {
+    const config = SHAPES["llama tied MQA"](bpe.tokens.length);
+    const hf = path.join(dir, "tokenizer");
+    writeHfDir(hf, config, bpe);
+    const out = exportGguf(hf, `${hf}.gguf`).path;
+    hfTok = loadHfTokenizer(hf);
+    ggufTok = tokenizerFromGguf(readGguf(out).metadata);
+    model = await loadLlamaCppModel(out);
+  });
+  afterAll(async () => model?.dispose());
+
+  const strings = [...STRINGS, ...randomStrings(RANDOM_STRINGS)];
+  test(`(c) llama.cpp and kvslim's GGUF tokenizer give tokenizer.json's ids on ${STRINGS.length} chosen and ${RANDOM_STRINGS} random strings (exact)`, () => {
+    const merged = strings.filter((s) => hfTok.encode(s, { addBos: false }).length < new TextEncoder().encode(s).length);
+    expect(merged.length, "strings where merges apply").toBeGreaterThan(strings.length / 3);
+    for (const text of strings) {
+      const want = hfTok.encode(text, { addBos: false });
+      expect({ text, ids: Array.from(model.tokenize(text, false)) }).toEqual({ text, ids: want });
+      expect({ text, ids: ggufTok.encode(text, { addBos: false }) }).toEqual({ text, ids: want });
+    }
+  });
+
+  test("special ids and BOS default agree; decoding agrees where llama.cpp's space clean-up does not apply", () => {
+    expect(model.tokens.bos).toBe(hfTok.bos);
+    expect(model.tokens.eos).toBe(hfTok.eos);
+    expect(model.tokens.shouldPrependBosToken).toBe(hfTok.addBos);
+    expect([ggufTok.bos, ggufTok.eos, ggufTok.addBos]).toEqual([hfTok.bos, hfTok.eos, hfTok.addBos]);
+    for (const text of strings.filter((s) => !/ [,.!?']/.test(s))) {
+      const ids = hfTok.encode(text, { addBos: false });
+      expect({ text, decoded: model.detokenize(ids as Token[]) }).toEqual({ text, decoded: hfTok.decode(ids) });
+    }
+  });
+});
+
+describe("refusals leave no output file", () => {
+  test("(d) a CLA directory (model_type kvslim, consumer layers) is refused with UnsupportedError, in the API and the CLI", async () => {
+    const config = llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: bpe.tokens.length, kvSource: claShare(2, 2), kvNorm: true });
+    const hf = path.join(dir, "cla");
+    writeHfDir(hf, config, bpe);
+    expect(JSON.parse(fs.readFileSync(path.join(hf, "config.json"), "utf8")).model_type).toBe("kvslim");
+    const out = path.join(dir, "cla-out", "cla.gguf");
+    fs.mkdirSync(path.dirname(out));
+    expect(() => exportGguf(hf, out)).toThrow(UnsupportedError);
+    expect(() => exportGguf(hf, out)).toThrow(/cross-layer K\/V sharing/);
+    expectFailure(await cli("export", "-m", hf, "-o", out), 1, "UnsupportedError", /layer 1 has no K\/V of its own.*train without CLA/);
+    expect(fs.readdirSync(path.dirname(out))).toEqual([]);
+
+    // model_type "kvslim" alone (no sharing) is refused too: it marks a kvslim-only file.
+    const plain = path.join(dir, "kvslim-type");
+    writeHfDir(plain, SHAPES["llama tied MQA"](bpe.tokens.length), bpe);
+    const json = JSON.parse(fs.readFileSync(path.join(plain, "config.json"), "utf8"));
+    fs.writeFileSync(path.join(plain, "config.json"), JSON.stringify({ ...json, model_type: "kvslim" }));
+    expect(() => exportGguf(plain, out)).toThrow(/model_type "kvslim"/);
+    expect(fs.readdirSync(path.dirname(out))).toEqual([]);
+  });
+
+  test("(e) an existing output is kept without --force (FileExistsError) and replaced with it; bad flags fail in one line", async () => {
+    const hf = path.join(dir, "overwrite");
+    writeHfDir(hf, SHAPES["llama tied MQA"](bpe.tokens.length), bpe);
+    const outDir = path.join(dir, "overwrite-out");
+    fs.mkdirSync(outDir);
+    const out = path.join(outDir, "model.gguf");
+    fs.writeFileSync(out, "keep me");
+
+    expect(() => exportGguf(hf, out)).toThrow(FileExistsError);
+    expectFailure(await cli("export", "-m", hf, "-o", out), 1, "FileExistsError", /--force/);
+    expect(fs.readFileSync(out, "utf8")).toBe("keep me");
+    expectFailure(await cli("export", "-m", hf, "-o", out, "--dtype", "q4_0", "--force"), 2, "UsageError", /--dtype expects f32, f16, q8_0/);
+    expectFailure(await cli("export", "-m", path.join(dir, "missing"), "-o", out, "--force"), 2, "UsageError", /does not exist/);
+    expect(fs.readFileSync(out, "utf8")).toBe("keep me");
+    expect(fs.readdirSync(outDir)).toEqual(["model.gguf"]);
+
+    const r = await cli("export", "-m", hf, "-o", out, "--dtype", "q8_0", "--force");
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/wrote .*model\.gguf \(llama, 2 layers.*q8_0/);
+    expect(readGguf(out).tensors.find((t) => t.name === "token_embd.weight")?.type).toBe("q8_0");
+    expect(fs.readdirSync(outDir)).toEqual(["model.gguf"]);
+  });
+});
