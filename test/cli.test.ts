@@ -125,6 +125,21 @@ describe("working commands", () => {
   });
 });
 
+describe("demo", () => {
+  test("demo -m DIR: retrieval prompts answered with dense and SparQ, a row each with tok/s, KV stored and KV read vs dense", async () => {
+    const model = writeTestHf(dir, "demo-model", { ...SHAPES["llama-gqa"], contextLength: 1024 }).path;
+    const r = await run("demo", "-m", model, "--prompts", "2", "--chars", "400", "--threads", "1");
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/2 retrieval prompts \(key-value, needle\), answers: \d{4}, \d{4}/);
+    expect(r.out).toMatch(/dense\s+[0-2]\/2\s+\d+\s+[\d.]+ (B|KiB)\s+[\d.]+ (B|KiB|MiB) \(1\/1\.0\)/);
+    expect(r.out).toMatch(/sparq\s+[0-2]\/2\s+\d+\s+[\d.]+ (B|KiB)\s+[\d.]+ (B|KiB|MiB) \(1\/[2-9]\.\d\)/);
+  });
+
+  test("demo -m with no model there: named error, one line", async () => {
+    expectFailure(await run("demo", "-m", path.join(dir, "nothing-here")), 1, "KvslimError", /no model at .*nothing-here/);
+  });
+});
+
 describe("bad input: one line, named error, non-zero exit", () => {
   test("missing model file", async () => {
     expectFailure(await run("info", path.join(dir, "nope.gguf")), 2, "UsageError", /does not exist/);

@@ -11,6 +11,7 @@ import { registerInfo } from "./info.js";
 import { registerSynth } from "./synth.js";
 import { registerTokenizer } from "./tokenizer.js";
 import { registerTrain } from "./train.js";
+import { registerDemo } from "./demo.js";
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command("kvslim")
@@ -24,6 +25,7 @@ export async function main(argv: string[]): Promise<number> {
   registerTokenizer(program);
   registerExport(program);
   registerTrain(program);
+  registerDemo(program);
   registerBenchAttention(program.command("bench").description("benchmarks that print measurements (not tests)"));
   try {
     await program.parseAsync(argv, { from: "user" });

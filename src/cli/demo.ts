@@ -1,0 +1,122 @@
+/**
+ * `kvslim demo`: the shipped default model (models/kvslim-tiny, H64-MQA-CLA2) on long-context retrieval
+ * prompts it has never seen (built from the WordNet validation half), answered with dense attention and
+ * with SparQ side by side, and, when it is present, the same with its non-CLA twin (models/kvslim-tiny-mqa,
+ * twice the KV cache): the answers, tokens/s, KV bytes stored per token and KV bytes read per decode step.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Command } from "commander";
+import type { AttentionSpec } from "../attention/method.js";
+import { KvslimError, formatBytes } from "../errors.js";
+import { kernelWasmPath } from "../kernels/wasm.js";
+import { attentionName } from "../model/config.js";
+import { loadModel, type Model } from "../model/model.js";
+import { Rng } from "../model/sampler.js";
+import { keyValueDocument, needleDocument, type RetrievalDocument } from "../train/data/retrieval.js";
+import { wordnetValidation } from "../train/data/wordnet.js";
+import { intOption, threadsOption } from "./options.js";
+
+const DEFAULT_MODEL = "kvslim-tiny";
+const TWIN_MODEL = "kvslim-tiny-mqa";
+
+interface Row {
+  model: string;
+  method: string;
+  correct: number;
+  total: number;
+  tokensPerSecond: number;
+  kvPerToken: number; // stored, at the cache's dtype
+  readPerStep: number; // KV bytes read + written per decode step
+  denseReadPerStep: number;
+  answers: string[];
+}
+
+export function registerDemo(program: Command): void {
+  program
+    .command("demo")
+    .description("the default model on long-context retrieval prompts: dense vs SparQ, CLA vs its twin")
+    .option("-m, --model <dir>", "model directory (default: the shipped models/kvslim-tiny)")
+    .option("--prompts <n>", "retrieval prompts to run", intOption("--prompts", 1), 4)
+    .option("--chars <n>", "prompt length in characters (the model was trained on 512-token windows)", intOption("--chars", 200), 1400)
+    .option(...threadsOption)
+    .action(async (flags: { model?: string; prompts: number; chars: number; threads?: number }) => {
+      const models = path.join(path.dirname(path.dirname(kernelWasmPath())), "models");
+      const main = flags.model ?? path.join(models, DEFAULT_MODEL);
+      if (!fs.existsSync(path.join(main, "config.json"))) {
+        throw new KvslimError(`no model at ${main} (expected config.json and model.safetensors there); train one with kvslim train, or pass -m DIR`);
+      }
+      const twin = flags.model === undefined && fs.existsSync(path.join(models, TWIN_MODEL, "config.json")) ? path.join(models, TWIN_MODEL) : null;
+      const prompts = retrievalPrompts(flags.prompts, flags.chars);
+      const methods: AttentionSpec[] = [{ method: "dense" }, { method: "sparq", compression: 4, minK: 32 }];
+      const rows: Row[] = [];
+      for (const dir of twin ? [main, twin] : [main]) {
+        // The cache pool is sized for SparQ's layout (K twice), which also holds a dense cache.
+        const model = await loadModel(dir, { threads: flags.threads, kvDtype: "bf16", attention: methods[1] });
+        try {
+          for (const spec of methods) rows.push(await run(model, path.basename(dir), spec, prompts));
+        } finally {
+          model.dispose();
+        }
+      }
+      print(rows, prompts);
+      if (twin === null && flags.model === undefined) process.stdout.write(`(the non-CLA twin ${TWIN_MODEL} is not in models/ yet: no CLA comparison)\n`);
+    });
+}
+
+/** Key–value and needle documents from the validation half, cut before the answer. */
+function retrievalPrompts(n: number, chars: number): RetrievalDocument[] {
+  const rng = new Rng(2024);
+  const filler = wordnetValidation();
+  return Array.from({ length: n }, (_, i) => {
+    const doc = (i % 2 === 0 ? keyValueDocument : needleDocument)(rng, filler, chars);
+    // The text ends with "A: <answer>": the prompt stops after "A:", the model should say " <answer>".
+    return { ...doc, text: doc.text.slice(0, doc.text.length - doc.answer.length - 1) };
+  });
+}
+
+async function run(model: Model, name: string, attention: AttentionSpec, prompts: RetrievalDocument[]): Promise<Row> {
+  const row: Row = { model: name, method: attention.method, correct: 0, total: prompts.length, tokensPerSecond: 0, kvPerToken: 0, readPerStep: 0, denseReadPerStep: 0, answers: [] };
+  let seconds = 0;
+  let generated = 0;
+  for (const doc of prompts) {
+    const session = model.createSession({ attention });
+    try {
+      const iterator = session.generate(doc.text, { maxTokens: 6, temperature: 0, stop: ["\n"] });
+      let text = "";
+      let result = await iterator.next();
+      while (!result.done) {
+        text += result.value.text;
+        result = await iterator.next();
+      }
+      const s = result.value;
+      const answer = text.trim().split(/\s+/)[0] ?? "";
+      row.answers.push(answer);
+      if (answer.replace(/[.,]$/, "") === doc.answer) row.correct++;
+      seconds += s.generateSeconds;
+      generated += s.generatedTokens;
+      row.kvPerToken = s.kvBytesInUse / session.tokens.length;
+      row.readPerStep += s.kvTraffic.bytesPerStep / prompts.length;
+      row.denseReadPerStep += s.kvTraffic.denseBytesPerStep / prompts.length;
+    } finally {
+      session.dispose();
+    }
+  }
+  row.tokensPerSecond = generated / seconds;
+  row.kvPerToken = Math.round(row.kvPerToken);
+  row.model = `${name} (${attentionName(model.config)})`;
+  return row;
+}
+
+function print(rows: Row[], prompts: RetrievalDocument[]): void {
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+  out(`${prompts.length} retrieval prompts (${prompts.map((p) => p.kind).join(", ")}), answers: ${prompts.map((p) => p.answer).join(", ")}`);
+  out("model                              attention  correct  tok/s  KV stored/token  KV read/step (vs dense)   answers");
+  for (const r of rows) {
+    const ratio = r.denseReadPerStep > 0 ? ` (1/${(r.denseReadPerStep / r.readPerStep).toFixed(1)})` : "";
+    out(
+      `${r.model.padEnd(34)} ${r.method.padEnd(9)} ${`${r.correct}/${r.total}`.padStart(7)} ${r.tokensPerSecond.toFixed(0).padStart(6)} ` +
+        `${formatBytes(r.kvPerToken).padStart(16)} ${`${formatBytes(r.readPerStep)}${ratio}`.padStart(24)}   ${r.answers.join(" ")}`,
+    );
+  }
+}
