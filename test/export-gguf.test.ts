@@ -29,7 +29,7 @@ import { loadModel } from "../src/model/model.js";
 import { llamaConfig, randomWeights, tensorsToWrite } from "../src/model/synthetic.js";
 import { loadHfTokenizer, tokenizerFromGguf, type TextTokenizer } from "../src/tokenizer/tokenizer.js";
 import { saveTokenizer, trainBpe, type TrainedBpe } from "../src/tokenizer/train-bpe.js";
-import { llamaCppLogits, loadLlamaCppModel } from "./helpers/llama-cpp.js";
+import { llamaCppLogits, loadLlamaCppModel, logSoftmax, maxAbsDiff } from "./helpers/llama-cpp.js";
 import { tempDir } from "./helpers/models.js";
 
 /** A small, varied corpus: words, contractions, digits, punctuation runs, whitespace runs, several scripts. */
@@ -68,21 +68,6 @@ function writeHfDir(dir: string, config: ModelConfig, bpe: TrainedBpe, seed = 1)
   writeSafetensors(path.join(dir, "model.safetensors"), tensorsToWrite(config, weights, "f32", true), { format: "pt" });
   fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(hfConfigFor(config, "f32"), null, 2));
   saveTokenizer(bpe, dir, { force: true });
-}
-
-function logSoftmax(logits: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of logits) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of logits) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(logits, (v) => v - lse);
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
 }
 
 async function kvslimLogits(modelPath: string, tokens: number[]): Promise<Float32Array> {

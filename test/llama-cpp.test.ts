@@ -12,23 +12,8 @@ import fs from "node:fs";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { DType } from "../src/memory/dtype.js";
 import { loadModel } from "../src/model/model.js";
-import { llamaCppLogits, loadLlamaCppModel } from "./helpers/llama-cpp.js";
+import { llamaCppLogits, loadLlamaCppModel, logSoftmax, maxAbsDiff } from "./helpers/llama-cpp.js";
 import { SHAPES, randomTokens, tempDir, writeTestGguf } from "./helpers/models.js";
-
-function logSoftmax(logits: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of logits) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of logits) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(logits, (v) => v - lse);
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
 
 const CONTEXT = 1100;
 const POSITIONS = [0, 1, 2, 31, 63, 64, 65, 200, 511, 512, 1099];
