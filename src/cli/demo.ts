@@ -38,7 +38,7 @@ export function registerDemo(program: Command): void {
     .description("the default model on long-context retrieval prompts: dense vs SparQ, CLA vs its twin")
     .option("-m, --model <dir>", "model directory (default: the shipped models/kvslim-tiny)")
     .option("--prompts <n>", "retrieval prompts to run", intOption("--prompts", 1), 4)
-    .option("--chars <n>", "prompt length in characters (the model was trained on 512-token windows)", intOption("--chars", 200), 1400)
+    .option("--chars <n>", "prompt length in characters (the model was trained on 512-token windows)", intOption("--chars", 200), 1100)
     .option(...threadsOption)
     .action(async (flags: { model?: string; prompts: number; chars: number; threads?: number }) => {
       const models = path.join(path.dirname(path.dirname(kernelWasmPath())), "models");
