@@ -66,24 +66,9 @@ export function attendF32(out: usize, scores: usize, q: usize, k: usize, v: usiz
  */
 export function expSumF32(out: usize, x: usize, n: i32): void {
   const end = <usize>n << 2;
-  let m4 = f32x4.splat(-Infinity);
-  let o: usize = 0;
-  for (; o + 16 <= end; o += 16) m4 = f32x4.max(m4, v128.load(x + o));
-  let maxScore = max(max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
-  for (; o < end; o += 4) maxScore = max(maxScore, load<f32>(x + o));
-  const max4 = f32x4.splat(maxScore);
-  let lo = f64x2.splat(0), hi = lo;
-  o = 0;
-  for (; o + 16 <= end; o += 16) {
-    const e = expF32x4(f32x4.sub(v128.load(x + o), max4));
-    lo = f64x2.add(lo, f64x2.promote_low_f32x4(e));
-    hi = f64x2.add(hi, f64x2.promote_low_f32x4(i32x4.shuffle(e, e, 2, 3, 2, 3)));
-  }
-  const lanes = f64x2.add(lo, hi);
-  let sum = f64x2.extract_lane(lanes, 0) + f64x2.extract_lane(lanes, 1);
-  for (; o < end; o += 4) sum += <f64>expF32(load<f32>(x + o) - maxScore);
+  const maxScore = rowMax(x, end);
   store<f32>(out, maxScore);
-  store<f32>(out, <f32>sum, 4);
+  store<f32>(out, <f32>expSum(0, x, end, maxScore, false), 4);
 }
 
 /**
@@ -92,30 +77,10 @@ export function expSumF32(out: usize, x: usize, n: i32): void {
  */
 export function softmaxF32(x: usize, n: i32): void {
   const end = <usize>n << 2;
-  let m4 = f32x4.splat(-Infinity);
-  let o: usize = 0;
-  for (; o + 16 <= end; o += 16) m4 = f32x4.max(m4, v128.load(x + o));
-  let maxScore = max(max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
-  for (; o < end; o += 4) maxScore = max(maxScore, load<f32>(x + o));
-  const max4 = f32x4.splat(maxScore);
-  let lo = f64x2.splat(0), hi = lo; // exps of lanes 0, 1 and of lanes 2, 3
-  o = 0;
-  for (; o + 16 <= end; o += 16) {
-    const e = expF32x4(f32x4.sub(v128.load(x + o), max4));
-    v128.store(x + o, e);
-    lo = f64x2.add(lo, f64x2.promote_low_f32x4(e));
-    hi = f64x2.add(hi, f64x2.promote_low_f32x4(i32x4.shuffle(e, e, 2, 3, 2, 3)));
-  }
-  const lanes = f64x2.add(lo, hi);
-  let sum = f64x2.extract_lane(lanes, 0) + f64x2.extract_lane(lanes, 1);
-  for (; o < end; o += 4) {
-    const e = expF32(load<f32>(x + o) - maxScore);
-    store<f32>(x + o, e);
-    sum += <f64>e;
-  }
+  const sum = expSum(x, x, end, rowMax(x, end), true);
   const inv = <f32>(1 / sum);
   const inv4 = f32x4.splat(inv);
-  o = 0;
+  let o: usize = 0;
   for (; o + 16 <= end; o += 16) v128.store(x + o, f32x4.mul(v128.load(x + o), inv4));
   for (; o < end; o += 4) store<f32>(x + o, load<f32>(x + o) * inv);
 }
@@ -303,4 +268,41 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
   let j: usize = 0;
   for (; j + 4 <= n; j += 4) v128.store(out + (j << 2), f32x4.add(v128.load(out + (j << 2)), f32x4.mul(load4AsF32<T>(v + j * size), p4)));
   for (; j < n; j++) store<f32>(out + (j << 2), load<f32>(out + (j << 2)) + loadAsF32<T>(v + j * size) * p);
+}
+
+/** The max of the f32 values in [x, x + end). */
+// @ts-ignore: decorator
+@inline export function rowMax(x: usize, end: usize): f32 {
+  let m4 = f32x4.splat(-Infinity);
+  let o: usize = 0;
+  for (; o + 16 <= end; o += 16) m4 = f32x4.max(m4, v128.load(x + o));
+  let m = max(max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
+  for (; o < end; o += 4) m = max(m, load<f32>(x + o));
+  return m;
+}
+
+/**
+ * Σ e^(x − maxX) over the f32 values in [x, x + end): f32 exps summed in f64 (lanes 0, 1 and lanes 2, 3
+ * apart, then the tail in order), the order softmaxF32, expSumF32 and crossEntropy share. With `keep`
+ * (a constant at every call) the exps are also stored at out (out may equal x).
+ */
+// @ts-ignore: decorator
+@inline export function expSum(out: usize, x: usize, end: usize, maxX: f32, keep: bool): f64 {
+  const max4 = f32x4.splat(maxX);
+  let lo = f64x2.splat(0), hi = lo; // exps of lanes 0, 1 and of lanes 2, 3
+  let o: usize = 0;
+  for (; o + 16 <= end; o += 16) {
+    const e = expF32x4(f32x4.sub(v128.load(x + o), max4));
+    if (keep) v128.store(out + o, e);
+    lo = f64x2.add(lo, f64x2.promote_low_f32x4(e));
+    hi = f64x2.add(hi, f64x2.promote_low_f32x4(i32x4.shuffle(e, e, 2, 3, 2, 3)));
+  }
+  const lanes = f64x2.add(lo, hi);
+  let sum = f64x2.extract_lane(lanes, 0) + f64x2.extract_lane(lanes, 1);
+  for (; o < end; o += 4) {
+    const e = expF32(load<f32>(x + o) - maxX);
+    if (keep) store<f32>(out + o, e);
+    sum += <f64>e;
+  }
+  return sum;
 }

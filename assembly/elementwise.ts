@@ -130,27 +130,7 @@ export function rmsnorm(out: usize, x: usize, w: usize, n: i32, eps: f32): void 
  * Two pairs per f32x4: [x0, x1, x0', x1'] * [c, c, c', c'] + [x1, x0, x1', x0'] * [-s, s, -s', s'].
  */
 export function ropeInterleaved(x: usize, cos: usize, sin: usize, nHeads: i32, Hd: i32, nRot: i32): void {
-  const pairs = <usize>nRot >> 1;
-  const negateEven = i32x4(0x80000000, 0, 0x80000000, 0);
-  for (let h: usize = 0; h < <usize>nHeads; h++) {
-    const head = x + h * (<usize>Hd << 2);
-    let i: usize = 0;
-    for (; i + 2 <= pairs; i += 2) {
-      const v = v128.load(head + (i << 3));
-      const c2 = v128.load64_zero(cos + (i << 2)), s2 = v128.load64_zero(sin + (i << 2));
-      const c = i32x4.shuffle(c2, c2, 0, 0, 1, 1);
-      const s = v128.xor(i32x4.shuffle(s2, s2, 0, 0, 1, 1), negateEven);
-      const swapped = i32x4.shuffle(v, v, 1, 0, 3, 2);
-      v128.store(head + (i << 3), f32x4.add(f32x4.mul(v, c), f32x4.mul(swapped, s)));
-    }
-    for (; i < pairs; i++) {
-      const p = head + (i << 3);
-      const x0 = load<f32>(p), x1 = load<f32>(p, 4);
-      const c = load<f32>(cos + (i << 2)), s = load<f32>(sin + (i << 2));
-      store<f32>(p, x0 * c - x1 * s);
-      store<f32>(p, x0 * s + x1 * c, 4);
-    }
-  }
+  rotateInterleaved(x, cos, sin, nHeads, Hd, nRot, false);
 }
 
 /**
@@ -158,20 +138,57 @@ export function ropeInterleaved(x: usize, cos: usize, sin: usize, nHeads: i32, H
  *   x[i] = x0 cos_i - x1 sin_i,  x[i + nRot/2] = x0 sin_i + x1 cos_i
  */
 export function ropeHalves(x: usize, cos: usize, sin: usize, nHeads: i32, Hd: i32, nRot: i32): void {
-  const half = <usize>nRot >> 1;
-  const halfBytes = half << 2;
+  rotateHalves(x, cos, sin, nHeads, Hd, nRot, false);
+}
+
+/**
+ * The body of ropeInterleaved; `inverse` (a constant at every call) rotates by −angle (sin negated, which
+ * is exact), the RoPE backward.
+ */
+// @ts-ignore: decorator
+@inline export function rotateInterleaved(x: usize, cos: usize, sin: usize, nHeads: i32, Hd: i32, nRot: i32, inverse: bool): void {
+  const pairs = <usize>nRot >> 1;
+  const signs = inverse ? i32x4(0, 0x80000000, 0, 0x80000000) : i32x4(0x80000000, 0, 0x80000000, 0);
+  for (let h: usize = 0; h < <usize>nHeads; h++) {
+    const head = x + h * (<usize>Hd << 2);
+    let i: usize = 0;
+    for (; i + 2 <= pairs; i += 2) {
+      const v = v128.load(head + (i << 3));
+      const c2 = v128.load64_zero(cos + (i << 2)), s2 = v128.load64_zero(sin + (i << 2));
+      const c = i32x4.shuffle(c2, c2, 0, 0, 1, 1);
+      const s = v128.xor(i32x4.shuffle(s2, s2, 0, 0, 1, 1), signs);
+      const swapped = i32x4.shuffle(v, v, 1, 0, 3, 2);
+      v128.store(head + (i << 3), f32x4.add(f32x4.mul(v, c), f32x4.mul(swapped, s)));
+    }
+    for (; i < pairs; i++) {
+      const p = head + (i << 3);
+      const x0 = load<f32>(p), x1 = load<f32>(p, 4);
+      const c = load<f32>(cos + (i << 2));
+      const s = inverse ? -load<f32>(sin + (i << 2)) : load<f32>(sin + (i << 2));
+      store<f32>(p, x0 * c - x1 * s);
+      store<f32>(p, x0 * s + x1 * c, 4);
+    }
+  }
+}
+
+/** The body of ropeHalves; `inverse` as in rotateInterleaved. */
+// @ts-ignore: decorator
+@inline export function rotateHalves(x: usize, cos: usize, sin: usize, nHeads: i32, Hd: i32, nRot: i32, inverse: bool): void {
+  const halfBytes = (<usize>nRot >> 1) << 2;
   for (let h: usize = 0; h < <usize>nHeads; h++) {
     const head = x + h * (<usize>Hd << 2);
     let o: usize = 0;
     for (; o + 16 <= halfBytes; o += 16) {
       const x0 = v128.load(head + o), x1 = v128.load(head + halfBytes + o);
-      const c = v128.load(cos + o), s = v128.load(sin + o);
+      const c = v128.load(cos + o);
+      const s = inverse ? f32x4.neg(v128.load(sin + o)) : v128.load(sin + o);
       v128.store(head + o, f32x4.sub(f32x4.mul(x0, c), f32x4.mul(x1, s)));
       v128.store(head + halfBytes + o, f32x4.add(f32x4.mul(x0, s), f32x4.mul(x1, c)));
     }
     for (; o < halfBytes; o += 4) {
       const x0 = load<f32>(head + o), x1 = load<f32>(head + halfBytes + o);
-      const c = load<f32>(cos + o), s = load<f32>(sin + o);
+      const c = load<f32>(cos + o);
+      const s = inverse ? -load<f32>(sin + o) : load<f32>(sin + o);
       store<f32>(head + o, x0 * c - x1 * s);
       store<f32>(head + halfBytes + o, x0 * s + x1 * c);
     }

@@ -2,38 +2,17 @@
 // (getRowF32 per token).
 //
 // RoPE is a rotation of each pair by its angle, so its backward is the transpose, the rotation by
-// −angle: [dx0, dx1] ← [dx0 c + dx1 s, −dx0 s + dx1 c]. Defined bit for bit (plain f32 operations in
-// that order), like the forward.
+// −angle: [dx0, dx1] ← [dx0 c + dx1 s, −dx0 s + dx1 c]: the forward's own code with sin negated (exact),
+// so it is defined bit for bit like the forward.
+import { rotateHalves, rotateInterleaved } from "./elementwise";
 import { expF32x4 } from "./exp";
 
 /**
  * The backward of ropeInterleaved, in place on dx (nHeads, Hd): pairs (2i, 2i+1) for i < nRot/2,
  *   dx[2i] = dx0 cos_i + dx1 sin_i,  dx[2i+1] = dx1 cos_i − dx0 sin_i      (cos, sin: (nRot/2))
- * Two pairs per f32x4: [d0, d1, d0', d1'] * [c, c, c', c'] + [d1, d0, d1', d0'] * [s, −s, s', −s'].
  */
 export function ropeInterleavedBackward(dx: usize, cos: usize, sin: usize, nHeads: i32, Hd: i32, nRot: i32): void {
-  const pairs = <usize>nRot >> 1;
-  const negateOdd = i32x4(0, 0x80000000, 0, 0x80000000);
-  for (let h: usize = 0; h < <usize>nHeads; h++) {
-    const head = dx + h * (<usize>Hd << 2);
-    let i: usize = 0;
-    for (; i + 2 <= pairs; i += 2) {
-      const v = v128.load(head + (i << 3));
-      const c2 = v128.load64_zero(cos + (i << 2)), s2 = v128.load64_zero(sin + (i << 2));
-      const c = i32x4.shuffle(c2, c2, 0, 0, 1, 1);
-      const s = v128.xor(i32x4.shuffle(s2, s2, 0, 0, 1, 1), negateOdd);
-      const swapped = i32x4.shuffle(v, v, 1, 0, 3, 2);
-      // Lane 1: d1 c + d0 (−s): the f32 sum of the same two products as d1 c − d0 s.
-      v128.store(head + (i << 3), f32x4.add(f32x4.mul(v, c), f32x4.mul(swapped, s)));
-    }
-    for (; i < pairs; i++) {
-      const p = head + (i << 3);
-      const d0 = load<f32>(p), d1 = load<f32>(p, 4);
-      const c = load<f32>(cos + (i << 2)), s = load<f32>(sin + (i << 2));
-      store<f32>(p, d0 * c + d1 * s);
-      store<f32>(p, d1 * c - d0 * s, 4);
-    }
-  }
+  rotateInterleaved(dx, cos, sin, nHeads, Hd, nRot, true);
 }
 
 /**
@@ -41,23 +20,7 @@ export function ropeInterleavedBackward(dx: usize, cos: usize, sin: usize, nHead
  *   dx[i] = dx0 cos_i + dx1 sin_i,  dx[i + nRot/2] = dx1 cos_i − dx0 sin_i
  */
 export function ropeHalvesBackward(dx: usize, cos: usize, sin: usize, nHeads: i32, Hd: i32, nRot: i32): void {
-  const halfBytes = (<usize>nRot >> 1) << 2;
-  for (let h: usize = 0; h < <usize>nHeads; h++) {
-    const head = dx + h * (<usize>Hd << 2);
-    let o: usize = 0;
-    for (; o + 16 <= halfBytes; o += 16) {
-      const d0 = v128.load(head + o), d1 = v128.load(head + halfBytes + o);
-      const c = v128.load(cos + o), s = v128.load(sin + o);
-      v128.store(head + o, f32x4.add(f32x4.mul(d0, c), f32x4.mul(d1, s)));
-      v128.store(head + halfBytes + o, f32x4.sub(f32x4.mul(d1, c), f32x4.mul(d0, s)));
-    }
-    for (; o < halfBytes; o += 4) {
-      const d0 = load<f32>(head + o), d1 = load<f32>(head + halfBytes + o);
-      const c = load<f32>(cos + o), s = load<f32>(sin + o);
-      store<f32>(head + o, d0 * c + d1 * s);
-      store<f32>(head + halfBytes + o, d1 * c - d0 * s);
-    }
-  }
+  rotateHalves(dx, cos, sin, nHeads, Hd, nRot, true);
 }
 
 /** 1 + e^−g for 4 lanes, e^−g as the forward's silu computes it (expF32x4): silu = g / it, σ = 1 / it. */

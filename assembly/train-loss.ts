@@ -5,7 +5,8 @@
 // summed in f64 and the probabilities scaled by f32(1 / Σ), as softmaxF32. A row whose target is
 // negative (−1: padding, a prompt token) is ignored: loss 0, dLogits row 0. scale is the caller's:
 // 1 / (number of counted rows), or that over a whole batch of micro-batches.
-import { expF32x4, expF32 } from "./exp";
+import { rowMax, expSum } from "./attention";
+import { expF32 } from "./exp";
 
 /**
  * losses (t) f32 and dLogits (t, V) from logits (t, V) and targets (t, i32, −1 = ignore the row).
@@ -24,37 +25,16 @@ export function crossEntropy(losses: usize, dLogits: usize, logits: usize, targe
     }
     const xTarget = load<f32>(x + (<usize>target << 2));
 
-    // Step 1: the max.
-    let m4 = f32x4.splat(-Infinity);
-    let o: usize = 0;
-    for (; o + 16 <= row; o += 16) m4 = f32x4.max(m4, v128.load(x + o));
-    let maxX = max(max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
-    for (; o < row; o += 4) maxX = max(maxX, load<f32>(x + o));
-
-    // Step 2: e_j = e^(x_j − max) into dLogits, Σ e_j in f64 (lanes 0, 1 and 2, 3 apart, as softmaxF32).
-    const max4 = f32x4.splat(maxX);
-    let lo = f64x2.splat(0), hi = lo;
-    o = 0;
-    for (; o + 16 <= row; o += 16) {
-      const e = expF32x4(f32x4.sub(v128.load(x + o), max4));
-      v128.store(d + o, e);
-      lo = f64x2.add(lo, f64x2.promote_low_f32x4(e));
-      hi = f64x2.add(hi, f64x2.promote_low_f32x4(i32x4.shuffle(e, e, 2, 3, 2, 3)));
-    }
-    const lanes = f64x2.add(lo, hi);
-    let sum = f64x2.extract_lane(lanes, 0) + f64x2.extract_lane(lanes, 1);
-    for (; o < row; o += 4) {
-      const e = expF32(load<f32>(x + o) - maxX);
-      store<f32>(d + o, e);
-      sum += <f64>e;
-    }
+    // Step 1: the max. Step 2: e_j = e^(x_j − max) into dLogits, Σ e_j in f64 (as softmaxF32).
+    const maxX = rowMax(x, row);
+    const sum = expSum(d, x, row, maxX, true);
 
     // Step 3: the loss, in f64 from the f64 sum.
     store<f32>(losses + (i << 2), <f32>(Math.log(sum) - (<f64>xTarget - <f64>maxX)));
 
     // Step 4: dLogits = e · f32(1 / Σ) · scale, and at the target (e · f32(1 / Σ) − 1) · scale.
     const inv = <f32>(1 / sum), inv4 = f32x4.splat(inv);
-    o = 0;
+    let o: usize = 0;
     for (; o + 16 <= row; o += 16) v128.store(d + o, f32x4.mul(f32x4.mul(v128.load(d + o), inv4), scale4));
     for (; o < row; o += 4) store<f32>(d + o, load<f32>(d + o) * inv * scale);
     const pTarget = expF32(xTarget - maxX) * inv;
