@@ -5,11 +5,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { main } from "../src/cli/main.js";
 import { writeGguf } from "../src/io/gguf-writer.js";
 import { claShare } from "../src/model/config.js";
 import { llamaConfig, ggufModelMetadata, randomWeights, syntheticVocab, tensorsToWrite } from "../src/model/synthetic.js";
 import { gguf } from "../src/io/gguf-writer.js";
+import { expectFailure, runCli } from "./helpers/cli.js";
 import { SHAPES, tempDir, writeTestGguf, writeTestHf } from "./helpers/models.js";
 
 let dir: string;
@@ -22,30 +22,7 @@ afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "";
-  let err = "";
-  const o = process.stdout.write.bind(process.stdout);
-  const e = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
-  try {
-    const code = await main(argv);
-    return { code, out, err };
-  } finally {
-    process.stdout.write = o;
-    process.stderr.write = e;
-  }
-}
-
-/** Asserts a clean failure: the exit code, one line naming the error, no stack trace. */
-function expectFailure(r: { code: number; out: string; err: string }, code: number, name: string, ...mentions: (string | RegExp)[]) {
-  expect(r.code, r.err).toBe(code);
-  expect(r.err.trim().split("\n")).toHaveLength(1);
-  expect(r.err).toContain(name);
-  expect(r.err).not.toMatch(/\n\s+at /);
-  for (const m of mentions) expect(r.err).toMatch(m);
-}
+const run = runCli;
 
 function writeVariant(name: string, edit: (t: ReturnType<typeof tensorsToWrite>) => ReturnType<typeof tensorsToWrite>, config = SHAPES["llama-gqa"], meta?: (m: ReturnType<typeof ggufModelMetadata>) => ReturnType<typeof ggufModelMetadata>): string {
   const file = path.join(dir, `${name}.gguf`);

@@ -9,7 +9,7 @@ import * as path from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { main } from "../src/cli/main.js";
+import { expectFailure, runCli } from "./helpers/cli.js";
 import { UsageError } from "../src/errors.js";
 import { hfTokenizer } from "../src/tokenizer/hf-tokenizer.js";
 import { BpeEncoder, MIN_VOCAB_SIZE, saveTokenizer, tokenizerJson, trainBpe, type TrainedBpe } from "../src/tokenizer/train-bpe.js";
@@ -149,29 +149,7 @@ describe("the written directory", () => {
 });
 
 describe("kvslim tokenizer train", () => {
-  async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-    let out = "";
-    let err = "";
-    const o = process.stdout.write.bind(process.stdout);
-    const e = process.stderr.write.bind(process.stderr);
-    process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
-    process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
-    try {
-      return { code: await main(argv), out, err };
-    } finally {
-      process.stdout.write = o;
-      process.stderr.write = e;
-    }
-  }
-
-  /** A clean failure: the exit code, one line naming the error, no stack trace. */
-  function expectFailure(r: { code: number; err: string }, code: number, name: string, mention: RegExp) {
-    expect(r.code, r.err).toBe(code);
-    expect(r.err.trim().split("\n")).toHaveLength(1);
-    expect(r.err).toContain(name);
-    expect(r.err).not.toMatch(/\n\s+at /);
-    expect(r.err).toMatch(mention);
-  }
+  const run = runCli;
 
   let txt: string;
   beforeAll(() => {
