@@ -10,6 +10,9 @@ export const SPARQ_DOUBLE = 2;
 export const SPARQ_BY_PROBABILITIES = 4;
 export const SPARQ_REALLOCATION = 8;
 
+/** α per query head of the group, reused across calls (each thread has its own module instance). */
+let alphaScratch = new Float64Array(8);
+
 /** What a thread runs kernels with: its own kernels instance over the shared memory, and views of it. */
 export interface KernelEnv {
   kernels: Kernels;
@@ -75,7 +78,8 @@ export function sparqHead(
   // normaliser needs all S exps, the numerator only the k + 1 selected (exps in float64 here).
   const i2 = index >> 2;
   const st = stats >> 2;
-  const alpha = new Float64Array(g);
+  if (alphaScratch.length < g) alphaScratch = new Float64Array(g);
+  const alpha = alphaScratch;
   for (let h = 0; h < g; h++) {
     const row = a4 + h * S;
     let a = 0;

@@ -10,7 +10,7 @@
 import type { KernelEnv } from "../attention/sparq-head.js";
 import type { Kernels } from "../kernels/kernels.js";
 import type { Ptr } from "../memory/arena.js";
-import { OPS, execute, type OpName } from "./ops.js";
+import { OPS, execute } from "./ops.js";
 import { kernelWorkers, releaseKernelWorkers, type KernelKind, type KernelPool } from "./pool.js";
 import { TASK_SLOTS } from "./protocol.js";
 
@@ -158,5 +158,3 @@ export class Parallel {
 function envOf(kernels: Kernels, memory: WebAssembly.Memory): KernelEnv {
   return { kernels, f32: new Float32Array(memory.buffer), i32: new Int32Array(memory.buffer) };
 }
-
-export type { OpName };

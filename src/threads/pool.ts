@@ -33,7 +33,6 @@ export type KernelKind = "wasm" | "reference";
 export class KernelPool {
   private readonly control = new SharedArrayBuffer(4 * controlWords(MAX_WORKERS));
   readonly ctl = new Int32Array(this.control);
-  private readonly taskBuffers: SharedArrayBuffer[] = [];
   readonly taskLists: Float64Array[] = [];
   private readonly errorTexts: Uint8Array[] = [];
   private readonly workers: Worker[] = [];
@@ -66,7 +65,6 @@ export class KernelPool {
       });
       this.workers.push(worker);
       this.ports.push(port1);
-      this.taskBuffers.push(tasks);
       this.taskLists.push(new Float64Array(tasks));
       this.errorTexts.push(new Uint8Array(errors));
       this.attached.push(new Set());
