@@ -5,7 +5,7 @@
  * Shapes are the 97M reference model's: D 768, FFN 2048, vocab 8192, prefill of 64 tokens.
  * Decode attention reports GB/s of K and V read (one KV head, 16k positions), topK GB/s of scores.
  * Training GEMMs (forward and both backward products of a linear layer, t = 512) report GFLOP/s, WASM only.
- * Run: npm run build && node dist/bench/kernels.js
+ * Run: npm run build && npm run bench -- kernels
  */
 import { Arena } from "../src/memory/arena.js";
 import { type DType, bytesFor, encode } from "../src/memory/dtype.js";

@@ -1,8 +1,8 @@
 /**
  * What a job on the kernel workers costs, and what a second thread gives the products (not a test).
  *
- *   npm run build && node dist/bench/threads.js            # 1 thread vs the machine's cores
- *   node dist/bench/threads.js --threads 1,2,3
+ *   npm run build && npm run bench -- threads              # 1 thread vs the machine's cores
+ *   npm run bench -- threads --threads 1,2,3
  *
  * Job overhead: a job whose tasks do (almost) nothing, on every thread: the round trip of waking the
  * workers and waiting for them (Atomics, no messages), back to back, as in a decode step, and after a

@@ -2,8 +2,8 @@
  * Training speed (not a test): the GEMMs of a training step alone and whole steps of a preset, at 1 thread
  * and at the machine's cores, in one run, with the ratios.
  *
- *   npm run build && node dist/bench/train.js                    # tiny-mqa-cla2, threads 1 and all cores
- *   node dist/bench/train.js --preset tiny-mqa --threads 1,2 --steps 3
+ *   npm run build && npm run bench -- train                      # tiny-mqa-cla2, threads 1 and all cores
+ *   npm run bench -- train --preset tiny-mqa --threads 1,2 --steps 3
  *
  * GEMMs (GFLOP/s, 2·t·n·d per call) at the preset's shapes with t = batch · seqLen rows: the forward
  * product, dX = dY·W and dW += dYᵀ·X, split over the threads as training splits them. Whole steps:

@@ -6,7 +6,8 @@
 import { describe, expect, test } from "vitest";
 import { Rng } from "../src/model/sampler.js";
 import {
-  keyValueDocument, needleDocument, repeatDocument, RETRIEVAL_GENERATORS, RETRIEVAL_SHARE, trainingStream, type RetrievalKind,
+  DEFAULT_MAX_CHARS, DEFAULT_MIN_CHARS, keyValueDocument, needleDocument, repeatDocument, RETRIEVAL_GENERATORS, RETRIEVAL_SHARE, retrievalLengths,
+  trainingStream, type RetrievalKind,
 } from "../src/train/data/retrieval.js";
 import {
   corpusSize, fnv1a32, isValidationSynset, loadWordnet, parseSynsetLine, readWordnetSynsets, synsetDocument, VALIDATION_ONE_IN,
@@ -161,9 +162,17 @@ describe("retrieval documents", () => {
     expect([...fromWordnet].sort()).toEqual([...wordnet].sort());
     expect(fromWordnet).not.toEqual(wordnet); // shuffled
     const retrieval = stream.filter((d) => !known.has(d));
-    expect(retrieval.every((d) => d.length >= 2500 && d.includes("\n"))).toBe(true);
+    // Lengths in [min, max + one filler document]: short enough to fit in a 512-token training window.
+    const longestFiller = Math.max(...wordnet.map((d) => d.length));
+    expect(retrieval.every((d) => d.length >= DEFAULT_MIN_CHARS && d.length <= DEFAULT_MAX_CHARS + longestFiller && d.includes("\n"))).toBe(true);
     const share = corpusSize(retrieval).chars / corpusSize(stream).chars;
     expect(Math.abs(share - RETRIEVAL_SHARE)).toBeLessThan(0.01);
+  });
+
+  test("retrievalLengths scales the defaults (for 512-token windows) with the window", () => {
+    expect(retrievalLengths(512)).toEqual({ minChars: DEFAULT_MIN_CHARS, maxChars: DEFAULT_MAX_CHARS });
+    expect(retrievalLengths(1024)).toEqual({ minChars: 2 * DEFAULT_MIN_CHARS, maxChars: 2 * DEFAULT_MAX_CHARS });
+    expect(retrievalLengths(32)).toEqual({ minChars: Math.round(DEFAULT_MIN_CHARS / 16), maxChars: Math.round(DEFAULT_MAX_CHARS / 16) });
   });
 
   test("trainingStream with retrievalShare 0 yields the WordNet documents only", () => {

@@ -15,7 +15,7 @@ import { Parallel } from "../threads/parallel.js";
 import { hfTokenizer } from "../tokenizer/hf-tokenizer.js";
 import { saveTokenizer, trainBpe } from "../tokenizer/train-bpe.js";
 import { BatchSampler, tokenizeStream, validationBatches } from "./data/batches.js";
-import { trainingStream } from "./data/retrieval.js";
+import { RETRIEVAL_SHARE, retrievalLengths, trainingStream, type StreamOptions } from "./data/retrieval.js";
 import { wordnetTrain, wordnetValidation } from "./data/wordnet.js";
 import { appendLog, checkNewRunDir, loadCheckpoint, saveCheckpoint, trimLog, CHECKPOINT_VERSION, type TrainState } from "./checkpoint.js";
 import { TrainModel } from "./model.js";
@@ -39,7 +39,16 @@ export interface TrainOptions {
   tokenizer?: string;
   /** Use only the first n WordNet training documents (tests). */
   corpusDocuments?: number;
+  /**
+   * The data mix, recorded in the run's state so that a resumed run reads the same stream even if the
+   * defaults change: share of retrieval characters and their document lengths. Default: RETRIEVAL_SHARE
+   * and retrievalLengths(seqLen).
+   */
+  data?: StreamOptionsRecord;
 }
+
+/** The part of StreamOptions a run records (the seed is the run's). */
+export type StreamOptionsRecord = Required<Omit<StreamOptions, "seed">>;
 
 export interface StepInfo {
   step: number; // 1-based, steps done
@@ -96,8 +105,10 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
   const config: ModelConfig = resume?.state.config ?? { ...preset.model, vocabSize: tokenizer.vocabSize };
   const shape = { batch: o.batch ?? preset.batch, seqLen: o.seqLen ?? preset.seqLen };
   const layout = paramLayout(config);
-  const trainStream = tokenizeStream(trainingStream(corpus(o), { seed: o.seed }), tokenizer);
-  const validation = validationBatches(tokenizeStream(trainingStream(wordnetValidation(), { seed: o.seed + 1 }), tokenizer), shape.batch, shape.seqLen, o.evalBatches);
+  o = { ...o, data: o.data ?? { retrievalShare: RETRIEVAL_SHARE, ...retrievalLengths(shape.seqLen) } };
+  const data = o.data as StreamOptionsRecord;
+  const trainStream = tokenizeStream(trainingStream(corpus(o), { ...data, seed: o.seed }), tokenizer);
+  const validation = validationBatches(tokenizeStream(trainingStream(wordnetValidation(), { ...data, seed: o.seed + 1 }), tokenizer), shape.batch, shape.seqLen, o.evalBatches);
 
   const arena = new Arena(TrainModel.bytesFor(config, layout, shape) + (1 << 20), `training ${o.preset}`);
   const kernels = loadWasmKernelsSync(arena.memory);

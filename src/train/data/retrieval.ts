@@ -112,7 +112,7 @@ export const RETRIEVAL_GENERATORS: Record<RetrievalKind, typeof keyValueDocument
 };
 
 /** Share of the training stream's characters that are retrieval documents (the rest is WordNet). */
-export const RETRIEVAL_SHARE = 0.25;
+export const RETRIEVAL_SHARE = 0.4;
 
 export interface StreamOptions {
   seed: number;
@@ -123,9 +123,21 @@ export interface StreamOptions {
   maxChars?: number;
 }
 
-/** WordNet text is ≈ 3.2 characters per token at a 4096 vocabulary: about 780 to 2500 tokens per document. */
-export const DEFAULT_MIN_CHARS = 2500;
-export const DEFAULT_MAX_CHARS = 8000;
+/**
+ * Retrieval document lengths for training windows of 512 tokens. A question teaches retrieval only when
+ * the window holds its fact too, so a document must fit in a window: WordNet text is ≈ 3.2 characters per
+ * token at a 4096 vocabulary, so 300–1200 characters is ≈ 95–375 tokens, and about a third of the windows
+ * that touch such a document hold all of it (random offsets). (Documents longer than the window, as an
+ * earlier version had, taught the answer's format but never the answer: the fact was always out of view.)
+ */
+export const DEFAULT_MIN_CHARS = 300;
+export const DEFAULT_MAX_CHARS = 1200;
+
+/** The retrieval document lengths for windows of seqLen tokens: the defaults scaled by seqLen / 512. */
+export function retrievalLengths(seqLen: number): { minChars: number; maxChars: number } {
+  const scale = seqLen / 512;
+  return { minChars: Math.max(1, Math.round(DEFAULT_MIN_CHARS * scale)), maxChars: Math.max(1, Math.round(DEFAULT_MAX_CHARS * scale)) };
+}
 
 /**
  * The training text as a stream of documents: the WordNet documents in a seeded random order, with a
