@@ -96,9 +96,9 @@ describe("retrieval documents", () => {
   const kinds = Object.keys(RETRIEVAL_GENERATORS) as RetrievalKind[];
   const make = (kind: RetrievalKind, seed: number, chars: number) => RETRIEVAL_GENERATORS[kind](new Rng(seed), filler, chars);
 
-  test.each(kinds)("%s: length ≥ the target and < target + the longest filler document + 2, for 20 seeds and 3 targets", (kind) => {
+  test.each(kinds)("%s: length ≥ the target and < target + the longest filler document + 2, for 20 seeds and 4 targets", (kind) => {
     for (let seed = 1; seed <= 20; seed++) {
-      for (const chars of [300, 1000, 4000]) {
+      for (const chars of [300, 1000, 4000, 9000]) {
         const { text } = make(kind, seed, chars);
         expect(text.length).toBeGreaterThanOrEqual(chars);
         expect(text.length).toBeLessThan(chars + longestFiller + 2);
@@ -106,7 +106,8 @@ describe("retrieval documents", () => {
     }
   });
 
-  test("key-value: the first line lists 4–8 codes including the answer's fact; the last line asks for it and ends 'A: <answer>'", () => {
+  test("key-value: the first line lists 4–8 codes; the last 1–3 lines ask for distinct listed facts, each 'A: <its code>', the last one's is the answer", () => {
+    const askedCounts = new Set<number>();
     for (let seed = 1; seed <= 30; seed++) {
       const doc = keyValueDocument(new Rng(seed), filler, 3000);
       const lines = doc.text.split("\n");
@@ -114,18 +115,26 @@ describe("retrieval documents", () => {
       expect(facts.length).toBeGreaterThanOrEqual(4);
       expect(facts.length).toBeLessThanOrEqual(8);
       expect(facts.map((f) => f[0]).join(" ")).toBe(lines[0]);
-      const question = /^Q: What is the code of (the \w+ \w+)\? A: (\d{4})$/.exec(lines[lines.length - 1]);
-      expect(question).not.toBeNull();
-      const asked = facts.filter((f) => f[1] === question![1]);
-      expect(asked).toHaveLength(1); // the key names one fact
-      expect([asked[0][2], question![2]]).toEqual([doc.answer, doc.answer]);
+      const questions = lines.map((l) => /^Q: What is the code of (the \w+ \w+)\? A: (\d{4})$/.exec(l)).filter((m) => m !== null);
+      expect(questions.length).toBeGreaterThanOrEqual(1);
+      expect(questions.length).toBeLessThanOrEqual(3);
+      askedCounts.add(questions.length);
+      expect(lines.slice(-questions.length)).toEqual(questions.map((q) => q[0])); // the questions are the last lines
+      expect(new Set(questions.map((q) => q[1])).size).toBe(questions.length); // distinct keys
+      for (const q of questions) {
+        const asked = facts.filter((f) => f[1] === q[1]);
+        expect(asked).toHaveLength(1); // the key names one fact
+        expect(q[2]).toBe(asked[0][2]);
+      }
+      expect(questions[questions.length - 1][2]).toBe(doc.answer);
     }
+    expect([...askedCounts].sort()).toEqual([1, 2, 3]);
   });
 
-  test("repeat: the text starts and ends with the same passage (the answer), at least 80 characters, with filler between", () => {
+  test("repeat: the text starts and ends with the same passage (the answer), ≥ 40% of the target, with filler between", () => {
     for (let seed = 1; seed <= 30; seed++) {
       const doc = repeatDocument(new Rng(seed), filler, 3000);
-      expect(doc.answer.length).toBeGreaterThanOrEqual(80);
+      expect(doc.answer.length).toBeGreaterThanOrEqual(1200);
       expect(doc.text.startsWith(`${doc.answer}\n`)).toBe(true);
       expect(doc.text.endsWith(`\n${doc.answer}`)).toBe(true);
       expect(doc.text.length).toBeGreaterThan(2 * doc.answer.length + 2);

@@ -119,6 +119,18 @@ describe("bad input", () => {
     expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k", "--out", dir]), /already exists and is not empty/);
     expect(fs.readdirSync(dir)).toEqual(["keep.txt"]);
   });
+  test("--resume after the training data changed (stream digest differs): named error, the run untouched", () => {
+    const dir = path.join(tempDir(), "run");
+    const first = run(["--preset", "micro-cla2", "--tokens", "640", "--out", dir, "--corpus-documents", "1500", "--threads", "1", "--checkpoint-every", "5"]);
+    expect(first.status, first.stderr).toBe(0);
+    const stateFile = path.join(dir, "current", "state.json");
+    const state = JSON.parse(fs.readFileSync(stateFile, "utf8")) as { streamDigest: string };
+    expect(state.streamDigest).toMatch(/^[0-9a-f]{8}$/);
+    fs.writeFileSync(stateFile, JSON.stringify({ ...state, streamDigest: "00000000" }));
+    const before = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8");
+    expectNamedError(run(["--resume", dir, "--tokens", "1280"]), /training data changed since the run started \(token stream digest 00000000 in the checkpoint, [0-9a-f]{8} now/);
+    expect(fs.readFileSync(path.join(dir, "log.jsonl"), "utf8")).toBe(before);
+  });
   test("unknown preset, bad --tokens, missing --out: named errors", () => {
     expectNamedError(run(["--preset", "huge", "--tokens", "1k", "--out", path.join(tempDir(), "x")]), /unknown preset "huge"/);
     expectNamedError(run(["--preset", "micro-cla2", "--tokens", "lots", "--out", path.join(tempDir(), "x")]), /--tokens expects a count/);

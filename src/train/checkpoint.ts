@@ -38,6 +38,8 @@ export interface TrainState {
   elapsedSeconds: number;
   config: ModelConfig;
   options: Record<string, unknown>; // the run's TrainOptions (trainer.ts), as JSON
+  /** FNV-1a of the training token stream (8 hex digits): a resumed run must read the same stream. Absent in older runs. */
+  streamDigest?: string;
 }
 
 export interface Checkpoint {

@@ -14,7 +14,7 @@ import type { ModelConfig } from "../model/config.js";
 import { Parallel } from "../threads/parallel.js";
 import { hfTokenizer } from "../tokenizer/hf-tokenizer.js";
 import { saveTokenizer, trainBpe } from "../tokenizer/train-bpe.js";
-import { BatchSampler, tokenizeStream, validationBatches } from "./data/batches.js";
+import { BatchSampler, streamDigest, tokenizeStream, validationBatches } from "./data/batches.js";
 import { RETRIEVAL_SHARE, retrievalLengths, trainingStream, type StreamOptions } from "./data/retrieval.js";
 import { wordnetTrain, wordnetValidation } from "./data/wordnet.js";
 import { appendLog, checkNewRunDir, loadCheckpoint, saveCheckpoint, trimLog, CHECKPOINT_VERSION, type TrainState } from "./checkpoint.js";
@@ -95,7 +95,6 @@ export async function resumeRun(runDir: string, overrides: { tokens?: number; th
   const { ckpt } = loadCheckpoint(runDir, paramLayout);
   const options = { ...(ckpt.state.options as unknown as TrainOptions), ...definedOnly(overrides) };
   const tokenizerDir = options.tokenizer ?? path.join(runDir, "tokenizer");
-  trimLog(runDir, ckpt.state.step);
   return run(runDir, options, tokenizerDir, ckpt, hooks);
 }
 
@@ -108,6 +107,14 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
   o = { ...o, data: o.data ?? { retrievalShare: RETRIEVAL_SHARE, ...retrievalLengths(shape.seqLen) } };
   const data = o.data as StreamOptionsRecord;
   const trainStream = tokenizeStream(trainingStream(corpus(o), { ...data, seed: o.seed }), tokenizer);
+  const digest = streamDigest(trainStream);
+  if (resume?.state.streamDigest !== undefined && resume.state.streamDigest !== digest) {
+    throw new UsageError(
+      `cannot resume ${runDir}: its training data changed since the run started (token stream digest ${resume.state.streamDigest} in the checkpoint, ${digest} now: ` +
+        "a different kvslim version, tokenizer or corpus); start a new run, or use the kvslim version the run began with",
+    );
+  }
+  if (resume !== null) trimLog(runDir, resume.state.step); // log lines after the checkpoint are redone
   const validation = validationBatches(tokenizeStream(trainingStream(wordnetValidation(), { ...data, seed: o.seed + 1 }), tokenizer), shape.batch, shape.seqLen, o.evalBatches);
 
   const arena = new Arena(TrainModel.bytesFor(config, layout, shape) + (1 << 20), `training ${o.preset}`);
@@ -145,7 +152,7 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
     const elapsed = () => elapsedBefore + (performance.now() - start) / 1000;
     const checkpoint = () =>
       saveCheckpoint(runDir, layout, {
-        state: { version: CHECKPOINT_VERSION, step, tokensSeen, samplerState: sampler.state, elapsedSeconds: elapsed(), config, options: { ...o } as Record<string, unknown> } satisfies TrainState,
+        state: { version: CHECKPOINT_VERSION, step, tokensSeen, samplerState: sampler.state, elapsedSeconds: elapsed(), config, options: { ...o } as Record<string, unknown>, streamDigest: digest } satisfies TrainState,
         params: f32.slice(model.params >> 2, (model.params >> 2) + layout.total),
         m: f32.slice(model.m >> 2, (model.m >> 2) + layout.total),
         v: f32.slice(model.v >> 2, (model.v >> 2) + layout.total),

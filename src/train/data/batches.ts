@@ -30,6 +30,19 @@ export function tokenizeStream(documents: Iterable<string>, tokenizer: TextToken
   return out;
 }
 
+/** FNV-1a over the tokens' 32-bit values, as 8 hex digits: identifies a training stream in a checkpoint. */
+export function streamDigest(stream: Int32Array): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < stream.length; i++) {
+    let v = stream[i];
+    for (let b = 0; b < 4; b++, v >>>= 8) {
+      hash ^= v & 0xff;
+      hash = Math.imul(hash, 0x01000193) >>> 0;
+    }
+  }
+  return hash.toString(16).padStart(8, "0");
+}
+
 export class BatchSampler {
   private rng: Rng;
 

@@ -1,10 +1,10 @@
 /**
  * Generated long documents that can only be continued correctly by looking far back, so that a model
  * trained on them uses long-range attention (and what SparQ, H2O or StreamingLLM drop is measurable):
- *   (a) key-value: facts listed first ("The code of the blue door is 4821."), WordNet filler, then one
- *       question about one of them: "Q: What is the code of the blue door? A: 4821"; the other facts are
- *       distractors of the same form.
- *   (b) repeat: a passage of WordNet documents, filler, then the same passage again, verbatim.
+ *   (a) key-value: facts listed first ("The code of the blue door is 4821."), WordNet filler, then one to
+ *       three questions, one per line, about some of them: "Q: What is the code of the blue door? A: 4821";
+ *       the other facts are distractors of the same form.
+ *   (b) repeat: a passage of WordNet documents (40% of the length), filler, then the same passage again.
  *   (c) needle: one fact hidden at a random depth (10%–90%) of the filler, and a question about it at
  *       the end: "Q: What is the secret number of Maria? A: 7312".
  * Filler is whole WordNet documents (one per line), so nothing but the planted text repeats on purpose.
@@ -68,7 +68,7 @@ function joinLines(...parts: string[]): string {
   return parts.filter((p) => p !== "").join("\n");
 }
 
-/** (a) Facts first, filler, then a question about one fact. */
+/** (a) Facts first, filler, then questions about one to three of them (the last one's answer is the document's). */
 export function keyValueDocument(rng: Rng, filler: readonly string[], targetChars: number): RetrievalDocument {
   // Step 1: 4–8 facts about distinct (color, thing) pairs, each with its own code.
   const count = 4 + randomInt(rng, 5);
@@ -77,17 +77,24 @@ export function keyValueDocument(rng: Rng, filler: readonly string[], targetChar
   const facts = [...pairs].map((p) => ({ key: `the ${COLORS[p % COLORS.length]} ${THINGS[Math.floor(p / COLORS.length)]}`, code: randomCode(rng) }));
   const listed = facts.map((f) => `The code of ${f.key} is ${f.code}.`).join(" ");
 
-  // Step 2: one of them is asked about at the end, after filler that brings the text to the target length.
-  const asked = facts[randomInt(rng, count)];
-  const question = `Q: What is the code of ${asked.key}? A: ${asked.code}`;
-  const fill = new Filler(filler, rng).take(targetChars - listed.length - question.length - 1);
-  return { kind: "key-value", text: joinLines(listed, fill, question), answer: asked.code };
+  // Step 2: 1–3 distinct facts are asked about at the end, after filler that brings the text to the target
+  // length. Several questions give several answers to learn from per document, and the earlier ones show
+  // the format in context.
+  const asked = shuffled(facts, rng).slice(0, 1 + randomInt(rng, 3));
+  const questions = asked.map((f) => `Q: What is the code of ${f.key}? A: ${f.code}`).join("\n");
+  const fill = new Filler(filler, rng).take(targetChars - listed.length - questions.length - 1);
+  return { kind: "key-value", text: joinLines(listed, fill, questions), answer: asked[asked.length - 1].code };
 }
 
-/** (b) A passage, filler, the same passage again. */
+/**
+ * (b) A passage, filler, the same passage again. The passage is 40% of the target (at least 80 characters),
+ * so that most of a repeat document's second half can be predicted by copying: the plainest signal there is
+ * for learning to look back.
+ */
 export function repeatDocument(rng: Rng, filler: readonly string[], targetChars: number): RetrievalDocument {
   const source = new Filler(filler, rng);
-  const passage = source.take(Math.min(600, Math.max(80, Math.floor(targetChars / 5))));
+  const length = Math.max(80, Math.floor(targetChars * 0.4));
+  const passage = source.take(length).slice(0, length); // cut to length, so the document overshoots by less than one filler document
   const fill = source.take(targetChars - 2 * passage.length - 1);
   return { kind: "repeat", text: joinLines(passage, fill, passage), answer: passage };
 }
@@ -175,6 +182,11 @@ function* mix(wordnet: readonly string[], rng: Rng, share: number, minChars: num
       yield doc.text;
     }
   }
+}
+
+/** A shuffled copy (Fisher–Yates). */
+function shuffled<T>(items: readonly T[], rng: Rng): T[] {
+  return shuffledIndices(items.length, rng).map((i) => items[i]);
 }
 
 /** Fisher–Yates over 0..n-1. */
