@@ -112,6 +112,16 @@ describe("demo", () => {
     expect(r.out).toMatch(/sparq\s+[0-2]\/2\s+\d+\s+[\d.]+ (B|KiB)\s+[\d.]+ (B|KiB|MiB) \(1\/[2-9]\.\d\)/);
   });
 
+  test("demo (the shipped models/kvslim-tiny and its twin): four rows, CLA keeps 1/2.0 of the twin's KV per token, SparQ reads 1/4", async () => {
+    const r = await run("demo", "--prompts", "2", "--threads", "1");
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+dense\s+[0-2]\/2\s+\d+\s+768 B\s+[\d.]+ KiB \(1\/1\.0\)/);
+    expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+sparq\s+[0-2]\/2/);
+    expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+dense\s+[0-2]\/2\s+\d+\s+1\.50 KiB/);
+    expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+sparq\s+[0-2]\/2/);
+    expect(r.out).toMatch(/CLA keeps 1\/2\.0\); with SparQ each decode step reads 1\/4\.\d/);
+  });
+
   test("demo -m with no model there: named error, one line", async () => {
     expectFailure(await run("demo", "-m", path.join(dir, "nothing-here")), 1, "KvslimError", /no model at .*nothing-here/);
   });
