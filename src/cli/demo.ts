@@ -61,10 +61,11 @@ export function registerDemo(program: Command): void {
       }
       print(rows, prompts);
       if (twin !== null) {
-        const [cla, plain] = [rows[0], rows[methods.length]];
+        // Rows are model by model, method by method: [main dense, main SparQ, twin dense, twin SparQ].
+        const [cla, claSparq, plain] = [rows[0], rows[1], rows[methods.length]];
         process.stdout.write(
           `KV cache per token: ${cla.model} ${formatBytes(cla.kvPerToken)}, ${plain.model} ${formatBytes(plain.kvPerToken)}` +
-            ` (CLA keeps 1/${(plain.kvPerToken / cla.kvPerToken).toFixed(1)}); with SparQ each decode step reads 1/${(rows[1].denseReadPerStep / rows[1].readPerStep).toFixed(1)} of that\n`,
+            ` (CLA keeps 1/${(plain.kvPerToken / cla.kvPerToken).toFixed(1)}); with SparQ each decode step reads 1/${(claSparq.denseReadPerStep / claSparq.readPerStep).toFixed(1)} of that\n`,
         );
       }
       if (twin === null && flags.model === undefined) process.stdout.write(`(the non-CLA twin ${TWIN_MODEL} is not in models/ yet: no CLA comparison)\n`);

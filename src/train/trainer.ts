@@ -104,8 +104,8 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
   const config: ModelConfig = resume?.state.config ?? { ...preset.model, vocabSize: tokenizer.vocabSize };
   const shape = { batch: o.batch ?? preset.batch, seqLen: o.seqLen ?? preset.seqLen };
   const layout = paramLayout(config);
-  o = { ...o, data: o.data ?? { retrievalShare: RETRIEVAL_SHARE, ...retrievalLengths(shape.seqLen) } };
-  const data = o.data as StreamOptionsRecord;
+  const data: StreamOptionsRecord = o.data ?? { retrievalShare: RETRIEVAL_SHARE, ...retrievalLengths(shape.seqLen) };
+  o = { ...o, data };
   const trainStream = tokenizeStream(trainingStream(corpus(o), { ...data, seed: o.seed }), tokenizer);
   const digest = streamDigest(trainStream);
   if (resume?.state.streamDigest !== undefined && resume.state.streamDigest !== digest) {

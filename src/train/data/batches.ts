@@ -8,6 +8,7 @@
  */
 import { Rng } from "../../model/sampler.js";
 import type { TextTokenizer } from "../../tokenizer/tokenizer.js";
+import { fnv1a32 } from "./wordnet.js";
 
 /** The documents as one token stream, each followed by EOS (the tokenizer must have one). */
 export function tokenizeStream(documents: Iterable<string>, tokenizer: TextTokenizer): Int32Array {
@@ -30,17 +31,9 @@ export function tokenizeStream(documents: Iterable<string>, tokenizer: TextToken
   return out;
 }
 
-/** FNV-1a over the tokens' 32-bit values, as 8 hex digits: identifies a training stream in a checkpoint. */
+/** FNV-1a over the tokens' bytes (little-endian int32), as 8 hex digits: identifies a training stream in a checkpoint. */
 export function streamDigest(stream: Int32Array): string {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < stream.length; i++) {
-    let v = stream[i];
-    for (let b = 0; b < 4; b++, v >>>= 8) {
-      hash ^= v & 0xff;
-      hash = Math.imul(hash, 0x01000193) >>> 0;
-    }
-  }
-  return hash.toString(16).padStart(8, "0");
+  return fnv1a32(new Uint8Array(stream.buffer, stream.byteOffset, stream.byteLength)).toString(16).padStart(8, "0");
 }
 
 export class BatchSampler {

@@ -124,11 +124,11 @@ function endSentence(text: string): string {
   return /[.!?]$/.test(text) ? text : `${text}.`;
 }
 
-/** FNV-1a, 32 bits, over the UTF-16 code units of an ASCII key. */
-export function fnv1a32(key: string): number {
+/** FNV-1a, 32 bits, over bytes or over the UTF-16 code units of an ASCII key. */
+export function fnv1a32(key: string | Uint8Array): number {
   let hash = 0x811c9dc5;
   for (let i = 0; i < key.length; i++) {
-    hash ^= key.charCodeAt(i);
+    hash ^= typeof key === "string" ? key.charCodeAt(i) : key[i];
     hash = Math.imul(hash, 0x01000193) >>> 0;
   }
   return hash;
