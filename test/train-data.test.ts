@@ -106,7 +106,7 @@ describe("retrieval documents", () => {
     }
   });
 
-  test("key-value: the first line lists 4–8 codes; the last 1–3 lines ask for distinct listed facts, each 'A: <its code>', the last one's is the answer", () => {
+  test("key-value: the first line lists 4–8 codes; the last 1–3 lines ask for distinct listed facts, each answered 'A: the code of <key> is <its code>', the last one's code is the answer", () => {
     const askedCounts = new Set<number>();
     for (let seed = 1; seed <= 30; seed++) {
       const doc = keyValueDocument(new Rng(seed), filler, 3000);
@@ -115,7 +115,7 @@ describe("retrieval documents", () => {
       expect(facts.length).toBeGreaterThanOrEqual(4);
       expect(facts.length).toBeLessThanOrEqual(8);
       expect(facts.map((f) => f[0]).join(" ")).toBe(lines[0]);
-      const questions = lines.map((l) => /^Q: What is the code of (the \w+ \w+)\? A: (\d{4})$/.exec(l)).filter((m) => m !== null);
+      const questions = lines.map((l) => /^Q: What is the code of (the \w+ \w+)\? A: the code of \1 is (\d{4})$/.exec(l)).filter((m) => m !== null);
       expect(questions.length).toBeGreaterThanOrEqual(1);
       expect(questions.length).toBeLessThanOrEqual(3);
       askedCounts.add(questions.length);
@@ -141,7 +141,7 @@ describe("retrieval documents", () => {
     }
   });
 
-  test("needle: one fact line at 5–95% depth, none elsewhere; the last line asks for it and ends 'A: <answer>'", () => {
+  test("needle: one fact line at 5–95% depth, none elsewhere; the last line asks for it and ends 'A: the secret number of <name> is <answer>'", () => {
     for (let seed = 1; seed <= 30; seed++) {
       const doc = needleDocument(new Rng(seed), filler, 3000);
       const lines = doc.text.split("\n");
@@ -151,7 +151,7 @@ describe("retrieval documents", () => {
       const depth = doc.text.indexOf(lines[at]) / doc.text.length;
       expect(depth).toBeGreaterThan(0.05);
       expect(depth).toBeLessThan(0.95);
-      expect(lines[lines.length - 1]).toBe(`Q: What is the secret number of ${needle![1]}? A: ${doc.answer}`);
+      expect(lines[lines.length - 1]).toBe(`Q: What is the secret number of ${needle![1]}? A: the secret number of ${needle![1]} is ${doc.answer}`);
       expect(needle![2]).toBe(doc.answer);
     }
   });

@@ -49,6 +49,23 @@ describe("a run", () => {
     model.dispose();
   });
 
+  test("evaluates retrieval with the validation loss: 64-token windows hold needle and repeat documents, scored in the log", async () => {
+    const dir = path.join(tempDir(), "run");
+    const tokenizer = path.join(ROOT, "models/kvslim-tiny"); // 4,096 tokens: a needle document fits in 64
+    await startRun(dir, options({ tokens: 4 * 2 * 64, seqLen: 64, evalEvery: 2, tokenizer }));
+    const log = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
+    const evals = log.filter((e) => "valLoss" in e);
+    expect(evals.map((e) => e.step)).toEqual([2, 4]);
+    for (const e of evals) {
+      // batch 2 × 2 validation batches = 4 windows: no key-value list fits, so needle, repeat, needle, repeat.
+      expect(e.asked).toBe(2);
+      expect(e.recalled as number).toBeLessThanOrEqual(2);
+      const [first, second] = e.copyLoss as number[];
+      expect(first).toBeGreaterThan(1);
+      expect(second).toBeGreaterThan(1); // 4 steps learn no copying
+    }
+  });
+
   test("stopped at step 17 and resumed == the uninterrupted 40-step run, bit for bit (weights, AdamW moments, losses)", async () => {
     const straight = path.join(tempDir(), "straight");
     await startRun(straight, options());
@@ -119,21 +136,24 @@ describe("bad input", () => {
     expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k", "--out", dir]), /already exists and is not empty/);
     expect(fs.readdirSync(dir)).toEqual(["keep.txt"]);
   });
-  test("--resume after the training data changed (stream digest differs): named error, the run untouched", () => {
+  test("--retrieval-share is recorded; --resume with it, or after the training data changed (stream digest differs): named errors, the run untouched", () => {
     const dir = path.join(tempDir(), "run");
-    const first = run(["--preset", "micro-cla2", "--tokens", "640", "--out", dir, "--corpus-documents", "1500", "--threads", "1", "--checkpoint-every", "5"]);
+    const first = run(["--preset", "micro-cla2", "--tokens", "640", "--out", dir, "--corpus-documents", "1500", "--threads", "1", "--checkpoint-every", "5", "--retrieval-share", "0.6"]);
     expect(first.status, first.stderr).toBe(0);
     const stateFile = path.join(dir, "current", "state.json");
-    const state = JSON.parse(fs.readFileSync(stateFile, "utf8")) as { streamDigest: string };
+    const state = JSON.parse(fs.readFileSync(stateFile, "utf8")) as { streamDigest: string; options: { data: { retrievalShare: number; minChars: number } } };
     expect(state.streamDigest).toMatch(/^[0-9a-f]{8}$/);
+    expect(state.options.data).toEqual({ retrievalShare: 0.6, minChars: 19, maxChars: 75 }); // lengths: retrievalLengths(32)
+    expectNamedError(run(["--resume", dir, "--retrieval-share", "0.5"]), /do not combine it with --out, --preset or --retrieval-share/);
     fs.writeFileSync(stateFile, JSON.stringify({ ...state, streamDigest: "00000000" }));
     const before = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8");
     expectNamedError(run(["--resume", dir, "--tokens", "1280"]), /training data changed since the run started \(token stream digest 00000000 in the checkpoint, [0-9a-f]{8} now/);
     expect(fs.readFileSync(path.join(dir, "log.jsonl"), "utf8")).toBe(before);
   });
-  test("unknown preset, bad --tokens, missing --out: named errors", () => {
+  test("unknown preset, bad --tokens, missing --out, bad --retrieval-share: named errors", () => {
     expectNamedError(run(["--preset", "huge", "--tokens", "1k", "--out", path.join(tempDir(), "x")]), /unknown preset "huge"/);
     expectNamedError(run(["--preset", "micro-cla2", "--tokens", "lots", "--out", path.join(tempDir(), "x")]), /--tokens expects a count/);
     expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k"]), /needs --preset, --tokens and --out/);
+    expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k", "--out", path.join(tempDir(), "x"), "--retrieval-share", "1"]), /--retrieval-share expects a number in \[0, 1\), got "1"/);
   });
 });

@@ -14,8 +14,10 @@ import type { Command } from "commander";
 import { formatBytes, UsageError } from "../errors.js";
 import { resolveThreads } from "../model/model.js";
 import { attentionName, kvBytesPerToken } from "../model/config.js";
+import { RETRIEVAL_SHARE } from "../train/data/retrieval.js";
 import { TRAIN_PRESETS, isTrainPreset } from "../train/presets.js";
 import { resumeRun, startRun, type RunResult, type StepInfo, type TrainHooks, type TrainOptions } from "../train/trainer.js";
+import type { RetrievalScore } from "../train/retrieval-eval.js";
 import { intOption, threadsOption } from "./options.js";
 
 interface Flags {
@@ -35,6 +37,7 @@ interface Flags {
   tokenizer?: string;
   maxTime?: string;
   corpusDocuments?: number;
+  retrievalShare?: string;
 }
 
 export function registerTrain(program: Command): void {
@@ -50,6 +53,7 @@ export function registerTrain(program: Command): void {
     .option("--batch <n>", "sequences per step (default: the preset's)", intOption("--batch", 1))
     .option("--seq-len <n>", "tokens per sequence (default: the preset's)", intOption("--seq-len", 2))
     .option("--lr <x>", "peak learning rate (default: the preset's)")
+    .option("--retrieval-share <fraction>", `share of the training text's characters that are generated retrieval documents (default: ${RETRIEVAL_SHARE})`)
     .option("--warmup <fraction>", "warmup steps as a fraction of all steps", "0.05")
     .option("--eval-every <steps>", "steps between validation losses", intOption("--eval-every", 1), 100)
     .option("--eval-batches <n>", "validation batches", intOption("--eval-batches", 1), 8)
@@ -62,7 +66,9 @@ export function registerTrain(program: Command): void {
       const threads = flags.threads === undefined ? undefined : resolveThreads(flags.threads);
       let result: RunResult;
       if (flags.resume !== undefined) {
-        if (flags.out !== undefined || flags.preset !== undefined) throw new UsageError("--resume continues a run as it was set up; do not combine it with --out or --preset");
+        if (flags.out !== undefined || flags.preset !== undefined || flags.retrievalShare !== undefined) {
+          throw new UsageError("--resume continues a run as it was set up; do not combine it with --out, --preset or --retrieval-share");
+        }
         result = await resumeRun(flags.resume, { tokens: flags.tokens === undefined ? undefined : parseCount(flags.tokens, "--tokens"), threads }, progress(maxSeconds));
       } else {
         if (flags.out === undefined || flags.preset === undefined || flags.tokens === undefined) {
@@ -83,6 +89,7 @@ export function registerTrain(program: Command): void {
           checkpointEvery: flags.checkpointEvery,
           tokenizer: flags.tokenizer,
           corpusDocuments: flags.corpusDocuments,
+          data: flags.retrievalShare === undefined ? undefined : { retrievalShare: parseFraction(flags.retrievalShare, "--retrieval-share") },
         };
         result = await startRun(flags.out, options, progress(maxSeconds));
       }
@@ -103,11 +110,12 @@ function progress(maxSeconds: number): TrainHooks {
   const tty = process.stderr.isTTY === true;
   const bar = tty
     ? new cliProgress.SingleBar(
-        { format: "step {value}/{total} |{bar}| loss {loss} · val {val} · {tps} tok/s · ETA {eta_formatted}", hideCursor: true, etaBuffer: 50, stream: process.stderr },
+        { format: "step {value}/{total} |{bar}| loss {loss} · val {val}{retrieval} · {tps} tok/s · ETA {eta_formatted}", hideCursor: true, etaBuffer: 50, stream: process.stderr },
         cliProgress.Presets.shades_classic,
       )
     : null;
   let val = "—";
+  let retrieval = "";
   let last: StepInfo | null = null;
   const started = Date.now();
   process.on("SIGINT", () => {
@@ -122,17 +130,18 @@ function progress(maxSeconds: number): TrainHooks {
           `vocab ${config.vocabSize}, KV ${formatBytes(kvBytesPerToken(config, 2))}/token (16-bit); ${(trainTokens / 1e6).toFixed(1)}M training tokens; ` +
           `steps ${startStep} → ${steps}\n`,
       );
-      bar?.start(steps, startStep, { loss: "—", val, tps: "—" });
+      bar?.start(steps, startStep, { loss: "—", val, retrieval, tps: "—" });
     },
     onStep(info) {
       last = info;
       bar?.update(info.step, { loss: info.loss.toFixed(3), val, tps: info.tokensPerSecond.toFixed(0) });
     },
-    onEval({ step, valLoss }) {
+    onEval({ step, valLoss, retrieval: r }) {
       val = valLoss.toFixed(3);
-      bar?.update(step, { val });
+      retrieval = r === null ? "" : retrievalText(r);
+      bar?.update(step, { val, retrieval });
       if (!tty && last !== null) {
-        process.stderr.write(`step ${step}/${last.steps} loss ${last.loss.toFixed(4)} val ${val} lr ${last.lr.toExponential(2)} ${last.tokensPerSecond.toFixed(0)} tok/s\n`);
+        process.stderr.write(`step ${step}/${last.steps} loss ${last.loss.toFixed(4)} val ${val}${retrieval} lr ${last.lr.toExponential(2)} ${last.tokensPerSecond.toFixed(0)} tok/s\n`);
       }
     },
     stop() {
@@ -141,6 +150,13 @@ function progress(maxSeconds: number): TrainHooks {
       return stop;
     },
   };
+}
+
+/** " · recall 3/21 · copy ×0.62": answers recalled, and the loss on repeated passages' second copies over their first. */
+function retrievalText(r: RetrievalScore): string {
+  const recall = r.asked > 0 ? ` · recall ${r.recalled}/${r.asked}` : "";
+  const copy = Number.isFinite(r.secondCopyLoss) ? ` · copy ×${(r.secondCopyLoss / r.firstCopyLoss).toFixed(2)}` : "";
+  return recall + copy;
 }
 
 /** "20M", "1.5k", "300000" → an integer count. */

@@ -22,6 +22,7 @@ import { TrainModel } from "./model.js";
 import { AdamW, learningRate } from "./optimizer.js";
 import { initParams, paramLayout } from "./params.js";
 import { TRAIN_PRESETS, isTrainPreset, type TrainPresetName } from "./presets.js";
+import { RetrievalScorer, retrievalWindows, type RetrievalScore } from "./retrieval-eval.js";
 
 export interface TrainOptions {
   preset: TrainPresetName;
@@ -41,10 +42,10 @@ export interface TrainOptions {
   corpusDocuments?: number;
   /**
    * The data mix, recorded in the run's state so that a resumed run reads the same stream even if the
-   * defaults change: share of retrieval characters and their document lengths. Default: RETRIEVAL_SHARE
-   * and retrievalLengths(seqLen).
+   * defaults change: share of retrieval characters and their document lengths. What is not given is
+   * RETRIEVAL_SHARE and retrievalLengths(seqLen).
    */
-  data?: StreamOptionsRecord;
+  data?: Partial<StreamOptionsRecord>;
 }
 
 /** The part of StreamOptions a run records (the seed is the run's). */
@@ -64,7 +65,7 @@ export interface StepInfo {
 export interface TrainHooks {
   onStart?(info: { steps: number; startStep: number; parameters: number; config: ModelConfig; trainTokens: number }): void;
   onStep?(info: StepInfo): void;
-  onEval?(info: { step: number; valLoss: number }): void;
+  onEval?(info: { step: number; valLoss: number; retrieval: RetrievalScore | null }): void;
   /** Checked after every step: true stops the run (after a checkpoint). */
   stop?(): boolean;
 }
@@ -104,7 +105,7 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
   const config: ModelConfig = resume?.state.config ?? { ...preset.model, vocabSize: tokenizer.vocabSize };
   const shape = { batch: o.batch ?? preset.batch, seqLen: o.seqLen ?? preset.seqLen };
   const layout = paramLayout(config);
-  const data: StreamOptionsRecord = o.data ?? { retrievalShare: RETRIEVAL_SHARE, ...retrievalLengths(shape.seqLen) };
+  const data: StreamOptionsRecord = { retrievalShare: RETRIEVAL_SHARE, ...retrievalLengths(shape.seqLen), ...definedOnly(o.data ?? {}) };
   o = { ...o, data };
   const trainStream = tokenizeStream(trainingStream(corpus(o), { ...data, seed: o.seed }), tokenizer);
   const digest = streamDigest(trainStream);
@@ -115,7 +116,9 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
     );
   }
   if (resume !== null) trimLog(runDir, resume.state.step); // log lines after the checkpoint are redone
-  const validation = validationBatches(tokenizeStream(trainingStream(wordnetValidation(), { ...data, seed: o.seed + 1 }), tokenizer), shape.batch, shape.seqLen, o.evalBatches);
+  const validationDocs = wordnetValidation();
+  const validation = validationBatches(tokenizeStream(trainingStream(validationDocs, { ...data, seed: o.seed + 1 }), tokenizer), shape.batch, shape.seqLen, o.evalBatches);
+  const retrieval = retrievalWindows(validationDocs, tokenizer, shape.seqLen, shape.batch * o.evalBatches, data, o.seed + 2);
 
   const arena = new Arena(TrainModel.bytesFor(config, layout, shape) + (1 << 20), `training ${o.preset}`);
   const kernels = loadWasmKernelsSync(arena.memory);
@@ -166,6 +169,22 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
       }
       return sum / validation.length;
     };
+    /** Retrieval on held-out documents, one per window (retrieval-eval.ts); null if none fits the window. */
+    const evaluateRetrieval = (): RetrievalScore | null => {
+      if (retrieval.length === 0) return null;
+      const scorer = new RetrievalScorer();
+      const { batch: B, seqLen: T } = shape;
+      const V = config.vocabSize;
+      for (let i = 0; i < retrieval.length; i += B) {
+        const windows = retrieval.slice(i, i + B);
+        // A short last batch is filled with its first window again, not scored.
+        for (let s = 0; s < B; s++) arena.i32.set((windows[s] ?? windows[0]).tokens, (model.tokens >> 2) + s * T);
+        model.forward(false);
+        const logits = model.logitsView();
+        windows.forEach((w, s) => scorer.add(w, logits.subarray(s * T * V, (s + 1) * T * V), V));
+      }
+      return scorer.result();
+    };
 
     let lastLoss = NaN;
     let valLoss: number | null = null;
@@ -190,7 +209,9 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
       if (step % o.evalEvery === 0 || step === steps) {
         valLoss = evaluate();
         entry.valLoss = valLoss;
-        hooks.onEval?.({ step, valLoss });
+        const scored = evaluateRetrieval();
+        if (scored !== null) Object.assign(entry, { recalled: scored.recalled, asked: scored.asked, copyLoss: [scored.firstCopyLoss, scored.secondCopyLoss] });
+        hooks.onEval?.({ step, valLoss, retrieval: scored });
       }
       appendLog(runDir, entry);
       // Let signal handlers (Ctrl-C) and timers run between steps.

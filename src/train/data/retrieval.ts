@@ -2,11 +2,17 @@
  * Generated long documents that can only be continued correctly by looking far back, so that a model
  * trained on them uses long-range attention (and what SparQ, H2O or StreamingLLM drop is measurable):
  *   (a) key-value: facts listed first ("The code of the blue door is 4821."), WordNet filler, then one to
- *       three questions, one per line, about some of them: "Q: What is the code of the blue door? A: 4821";
- *       the other facts are distractors of the same form.
+ *       three questions, one per line, about some of them, each answered by restating its fact:
+ *       "Q: What is the code of the blue door? A: the code of the blue door is 4821"; the other facts are
+ *       distractors of the same form.
  *   (b) repeat: a passage of WordNet documents (40% of the length), filler, then the same passage again.
  *   (c) needle: one fact hidden at a random depth (10%–90%) of the filler, and a question about it at
- *       the end: "Q: What is the secret number of Maria? A: 7312".
+ *       the end: "Q: What is the secret number of Maria? A: the secret number of Maria is 7312".
+ * The answers restate the fact up to the number, as passkey retrieval does (LM-Infinite, Landmark
+ * Attention: "What is the pass key? The pass key is"), so that finding the number is a copy of what
+ * followed the same words earlier: the induction-head pattern a small model learns first. A bare
+ * "A: 4821" asks for a two-step lookup (question words → fact → the number after it), which the 4M-token
+ * models did not learn at all (models/README.md).
  * Filler is whole WordNet documents (one per line), so nothing but the planted text repeats on purpose.
  * Each generator takes the target length in characters and returns a text at least that long (it
  * overshoots by less than one filler document); the answer is always the text's last line's end (key-value,
@@ -81,7 +87,7 @@ export function keyValueDocument(rng: Rng, filler: readonly string[], targetChar
   // length. Several questions give several answers to learn from per document, and the earlier ones show
   // the format in context.
   const asked = shuffled(facts, rng).slice(0, 1 + randomInt(rng, 3));
-  const questions = asked.map((f) => `Q: What is the code of ${f.key}? A: ${f.code}`).join("\n");
+  const questions = asked.map((f) => `Q: What is the code of ${f.key}? A: the code of ${f.key} is ${f.code}`).join("\n");
   const fill = new Filler(filler, rng).take(targetChars - listed.length - questions.length - 1);
   return { kind: "key-value", text: joinLines(listed, fill, questions), answer: asked[asked.length - 1].code };
 }
@@ -104,7 +110,7 @@ export function needleDocument(rng: Rng, filler: readonly string[], targetChars:
   const name = NAMES[randomInt(rng, NAMES.length)];
   const code = randomCode(rng);
   const needle = `The secret number of ${name} is ${code}.`;
-  const question = `Q: What is the secret number of ${name}? A: ${code}`;
+  const question = `Q: What is the secret number of ${name}? A: the secret number of ${name} is ${code}`;
   const source = new Filler(filler, rng);
   const fillChars = targetChars - needle.length - question.length - 1;
   const before = source.take(Math.floor(fillChars * (0.1 + 0.8 * rng.next())));

@@ -1,0 +1,120 @@
+/**
+ * Does the model retrieve yet? The validation loss cannot say: the answers are a few tokens in thousands.
+ * This scores the retrieval documents one per window, on the validation half of WordNet:
+ *   - key-value and needle: is the answer (the number after "… is") the model's greedy choice, every
+ *     token of it, with the document before it as context (teacher-forced: exact match of the argmax)?
+ *   - repeat: the mean loss per token on the passage's second copy against its first. A model that copies
+ *     (an induction head) predicts the second copy far better: the ratio falls well below 1.
+ * Windows are padded with EOS after the document; only the scored tokens carry targets.
+ */
+import type { TextTokenizer } from "../tokenizer/tokenizer.js";
+import { Rng } from "../model/sampler.js";
+import { RETRIEVAL_GENERATORS, type RetrievalKind } from "./data/retrieval.js";
+
+/** One window: tokens (T), and the token ranges [start, end) to score (positions of the predicted tokens). */
+export interface RetrievalWindow {
+  kind: RetrievalKind;
+  tokens: Int32Array;
+  /** key-value, needle: the answer; repeat: the second copy of the passage. */
+  answer: [number, number];
+  /** repeat only: the first copy (its first token is not predictable and is left out). */
+  first: [number, number] | null;
+}
+
+export interface RetrievalScore {
+  /** key-value and needle windows whose answer is the argmax at every token, and how many there were. */
+  recalled: number;
+  asked: number;
+  /** Mean loss per token over the repeated passages' first and second copies (nats). */
+  firstCopyLoss: number;
+  secondCopyLoss: number;
+}
+
+const KINDS: readonly RetrievalKind[] = ["key-value", "needle", "repeat"];
+
+/**
+ * Up to n windows of seqLen tokens, the kinds in turn, from `filler` (the validation documents) with lengths
+ * in [minChars, maxChars]. A document that does not fit the window is drawn again; a kind none of whose
+ * 50 draws in a row fits is left out (short windows cannot hold a key-value list), so fewer than n (or
+ * none) may come back. Deterministic in `seed`.
+ */
+export function retrievalWindows(
+  filler: readonly string[], tokenizer: TextTokenizer, seqLen: number, n: number, lengths: { minChars: number; maxChars: number }, seed: number,
+): RetrievalWindow[] {
+  const eos = tokenizer.eos;
+  if (eos === null) throw new Error("the tokenizer has no EOS token to pad retrieval windows with");
+  const rng = new Rng(seed);
+  const kinds = [...KINDS];
+  const out: RetrievalWindow[] = [];
+  while (out.length < n && kinds.length > 0) {
+    const kind = kinds[out.length % kinds.length];
+    const w = drawWindow(kind, filler, tokenizer, seqLen, lengths, rng, eos);
+    if (w === null) kinds.splice(kinds.indexOf(kind), 1);
+    else out.push(w);
+  }
+  return out;
+}
+
+function drawWindow(
+  kind: RetrievalKind, filler: readonly string[], tokenizer: TextTokenizer, seqLen: number, lengths: { minChars: number; maxChars: number }, rng: Rng, eos: number,
+): RetrievalWindow | null {
+  for (let tries = 0; tries < 50; tries++) {
+    const chars = lengths.minChars + Math.floor(rng.next() * (lengths.maxChars - lengths.minChars + 1));
+    const doc = RETRIEVAL_GENERATORS[kind](rng, filler, chars);
+    // The document's tokens after an EOS (as in the training stream), split where the answer starts: the
+    // prefix must tokenize the same alone, so that the answer's tokens are exactly those after it.
+    const cut = doc.text.length - doc.answer.length - (kind === "repeat" ? 0 : 1); // " 4821": the space goes with the number
+    const prefix = tokenizer.encode(doc.text.slice(0, cut), { addBos: false });
+    const ids = tokenizer.encode(doc.text, { addBos: false });
+    if (ids.length + 1 > seqLen || !prefix.every((t, j) => ids[j] === t)) continue;
+    const tokens = new Int32Array(seqLen).fill(eos);
+    tokens.set(ids, 1);
+    if (kind !== "repeat") return { kind, tokens, answer: [1 + prefix.length, 1 + ids.length], first: null };
+    // Both copies without their first token, which nothing before predicts: the two ranges compare like with like.
+    const copy = ids.length - prefix.length;
+    return { kind, tokens, answer: [2 + prefix.length, 1 + ids.length], first: [2, 1 + copy] };
+  }
+  return null;
+}
+
+/** Accumulates windows' results from their logits. */
+export class RetrievalScorer {
+  private recalled = 0;
+  private asked = 0;
+  private first = { loss: 0, tokens: 0 };
+  private second = { loss: 0, tokens: 0 };
+
+  /** Scores window w from its logits (seqLen, V): row p − 1 predicts the token at p. */
+  add(w: RetrievalWindow, logits: Float32Array, V: number): void {
+    const predict = (p: number) => {
+      const row = logits.subarray((p - 1) * V, p * V);
+      let max = -Infinity;
+      for (let v = 0; v < V; v++) if (row[v] > max) max = row[v];
+      let z = 0;
+      for (let v = 0; v < V; v++) z += Math.exp(row[v] - max);
+      return { loss: max + Math.log(z) - row[w.tokens[p]], best: row[w.tokens[p]] === max };
+    };
+    const sum = (range: [number, number], into: { loss: number; tokens: number }) => {
+      for (let p = range[0]; p < range[1]; p++) into.loss += predict(p).loss;
+      into.tokens += range[1] - range[0];
+    };
+    if (w.first === null) {
+      let all = true;
+      for (let p = w.answer[0]; p < w.answer[1]; p++) all &&= predict(p).best;
+      this.asked++;
+      if (all) this.recalled++;
+    } else {
+      sum(w.first, this.first);
+      sum(w.answer, this.second);
+    }
+  }
+
+  result(): RetrievalScore {
+    return {
+      recalled: this.recalled,
+      asked: this.asked,
+      firstCopyLoss: this.first.tokens > 0 ? this.first.loss / this.first.tokens : NaN,
+      secondCopyLoss: this.second.tokens > 0 ? this.second.loss / this.second.tokens : NaN,
+    };
+  }
+}
