@@ -5,7 +5,8 @@
  *     token of it, with the document before it as context (teacher-forced: exact match of the argmax)?
  *   - repeat: the mean loss per token on the passage's second copy against its first. A model that copies
  *     (an induction head) predicts the second copy far better: the ratio falls well below 1.
- * Windows are padded with EOS after the document; only the scored tokens carry targets.
+ * A window is an EOS (as after the previous document in training), the document, and EOS padding; the
+ * scores are read from the logits of a forward pass without a loss.
  */
 import type { TextTokenizer } from "../tokenizer/tokenizer.js";
 import { Rng } from "../model/sampler.js";
