@@ -78,7 +78,7 @@ function retrievalPrompts(n: number, chars: number): RetrievalDocument[] {
   const filler = wordnetValidation();
   return Array.from({ length: n }, (_, i) => {
     const doc = (i % 2 === 0 ? keyValueDocument : needleDocument)(rng, filler, chars);
-    // The text ends with "A: <answer>": the prompt stops after "A:", the model should say " <answer>".
+    // The text ends with "A: the code of the blue door is 4821": the prompt stops before " 4821", which the model should say.
     return { ...doc, text: doc.text.slice(0, doc.text.length - doc.answer.length - 1) };
   });
 }
