@@ -11,8 +11,7 @@
  * The answers restate the fact up to the number, as passkey retrieval does (LM-Infinite, Landmark
  * Attention: "What is the pass key? The pass key is"), so that finding the number is a copy of what
  * followed the same words earlier: the induction-head pattern a small model learns first. A bare
- * "A: 4821" asks for a two-step lookup (question words → fact → the number after it), which the 4M-token
- * models did not learn at all (models/README.md).
+ * "A: 4821" asks for a two-step lookup (question words → fact → the number after it): harder than a copy.
  * Filler is whole WordNet documents (one per line), so nothing but the planted text repeats on purpose.
  * Each generator takes the target length in characters and returns a text at least that long (it
  * overshoots by less than one filler document); the answer is always the text's last line's end (key-value,
