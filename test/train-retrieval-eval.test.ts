@@ -9,6 +9,7 @@ import { hfTokenizer } from "../src/tokenizer/hf-tokenizer.js";
 import { retrievalLengths } from "../src/train/data/retrieval.js";
 import { wordnetValidation } from "../src/train/data/wordnet.js";
 import { RetrievalScorer, retrievalWindows, type RetrievalWindow } from "../src/train/retrieval-eval.js";
+import { makeRandom } from "./helpers/kernels-helpers.js";
 
 const tokenizer = hfTokenizer(path.resolve(import.meta.dirname, "../models/kvslim-tiny"));
 const filler = wordnetValidation();
@@ -69,12 +70,8 @@ describe("the scorer", () => {
 
   /** Logits (512, V) of small random noise with `boost` added to each scored token's own logit. */
   function logits(w: RetrievalWindow, boost: number, seed: number): Float32Array {
-    const out = new Float32Array(512 * V);
-    let s = seed;
-    for (let i = 0; i < out.length; i++) {
-      s = (s * 1103515245 + 12345) % 2147483648;
-      out[i] = s / 2147483648 - 0.5;
-    }
+    const random = makeRandom(seed);
+    const out = Float32Array.from({ length: 512 * V }, () => random() - 0.5);
     for (const [a, b] of w.first === null ? [w.answer] : [w.first, w.answer]) {
       for (let p = a; p < b; p++) out[(p - 1) * V + w.tokens[p]] += boost;
     }

@@ -13,7 +13,7 @@ import { kernelWasmPath } from "../kernels/wasm.js";
 import { attentionName } from "../model/config.js";
 import { loadModel, type Model } from "../model/model.js";
 import { Rng } from "../model/sampler.js";
-import { keyValueDocument, needleDocument, type RetrievalDocument } from "../train/data/retrieval.js";
+import { answerStart, keyValueDocument, needleDocument, type RetrievalDocument } from "../train/data/retrieval.js";
 import { wordnetValidation } from "../train/data/wordnet.js";
 import { intOption, threadsOption } from "./options.js";
 
@@ -79,7 +79,7 @@ function retrievalPrompts(n: number, chars: number): RetrievalDocument[] {
   return Array.from({ length: n }, (_, i) => {
     const doc = (i % 2 === 0 ? keyValueDocument : needleDocument)(rng, filler, chars);
     // The text ends with "A: the code of the blue door is 4821": the prompt stops before " 4821", which the model should say.
-    return { ...doc, text: doc.text.slice(0, doc.text.length - doc.answer.length - 1) };
+    return { ...doc, text: doc.text.slice(0, answerStart(doc)) };
   });
 }
 

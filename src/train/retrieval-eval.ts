@@ -10,7 +10,7 @@
  */
 import type { TextTokenizer } from "../tokenizer/tokenizer.js";
 import { Rng } from "../model/sampler.js";
-import { RETRIEVAL_GENERATORS, type RetrievalKind } from "./data/retrieval.js";
+import { answerStart, RETRIEVAL_GENERATORS, type RetrievalKind } from "./data/retrieval.js";
 
 /** One window: tokens (T), and the token ranges [start, end) to score (positions of the predicted tokens). */
 export interface RetrievalWindow {
@@ -64,8 +64,7 @@ function drawWindow(
     const doc = RETRIEVAL_GENERATORS[kind](rng, filler, chars);
     // The document's tokens after an EOS (as in the training stream), split where the answer starts: the
     // prefix must tokenize the same alone, so that the answer's tokens are exactly those after it.
-    const cut = doc.text.length - doc.answer.length - (kind === "repeat" ? 0 : 1); // " 4821": the space goes with the number
-    const prefix = tokenizer.encode(doc.text.slice(0, cut), { addBos: false });
+    const prefix = tokenizer.encode(doc.text.slice(0, answerStart(doc)), { addBos: false });
     const ids = tokenizer.encode(doc.text, { addBos: false });
     if (ids.length + 1 > seqLen || !prefix.every((t, j) => ids[j] === t)) continue;
     const tokens = new Int32Array(seqLen).fill(eos);

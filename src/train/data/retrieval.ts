@@ -117,6 +117,11 @@ export function needleDocument(rng: Rng, filler: readonly string[], targetChars:
   return { kind: "needle", text: joinLines(before, needle, after, question), answer: code };
 }
 
+/** Where the answer starts in doc.text: the space before the number (key-value, needle), or the repeated passage. */
+export function answerStart(doc: RetrievalDocument): number {
+  return doc.text.length - doc.answer.length - (doc.kind === "repeat" ? 0 : 1);
+}
+
 export const RETRIEVAL_GENERATORS: Record<RetrievalKind, typeof keyValueDocument> = {
   "key-value": keyValueDocument,
   repeat: repeatDocument,
