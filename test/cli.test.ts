@@ -97,6 +97,7 @@ describe("working commands", () => {
     expect(info.attention).toBe("H16-MQA-CLA2");
     expect(info.fit.tokens).toBe(Math.floor((64 * 2 ** 20 - info.weightBytes - info.activationBytes) / 256));
     expect(info.fit.sequences).toBe(Math.floor(info.fit.tokens / 1000));
+    expect(info.training).toBeUndefined(); // a model directory, not a training run
     const text = await run("info", cla);
     expect(text.out).toContain("2 of 4 layers hold K/V");
   });

@@ -64,6 +64,15 @@ describe("a run", () => {
       expect(first).toBeGreaterThan(1);
       expect(second).toBeGreaterThan(1); // 4 steps learn no copying
     }
+    // kvslim info on the run (and on its current checkpoint): where it stands, and the log's evaluations.
+    const info = spawnSync(process.execPath, [CLI, "info", dir, "--json"], { encoding: "utf8" });
+    expect(info.status).toBe(0);
+    const training = (JSON.parse(info.stdout) as { training: Record<string, unknown> }).training;
+    expect(training).toMatchObject({ preset: "micro-cla2", seed: 3, step: 4, steps: 4, tokensSeen: 4 * 2 * 64, batch: 2, seqLen: 64, checkpoint: "ckpt-000004" });
+    expect(training.evals).toEqual(evals.map(({ step, tokensSeen, valLoss, recalled, asked, copyLoss }) => ({ step, tokensSeen, valLoss, recalled, asked, copyLoss })));
+    const text = spawnSync(process.execPath, [CLI, "info", path.join(dir, "current")], { encoding: "utf8" }).stdout;
+    expect(text).toMatch(/^training +micro-cla2 seed 3: step 4 of 4, 512 of 512 tokens, 2 × 64 tokens a step, .* \(checkpoint ckpt-000004\)$/m);
+    expect(text).toMatch(/^last eval +step 4: validation loss \d+\.\d{3} · recall [0-2]\/2 · copy ×\d\.\d\d · 2 evaluations in log\.jsonl/m);
   });
 
   test("stopped at step 17 and resumed == the uninterrupted 40-step run, bit for bit (weights, AdamW moments, losses)", async () => {
@@ -74,6 +83,7 @@ describe("a run", () => {
     const first = await startRun(split, options(), { onStep: () => steps++, stop: () => steps === 17 });
     expect(first).toMatchObject({ step: 17, finished: false });
     expect(currentCheckpoint(split)).toBe("ckpt-000017");
+    fs.appendFileSync(path.join(split, "log.jsonl"), '{"step":18,"loss":4.1'); // a line cut short by a kill: dropped on resume
     const second = await resumeRun(split, {});
     expect(second).toMatchObject({ step: 40, finished: true });
     const a = loadCheckpoint(straight, paramLayout).ckpt;

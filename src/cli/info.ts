@@ -11,6 +11,8 @@ import { DENSE_LAYOUT } from "../kvcache/cache.js";
 import { planMemory, resolveThreads } from "../model/model.js";
 import { openModelSource } from "../model/source.js";
 import { checkTensors } from "../model/weights.js";
+import { trainingRecord, type TrainingRecord } from "../train/checkpoint.js";
+import { TRAIN_PRESETS, isTrainPreset } from "../train/presets.js";
 import { intOption, parseBytes, threadsOption } from "./options.js";
 
 export function registerInfo(program: Command): void {
@@ -41,6 +43,7 @@ export function registerInfo(program: Command): void {
       const budget = opts.memory ?? MAX_MEMORY;
       const forCache = budget - plan.weights - plan.runState;
       const fitTokens = Math.max(0, Math.floor(forCache / kvF32));
+      const record = trainingRecord(modelPath);
       const info = {
         name: source.name,
         format: source.format,
@@ -63,6 +66,7 @@ export function registerInfo(program: Command): void {
         weightBytes: plan.weights,
         activationBytes: plan.runState,
         fit: { budget, tokens: fitTokens, sequences: Math.floor(fitTokens / context), context },
+        ...(record === null ? {} : { training: trainingSummary(record) }),
       };
       if (opts.json) {
         process.stdout.write(JSON.stringify(info, null, 2) + "\n");
@@ -78,6 +82,51 @@ export function registerInfo(program: Command): void {
         `fits in ${formatBytes(budget)}${opts.memory ? "" : " (the WebAssembly limit)"}: ${fitTokens.toLocaleString("en-US")} tokens of f32 KV = ${info.fit.sequences} sequences × ${context} tokens` +
           (forCache <= 0 ? " (the weights alone exceed the budget)" : ""),
       ];
+      if (info.training !== undefined) lines.push(...trainingLines(info.training));
       process.stdout.write(lines.join("\n") + "\n");
     });
+}
+
+/** A training run's state for `info`: steps and tokens done and planned, wall time, and its evaluations. */
+function trainingSummary(r: TrainingRecord) {
+  const o = r.state.options as { preset?: string; tokens?: number; seed?: number; batch?: number; seqLen?: number; data?: unknown };
+  const preset = o.preset !== undefined && isTrainPreset(o.preset) ? TRAIN_PRESETS[o.preset]() : null;
+  const batch = o.batch ?? preset?.batch;
+  const seqLen = o.seqLen ?? preset?.seqLen;
+  const steps = o.tokens !== undefined && batch !== undefined && seqLen !== undefined ? Math.ceil(o.tokens / (batch * seqLen)) : null;
+  return {
+    run: r.runDir,
+    checkpoint: r.checkpoint,
+    preset: o.preset ?? null,
+    seed: o.seed ?? null,
+    step: r.state.step,
+    steps,
+    tokensSeen: r.state.tokensSeen,
+    tokens: o.tokens ?? null,
+    batch: batch ?? null,
+    seqLen: seqLen ?? null,
+    elapsedSeconds: r.state.elapsedSeconds,
+    data: o.data ?? null,
+    evals: r.evals,
+  };
+}
+
+function trainingLines(t: ReturnType<typeof trainingSummary>): string[] {
+  const millions = (n: number) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e4 ? `${(n / 1e3).toFixed(1)}k` : String(n));
+  const shape = t.batch !== null && t.seqLen !== null ? `, ${t.batch} × ${t.seqLen} tokens a step` : "";
+  const lines = [
+    `training      ${t.preset ?? "?"} seed ${t.seed ?? "?"}: step ${t.step}${t.steps === null ? "" : ` of ${t.steps}`}, ` +
+      `${millions(t.tokensSeen)}${t.tokens === null ? "" : ` of ${millions(t.tokens)}`} tokens${shape}, ${(t.elapsedSeconds / 3600).toFixed(2)} h (checkpoint ${t.checkpoint})`,
+  ];
+  const last = t.evals.at(-1);
+  if (last === undefined) return [...lines, "evaluations   none logged yet"];
+  const best = t.evals.reduce((a, b) => (b.valLoss < a.valLoss ? b : a));
+  const retrieval =
+    (last.asked !== undefined ? ` · recall ${last.recalled}/${last.asked}` : "") + (last.copyLoss !== undefined ? ` · copy ×${(last.copyLoss[1] / last.copyLoss[0]).toFixed(2)}` : "");
+  lines.push(
+    `last eval     step ${last.step}: validation loss ${last.valLoss.toFixed(3)}${retrieval}` +
+      (best !== last ? ` (best ${best.valLoss.toFixed(3)} at step ${best.step})` : "") +
+      ` · ${t.evals.length} evaluation${t.evals.length === 1 ? "" : "s"} in log.jsonl (all of them: --json)`,
+  );
+  return lines;
 }

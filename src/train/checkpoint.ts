@@ -122,6 +122,65 @@ export function loadCheckpoint(runDir: string, layout: (config: ModelConfig) => 
   return { ckpt: { state, params: read("param"), m: read("m"), v: read("v") }, layout: l, dir };
 }
 
+/** One evaluation from a run's log.jsonl. */
+export interface EvalRecord {
+  step: number;
+  tokensSeen: number;
+  valLoss: number;
+  /** Retrieval scores (retrieval-eval.ts), absent in logs of runs older than them or with none that fit. */
+  recalled?: number;
+  asked?: number;
+  copyLoss?: [number, number];
+}
+
+/** What a run directory says about its training: where it stands and every evaluation so far. */
+export interface TrainingRecord {
+  runDir: string;
+  checkpoint: string; // the checkpoint directory name the record is for
+  state: TrainState;
+  evals: EvalRecord[]; // the log's evaluations up to the checkpoint's step
+}
+
+/**
+ * The training record of a run directory, or of one of its checkpoint directories; null for a directory
+ * that is not part of a run (a plain model directory). A checkpoint's record holds the evaluations up to its step.
+ */
+export function trainingRecord(dir: string): TrainingRecord | null {
+  let runDir = dir;
+  let name = currentCheckpoint(dir);
+  if (name === null) {
+    if (!fs.existsSync(path.join(dir, "state.json"))) return null;
+    const real = fs.realpathSync(dir); // runs/x/current is a link to the checkpoint
+    runDir = path.dirname(real);
+    name = path.basename(real);
+  }
+  const file = path.join(runDir, name, "state.json");
+  let state: TrainState;
+  try {
+    state = JSON.parse(fs.readFileSync(file, "utf8")) as TrainState;
+  } catch (e) {
+    throw new FormatError(`${file}: not a readable training state (${(e as Error).message})`);
+  }
+  if (state.version !== CHECKPOINT_VERSION) throw new FormatError(`${file}: checkpoint version ${state.version}, expected ${CHECKPOINT_VERSION}`);
+  const log = path.join(runDir, "log.jsonl");
+  const evals: EvalRecord[] = [];
+  if (fs.existsSync(log)) {
+    for (const line of fs.readFileSync(log, "utf8").split("\n")) {
+      if (line.trim() === "") continue;
+      let entry: Partial<EvalRecord>;
+      try {
+        entry = JSON.parse(line) as Partial<EvalRecord>;
+      } catch {
+        continue; // a line cut short by a kill mid-write; the checkpoint is what counts
+      }
+      if (typeof entry.valLoss !== "number" || typeof entry.step !== "number" || entry.step > state.step) continue;
+      const { step, tokensSeen, valLoss, recalled, asked, copyLoss } = entry as EvalRecord;
+      evals.push({ step, tokensSeen, valLoss, ...(asked === undefined ? {} : { recalled, asked }), ...(copyLoss === undefined ? {} : { copyLoss }) });
+    }
+  }
+  return { runDir, checkpoint: name, state, evals };
+}
+
 /** Refuses to start a run in a directory that already holds one (or other files), unless it is empty. */
 export function checkNewRunDir(runDir: string): void {
   if (fs.existsSync(runDir) && fs.readdirSync(runDir).length > 0) {
@@ -141,8 +200,15 @@ export function trimLog(runDir: string, step: number): void {
   const kept = fs
     .readFileSync(file, "utf8")
     .split("\n")
-    .filter((line) => line.trim() !== "" && (JSON.parse(line) as { step?: number }).step! <= step);
-  fs.writeFileSync(file, kept.map((l) => `${l}\n`).join(""));
+    .filter((line) => {
+      try {
+        return (JSON.parse(line) as { step?: number }).step! <= step;
+      } catch {
+        return false; // an empty line, or one cut short by a kill mid-write
+      }
+    });
+  fs.writeFileSync(`${file}.tmp`, kept.map((l) => `${l}\n`).join(""));
+  fs.renameSync(`${file}.tmp`, file); // a kill leaves the old log or the new one, never half of one
 }
 
 function writeJson(file: string, value: unknown): void {
