@@ -12,8 +12,10 @@ import { planMemory, resolveThreads } from "../model/model.js";
 import { openModelSource } from "../model/source.js";
 import { checkTensors } from "../model/weights.js";
 import { trainingRecord, type TrainingRecord } from "../train/checkpoint.js";
-import { TRAIN_PRESETS, isTrainPreset } from "../train/presets.js";
+import { isTrainPreset } from "../train/presets.js";
+import { runShape, type TrainOptions } from "../train/trainer.js";
 import { intOption, parseBytes, threadsOption } from "./options.js";
+import { retrievalText } from "./train.js";
 
 export function registerInfo(program: Command): void {
   program
@@ -89,22 +91,19 @@ export function registerInfo(program: Command): void {
 
 /** A training run's state for `info`: steps and tokens done and planned, wall time, and its evaluations. */
 function trainingSummary(r: TrainingRecord) {
-  const o = r.state.options as { preset?: string; tokens?: number; seed?: number; batch?: number; seqLen?: number; data?: unknown };
-  const preset = o.preset !== undefined && isTrainPreset(o.preset) ? TRAIN_PRESETS[o.preset]() : null;
-  const batch = o.batch ?? preset?.batch;
-  const seqLen = o.seqLen ?? preset?.seqLen;
-  const steps = o.tokens !== undefined && batch !== undefined && seqLen !== undefined ? Math.ceil(o.tokens / (batch * seqLen)) : null;
+  const o = r.state.options as Partial<TrainOptions>;
+  const shape = o.preset !== undefined && isTrainPreset(o.preset) && o.tokens !== undefined ? runShape({ ...o, preset: o.preset, tokens: o.tokens }) : null;
   return {
     run: r.runDir,
     checkpoint: r.checkpoint,
     preset: o.preset ?? null,
     seed: o.seed ?? null,
     step: r.state.step,
-    steps,
+    steps: shape?.steps ?? null,
     tokensSeen: r.state.tokensSeen,
     tokens: o.tokens ?? null,
-    batch: batch ?? null,
-    seqLen: seqLen ?? null,
+    batch: shape?.batch ?? null,
+    seqLen: shape?.seqLen ?? null,
     elapsedSeconds: r.state.elapsedSeconds,
     data: o.data ?? null,
     evals: r.evals,
@@ -121,8 +120,12 @@ function trainingLines(t: ReturnType<typeof trainingSummary>): string[] {
   const last = t.evals.at(-1);
   if (last === undefined) return [...lines, "evaluations   none logged yet"];
   const best = t.evals.reduce((a, b) => (b.valLoss < a.valLoss ? b : a));
-  const retrieval =
-    (last.asked !== undefined ? ` · recall ${last.recalled}/${last.asked}` : "") + (last.copyLoss !== undefined ? ` · copy ×${(last.copyLoss[1] / last.copyLoss[0]).toFixed(2)}` : "");
+  const retrieval = retrievalText({
+    recalled: last.recalled ?? 0,
+    asked: last.asked ?? 0,
+    firstCopyLoss: last.copyLoss?.[0] ?? NaN,
+    secondCopyLoss: last.copyLoss?.[1] ?? NaN,
+  });
   lines.push(
     `last eval     step ${last.step}: validation loss ${last.valLoss.toFixed(3)}${retrieval}` +
       (best !== last ? ` (best ${best.valLoss.toFixed(3)} at step ${best.step})` : "") +

@@ -153,7 +153,7 @@ function progress(maxSeconds: number): TrainHooks {
 }
 
 /** " · recall 3/21 · copy ×0.62": answers recalled, and the loss on repeated passages' second copies over their first. */
-function retrievalText(r: RetrievalScore): string {
+export function retrievalText(r: RetrievalScore): string {
   const recall = r.asked > 0 ? ` · recall ${r.recalled}/${r.asked}` : "";
   const copy = Number.isFinite(r.secondCopyLoss) ? ` · copy ×${(r.secondCopyLoss / r.firstCopyLoss).toFixed(2)}` : "";
   return recall + copy;

@@ -101,10 +101,7 @@ export function loadCheckpoint(runDir: string, layout: (config: ModelConfig) => 
   const name = currentCheckpoint(runDir);
   if (name === null) throw new UsageError(`${runDir} is not a kvslim training run (no "current" checkpoint link); start one with kvslim train --out`);
   const dir = path.join(runDir, name);
-  const state = JSON.parse(fs.readFileSync(path.join(dir, "state.json"), "utf8")) as TrainState;
-  if (state.version !== CHECKPOINT_VERSION) {
-    throw new FormatError(`${dir}/state.json: checkpoint version ${state.version}, expected ${CHECKPOINT_VERSION}`);
-  }
+  const state = readState(dir);
   const l = layout(state.config);
   const file = readSafetensors(path.join(dir, "training.safetensors"));
   const byName = new Map(file.tensors.map((t) => [t.name, t]));
@@ -130,7 +127,7 @@ export interface EvalRecord {
   /** Retrieval scores (retrieval-eval.ts), absent in logs of runs older than them or with none that fit. */
   recalled?: number;
   asked?: number;
-  copyLoss?: [number, number];
+  copyLoss?: [number | null, number | null]; // null: no repeated passage fit the window (NaN in JSON)
 }
 
 /** What a run directory says about its training: where it stands and every evaluation so far. */
@@ -154,7 +151,19 @@ export function trainingRecord(dir: string): TrainingRecord | null {
     runDir = path.dirname(real);
     name = path.basename(real);
   }
-  const file = path.join(runDir, name, "state.json");
+  const state = readState(path.join(runDir, name));
+  const evals: EvalRecord[] = [];
+  for (const entry of readLog(runDir) as Partial<EvalRecord>[]) {
+    if (typeof entry.valLoss !== "number" || entry.step! > state.step) continue;
+    const { step, tokensSeen, valLoss, recalled, asked, copyLoss } = entry as EvalRecord;
+    evals.push({ step, tokensSeen, valLoss, ...(asked === undefined ? {} : { recalled, asked }), ...(copyLoss === undefined ? {} : { copyLoss }) });
+  }
+  return { runDir, checkpoint: name, state, evals };
+}
+
+/** A checkpoint directory's state.json (a FormatError if it is unreadable or of another version). */
+function readState(dir: string): TrainState {
+  const file = path.join(dir, "state.json");
   let state: TrainState;
   try {
     state = JSON.parse(fs.readFileSync(file, "utf8")) as TrainState;
@@ -162,23 +171,23 @@ export function trainingRecord(dir: string): TrainingRecord | null {
     throw new FormatError(`${file}: not a readable training state (${(e as Error).message})`);
   }
   if (state.version !== CHECKPOINT_VERSION) throw new FormatError(`${file}: checkpoint version ${state.version}, expected ${CHECKPOINT_VERSION}`);
-  const log = path.join(runDir, "log.jsonl");
-  const evals: EvalRecord[] = [];
-  if (fs.existsSync(log)) {
-    for (const line of fs.readFileSync(log, "utf8").split("\n")) {
-      if (line.trim() === "") continue;
-      let entry: Partial<EvalRecord>;
-      try {
-        entry = JSON.parse(line) as Partial<EvalRecord>;
-      } catch {
-        continue; // a line cut short by a kill mid-write; the checkpoint is what counts
-      }
-      if (typeof entry.valLoss !== "number" || typeof entry.step !== "number" || entry.step > state.step) continue;
-      const { step, tokensSeen, valLoss, recalled, asked, copyLoss } = entry as EvalRecord;
-      evals.push({ step, tokensSeen, valLoss, ...(asked === undefined ? {} : { recalled, asked }), ...(copyLoss === undefined ? {} : { copyLoss }) });
+  return state;
+}
+
+/** The entries of a run's log.jsonl, in order; a line cut short by a kill mid-write is left out (the checkpoint is what counts). */
+function readLog(runDir: string): { step: number }[] {
+  const file = path.join(runDir, "log.jsonl");
+  if (!fs.existsSync(file)) return [];
+  const entries: { step: number }[] = [];
+  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+    try {
+      const entry = JSON.parse(line) as { step?: unknown };
+      if (typeof entry.step === "number") entries.push(entry as { step: number });
+    } catch {
+      // an empty line, or one cut short
     }
   }
-  return { runDir, checkpoint: name, state, evals };
+  return entries;
 }
 
 /** Refuses to start a run in a directory that already holds one (or other files), unless it is empty. */
@@ -197,17 +206,8 @@ export function appendLog(runDir: string, entry: Record<string, unknown>): void 
 export function trimLog(runDir: string, step: number): void {
   const file = path.join(runDir, "log.jsonl");
   if (!fs.existsSync(file)) return;
-  const kept = fs
-    .readFileSync(file, "utf8")
-    .split("\n")
-    .filter((line) => {
-      try {
-        return (JSON.parse(line) as { step?: number }).step! <= step;
-      } catch {
-        return false; // an empty line, or one cut short by a kill mid-write
-      }
-    });
-  fs.writeFileSync(`${file}.tmp`, kept.map((l) => `${l}\n`).join(""));
+  const kept = readLog(runDir).filter((entry) => entry.step <= step);
+  fs.writeFileSync(`${file}.tmp`, kept.map((entry) => `${JSON.stringify(entry)}\n`).join(""));
   fs.renameSync(`${file}.tmp`, file); // a kill leaves the old log or the new one, never half of one
 }
 

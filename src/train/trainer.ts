@@ -99,11 +99,19 @@ export async function resumeRun(runDir: string, overrides: { tokens?: number; th
   return run(runDir, options, tokenizerDir, ckpt, hooks);
 }
 
+/** A run's batch and sequence length (the options', else the preset's) and its number of steps. */
+export function runShape(o: Pick<TrainOptions, "preset" | "tokens" | "batch" | "seqLen">): { batch: number; seqLen: number; steps: number } {
+  const preset = TRAIN_PRESETS[o.preset]();
+  const batch = o.batch ?? preset.batch;
+  const seqLen = o.seqLen ?? preset.seqLen;
+  return { batch, seqLen, steps: Math.ceil(o.tokens / (batch * seqLen)) };
+}
+
 async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume: ReturnType<typeof loadCheckpoint>["ckpt"] | null, hooks: TrainHooks): Promise<RunResult> {
   const preset = TRAIN_PRESETS[o.preset]();
   const tokenizer = hfTokenizer(tokenizerDir);
   const config: ModelConfig = resume?.state.config ?? { ...preset.model, vocabSize: tokenizer.vocabSize };
-  const shape = { batch: o.batch ?? preset.batch, seqLen: o.seqLen ?? preset.seqLen };
+  const shape = runShape(o);
   const layout = paramLayout(config);
   const data: StreamOptionsRecord = { retrievalShare: RETRIEVAL_SHARE, ...retrievalLengths(shape.seqLen), ...definedOnly(o.data ?? {}) };
   o = { ...o, data };
@@ -143,7 +151,7 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
       sampler = new BatchSampler(trainStream, shape.batch, shape.seqLen, resume.state.samplerState);
     }
     const tokensPerStep = shape.batch * shape.seqLen;
-    const steps = Math.ceil(o.tokens / tokensPerStep);
+    const steps = shape.steps;
     const warmup = Math.max(1, Math.round(o.warmup * steps));
     const lrPeak = o.lr ?? preset.lr;
     hooks.onStart?.({ steps, startStep: step, parameters: layout.tensors.reduce((n, t) => n + t.size, 0), config, trainTokens: trainStream.length });
