@@ -153,8 +153,8 @@ export function trainingRecord(dir: string): TrainingRecord | null {
   }
   const state = readState(path.join(runDir, name));
   const evals: EvalRecord[] = [];
-  for (const entry of readLog(runDir) as Partial<EvalRecord>[]) {
-    if (typeof entry.valLoss !== "number" || entry.step! > state.step) continue;
+  for (const entry of readLog(runDir) as (Partial<EvalRecord> & { step: number })[]) {
+    if (typeof entry.valLoss !== "number" || entry.step > state.step) continue;
     const { step, tokensSeen, valLoss, recalled, asked, copyLoss } = entry as EvalRecord;
     evals.push({ step, tokensSeen, valLoss, ...(asked === undefined ? {} : { recalled, asked }), ...(copyLoss === undefined ? {} : { copyLoss }) });
   }
