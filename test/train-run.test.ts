@@ -9,7 +9,9 @@ import * as path from "node:path";
 import { describe, expect, test } from "vitest";
 import { loadModel } from "../src/model/model.js";
 import { currentCheckpoint, loadCheckpoint } from "../src/train/checkpoint.js";
+import { attentionName, kvBytesPerToken } from "../src/model/config.js";
 import { paramLayout } from "../src/train/params.js";
+import { TRAIN_PRESETS } from "../src/train/presets.js";
 import { resumeRun, startRun, type TrainOptions } from "../src/train/trainer.js";
 import { tempDir } from "./helpers/models.js";
 
@@ -101,6 +103,20 @@ describe("a run", () => {
     await startRun(one, options({ tokens: 20 * 64 }));
     await startRun(two, options({ tokens: 20 * 64, threads: 2 }));
     expect(loadCheckpoint(two, paramLayout).ckpt.params).toEqual(loadCheckpoint(one, paramLayout).ckpt.params);
+  });
+});
+
+describe("presets", () => {
+  test("the CLA paper's comparisons: tiny-mqa-cla2 stores half of tiny-mqa's KV and the same as tiny-h32-mqa (768 B), with parameters within 3%, all under 20 MB of f32", () => {
+    const model = (name: keyof typeof TRAIN_PRESETS) => TRAIN_PRESETS[name]().model;
+    const cla = model("tiny-mqa-cla2"), twin = model("tiny-mqa"), small = model("tiny-h32-mqa");
+    expect([attentionName(cla), attentionName(twin), attentionName(small)]).toEqual(["H64-MQA-CLA2", "H64-MQA", "H32-MQA"]);
+    expect(kvBytesPerToken(cla, 2)).toBe(768);
+    expect(kvBytesPerToken(twin, 2)).toBe(2 * 768);
+    expect(kvBytesPerToken(small, 2)).toBe(768);
+    const params = (c: typeof cla) => paramLayout(c).tensors.reduce((n, t) => n + t.size, 0);
+    for (const c of [twin, small]) expect(Math.abs(params(c) / params(cla) - 1)).toBeLessThan(0.03);
+    for (const name of Object.keys(TRAIN_PRESETS) as (keyof typeof TRAIN_PRESETS)[]) expect(params(model(name)) * 4).toBeLessThan(20e6);
   });
 });
 

@@ -26,6 +26,11 @@ export const TRAIN_PRESETS = {
   "tiny-mqa-cla2": () => ({ model: tiny({ kvSource: claShare(6, 2), kvNorm: true }), batch: 8, seqLen: 512, lr: 2e-3, vocab: 4096 }),
   /** H64-MQA: the same with a K/V per layer (twice the cache). */
   "tiny-mqa": () => ({ model: tiny({}), batch: 8, seqLen: 512, lr: 2e-3, vocab: 4096 }),
+  /**
+   * H32-MQA: the equal-cache baseline of the CLA paper. Smaller heads (8 query heads of 32, one K/V head of
+   * 32 per layer) give the same 768 B/token as tiny-mqa-cla2, with about the same parameter count.
+   */
+  "tiny-h32-mqa": () => ({ model: tiny({ nHeads: 8, headDim: 32 }), batch: 8, seqLen: 512, lr: 2e-3, vocab: 4096 }),
   /** H64-GQA2-CLA2. */
   "tiny-gqa2-cla2": () => ({ model: tiny({ nKvHeads: 2, kvSource: claShare(6, 2), kvNorm: true }), batch: 8, seqLen: 512, lr: 2e-3, vocab: 4096 }),
   /** A model small enough for tests: trains a step in milliseconds. */
