@@ -1,17 +1,18 @@
 /**
  * Training runs end to end (src/train/trainer.ts, checkpoint.ts, cli/train.ts) on the micro preset: the
  * loss falls, the run directory loads as a model, a resumed run is bit-identical to an uninterrupted one,
- * a kill at any moment leaves a loadable checkpoint, and bad flags are named errors.
+ * a kill at any moment leaves a loadable checkpoint, and bad flags are named errors. Also the shipped
+ * presets' sizes, which the CLA comparisons depend on.
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, test } from "vitest";
+import { attentionName, kvBytesPerToken } from "../src/model/config.js";
 import { loadModel } from "../src/model/model.js";
 import { currentCheckpoint, loadCheckpoint } from "../src/train/checkpoint.js";
-import { attentionName, kvBytesPerToken } from "../src/model/config.js";
 import { paramLayout } from "../src/train/params.js";
-import { TRAIN_PRESETS } from "../src/train/presets.js";
+import { TRAIN_PRESETS, type TrainPresetName } from "../src/train/presets.js";
 import { resumeRun, startRun, type TrainOptions } from "../src/train/trainer.js";
 import { tempDir } from "./helpers/models.js";
 
@@ -108,7 +109,8 @@ describe("a run", () => {
 
 describe("presets", () => {
   test("the CLA paper's comparisons: tiny-mqa-cla2 stores half of tiny-mqa's KV and the same as tiny-h32-mqa (768 B), with parameters within 3%, all under 20 MB of f32", () => {
-    const model = (name: keyof typeof TRAIN_PRESETS) => TRAIN_PRESETS[name]().model;
+    // 768 B/token, counted by hand: K and V × 3 K/V layers × 64 × 2 bytes (CLA2), and × 6 layers × 32 (H32).
+    const model = (name: TrainPresetName) => TRAIN_PRESETS[name]().model;
     const cla = model("tiny-mqa-cla2"), twin = model("tiny-mqa"), small = model("tiny-h32-mqa");
     expect([attentionName(cla), attentionName(twin), attentionName(small)]).toEqual(["H64-MQA-CLA2", "H64-MQA", "H32-MQA"]);
     expect(kvBytesPerToken(cla, 2)).toBe(768);
@@ -116,7 +118,7 @@ describe("presets", () => {
     expect(kvBytesPerToken(small, 2)).toBe(768);
     const params = (c: typeof cla) => paramLayout(c).tensors.reduce((n, t) => n + t.size, 0);
     for (const c of [twin, small]) expect(Math.abs(params(c) / params(cla) - 1)).toBeLessThan(0.03);
-    for (const name of Object.keys(TRAIN_PRESETS) as (keyof typeof TRAIN_PRESETS)[]) expect(params(model(name)) * 4).toBeLessThan(20e6);
+    for (const name of Object.keys(TRAIN_PRESETS) as TrainPresetName[]) expect(params(model(name)) * 4).toBeLessThan(20e6);
   });
 });
 
