@@ -39,6 +39,7 @@ const widest = Math.max(config.dModel, config.ffnDim);
 const A = arena.alloc(4 * t * widest);
 const B = arena.alloc(4 * widest * widest);
 const C = arena.alloc(4 * t * widest);
+const dW = arena.alloc(4 * widest * widest); // the weight gradient accumulates here, not into the weights B
 for (let i = 0; i < t * widest; i++) arena.f32[(A >> 2) + i] = Math.sin(i) * 0.1;
 for (let i = 0; i < widest * widest; i++) arena.f32[(B >> 2) + i] = Math.cos(i) * 0.1;
 
@@ -66,7 +67,7 @@ for (const threads of threadCounts) {
     const flops = 2 * t * n * d;
     const fwd = flops / time(() => par.matmul("F32", C, A, B, n, d, t, 4 * n)) / 1e9;
     const dx = flops / time(() => par.matmulBackwardInput(C, A, B, n, d, t, d, 0)) / 1e9;
-    const dw = flops / time(() => par.matmulBackwardWeight(B, A, C, n, d, t, d)) / 1e9;
+    const dw = flops / time(() => par.matmulBackwardWeight(dW, A, C, n, d, t, d)) / 1e9;
     console.log(`  ${threads} thread(s) ${name.padEnd(22)} ${fwd.toFixed(1).padStart(6)} | ${dx.toFixed(1).padStart(6)} | ${dw.toFixed(1).padStart(6)}`);
   }
   par.dispose();

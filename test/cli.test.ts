@@ -124,7 +124,7 @@ describe("demo", () => {
   });
 
   test("demo -m with no model there: named error, one line", async () => {
-    expectFailure(await run("demo", "-m", path.join(dir, "nothing-here")), 1, "KvslimError", /no model at .*nothing-here/);
+    expectFailure(await run("demo", "-m", path.join(dir, "nothing-here")), 2, "UsageError", /no model at .*nothing-here/);
   });
 });
 

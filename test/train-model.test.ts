@@ -12,7 +12,7 @@ import { loadModel } from "../src/model/model.js";
 import { llamaConfig, randomWeights } from "../src/model/synthetic.js";
 import { Parallel } from "../src/threads/parallel.js";
 import { TrainModel, type BatchShape } from "../src/train/model.js";
-import { AdamW, ADAMW_DEFAULTS } from "../src/train/optimizer.js";
+import { AdamW, ADAMW_DEFAULTS, learningRate } from "../src/train/optimizer.js";
 import { paramLayout } from "../src/train/params.js";
 import { makeRandom } from "./helpers/kernels-helpers.js";
 import { tempDir, writeTestGguf } from "./helpers/models.js";
@@ -161,14 +161,83 @@ describe("training steps", () => {
     expect(b.params).toEqual(a.params);
   });
 
-  test("2 threads give the 1-thread losses and parameters, bit for bit (10 steps)", async () => {
+  test("2 and 3 threads give the 1-thread losses and parameters, bit for bit (10 steps)", async () => {
     const one = await run(1, 10);
-    const two = await run(2, 10);
-    expect(two.losses).toEqual(one.losses);
-    expect(two.params).toEqual(one.params);
+    for (const threads of [2, 3]) {
+      const other = await run(threads, 10);
+      expect(other.losses, `${threads} threads`).toEqual(one.losses);
+      expect(other.params, `${threads} threads`).toEqual(one.params);
+    }
   });
 });
 
-test("ADAMW_DEFAULTS are the CLA paper's: β (0.9, 0.95), weight decay 0.1, clip 1.0", () => {
-  expect(ADAMW_DEFAULTS).toMatchObject({ beta1: 0.9, beta2: 0.95, weightDecay: 0.1, clip: 1 });
+describe("the optimizer recipe (specs/cla.md)", () => {
+  test("ADAMW_DEFAULTS are the CLA paper's: β (0.9, 0.95), weight decay 0.1, clip 1.0", () => {
+    expect(ADAMW_DEFAULTS).toMatchObject({ beta1: 0.9, beta2: 0.95, weightDecay: 0.1, clip: 1 });
+  });
+
+  test("learning rate: linear warmup to the peak, then cosine down to 10% of it at the last step (exact to 1e-12)", () => {
+    const [peak, warmup, total] = [2e-3, 10, 110];
+    const lr = (step: number) => learningRate(step, peak, warmup, total);
+    for (let s = 0; s < warmup; s++) expect(lr(s)).toBeCloseTo((peak * (s + 1)) / warmup, 12);
+    expect(lr(warmup)).toBeCloseTo(peak, 12);
+    expect(lr(warmup + 50)).toBeCloseTo(0.55 * peak, 12); // halfway down the cosine: (1 + 0.1) / 2
+    expect(lr(total)).toBeCloseTo(0.1 * peak, 12);
+    expect(lr(total + 100)).toBeCloseTo(0.1 * peak, 12); // the floor, past the end
+    for (let s = warmup; s < total; s++) expect(lr(s + 1)).toBeLessThan(lr(s));
+  });
+
+  // One step over a whole model's parameters against float64 AdamW written out here: the gradient's global
+  // norm over every tensor, clipping to 1.0 only above it, decoupled weight decay on the matrices only.
+  test.each([
+    ["0.4 (no clipping)", 0.4],
+    ["25 (clipped to 1)", 25],
+  ])("AdamW.step with gradient norm %s == float64 AdamW over all tensors (each change to 1e-5 of itself + f32 rounding); weight decay on matrices only", async (_, norm) => {
+    const config = gqaCla2({ kvNorm: true });
+    const { arena, model, optimizer, layout, par } = await setup(config, { batch: 1, seqLen: 4 });
+    const decayed = layout.tensors.filter((t) => t.decay).map((t) => t.name);
+    expect(decayed.length).toBeGreaterThan(0);
+    for (const t of layout.tensors) expect(t.decay, t.name).toBe(t.shape.length === 2); // norms (vectors) are not decayed
+    const random = makeRandom(11);
+    const f32 = arena.f32;
+    const region = (ptr: number, f: () => number) => {
+      const values = layout.tensors.map((t) => Array.from({ length: t.size }, f));
+      layout.tensors.forEach((t, i) => f32.set(values[i], (ptr >> 2) + t.offset));
+      return values.map((v) => Float64Array.from(v, Math.fround));
+    };
+    const params = region(model.params, () => random() * 2 - 1);
+    const grads = region(model.grads, () => random() * 2 - 1);
+    const m = region(model.m, () => 0.01 * (random() * 2 - 1));
+    const v = region(model.v, () => 1e-4 * random());
+    const raw = Math.sqrt(grads.reduce((acc, g) => acc + g.reduce((a, x) => a + x * x, 0), 0));
+    // Scale the gradients to the wanted norm (in the arena too).
+    for (const [i, t] of layout.tensors.entries()) {
+      grads[i] = grads[i].map((x) => Math.fround((x * norm) / raw));
+      f32.set(grads[i], (model.grads >> 2) + t.offset);
+    }
+    const gNorm = Math.sqrt(grads.reduce((acc, g) => acc + g.reduce((a, x) => a + x * x, 0), 0));
+    const [step, lr, { beta1, beta2, eps, weightDecay }] = [7, 1e-3, ADAMW_DEFAULTS];
+    expect(optimizer.step(step, lr)).toBeCloseTo(gNorm, 4);
+    const clip = gNorm > 1 ? 1 / gNorm : 1;
+    const [bc1, bc2] = [1 - beta1 ** step, 1 - beta2 ** step];
+    let worstP = 0;
+    let worstM = 0;
+    for (const [i, t] of layout.tensors.entries()) {
+      const wd = t.shape.length === 2 ? weightDecay : 0;
+      for (let j = 0; j < t.size; j++) {
+        const g = grads[i][j] * clip;
+        const mNew = beta1 * m[i][j] + (1 - beta1) * g;
+        const vNew = beta2 * v[i][j] + (1 - beta2) * g * g;
+        const update = mNew / bc1 / (Math.sqrt(vNew / bc2) + eps) + wd * params[i][j];
+        const expected = params[i][j] - lr * update;
+        const got = f32[(model.params >> 2) + t.offset + j];
+        worstP = Math.max(worstP, Math.abs(got - expected) / (1e-5 * lr * Math.abs(update) + 1e-7 * Math.abs(params[i][j])));
+        const gotM = f32[(model.m >> 2) + t.offset + j];
+        worstM = Math.max(worstM, Math.abs(gotM - mNew) / (1e-5 * (Math.abs(beta1 * m[i][j]) + Math.abs((1 - beta1) * g)) + 1e-12));
+      }
+    }
+    expect(worstP, "params: |got − float64| / (1e-5·|lr·update| + 1e-7·|p|)").toBeLessThanOrEqual(1);
+    expect(worstM, "m: |got − float64| / 1e-5 of its terms").toBeLessThanOrEqual(1);
+    par.dispose();
+  });
 });

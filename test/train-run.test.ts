@@ -98,12 +98,45 @@ describe("a run", () => {
     expect(losses(split)).toEqual(losses(straight));
   });
 
+  test("--seq-len longer than the preset's context (64 → 96): the run's config.json says 96", async () => {
+    const dir = path.join(tempDir(), "run");
+    await startRun(dir, options({ tokens: 2 * 96, seqLen: 96, batch: 2 }));
+    const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as { max_position_embeddings: number };
+    expect(TRAIN_PRESETS["micro-cla2"]().model.contextLength).toBe(64);
+    expect(config.max_position_embeddings).toBe(96);
+  });
+
   test("2 threads train the same weights as 1 thread, bit for bit (20 steps)", async () => {
     const one = path.join(tempDir(), "one");
     const two = path.join(tempDir(), "two");
     await startRun(one, options({ tokens: 20 * 64 }));
     await startRun(two, options({ tokens: 20 * 64, threads: 2 }));
     expect(loadCheckpoint(two, paramLayout).ckpt.params).toEqual(loadCheckpoint(one, paramLayout).ckpt.params);
+  });
+});
+
+describe("resume", () => {
+  test("--max-time stops with a checkpoint; the resume reads the tokenizer from the checkpoint (the --tokenizer directory is gone) and takes --eval-every", () => {
+    const dir = path.join(tempDir(), "run");
+    const tokenizer = path.join(tempDir(), "tok");
+    fs.mkdirSync(tokenizer);
+    for (const file of ["tokenizer.json", "tokenizer_config.json"]) fs.copyFileSync(path.join(ROOT, "models/kvslim-tiny", file), path.join(tokenizer, file));
+    const cli = (args: string[]) => spawnSync(process.execPath, [CLI, "train", ...args], { encoding: "utf8" });
+    const first = cli(["--preset", "micro-cla2", "--tokens", String(100_000 * 64), "--out", dir, "--tokenizer", tokenizer, "--corpus-documents", "1500", "--threads", "1", "--max-time", "1s"]);
+    expect(first.status, first.stderr).toBe(0);
+    const stopped = /stopped at step (\d+) of 100000 with a checkpoint; continue with: kvslim train --resume /.exec(first.stderr);
+    expect(stopped, first.stderr).not.toBeNull();
+    const step = Number(stopped![1]);
+    expect(currentCheckpoint(dir)).toBe(`ckpt-${String(step).padStart(6, "0")}`);
+    fs.rmSync(tokenizer, { recursive: true });
+    const second = cli(["--resume", dir, "--threads", "1", "--tokens", String((step + 6) * 64), "--eval-every", "3"]);
+    expect(second.status, second.stderr).toBe(0);
+    expect(second.stderr).toMatch(new RegExp(`done: ${step + 6} steps`));
+    // Non-terminal progress: a line per evaluation, with the ETA.
+    expect(second.stderr).toMatch(/^step \d+\/\d+ loss \d+\.\d{4} val \d+\.\d{3}.* tok\/s ETA (\d+s|\d+m \d\ds)$/m);
+    const evalSteps = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line) as { step: number; valLoss?: number }).filter((e) => e.step > step && e.valLoss !== undefined).map((e) => e.step);
+    expect(evalSteps).toEqual([step + 1, step + 2, step + 3, step + 4, step + 5, step + 6].filter((s) => s % 3 === 0 || s === step + 6));
+    expect(fs.readFileSync(path.join(dir, "current", "tokenizer.json"))).toEqual(fs.readFileSync(path.join(ROOT, "models/kvslim-tiny/tokenizer.json")));
   });
 });
 
@@ -123,7 +156,7 @@ describe("presets", () => {
 });
 
 describe("kill safety", () => {
-  test("SIGKILL at random moments (checkpoint every step) always leaves a current checkpoint that loads and resumes", async () => {
+  test("SIGKILL at random moments (checkpoint every step) always leaves a current checkpoint that loads and resumes; the finished run == an uninterrupted one, bit for bit", async () => {
     const dir = path.join(tempDir(), "killed");
     const args = ["train", "--preset", "micro-cla2", "--tokens", String(400 * 64), "--out", dir, "--corpus-documents", "1500", "--checkpoint-every", "1", "--eval-every", "1000", "--threads", "1"];
     for (let round = 0; round < 4; round++) {
@@ -144,6 +177,11 @@ describe("kill safety", () => {
     const done = spawnSync(process.execPath, [CLI, "train", "--resume", dir, "--threads", "1"], { encoding: "utf8" });
     expect(done.status).toBe(0);
     expect(done.stderr).toMatch(/done: 400 steps/);
+    // Four kills and resumes later, the same weights as a run that was never interrupted (the CLI's defaults).
+    const straight = path.join(tempDir(), "straight");
+    await startRun(straight, options({ tokens: 400 * 64, seed: 1, warmup: 0.05, evalEvery: 1000, evalBatches: 8, checkpointEvery: 1000 }));
+    expect(loadCheckpoint(dir, paramLayout).ckpt.params).toEqual(loadCheckpoint(straight, paramLayout).ckpt.params);
+    expect(fs.readdirSync(dir).filter((entry) => entry.endsWith(".tmp"))).toEqual([]); // what the kills left behind is gone
   });
 });
 
@@ -172,12 +210,52 @@ describe("bad input", () => {
     const state = JSON.parse(fs.readFileSync(stateFile, "utf8")) as { streamDigest: string; options: { data: { retrievalShare: number; minChars: number } } };
     expect(state.streamDigest).toMatch(/^[0-9a-f]{8}$/);
     expect(state.options.data).toEqual({ retrievalShare: 0.6, minChars: 19, maxChars: 75 }); // lengths: retrievalLengths(32)
-    expectNamedError(run(["--resume", dir, "--retrieval-share", "0.5"]), /do not combine it with --out, --preset or --retrieval-share/);
+    expectNamedError(run(["--resume", dir, "--retrieval-share", "0.5"]), /--resume continues a run as it was set up, so it cannot take --retrieval-share/);
     fs.writeFileSync(stateFile, JSON.stringify({ ...state, streamDigest: "00000000" }));
     const before = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8");
     expectNamedError(run(["--resume", dir, "--tokens", "1280"]), /training data changed since the run started \(token stream digest 00000000 in the checkpoint, [0-9a-f]{8} now/);
     expect(fs.readFileSync(path.join(dir, "log.jsonl"), "utf8")).toBe(before);
   });
+  test("--resume with the flags that set a run up, with --tokens no larger than trained, or of a finished run: named errors, the run untouched", () => {
+    const dir = path.join(tempDir(), "run");
+    const first = run(["--preset", "micro-cla2", "--tokens", "640", "--out", dir, "--corpus-documents", "1500", "--threads", "1"]);
+    expect(first.status, first.stderr).toBe(0);
+    const before = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8");
+    expectNamedError(
+      run(["--resume", dir, "--seed", "2", "--batch", "4", "--lr", "1e-3", "--tokenizer", dir, "--tokens", "2k"]),
+      /cannot take --seed, --batch, --lr, --tokenizer; it may change --tokens \(a larger total\), --threads, --max-time, --eval-every and --checkpoint-every/,
+    );
+    expectNamedError(run(["--resume", dir, "--warmup", "0.1", "--seq-len", "16", "--eval-batches", "1"]), /cannot take --seq-len, --warmup, --eval-batches;/);
+    expectNamedError(run(["--resume", dir]), /is finished: 640 tokens \(step 10\) of 640; to train it further, give a larger total with --tokens/);
+    expectNamedError(run(["--resume", dir, "--tokens", "640"]), /--tokens 640 is not more than the 640 tokens \(step 10\) .* has trained; a resume can only make a run longer/);
+    expect(fs.readFileSync(path.join(dir, "log.jsonl"), "utf8")).toBe(before);
+  });
+
+  test("a damaged checkpoint (no training.safetensors, a truncated one, unreadable state.json, `current` pointing nowhere): named errors from resume", () => {
+    const dir = path.join(tempDir(), "run");
+    const first = run(["--preset", "micro-cla2", "--tokens", "320", "--out", dir, "--corpus-documents", "1500", "--threads", "1"]);
+    expect(first.status, first.stderr).toBe(0);
+    const ckpt = path.join(dir, "current");
+    const training = path.join(ckpt, "training.safetensors");
+    const bytes = fs.readFileSync(training);
+    const resume = () => run(["--resume", dir, "--tokens", "640", "--threads", "1"]);
+    fs.rmSync(training);
+    expectNamedError(resume(), /FormatError: .*ckpt-000005: the checkpoint has no training\.safetensors \(it was changed by hand\)/);
+    fs.writeFileSync(training, bytes.subarray(0, bytes.length - 100));
+    expectNamedError(resume(), /FormatError: .*training\.safetensors: .*truncated/);
+    fs.writeFileSync(training, bytes);
+    const state = fs.readFileSync(path.join(ckpt, "state.json"), "utf8");
+    fs.writeFileSync(path.join(ckpt, "state.json"), state.slice(0, 40));
+    expectNamedError(resume(), /FormatError: .*state\.json: not a readable training state/);
+    fs.writeFileSync(path.join(ckpt, "state.json"), state);
+    fs.renameSync(path.join(dir, "ckpt-000005"), path.join(dir, "elsewhere"));
+    expectNamedError(resume(), /FormatError: .*"current" points at ckpt-000005, which does not exist/);
+    fs.renameSync(path.join(dir, "elsewhere"), path.join(dir, "ckpt-000005"));
+    const fixed = resume();
+    expect(fixed.status, fixed.stderr).toBe(0); // restored, it continues
+    expect(fixed.stderr).toMatch(/done: 10 steps/);
+  });
+
   test("unknown preset, bad --tokens, missing --out, bad --retrieval-share: named errors", () => {
     expectNamedError(run(["--preset", "huge", "--tokens", "1k", "--out", path.join(tempDir(), "x")]), /unknown preset "huge"/);
     expectNamedError(run(["--preset", "micro-cla2", "--tokens", "lots", "--out", path.join(tempDir(), "x")]), /--tokens expects a count/);

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Command } from "commander";
 import type { AttentionSpec } from "../attention/method.js";
-import { KvslimError, formatBytes } from "../errors.js";
+import { UsageError, formatBytes } from "../errors.js";
 import { kernelWasmPath } from "../kernels/wasm.js";
 import { attentionName } from "../model/config.js";
 import { loadModel, type Model } from "../model/model.js";
@@ -44,7 +44,7 @@ export function registerDemo(program: Command): void {
       const models = path.join(path.dirname(path.dirname(kernelWasmPath())), "models");
       const main = flags.model ?? path.join(models, DEFAULT_MODEL);
       if (!fs.existsSync(path.join(main, "config.json"))) {
-        throw new KvslimError(`no model at ${main} (expected config.json and model.safetensors there); train one with kvslim train, or pass -m DIR`);
+        throw new UsageError(`no model at ${main} (expected config.json and model.safetensors there); train one with kvslim train, or pass -m DIR`);
       }
       const twin = flags.model === undefined && fs.existsSync(path.join(models, TWIN_MODEL, "config.json")) ? path.join(models, TWIN_MODEL) : null;
       const prompts = retrievalPrompts(flags.prompts, flags.chars);

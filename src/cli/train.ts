@@ -45,7 +45,7 @@ export function registerTrain(program: Command): void {
     .command("train")
     .description("train a model from scratch (--preset, --tokens, --out) or continue one (--resume)")
     .option("--preset <name>", `model and batch setup: ${Object.keys(TRAIN_PRESETS).join(", ")}`)
-    .option("--tokens <n>", "training tokens in all, e.g. 20M (sets the number of steps)")
+    .option("--tokens <n>", "training tokens in all, e.g. 20M (sets the number of steps; with --resume, a larger total extends the run)")
     .option("--out <dir>", "run directory to create")
     .option("--resume <dir>", "continue the run in this directory")
     .option("--seed <n>", "seed of the initial weights and the data order", intOption("--seed", 0), 1)
@@ -61,15 +61,29 @@ export function registerTrain(program: Command): void {
     .option("--tokenizer <dir>", "use this tokenizer (default: train one on the corpus into <out>/tokenizer)")
     .option("--max-time <duration>", "stop with a checkpoint after this long, e.g. 50m, 2h, 90s")
     .option("--corpus-documents <n>", "use only the first n WordNet documents (for quick trials)", intOption("--corpus-documents", 1))
-    .action(async (flags: Flags) => {
+    .action(async (flags: Flags, command: Command) => {
       const maxSeconds = flags.maxTime === undefined ? Infinity : parseDuration(flags.maxTime);
       const threads = flags.threads === undefined ? undefined : resolveThreads(flags.threads);
       let result: RunResult;
       if (flags.resume !== undefined) {
-        if (flags.out !== undefined || flags.preset !== undefined || flags.retrievalShare !== undefined) {
-          throw new UsageError("--resume continues a run as it was set up; do not combine it with --out, --preset or --retrieval-share");
+        const given = (key: string) => command.getOptionValueSource(key) === "cli";
+        const fixed = Object.entries(FIXED_ON_RESUME).filter(([key]) => given(key)).map(([, flag]) => flag);
+        if (fixed.length > 0) {
+          throw new UsageError(
+            `--resume continues a run as it was set up, so it cannot take ${fixed.join(", ")}; ` +
+              "it may change --tokens (a larger total), --threads, --max-time, --eval-every and --checkpoint-every",
+          );
         }
-        result = await resumeRun(flags.resume, { tokens: flags.tokens === undefined ? undefined : parseCount(flags.tokens, "--tokens"), threads }, progress(maxSeconds));
+        result = await resumeRun(
+          flags.resume,
+          {
+            tokens: flags.tokens === undefined ? undefined : parseCount(flags.tokens, "--tokens"),
+            threads,
+            evalEvery: given("evalEvery") ? flags.evalEvery : undefined,
+            checkpointEvery: given("checkpointEvery") ? flags.checkpointEvery : undefined,
+          },
+          progress(maxSeconds),
+        );
       } else {
         if (flags.out === undefined || flags.preset === undefined || flags.tokens === undefined) {
           throw new UsageError("a new run needs --preset, --tokens and --out (or --resume DIR to continue one)");
@@ -102,6 +116,21 @@ export function registerTrain(program: Command): void {
       if (!result.finished && stopRequested) process.exitCode = 130;
     });
 }
+
+/** The flags that set a run up (option key → flag): a resume keeps the run's own. */
+const FIXED_ON_RESUME: Record<string, string> = {
+  out: "--out",
+  preset: "--preset",
+  seed: "--seed",
+  batch: "--batch",
+  seqLen: "--seq-len",
+  lr: "--lr",
+  retrievalShare: "--retrieval-share",
+  warmup: "--warmup",
+  evalBatches: "--eval-batches",
+  tokenizer: "--tokenizer",
+  corpusDocuments: "--corpus-documents",
+};
 
 let stopRequested = false;
 
@@ -141,7 +170,10 @@ function progress(maxSeconds: number): TrainHooks {
       retrieval = r === null ? "" : retrievalText(r);
       bar?.update(step, { val, retrieval });
       if (!tty && last !== null) {
-        process.stderr.write(`step ${step}/${last.steps} loss ${last.loss.toFixed(4)} val ${val}${retrieval} lr ${last.lr.toExponential(2)} ${last.tokensPerSecond.toFixed(0)} tok/s\n`);
+        const eta = ((last.steps - step) * (last.tokensSeen / last.step)) / last.tokensPerSecond;
+        process.stderr.write(
+          `step ${step}/${last.steps} loss ${last.loss.toFixed(4)} val ${val}${retrieval} lr ${last.lr.toExponential(2)} ${last.tokensPerSecond.toFixed(0)} tok/s ETA ${formatDuration(eta)}\n`,
+        );
       }
     },
     stop() {
@@ -167,6 +199,16 @@ export function parseCount(value: string, flag: string): number {
   const n = Math.round(Number(m[1]) * unit);
   if (n < 1) throw new UsageError(`${flag} must be at least 1, got "${value}"`);
   return n;
+}
+
+/** Seconds → "2h 05m", "7m 30s", "12s". */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "—";
+  const s = Math.max(0, Math.round(seconds));
+  const two = (n: number) => String(n).padStart(2, "0");
+  if (s >= 3600) return `${Math.floor(s / 3600)}h ${two(Math.floor((s % 3600) / 60))}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m ${two(s % 60)}s`;
+  return `${s}s`;
 }
 
 /** "50m", "2h", "90s", "1.5h" → seconds. */

@@ -28,6 +28,8 @@ import type { ParamLayout } from "./params.js";
 
 export const CHECKPOINT_VERSION = 1;
 const LINKED = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
+/** The tokenizer files a checkpoint carries (tokenizer_config.json when the run's tokenizer has one). */
+export const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json"];
 
 /** What a run needs to continue exactly where it stopped (besides the tensors). */
 export interface TrainState {
@@ -49,8 +51,8 @@ export interface Checkpoint {
   v: Float32Array;
 }
 
-/** Writes a checkpoint of `step` into runDir and makes it current. */
-export function saveCheckpoint(runDir: string, layout: ParamLayout, ckpt: Checkpoint, tokenizerDir: string): void {
+/** Writes a checkpoint of `step` into runDir, with the tokenizer's files (name → contents), and makes it current. */
+export function saveCheckpoint(runDir: string, layout: ParamLayout, ckpt: Checkpoint, tokenizerFiles: ReadonlyMap<string, Uint8Array>): void {
   fs.mkdirSync(runDir, { recursive: true });
   const name = `ckpt-${String(ckpt.state.step).padStart(6, "0")}`;
   const dir = path.join(runDir, name);
@@ -66,7 +68,7 @@ export function saveCheckpoint(runDir: string, layout: ParamLayout, ckpt: Checkp
   });
   writeSafetensors(path.join(tmp, "training.safetensors"), training, { format: "kvslim-training" });
   writeJson(path.join(tmp, "config.json"), hfConfigFor(config, "f32"));
-  for (const file of ["tokenizer.json", "tokenizer_config.json"]) fs.copyFileSync(path.join(tokenizerDir, file), path.join(tmp, file));
+  for (const [file, bytes] of tokenizerFiles) writeSynced(path.join(tmp, file), bytes);
   writeJson(path.join(tmp, "state.json"), ckpt.state);
   syncDir(tmp);
   fs.rmSync(dir, { recursive: true, force: true }); // a checkpoint of the same step from a crashed run
@@ -81,7 +83,7 @@ export function saveCheckpoint(runDir: string, layout: ParamLayout, ckpt: Checkp
   syncDir(runDir);
   for (const file of LINKED) {
     const at = path.join(runDir, file);
-    if (!isLink(at)) fs.symlinkSync(path.join("current", file), at);
+    if (!isLink(at) && fs.existsSync(path.join(dir, file))) fs.symlinkSync(path.join("current", file), at);
   }
   // Only now may older checkpoints go (and what a killed save left behind: temp directories and links).
   for (const entry of fs.readdirSync(runDir)) {
@@ -96,11 +98,14 @@ export function currentCheckpoint(runDir: string): string | null {
   return fs.readlinkSync(link);
 }
 
-/** Reads the current checkpoint of a run (a UsageError if there is none). */
+/** Reads the current checkpoint of a run: a UsageError if there is none, a FormatError if it is incomplete or unreadable. */
 export function loadCheckpoint(runDir: string, layout: (config: ModelConfig) => ParamLayout): { ckpt: Checkpoint; layout: ParamLayout; dir: string } {
   const name = currentCheckpoint(runDir);
   if (name === null) throw new UsageError(`${runDir} is not a kvslim training run (no "current" checkpoint link); start one with kvslim train --out`);
   const dir = path.join(runDir, name);
+  if (!fs.existsSync(dir)) throw new FormatError(`${runDir}: "current" points at ${name}, which does not exist (the run directory was changed by hand); the run cannot continue`);
+  const missing = ["state.json", "training.safetensors", "tokenizer.json"].filter((file) => !fs.existsSync(path.join(dir, file)));
+  if (missing.length > 0) throw new FormatError(`${dir}: the checkpoint has no ${missing.join(", ")} (it was changed by hand); the run cannot continue from it`);
   const state = readState(dir);
   const l = layout(state.config);
   const file = readSafetensors(path.join(dir, "training.safetensors"));
@@ -212,7 +217,18 @@ export function trimLog(runDir: string, step: number): void {
 }
 
 function writeJson(file: string, value: unknown): void {
-  fs.writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
+  writeSynced(file, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Writes a file and flushes it to the disk (a checkpoint is complete before `current` moves to it). */
+function writeSynced(file: string, data: string | Uint8Array): void {
+  const fd = fs.openSync(file, "w");
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function isLink(p: string): boolean {

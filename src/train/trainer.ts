@@ -17,7 +17,7 @@ import { saveTokenizer, trainBpe } from "../tokenizer/train-bpe.js";
 import { BatchSampler, streamDigest, tokenizeStream, validationBatches } from "./data/batches.js";
 import { RETRIEVAL_SHARE, retrievalLengths, trainingStream, type StreamOptions } from "./data/retrieval.js";
 import { wordnetTrain, wordnetValidation } from "./data/wordnet.js";
-import { appendLog, checkNewRunDir, loadCheckpoint, saveCheckpoint, trimLog, CHECKPOINT_VERSION, type TrainState } from "./checkpoint.js";
+import { appendLog, checkNewRunDir, loadCheckpoint, saveCheckpoint, trimLog, CHECKPOINT_VERSION, TOKENIZER_FILES, type TrainState } from "./checkpoint.js";
 import { TrainModel } from "./model.js";
 import { AdamW, learningRate } from "./optimizer.js";
 import { initParams, paramLayout } from "./params.js";
@@ -91,12 +91,31 @@ export async function startRun(runDir: string, options: TrainOptions, hooks: Tra
   return run(runDir, options, tokenizerDir, null, hooks);
 }
 
-/** Continues the run in runDir from its current checkpoint; `overrides` may extend tokens or change threads. */
-export async function resumeRun(runDir: string, overrides: { tokens?: number; threads?: number }, hooks: TrainHooks = {}): Promise<RunResult> {
-  const { ckpt } = loadCheckpoint(runDir, paramLayout);
+/** What a resumed run may change: it continues the same run, so only its length and how it is run and watched. */
+export interface ResumeOverrides {
+  tokens?: number; // a new total (more than the run has trained)
+  threads?: number;
+  evalEvery?: number;
+  checkpointEvery?: number;
+}
+
+/**
+ * Continues the run in runDir from its current checkpoint, with its tokenizer (the copy in the
+ * checkpoint, not the directory the run started from, which may have moved). A UsageError if the run is
+ * finished or `tokens` is no more than it has trained.
+ */
+export async function resumeRun(runDir: string, overrides: ResumeOverrides, hooks: TrainHooks = {}): Promise<RunResult> {
+  const { ckpt, dir } = loadCheckpoint(runDir, paramLayout);
   const options = { ...(ckpt.state.options as unknown as TrainOptions), ...definedOnly(overrides) };
-  const tokenizerDir = options.tokenizer ?? path.join(runDir, "tokenizer");
-  return run(runDir, options, tokenizerDir, ckpt, hooks);
+  const { step, tokensSeen } = ckpt.state;
+  const done = `${tokensSeen.toLocaleString("en")} tokens (step ${step.toLocaleString("en")})`;
+  if (overrides.tokens !== undefined && overrides.tokens <= tokensSeen) {
+    throw new UsageError(`--tokens ${overrides.tokens.toLocaleString("en")} is not more than the ${done} ${runDir} has trained; a resume can only make a run longer`);
+  }
+  if (runShape(options).steps <= step) {
+    throw new UsageError(`${runDir} is finished: ${done} of ${options.tokens.toLocaleString("en")}; to train it further, give a larger total with --tokens`);
+  }
+  return run(runDir, options, dir, ckpt, hooks);
 }
 
 /** A run's batch and sequence length (the options', else the preset's) and its number of steps. */
@@ -110,8 +129,11 @@ export function runShape(o: Pick<TrainOptions, "preset" | "tokens" | "batch" | "
 async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume: ReturnType<typeof loadCheckpoint>["ckpt"] | null, hooks: TrainHooks): Promise<RunResult> {
   const preset = TRAIN_PRESETS[o.preset]();
   const tokenizer = hfTokenizer(tokenizerDir);
-  const config: ModelConfig = resume?.state.config ?? { ...preset.model, vocabSize: tokenizer.vocabSize };
+  // Held in memory for the checkpoints: the directory they came from may go (a resume reads an old checkpoint's).
+  const tokenizerFiles = new Map(TOKENIZER_FILES.filter((file) => fs.existsSync(path.join(tokenizerDir, file))).map((file) => [file, fs.readFileSync(path.join(tokenizerDir, file))]));
   const shape = runShape(o);
+  // A model trained on longer sequences than its preset's context says so in its config.
+  const config: ModelConfig = resume?.state.config ?? { ...preset.model, vocabSize: tokenizer.vocabSize, contextLength: Math.max(preset.model.contextLength, shape.seqLen) };
   const layout = paramLayout(config);
   const data: StreamOptionsRecord = { retrievalShare: RETRIEVAL_SHARE, ...retrievalLengths(shape.seqLen), ...definedOnly(o.data ?? {}) };
   o = { ...o, data };
@@ -167,7 +189,7 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
         params: f32.slice(model.params >> 2, (model.params >> 2) + layout.total),
         m: f32.slice(model.m >> 2, (model.m >> 2) + layout.total),
         v: f32.slice(model.v >> 2, (model.v >> 2) + layout.total),
-      }, tokenizerDir);
+      }, tokenizerFiles);
     const evaluate = () => {
       let sum = 0;
       for (const b of validation) {
