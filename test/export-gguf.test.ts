@@ -5,7 +5,8 @@
  *   (b) llama.cpp (node-llama-cpp) on the GGUF: next-token log-probabilities as close as the llama.cpp
  *       tests require of any kvslim model (f32, f16: max |Δ log p| ≤ 1e-5; q8_0: median ≤ 1e-5, max ≤ 0.05);
  *   (c) llama.cpp's tokenizer on the GGUF: the ids of tokenizer.json (@huggingface/tokenizers);
- * and the refusals: (d) CLA directories, (e) existing output files without --force.
+ * and the refusals: (d) CLA directories, (e) existing output files without --force. (a) and (b) also on a
+ * trained model (the shipped kvslim-tiny-mqa) laid out as a training run directory, through the CLI.
  *
  * Known tokenizer differences, inherent to llama.cpp's Unicode tables (so no tokenizer.ggml.pre avoids
  * them) and left out of the random strings: U+0085 is whitespace to llama.cpp but not to JavaScript's \s,
@@ -182,6 +183,34 @@ describe("exported GGUF runs like the directory", () => {
       expect(Math.max(...errors), report).toBeLessThanOrEqual(FLIP_BOUND[dtype]);
     });
   }
+
+  test("a trained model in a run directory's layout (models/kvslim-tiny-mqa behind ckpt-/current/ links): f32 export, kvslim logits bit-identical to the directory, llama.cpp max |Δ log p| ≤ 1e-5", async () => {
+    const shipped = path.join(import.meta.dirname, "..", "models", "kvslim-tiny-mqa");
+    const run = path.join(dir, "run");
+    const files = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
+    fs.mkdirSync(path.join(run, "ckpt-000001"), { recursive: true });
+    for (const file of files) {
+      fs.symlinkSync(path.join(shipped, file), path.join(run, "ckpt-000001", file));
+      fs.symlinkSync(path.join("current", file), path.join(run, file));
+    }
+    fs.symlinkSync("ckpt-000001", path.join(run, "current"));
+    const out = path.join(dir, "run.gguf");
+    const r = await cli("export", "-m", run, "-o", out);
+    expect(r.code, r.err).toBe(0);
+    const tokens = promptTokens(loadHfTokenizer(run));
+    const fromGguf = await kvslimLogits(out, tokens);
+    expect(maxAbsDiff(fromGguf, await kvslimLogits(run, tokens))).toBe(0);
+    const V = 4096;
+    const ref = await loadLlamaCppModel(out);
+    let expected: Map<number, Float32Array>;
+    try {
+      expected = await llamaCppLogits(ref, tokens, POSITIONS, V);
+    } finally {
+      await ref.dispose();
+    }
+    const errors = POSITIONS.map((p) => maxAbsDiff(logSoftmax(fromGguf.subarray(p * V, (p + 1) * V)), expected.get(p)!));
+    expect(Math.max(...errors), `errors by position: ${errors.map((e) => e.toExponential(1)).join(" ")}`).toBeLessThanOrEqual(TOLERANCE);
+  });
 
   test("f16 and q8_0 exports hold exactly the f32 export's matrices encoded in that dtype; vectors stay f32", () => {
     const config = SHAPES["llama tied MQA"](bpe.tokens.length);
