@@ -1,7 +1,7 @@
 /**
  * The training model (src/train/model.ts): its forward against the inference engine's on the same weights,
  * its whole-model gradient against central finite differences of a float64 naive forward (tiny GQA +
- * CLA-2, with and without the K/V-input norm, tied and untied embeddings), the same gradient on 1 and 2
+ * CLA-2, with and without the K/V-input norm, tied and untied embeddings; MQA + CLA-3; MHA), the same gradient on 1 and 2
  * threads, and a loss that goes down, bit-reproducibly, on a fixed batch.
  */
 import { describe, expect, test } from "vitest";
@@ -99,6 +99,7 @@ describe("whole-model gradient vs central finite differences of a float64 forwar
     ["GQA + CLA-2", gqaCla2()],
     ["GQA + CLA-2 + kv norm, untied output", gqaCla2({ kvNorm: true, tiedEmbeddings: false })],
     ["MQA + CLA-3 (short last group), tied", { ...gqaCla2({ nKvHeads: 1 }), kvSource: claShare(4, 3) }],
+    ["MHA (a K/V head per query head, no sharing), tied", gqaCla2({ nKvHeads: 4, kvSource: claShare(4, 1) })],
   ];
   test.each(cases)("%s: every tensor, 4 entries each: |grad − fd| ≤ 2e-3 · max(|fd|, 0.01)", async (_, config) => {
     const shape = { batch: 2, seqLen: 12 };
