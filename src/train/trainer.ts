@@ -85,6 +85,7 @@ export async function startRun(runDir: string, options: TrainOptions, hooks: Tra
   fs.mkdirSync(runDir, { recursive: true });
   const tokenizerDir = options.tokenizer ?? path.join(runDir, "tokenizer");
   if (options.tokenizer === undefined) {
+    // The default mix, whatever options.data says: what `kvslim tokenizer train --corpus wordnet --seed` learns.
     const vocab = TRAIN_PRESETS[options.preset]().vocab;
     saveTokenizer(trainBpe(trainingStream(corpus(options), { seed: options.seed }), { vocabSize: vocab }), tokenizerDir);
   }
