@@ -177,7 +177,7 @@ describe("the optimizer recipe (specs/cla.md)", () => {
     expect(ADAMW_DEFAULTS).toMatchObject({ beta1: 0.9, beta2: 0.95, weightDecay: 0.1, clip: 1 });
   });
 
-  test("learning rate: linear warmup to the peak, then cosine down to 10% of it at the last step (exact to 1e-12)", () => {
+  test("learning rate: linear warmup to the peak, then cosine down to 10% of it at the schedule's end and after (exact to 1e-12)", () => {
     const [peak, warmup, total] = [2e-3, 10, 110];
     const lr = (step: number) => learningRate(step, peak, warmup, total);
     for (let s = 0; s < warmup; s++) expect(lr(s)).toBeCloseTo((peak * (s + 1)) / warmup, 12);

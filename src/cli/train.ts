@@ -118,7 +118,7 @@ export function registerTrain(program: Command): void {
 }
 
 /** The flags that set a run up (option key → flag): a resume keeps the run's own. */
-const FIXED_ON_RESUME: Record<string, string> = {
+const FIXED_ON_RESUME: Partial<Record<keyof Flags, string>> = {
   out: "--out",
   preset: "--preset",
   seed: "--seed",

@@ -5,11 +5,11 @@
  *     ckpt-000120/            one complete checkpoint (written as ckpt-000120.tmp, then renamed)
  *       config.json           the model (HF style; model_type "kvslim" for CLA models)
  *       model.safetensors     the weights, f32, HF names and row order (what generate loads)
- *       tokenizer.json, tokenizer_config.json
+ *       tokenizer.json (+ tokenizer_config.json, generation_config.json, chat_template.jinja: those the run's tokenizer has)
  *       training.safetensors  params, AdamW m and v (f32, kvslim's names "param.", "m.", "v." + GGUF name)
  *       state.json            step, tokens seen, the batch sampler's generator state, options (TrainState)
  *     current -> ckpt-000120  symlink, replaced atomically (a new link renamed over it)
- *     config.json, model.safetensors, tokenizer.json, tokenizer_config.json -> current/…
+ *     config.json, model.safetensors, tokenizer.json, … -> current/…
  *     log.jsonl               one JSON object per logged step (appended; trimmed to the checkpoint on resume)
  *
  * A kill at any moment leaves `current` pointing at a complete checkpoint: the new one is complete
@@ -18,6 +18,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { FileExistsError, FormatError, UsageError } from "../errors.js";
+import { writeFileAtomic } from "../io/atomic.js";
 import { readTensorBytes } from "../io/tensor-file.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { encode } from "../memory/dtype.js";
@@ -27,9 +28,9 @@ import { tensorsToWrite } from "../model/synthetic.js";
 import type { ParamLayout } from "./params.js";
 
 export const CHECKPOINT_VERSION = 1;
-const LINKED = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
-/** The tokenizer files a checkpoint carries (tokenizer_config.json when the run's tokenizer has one). */
-export const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json"];
+/** The files of a tokenizer directory that hfTokenizer reads (tokenizer.json is required, the rest optional). */
+const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"];
+const LINKED = ["config.json", "model.safetensors", ...TOKENIZER_FILES];
 
 /** What a run needs to continue exactly where it stopped (besides the tensors). */
 export interface TrainState {
@@ -51,7 +52,16 @@ export interface Checkpoint {
   v: Float32Array;
 }
 
-/** Writes a checkpoint of `step` into runDir, with the tokenizer's files (name → contents), and makes it current. */
+/** A tokenizer directory's files, name → contents, for the checkpoints (the directory may go while a run lasts). */
+export function readTokenizerFiles(dir: string): Map<string, Uint8Array> {
+  const files = new Map<string, Uint8Array>();
+  for (const file of TOKENIZER_FILES) {
+    if (fs.existsSync(path.join(dir, file))) files.set(file, fs.readFileSync(path.join(dir, file)));
+  }
+  return files;
+}
+
+/** Writes a checkpoint of `step` into runDir, with the tokenizer's files (readTokenizerFiles), and makes it current. */
 export function saveCheckpoint(runDir: string, layout: ParamLayout, ckpt: Checkpoint, tokenizerFiles: ReadonlyMap<string, Uint8Array>): void {
   fs.mkdirSync(runDir, { recursive: true });
   const name = `ckpt-${String(ckpt.state.step).padStart(6, "0")}`;
@@ -68,7 +78,7 @@ export function saveCheckpoint(runDir: string, layout: ParamLayout, ckpt: Checkp
   });
   writeSafetensors(path.join(tmp, "training.safetensors"), training, { format: "kvslim-training" });
   writeJson(path.join(tmp, "config.json"), hfConfigFor(config, "f32"));
-  for (const [file, bytes] of tokenizerFiles) writeSynced(path.join(tmp, file), bytes);
+  for (const [file, bytes] of tokenizerFiles) writeFileAtomic(path.join(tmp, file), (fd) => fs.writeFileSync(fd, bytes));
   writeJson(path.join(tmp, "state.json"), ckpt.state);
   syncDir(tmp);
   fs.rmSync(dir, { recursive: true, force: true }); // a checkpoint of the same step from a crashed run
@@ -103,9 +113,10 @@ export function loadCheckpoint(runDir: string, layout: (config: ModelConfig) => 
   const name = currentCheckpoint(runDir);
   if (name === null) throw new UsageError(`${runDir} is not a kvslim training run (no "current" checkpoint link); start one with kvslim train --out`);
   const dir = path.join(runDir, name);
-  if (!fs.existsSync(dir)) throw new FormatError(`${runDir}: "current" points at ${name}, which does not exist (the run directory was changed by hand); the run cannot continue`);
+  const restore = "put the checkpoint back as it was written, or start a new run with kvslim train --out";
+  if (!fs.existsSync(dir)) throw new FormatError(`${runDir}: "current" points at ${name}, which does not exist (the run directory was changed by hand); ${restore}`);
   const missing = ["state.json", "training.safetensors", "tokenizer.json"].filter((file) => !fs.existsSync(path.join(dir, file)));
-  if (missing.length > 0) throw new FormatError(`${dir}: the checkpoint has no ${missing.join(", ")} (it was changed by hand); the run cannot continue from it`);
+  if (missing.length > 0) throw new FormatError(`${dir}: the checkpoint has no ${missing.join(", ")} (it was changed by hand); ${restore}`);
   const state = readState(dir);
   const l = layout(state.config);
   const file = readSafetensors(path.join(dir, "training.safetensors"));
@@ -216,19 +227,9 @@ export function trimLog(runDir: string, step: number): void {
   fs.renameSync(`${file}.tmp`, file); // a kill leaves the old log or the new one, never half of one
 }
 
+/** Writes a JSON file, flushed to the disk (a checkpoint is complete before `current` moves to it). */
 function writeJson(file: string, value: unknown): void {
-  writeSynced(file, `${JSON.stringify(value, null, 2)}\n`);
-}
-
-/** Writes a file and flushes it to the disk (a checkpoint is complete before `current` moves to it). */
-function writeSynced(file: string, data: string | Uint8Array): void {
-  const fd = fs.openSync(file, "w");
-  try {
-    fs.writeFileSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
+  writeFileAtomic(file, (fd) => fs.writeFileSync(fd, `${JSON.stringify(value, null, 2)}\n`));
 }
 
 function isLink(p: string): boolean {

@@ -17,7 +17,7 @@ import { saveTokenizer, trainBpe } from "../tokenizer/train-bpe.js";
 import { BatchSampler, streamDigest, tokenizeStream, validationBatches } from "./data/batches.js";
 import { RETRIEVAL_SHARE, retrievalLengths, trainingStream, type StreamOptions } from "./data/retrieval.js";
 import { wordnetTrain, wordnetValidation } from "./data/wordnet.js";
-import { appendLog, checkNewRunDir, loadCheckpoint, saveCheckpoint, trimLog, CHECKPOINT_VERSION, TOKENIZER_FILES, type TrainState } from "./checkpoint.js";
+import { appendLog, checkNewRunDir, loadCheckpoint, readTokenizerFiles, saveCheckpoint, trimLog, CHECKPOINT_VERSION, type TrainState } from "./checkpoint.js";
 import { TrainModel } from "./model.js";
 import { AdamW, learningRate } from "./optimizer.js";
 import { initParams, paramLayout } from "./params.js";
@@ -94,7 +94,7 @@ export async function startRun(runDir: string, options: TrainOptions, hooks: Tra
 
 /** What a resumed run may change: it continues the same run, so only its length and how it is run and watched. */
 export interface ResumeOverrides {
-  tokens?: number; // a new total (more than the run has trained)
+  tokens?: number; // a new total, at least the run's
   threads?: number;
   evalEvery?: number;
   checkpointEvery?: number;
@@ -102,16 +102,20 @@ export interface ResumeOverrides {
 
 /**
  * Continues the run in runDir from its current checkpoint, with its tokenizer (the copy in the
- * checkpoint, not the directory the run started from, which may have moved). A UsageError if the run is
- * finished or `tokens` is no more than it has trained.
+ * checkpoint, not the directory the run started from, which may have moved). A UsageError if `tokens`
+ * is less than the run's total, or the run is finished and `tokens` does not extend it.
  */
 export async function resumeRun(runDir: string, overrides: ResumeOverrides, hooks: TrainHooks = {}): Promise<RunResult> {
   const { ckpt, dir } = loadCheckpoint(runDir, paramLayout);
-  const options = { ...(ckpt.state.options as unknown as TrainOptions), ...definedOnly(overrides) };
+  const setUp = ckpt.state.options as unknown as TrainOptions;
+  const options = { ...setUp, ...definedOnly(overrides) };
   const { step, tokensSeen } = ckpt.state;
   const done = `${tokensSeen.toLocaleString("en")} tokens (step ${step.toLocaleString("en")})`;
-  if (overrides.tokens !== undefined && overrides.tokens <= tokensSeen) {
-    throw new UsageError(`--tokens ${overrides.tokens.toLocaleString("en")} is not more than the ${done} ${runDir} has trained; a resume can only make a run longer`);
+  if (overrides.tokens !== undefined && overrides.tokens < setUp.tokens) {
+    throw new UsageError(
+      `--tokens ${overrides.tokens.toLocaleString("en")} is less than the ${setUp.tokens.toLocaleString("en")} tokens ${runDir} was set up for ` +
+        `(it has trained ${done}); a resume can only make a run longer`,
+    );
   }
   if (runShape(options).steps <= step) {
     throw new UsageError(`${runDir} is finished: ${done} of ${options.tokens.toLocaleString("en")}; to train it further, give a larger total with --tokens`);
@@ -130,8 +134,7 @@ export function runShape(o: Pick<TrainOptions, "preset" | "tokens" | "batch" | "
 async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume: ReturnType<typeof loadCheckpoint>["ckpt"] | null, hooks: TrainHooks): Promise<RunResult> {
   const preset = TRAIN_PRESETS[o.preset]();
   const tokenizer = hfTokenizer(tokenizerDir);
-  // Held in memory for the checkpoints: the directory they came from may go (a resume reads an old checkpoint's).
-  const tokenizerFiles = new Map(TOKENIZER_FILES.filter((file) => fs.existsSync(path.join(tokenizerDir, file))).map((file) => [file, fs.readFileSync(path.join(tokenizerDir, file))]));
+  const tokenizerFiles = readTokenizerFiles(tokenizerDir); // a resume's tokenizerDir is a checkpoint that will go
   const shape = runShape(o);
   // A model trained on longer sequences than its preset's context says so in its config.
   const config: ModelConfig = resume?.state.config ?? { ...preset.model, vocabSize: tokenizer.vocabSize, contextLength: Math.max(preset.model.contextLength, shape.seqLen) };
