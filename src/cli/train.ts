@@ -202,7 +202,7 @@ export function parseCount(value: string, flag: string): number {
 }
 
 /** Seconds → "2h 05m", "7m 30s", "12s". */
-export function formatDuration(seconds: number): string {
+function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds)) return "—";
   const s = Math.max(0, Math.round(seconds));
   const two = (n: number) => String(n).padStart(2, "0");

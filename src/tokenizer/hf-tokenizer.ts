@@ -22,6 +22,9 @@ import { EOG_TEXTS } from "./vocab.js";
 type Json = Record<string, unknown>;
 interface AddedToken { id: number; content: string; special: boolean; lstrip?: boolean; rstrip?: boolean }
 
+/** The files of a tokenizer directory that hfTokenizer reads: tokenizer.json (required), then the optional ones. */
+export const HF_TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"] as const;
+
 export function hfTokenizer(dir: string): TextTokenizer {
   const file = path.join(dir, "tokenizer.json");
   const json = readJson(file, true);

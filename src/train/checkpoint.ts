@@ -23,14 +23,13 @@ import { readTensorBytes } from "../io/tensor-file.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { encode } from "../memory/dtype.js";
 import { hfConfigFor } from "../model/files.js";
+import { HF_TOKENIZER_FILES } from "../tokenizer/hf-tokenizer.js";
 import type { ModelConfig } from "../model/config.js";
 import { tensorsToWrite } from "../model/synthetic.js";
 import type { ParamLayout } from "./params.js";
 
 export const CHECKPOINT_VERSION = 1;
-/** The files of a tokenizer directory that hfTokenizer reads (tokenizer.json is required, the rest optional). */
-const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"];
-const LINKED = ["config.json", "model.safetensors", ...TOKENIZER_FILES];
+const LINKED = ["config.json", "model.safetensors", ...HF_TOKENIZER_FILES];
 
 /** What a run needs to continue exactly where it stopped (besides the tensors). */
 export interface TrainState {
@@ -55,7 +54,7 @@ export interface Checkpoint {
 /** A tokenizer directory's files, name → contents, for the checkpoints (the directory may go while a run lasts). */
 export function readTokenizerFiles(dir: string): Map<string, Uint8Array> {
   const files = new Map<string, Uint8Array>();
-  for (const file of TOKENIZER_FILES) {
+  for (const file of HF_TOKENIZER_FILES) {
     if (fs.existsSync(path.join(dir, file))) files.set(file, fs.readFileSync(path.join(dir, file)));
   }
   return files;
