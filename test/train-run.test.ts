@@ -116,7 +116,7 @@ describe("a run", () => {
 });
 
 describe("resume", () => {
-  test("--max-time stops with a checkpoint; the resume reads the tokenizer from the checkpoint (the --tokenizer directory is gone) and takes --eval-every (an evaluation every 3 steps, not 100)", () => {
+  test("--max-time stops with a checkpoint; the resume reads the tokenizer from the checkpoint (the --tokenizer directory is gone), takes --eval-every (an evaluation every 3 steps, not 100) and stops with a checkpoint on Ctrl-C", async () => {
     const dir = path.join(tempDir(), "run");
     const tokenizer = path.join(tempDir(), "tok");
     fs.mkdirSync(tokenizer);
@@ -129,8 +129,24 @@ describe("resume", () => {
     const step = Number(stopped![1]);
     expect(currentCheckpoint(dir)).toBe(`ckpt-${String(step).padStart(6, "0")}`);
     fs.rmSync(tokenizer, { recursive: true });
-    const second = cli(["--resume", dir, "--threads", "1", "--eval-every", "3", "--max-time", "4s"]);
+    // Stopped by Ctrl-C after its second evaluation, not by a time budget: on a loaded machine a few seconds
+    // may not reach three steps. --max-time 120s only keeps a hung run from hanging the suite.
+    const second = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [CLI, "train", "--resume", dir, "--threads", "1", "--eval-every", "3", "--max-time", "120s"]);
+      let stderr = "";
+      let interrupted = false;
+      child.stderr.setEncoding("utf8");
+      child.stderr.on("data", (chunk: string) => {
+        stderr += chunk;
+        if (!interrupted && (stderr.match(/^step \d+\/100000 .* val /gm) ?? []).length >= 2) {
+          interrupted = true;
+          child.kill("SIGINT");
+        }
+      });
+      child.on("close", (status) => resolve({ status, stderr }));
+    });
     expect(second.status, second.stderr).toBe(0);
+    expect(second.stderr).toContain("stopping after this step");
     const resumed = /stopped at step (\d+) of 100000 with a checkpoint/.exec(second.stderr);
     expect(resumed, second.stderr).not.toBeNull();
     const last = Number(resumed![1]);
