@@ -47,6 +47,12 @@ export class FileExistsError extends KvslimError {
   override name = "FileExistsError";
 }
 
+/** The user stopped a long job with Ctrl-C and it stopped cleanly (a training run: with a checkpoint). */
+export class InterruptedError extends KvslimError {
+  override name = "InterruptedError";
+  override readonly exitCode = 130; // 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
+}
+
 /** Formats a byte count the way the error messages and `kvslim info` show it. */
 export function formatBytes(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];

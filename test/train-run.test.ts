@@ -116,7 +116,7 @@ describe("a run", () => {
 });
 
 describe("resume", () => {
-  test("--max-time stops with a checkpoint; the resume reads the tokenizer from the checkpoint (the --tokenizer directory is gone), takes --eval-every (an evaluation every 3 steps, not 100) and stops with a checkpoint on Ctrl-C", async () => {
+  test("--max-time stops with a checkpoint; the resume reads the tokenizer from the checkpoint (the --tokenizer directory is gone), takes --eval-every (an evaluation every 3 steps, not 100) and on Ctrl-C stops with a checkpoint and exit code 130", async () => {
     const dir = path.join(tempDir(), "run");
     const tokenizer = path.join(tempDir(), "tok");
     fs.mkdirSync(tokenizer);
@@ -145,9 +145,9 @@ describe("resume", () => {
       });
       child.on("close", (status) => resolve({ status, stderr }));
     });
-    expect(second.status, second.stderr).toBe(0);
+    expect(second.status, second.stderr).toBe(130);
     expect(second.stderr).toContain("stopping after this step");
-    const resumed = /stopped at step (\d+) of 100000 with a checkpoint/.exec(second.stderr);
+    const resumed = /\nkvslim: InterruptedError: Ctrl-C: stopped at step (\d+) of 100000 with a checkpoint; continue with: kvslim train --resume /.exec(second.stderr);
     expect(resumed, second.stderr).not.toBeNull();
     const last = Number(resumed![1]);
     expect(last).toBeGreaterThan(step + 3);

@@ -11,7 +11,7 @@
  */
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
-import { formatBytes, UsageError } from "../errors.js";
+import { formatBytes, InterruptedError, UsageError } from "../errors.js";
 import { resolveThreads } from "../model/model.js";
 import { attentionName, kvBytesPerToken } from "../model/config.js";
 import { RETRIEVAL_SHARE } from "../train/data/retrieval.js";
@@ -108,12 +108,14 @@ export function registerTrain(program: Command): void {
         result = await startRun(flags.out, options, progress(maxSeconds));
       }
       const dir = flags.resume ?? flags.out;
+      const stopped = `stopped at step ${result.step} of ${result.steps} with a checkpoint; continue with: kvslim train --resume ${dir}`;
+      // Ctrl-C exits 130 (the shell's code for it) so a script can tell it from --max-time, which exits 0.
+      if (!result.finished && stopRequested) throw new InterruptedError(`Ctrl-C: ${stopped}`);
       process.stderr.write(
         result.finished
           ? `done: ${result.step} steps, loss ${result.lastLoss.toFixed(4)}, validation loss ${result.valLoss?.toFixed(4) ?? "—"}; the model is in ${dir}\n`
-          : `stopped at step ${result.step} of ${result.steps} with a checkpoint; continue with: kvslim train --resume ${dir}\n`,
+          : `${stopped}\n`,
       );
-      if (!result.finished && stopRequested) process.exitCode = 130;
     });
 }
 
