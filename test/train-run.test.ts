@@ -224,6 +224,32 @@ describe("bad input", () => {
     expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k", "--out", dir]), /already exists and is not empty/);
     expect(fs.readdirSync(dir)).toEqual(["keep.txt"]);
   });
+  test("--batch or --seq-len too large for one WebAssembly memory: OutOfMemoryError (exit 1) naming both flags, at once, before any directory or data", () => {
+    const parent = tempDir();
+    for (const flags of [["--batch", "3000"], ["--seq-len", "100000"]]) {
+      const start = performance.now();
+      const r = run(["--preset", "tiny-mqa", "--tokens", "1M", "--out", path.join(parent, "run"), ...flags]);
+      expect(r.status).toBe(1);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+      expect(r.stderr).toMatch(/OutOfMemoryError: training tiny-mqa at --batch \d+ × --seq-len \d+ needs [\d.]+ (GiB|TiB) .* at most 4\.00 GiB; use a smaller --batch or --seq-len/);
+      expect(performance.now() - start).toBeLessThan(20_000); // not after tokenizing the corpus (a minute)
+      expect(fs.readdirSync(parent)).toEqual([]);
+    }
+  });
+  test("a run that fails before its first checkpoint (a corpus shorter than one window) leaves no directory behind, or an --out that was empty empty again: a retry is not refused", () => {
+    const parent = tempDir();
+    const fresh = path.join(parent, "new");
+    const empty = path.join(parent, "empty");
+    fs.mkdirSync(empty);
+    // Without --tokenizer the run first writes a tokenizer into its directory, then finds the data too short.
+    for (const out of [fresh, empty]) {
+      const r = run(["--preset", "micro-cla2", "--tokens", "1k", "--out", out, "--corpus-documents", "1", "--seq-len", "2000"]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/UsageError: the training data from --corpus-documents 1 is \d+ tokens, fewer than one window of --seq-len 2000 \+ 1/);
+    }
+    expect(fs.readdirSync(parent)).toEqual(["empty"]);
+    expect(fs.readdirSync(empty)).toEqual([]);
+  });
   test("--retrieval-share is recorded; --resume with it, or after the training data changed (stream digest differs): named errors, the run untouched", () => {
     const dir = path.join(tempDir(), "run");
     const first = run(["--preset", "micro-cla2", "--tokens", "640", "--out", dir, "--corpus-documents", "1500", "--threads", "1", "--checkpoint-every", "5", "--retrieval-share", "0.6"]);

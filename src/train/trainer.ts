@@ -7,9 +7,9 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { UsageError } from "../errors.js";
+import { formatBytes, OutOfMemoryError, UsageError } from "../errors.js";
 import { loadWasmKernelsSync } from "../kernels/wasm.js";
-import { Arena } from "../memory/arena.js";
+import { Arena, MAX_MEMORY, RESERVED } from "../memory/arena.js";
 import type { ModelConfig } from "../model/config.js";
 import { Parallel } from "../threads/parallel.js";
 import { hfTokenizer } from "../tokenizer/hf-tokenizer.js";
@@ -17,7 +17,7 @@ import { saveTokenizer, trainBpe } from "../tokenizer/train-bpe.js";
 import { BatchSampler, streamDigest, tokenizeStream, validationBatches } from "./data/batches.js";
 import { RETRIEVAL_SHARE, retrievalLengths, trainingStream, type StreamOptions } from "./data/retrieval.js";
 import { wordnetTrain, wordnetValidation } from "./data/wordnet.js";
-import { appendLog, checkNewRunDir, loadCheckpoint, readTokenizerFiles, saveCheckpoint, trimLog, CHECKPOINT_VERSION, type TrainState } from "./checkpoint.js";
+import { appendLog, checkNewRunDir, currentCheckpoint, loadCheckpoint, readTokenizerFiles, saveCheckpoint, trimLog, CHECKPOINT_VERSION, type TrainState } from "./checkpoint.js";
 import { TrainModel } from "./model.js";
 import { AdamW, learningRate } from "./optimizer.js";
 import { initParams, paramLayout } from "./params.js";
@@ -82,14 +82,46 @@ export interface RunResult {
 export async function startRun(runDir: string, options: TrainOptions, hooks: TrainHooks = {}): Promise<RunResult> {
   if (!isTrainPreset(options.preset)) throw new UsageError(`unknown preset "${options.preset}"; presets: ${Object.keys(TRAIN_PRESETS).join(", ")}`);
   checkNewRunDir(runDir);
+  const vocab = options.tokenizer === undefined ? TRAIN_PRESETS[options.preset]().vocab : hfTokenizer(options.tokenizer).vocabSize;
+  arenaBytes(runConfig(options, vocab), options); // before the directory, the tokenizer and the data
+  const created = !fs.existsSync(runDir);
   fs.mkdirSync(runDir, { recursive: true });
-  const tokenizerDir = options.tokenizer ?? path.join(runDir, "tokenizer");
-  if (options.tokenizer === undefined) {
-    // The default mix, whatever options.data says: what `kvslim tokenizer train --corpus wordnet --seed` learns.
-    const vocab = TRAIN_PRESETS[options.preset]().vocab;
-    saveTokenizer(trainBpe(trainingStream(corpus(options), { seed: options.seed }), { vocabSize: vocab }), tokenizerDir);
+  try {
+    const tokenizerDir = options.tokenizer ?? path.join(runDir, "tokenizer");
+    if (options.tokenizer === undefined) {
+      // The default mix, whatever options.data says: what `kvslim tokenizer train --corpus wordnet --seed` learns.
+      saveTokenizer(trainBpe(trainingStream(corpus(options), { seed: options.seed }), { vocabSize: vocab }), tokenizerDir);
+    }
+    return await run(runDir, options, tokenizerDir, null, hooks);
+  } catch (e) {
+    // A run that failed before its first checkpoint leaves nothing behind (a retry would find a directory
+    // that is neither empty nor a run): the directory was new or empty, so everything in it is this run's.
+    if (currentCheckpoint(runDir) === null) {
+      if (created) fs.rmSync(runDir, { recursive: true, force: true });
+      else for (const name of fs.readdirSync(runDir)) fs.rmSync(path.join(runDir, name), { recursive: true, force: true });
+    }
+    throw e;
   }
-  return run(runDir, options, tokenizerDir, null, hooks);
+}
+
+/** The model a run trains: its preset's, with the tokenizer's vocabulary and a context of at least --seq-len. */
+function runConfig(o: TrainOptions, vocabSize: number): ModelConfig {
+  const model = TRAIN_PRESETS[o.preset]().model;
+  return { ...model, vocabSize, contextLength: Math.max(model.contextLength, runShape(o).seqLen) };
+}
+
+/** The bytes of the run's one WebAssembly memory; an OutOfMemoryError naming --batch and --seq-len if too many. */
+function arenaBytes(config: ModelConfig, o: TrainOptions): number {
+  const shape = runShape(o);
+  const bytes = TrainModel.bytesFor(config, paramLayout(config), shape) + (1 << 20);
+  if (RESERVED + bytes > MAX_MEMORY) {
+    throw new OutOfMemoryError(
+      `training ${o.preset} at --batch ${shape.batch} × --seq-len ${shape.seqLen} needs ${formatBytes(RESERVED + bytes)} of memory ` +
+        `(weights, AdamW moments and the activations of a batch) but one WebAssembly memory holds at most ${formatBytes(MAX_MEMORY)}; ` +
+        "use a smaller --batch or --seq-len",
+    );
+  }
+  return bytes;
 }
 
 /** What a resumed run may change: it continues the same run, so only its length and how it is run and watched. */
@@ -137,11 +169,16 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
   const tokenizerFiles = readTokenizerFiles(tokenizerDir); // a resume's tokenizerDir is a checkpoint that will go
   const shape = runShape(o);
   // A model trained on longer sequences than its preset's context says so in its config.
-  const config: ModelConfig = resume?.state.config ?? { ...preset.model, vocabSize: tokenizer.vocabSize, contextLength: Math.max(preset.model.contextLength, shape.seqLen) };
+  const config: ModelConfig = resume?.state.config ?? runConfig(o, tokenizer.vocabSize);
   const layout = paramLayout(config);
+  const bytes = arenaBytes(config, o);
   const data: StreamOptionsRecord = { retrievalShare: RETRIEVAL_SHARE, ...retrievalLengths(shape.seqLen), ...definedOnly(o.data ?? {}) };
   o = { ...o, data };
   const trainStream = tokenizeStream(trainingStream(corpus(o), { ...data, seed: o.seed }), tokenizer);
+  if (trainStream.length < shape.seqLen + 2) {
+    const cut = o.corpusDocuments === undefined ? "" : ` from --corpus-documents ${o.corpusDocuments}`;
+    throw new UsageError(`the training data${cut} is ${trainStream.length} tokens, fewer than one window of --seq-len ${shape.seqLen} + 1; use more documents or a shorter --seq-len`);
+  }
   const digest = streamDigest(trainStream);
   if (resume?.state.streamDigest !== undefined && resume.state.streamDigest !== digest) {
     throw new UsageError(
@@ -154,7 +191,7 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
   const validation = validationBatches(tokenizeStream(trainingStream(validationDocs, { ...data, seed: o.seed + 1 }), tokenizer), shape.batch, shape.seqLen, o.evalBatches);
   const retrieval = retrievalWindows(validationDocs, tokenizer, shape.seqLen, shape.batch * o.evalBatches, data, o.seed + 2);
 
-  const arena = new Arena(TrainModel.bytesFor(config, layout, shape) + (1 << 20), `training ${o.preset}`);
+  const arena = new Arena(bytes, `training ${o.preset}`);
   const kernels = loadWasmKernelsSync(arena.memory);
   const par = await Parallel.create(kernels, arena.memory, "wasm", o.threads);
   try {
