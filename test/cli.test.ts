@@ -123,6 +123,10 @@ describe("demo", () => {
     expect(r.out).toMatch(/CLA keeps 1\/2\.0\); with SparQ each decode step reads 1\/4\.\d/);
   });
 
+  test("demo --chars too long for the model's 512-token context: UsageError naming --chars, the context and a length that fits, one line", async () => {
+    expectFailure(await run("demo", "--chars", "3000", "--prompts", "1", "--threads", "1"), 2, "UsageError", /--chars 3000 makes prompts of up to \d+ tokens, .* exceed the 512-token context of kvslim-tiny; use --chars 1[0-9]{3} or less/);
+  });
+
   test("demo -m with no model there: named error, one line", async () => {
     expectFailure(await run("demo", "-m", path.join(dir, "nothing-here")), 2, "UsageError", /no model at .*nothing-here/);
   });

@@ -19,6 +19,8 @@ import { intOption, threadsOption } from "./options.js";
 
 const DEFAULT_MODEL = "kvslim-tiny";
 const TWIN_MODEL = "kvslim-tiny-mqa";
+/** Tokens generated for an answer (a four-digit code and what follows it). */
+const ANSWER_TOKENS = 6;
 
 interface Row {
   model: string;
@@ -54,6 +56,7 @@ export function registerDemo(program: Command): void {
         // The cache pool is sized for SparQ's layout (K twice), which also holds a dense cache.
         const model = await loadModel(dir, { threads: flags.threads, kvDtype: "bf16", attention: methods[1] });
         try {
+          checkPromptsFit(model, path.basename(dir), prompts, flags.chars);
           for (const spec of methods) rows.push(await run(model, path.basename(dir), spec, prompts));
         } finally {
           model.dispose();
@@ -70,6 +73,17 @@ export function registerDemo(program: Command): void {
       }
       if (twin === null && flags.model === undefined) process.stdout.write(`(the non-CLA twin ${TWIN_MODEL} is not in models/ yet: no CLA comparison)\n`);
     });
+}
+
+/** A UsageError naming --chars if the longest prompt and its answer do not fit the model's context. */
+function checkPromptsFit(model: Model, name: string, prompts: RetrievalDocument[], chars: number): void {
+  const longest = Math.max(...prompts.map((doc) => model.tokenizer.encode(doc.text).length));
+  if (longest + ANSWER_TOKENS <= model.contextSize) return;
+  const fits = Math.floor(((model.contextSize - ANSWER_TOKENS) / longest) * chars);
+  throw new UsageError(
+    `--chars ${chars} makes prompts of up to ${longest} tokens, and with the ${ANSWER_TOKENS} to generate they exceed the ${model.contextSize}-token context of ` +
+      `${name}; use --chars ${fits} or less (the prompts grow with it)`,
+  );
 }
 
 /** Key–value and needle documents from the validation half, cut before the answer. */
@@ -90,7 +104,7 @@ async function run(model: Model, name: string, attention: AttentionSpec, prompts
   for (const doc of prompts) {
     const session = model.createSession({ attention });
     try {
-      const iterator = session.generate(doc.text, { maxTokens: 6, temperature: 0, stop: ["\n"] });
+      const iterator = session.generate(doc.text, { maxTokens: ANSWER_TOKENS, temperature: 0, stop: ["\n"] });
       let text = "";
       let result = await iterator.next();
       while (!result.done) {
