@@ -59,6 +59,17 @@ describe("working commands", () => {
     expect(r.err).toContain("bf16");
   });
 
+  test("generate -c beyond the model's trained context runs and notes it on stderr (once); within it, no note", async () => {
+    const trained = SHAPES["llama-gqa"].contextLength;
+    const beyond = await run("generate", "-m", good, "-p", "hello", "-n", "2", "-c", String(2 * trained));
+    expect(beyond.code, beyond.err).toBe(0);
+    expect(beyond.err.match(/^note: /gm)).toHaveLength(1);
+    expect(beyond.err).toContain(`note: --context ${2 * trained} is longer than the ${trained} positions the model was trained on`);
+    const within = await run("generate", "-m", good, "-p", "hello", "-n", "2", "-c", String(trained));
+    expect(within.code, within.err).toBe(0);
+    expect(within.err).not.toContain("note:");
+  });
+
   test("generate with the same seed is reproducible; greedy ignores the seed", async () => {
     const a = await run("generate", "-m", good, "-p", "abc", "-n", "12", "--seed", "5");
     const b = await run("generate", "-m", good, "-p", "abc", "-n", "12", "--seed", "5");
