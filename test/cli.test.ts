@@ -124,14 +124,29 @@ describe("demo", () => {
     expect(r.out).toMatch(/sparq\s+[0-2]\/2\s+\d+\s+[\d.]+ (B|KiB)\s+[\d.]+ (B|KiB|MiB) \(1\/[2-9]\.\d\)/);
   });
 
-  test("demo (the shipped models/kvslim-tiny and its twin): four rows, CLA keeps 1/2.0 of the twin's KV per token, SparQ reads 1/4", async () => {
+  test("demo (the shipped models/kvslim-tiny and its twin): dense answers both prompts on both models; SparQ 1/4 misses the CLA model's needle (measured); CLA keeps 1/2.0 of the twin's KV per token, SparQ reads 1/4", async () => {
     const r = await run("demo", "--prompts", "2", "--threads", "1");
     expect(r.code, r.err).toBe(0);
-    expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+dense\s+[0-2]\/2\s+\d+\s+768 B\s+[\d.]+ KiB \(1\/1\.0\)/);
-    expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+sparq\s+[0-2]\/2/);
-    expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+dense\s+[0-2]\/2\s+\d+\s+1\.50 KiB/);
-    expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+sparq\s+[0-2]\/2/);
+    expect(r.out).toContain("2 retrieval prompts (key-value, needle), answers: 7550, 4883");
+    expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+dense\s+2\/2\s+\d+\s+768 B\s+[\d.]+ KiB \(1\/1\.0\)\s+7550 4883\n/);
+    // Greedy decoding on fixed weights and prompts is deterministic: this is the models' measured output. SparQ at
+    // 1/4 gets the CLA model's needle wrong in its last digits (models/README.md: 12/16 of 16 prompts against 15/16 dense).
+    expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+sparq\s+1\/2\s+.*\(1\/[34]\.\d\)\s+7550 4213\n/);
+    expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+dense\s+2\/2\s+\d+\s+1\.50 KiB\s+[\d.]+ KiB \(1\/1\.0\)\s+7550 4883\n/);
+    expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+sparq\s+2\/2\s+.*\(1\/[34]\.\d\)\s+7550 4883\n/);
     expect(r.out).toMatch(/CLA keeps 1\/2\.0\); with SparQ each decode step reads 1\/4\.\d/);
+  });
+
+  test("demo --compression 2: SparQ reads 1/2 of the KV and answers both prompts on both shipped models", async () => {
+    const r = await run("demo", "--prompts", "2", "--compression", "2", "--threads", "1");
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+sparq\s+2\/2\s+.*\(1\/2\.0\)\s+7550 4883\n/);
+    expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+sparq\s+2\/2\s+.*\(1\/2\.0\)\s+7550 4883\n/);
+    expect(r.out).toMatch(/with SparQ each decode step reads 1\/2\.0 of that/);
+  });
+
+  test("demo --compression 0.5: one-line error naming the flag, what it expects and what it got", async () => {
+    expectFailure(await run("demo", "--compression", "0.5"), 2, "", /--compression expects a number in \[1, Infinity\], got "0.5"/);
   });
 
   test("demo --chars too long for the model's 512-token context: UsageError naming --chars, the context and a length that fits, one line", async () => {

@@ -182,6 +182,18 @@ describe("kvslim tokenizer train", () => {
     expect(hfTokenizer(out).vocabSize).toBe(300);
   });
 
+  test("--corpus wordnet --vocab 300 learns exactly the first 41 merges of the shipped models' tokenizer (models/kvslim-tiny/tokenizer.json), in order", async () => {
+    const out = path.join(dir, "wordnet-300");
+    const r = await run("tokenizer", "train", "--corpus", "wordnet", "--vocab", "300", "--out", out);
+    expect(r.code, r.err).toBe(0);
+    const merges = (file: string): unknown[] => JSON.parse(fs.readFileSync(file, "utf8")).model.merges;
+    const learned = merges(path.join(out, "tokenizer.json"));
+    const shipped = merges(path.join(import.meta.dirname, "..", "models", "kvslim-tiny", "tokenizer.json"));
+    expect(learned.length).toBe(41);
+    expect(shipped.length).toBe(4096 - MIN_VOCAB_SIZE);
+    expect(learned).toEqual(shipped.slice(0, 41));
+  });
+
   test.each(["abc", "258", "12.5", "0", "-5", "99999999"])("--vocab %s fails with a UsageError (exit 2, one line) naming --vocab", async (vocab) => {
     expectFailure(await run("tokenizer", "train", "--corpus", txt, "--vocab", vocab, "--out", path.join(dir, "never")), 2, "UsageError", /--vocab/);
     expect(fs.existsSync(path.join(dir, "never"))).toBe(false);

@@ -15,7 +15,7 @@ import { loadModel, type Model } from "../model/model.js";
 import { Rng } from "../model/sampler.js";
 import { answerStart, keyValueDocument, needleDocument, type RetrievalDocument } from "../train/data/retrieval.js";
 import { wordnetValidation } from "../train/data/wordnet.js";
-import { intOption, threadsOption } from "./options.js";
+import { floatOption, intOption, threadsOption } from "./options.js";
 
 const DEFAULT_MODEL = "kvslim-tiny";
 const TWIN_MODEL = "kvslim-tiny-mqa";
@@ -41,8 +41,9 @@ export function registerDemo(program: Command): void {
     .option("-m, --model <dir>", "model directory (default: the shipped models/kvslim-tiny)")
     .option("--prompts <n>", "retrieval prompts to run", intOption("--prompts", 1), 4)
     .option("--chars <n>", "prompt length in characters (the model was trained on 512-token windows)", intOption("--chars", 200), 1100)
+    .option("--compression <c>", "SparQ's target: each decode step reads 1/c of the KV (r = Hd/c, k = S/2c, at least 32 positions)", floatOption("--compression", 1), 4)
     .option(...threadsOption)
-    .action(async (flags: { model?: string; prompts: number; chars: number; threads?: number }) => {
+    .action(async (flags: { model?: string; prompts: number; chars: number; compression: number; threads?: number }) => {
       const models = path.join(path.dirname(path.dirname(kernelWasmPath())), "models");
       const main = flags.model ?? path.join(models, DEFAULT_MODEL);
       if (!fs.existsSync(path.join(main, "config.json"))) {
@@ -50,7 +51,7 @@ export function registerDemo(program: Command): void {
       }
       const twin = flags.model === undefined && fs.existsSync(path.join(models, TWIN_MODEL, "config.json")) ? path.join(models, TWIN_MODEL) : null;
       const prompts = retrievalPrompts(flags.prompts, flags.chars);
-      const methods: AttentionSpec[] = [{ method: "dense" }, { method: "sparq", compression: 4, minK: 32 }];
+      const methods: AttentionSpec[] = [{ method: "dense" }, { method: "sparq", compression: flags.compression, minK: 32 }];
       const rows: Row[] = [];
       for (const dir of twin ? [main, twin] : [main]) {
         // The cache pool is sized for SparQ's layout (K twice), which also holds a dense cache.
