@@ -130,7 +130,7 @@ describe("demo", () => {
     expect(r.out).toContain("2 retrieval prompts (key-value, needle), answers: 7550, 4883");
     expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+dense\s+2\/2\s+\d+\s+768 B\s+[\d.]+ KiB \(1\/1\.0\)\s+7550 4883\n/);
     // Greedy decoding on fixed weights and prompts is deterministic: this is the models' measured output. SparQ at
-    // 1/4 gets the CLA model's needle wrong in its last digits (models/README.md: 12/16 of 16 prompts against 15/16 dense).
+    // 1/4 gets the CLA model's needle wrong in its last digits (models/README.md: 12 of 16 prompts right, against 15 dense).
     expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+sparq\s+1\/2\s+.*\(1\/[34]\.\d\)\s+7550 4213\n/);
     expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+dense\s+2\/2\s+\d+\s+1\.50 KiB\s+[\d.]+ KiB \(1\/1\.0\)\s+7550 4883\n/);
     expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+sparq\s+2\/2\s+.*\(1\/[34]\.\d\)\s+7550 4883\n/);

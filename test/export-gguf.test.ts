@@ -30,7 +30,7 @@ import { loadModel } from "../src/model/model.js";
 import { llamaConfig, randomWeights, tensorsToWrite } from "../src/model/synthetic.js";
 import { loadHfTokenizer, tokenizerFromGguf, type TextTokenizer } from "../src/tokenizer/tokenizer.js";
 import { saveTokenizer, trainBpe, type TrainedBpe } from "../src/tokenizer/train-bpe.js";
-import { llamaCppLogits, loadLlamaCppModel, logSoftmax, maxAbsDiff } from "./helpers/llama-cpp.js";
+import { expectErrorsByPosition, llamaCppLogits, loadLlamaCppModel, logSoftmax, maxAbsDiff } from "./helpers/llama-cpp.js";
 import { tempDir } from "./helpers/models.js";
 
 /** A small, varied corpus: words, contractions, digits, punctuation runs, whitespace runs, several scripts. */
@@ -177,10 +177,7 @@ describe("exported GGUF runs like the directory", () => {
       }
       const V = config.vocabSize;
       const errors = POSITIONS.map((p) => maxAbsDiff(logSoftmax(fromGguf.subarray(p * V, (p + 1) * V)), expected.get(p)!));
-      const report = `errors by position: ${errors.map((e) => e.toExponential(1)).join(" ")}`;
-      const median = [...errors].sort((a, b) => a - b)[Math.floor(errors.length / 2)];
-      expect(median, report).toBeLessThanOrEqual(TOLERANCE);
-      expect(Math.max(...errors), report).toBeLessThanOrEqual(FLIP_BOUND[dtype]);
+      expectErrorsByPosition(errors, { median: TOLERANCE, max: FLIP_BOUND[dtype] });
     });
   }
 
@@ -209,12 +206,10 @@ describe("exported GGUF runs like the directory", () => {
       await ref.dispose();
     }
     // A trained model's log-probabilities reach −15 to −27 nats (random weights' stay near −ln V ≈ −8), and
-    // the two engines' f32 rounding, summed in different orders, grows with them: 4e-6 to 1.5e-5 by position
-    // for the 30M-token kvslim-tiny-mqa.
+    // the two engines' f32 rounding, summed in different orders, grows with them: 4.1e-6 to 1.8e-5 by position
+    // for the 30M-token kvslim-tiny-mqa (median 9.6e-6).
     const errors = POSITIONS.map((p) => maxAbsDiff(logSoftmax(fromGguf.subarray(p * V, (p + 1) * V)), expected.get(p)!));
-    const report = `errors by position: ${errors.map((e) => e.toExponential(1)).join(" ")}`;
-    expect([...errors].sort((a, b) => a - b)[Math.floor(errors.length / 2)], report).toBeLessThanOrEqual(TOLERANCE);
-    expect(Math.max(...errors), report).toBeLessThanOrEqual(5e-5);
+    expectErrorsByPosition(errors, { median: TOLERANCE, max: 5e-5 });
   });
 
   test("f16 and q8_0 exports hold exactly the f32 export's matrices encoded in that dtype; vectors stay f32", () => {

@@ -9,10 +9,10 @@
  * order.
  */
 import fs from "node:fs";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, test } from "vitest";
 import type { DType } from "../src/memory/dtype.js";
 import { loadModel } from "../src/model/model.js";
-import { llamaCppLogits, loadLlamaCppModel, logSoftmax, maxAbsDiff } from "./helpers/llama-cpp.js";
+import { expectErrorsByPosition, llamaCppLogits, loadLlamaCppModel, logSoftmax, maxAbsDiff } from "./helpers/llama-cpp.js";
 import { SHAPES, randomTokens, tempDir, writeTestGguf } from "./helpers/models.js";
 
 const CONTEXT = 1100;
@@ -63,10 +63,7 @@ describe("next-token probabilities match llama.cpp", () => {
       const errors = POSITIONS.map((p) => maxAbsDiff(logSoftmax(all.subarray(p * V, (p + 1) * V)), expected.get(p)!));
       session.dispose();
       model.dispose();
-      const report = `errors by position: ${errors.map((e) => e.toExponential(1)).join(" ")}`;
-      const median = [...errors].sort((a, b) => a - b)[Math.floor(errors.length / 2)];
-      expect(median, report).toBeLessThanOrEqual(TOLERANCE);
-      expect(Math.max(...errors), report).toBeLessThanOrEqual(FLIP_BOUND[dtype]);
+      expectErrorsByPosition(errors, { median: TOLERANCE, max: FLIP_BOUND[dtype] });
     });
   }
 });

@@ -19,6 +19,8 @@ import { floatOption, intOption, threadsOption } from "./options.js";
 
 const DEFAULT_MODEL = "kvslim-tiny";
 const TWIN_MODEL = "kvslim-tiny-mqa";
+/** SparQ fetches at least this many positions: k = S/2c alone would be a handful at the demo's ~340 tokens. */
+const SPARQ_MIN_K = 32;
 /** Tokens generated for an answer (a four-digit code and what follows it). */
 const ANSWER_TOKENS = 6;
 
@@ -41,7 +43,7 @@ export function registerDemo(program: Command): void {
     .option("-m, --model <dir>", "model directory (default: the shipped models/kvslim-tiny)")
     .option("--prompts <n>", "retrieval prompts to run", intOption("--prompts", 1), 4)
     .option("--chars <n>", "prompt length in characters (the model was trained on 512-token windows)", intOption("--chars", 200), 1100)
-    .option("--compression <c>", "SparQ's target: each decode step reads 1/c of the KV (r = Hd/c, k = S/2c, at least 32 positions)", floatOption("--compression", 1), 4)
+    .option("--compression <c>", `SparQ's target: each decode step reads 1/c of the KV (r = Hd/c, k = S/2c, at least ${SPARQ_MIN_K} positions)`, floatOption("--compression", 1), 4)
     .option(...threadsOption)
     .action(async (flags: { model?: string; prompts: number; chars: number; compression: number; threads?: number }) => {
       const models = path.join(path.dirname(path.dirname(kernelWasmPath())), "models");
@@ -51,7 +53,7 @@ export function registerDemo(program: Command): void {
       }
       const twin = flags.model === undefined && fs.existsSync(path.join(models, TWIN_MODEL, "config.json")) ? path.join(models, TWIN_MODEL) : null;
       const prompts = retrievalPrompts(flags.prompts, flags.chars);
-      const methods: AttentionSpec[] = [{ method: "dense" }, { method: "sparq", compression: flags.compression, minK: 32 }];
+      const methods: AttentionSpec[] = [{ method: "dense" }, { method: "sparq", compression: flags.compression, minK: SPARQ_MIN_K }];
       const rows: Row[] = [];
       for (const dir of twin ? [main, twin] : [main]) {
         // The cache pool is sized for SparQ's layout (K twice), which also holds a dense cache.

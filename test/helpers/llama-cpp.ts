@@ -3,6 +3,7 @@
  * One Llama instance per test process; models are loaded per file and disposed by the caller.
  */
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel } from "node-llama-cpp";
+import { expect } from "vitest";
 
 let llamaPromise: Promise<Llama> | null = null;
 
@@ -68,4 +69,14 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let worst = 0;
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
   return worst;
+}
+
+/**
+ * Log-probability errors against llama.cpp, one per position: the median within `median`, the worst within `max`
+ * (one position may sit on a rounding flip); a failure lists every position's error.
+ */
+export function expectErrorsByPosition(errors: number[], bounds: { median: number; max: number }): void {
+  const report = `errors by position: ${errors.map((e) => e.toExponential(1)).join(" ")}`;
+  expect([...errors].sort((a, b) => a - b)[Math.floor(errors.length / 2)], report).toBeLessThanOrEqual(bounds.median);
+  expect(Math.max(...errors), report).toBeLessThanOrEqual(bounds.max);
 }
