@@ -30,7 +30,7 @@ import { loadModel } from "../src/model/model.js";
 import { llamaConfig, randomWeights, tensorsToWrite } from "../src/model/synthetic.js";
 import { loadHfTokenizer, tokenizerFromGguf, type TextTokenizer } from "../src/tokenizer/tokenizer.js";
 import { saveTokenizer, trainBpe, type TrainedBpe } from "../src/tokenizer/train-bpe.js";
-import { expectErrorsByPosition, llamaCppLogits, loadLlamaCppModel, logSoftmax, maxAbsDiff } from "./helpers/llama-cpp.js";
+import { expectErrorsByPosition, expectF16Mode, f16ErrorsBySequence, llamaCppLogits, loadLlamaCppModel, logSoftmax, maxAbsDiff } from "./helpers/llama-cpp.js";
 import { tempDir } from "./helpers/models.js";
 
 /** A small, varied corpus: words, contractions, digits, punctuation runs, whitespace runs, several scripts. */
@@ -117,11 +117,9 @@ afterAll(() => {
  * Shapes (V = the trained tokenizer's size): kvslim's training presets (tied embeddings, MQA), GQA with
  * Hd ≠ D/H and a vocabulary padded beyond the tokenizer, qwen2.
  *
- * The f16 case uses GQA (G·Hd = 32) and V = 384: llama.cpp's f16 product agrees with kvslim's (f32
- * activations) to ~1e-6 only when every matrix has a multiple of 32 rows; otherwise llama.cpp takes a
- * path that rounds the activations to f16 (seen: V = 360, 368 or 400, or MQA's 16-row K/V projections,
- * give |Δ log p| ≈ 1e-3; V = 352, 384, 416 give 2e-6), which kvslim does not model. The f16 export
- * itself is checked bit for bit for any V below.
+ * The f16 case uses GQA (G·Hd = 32) and V = 384, every matrix a multiple of 32 rows: with AMX, llama.cpp
+ * keeps f32 activations for such matrices only (docs/llama-cpp.md), so one kvslim mode matches every
+ * matrix on every CPU. The f16 export itself is checked bit for bit for any V below.
  */
 const SHAPES: Record<string, (V: number) => ModelConfig> = {
   "llama tied MQA": (V) => llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: V, tiedEmbeddings: true, contextLength: 256 }),
@@ -151,7 +149,7 @@ function promptTokens(tok: TextTokenizer): number[] {
 describe("exported GGUF runs like the directory", () => {
   for (const [shape, dtype] of CASES) {
     const bound = FLIP_BOUND[dtype] === TOLERANCE ? `max |Δ log p| ≤ ${TOLERANCE}` : `median |Δ log p| ≤ ${TOLERANCE}, max ≤ ${FLIP_BOUND[dtype]}`;
-    test(`${shape} ${dtype}: ${dtype === "f32" ? "kvslim logits bit-identical to the directory; " : ""}llama.cpp log-probabilities at ${POSITIONS.length} positions (${bound})`, async () => {
+    test(`${shape} ${dtype}: ${dtype === "f32" ? "kvslim logits bit-identical to the directory; " : ""}llama.cpp log-probabilities at ${POSITIONS.length} positions (${bound})${dtype === "f16" ? "; first llama.cpp's f16 dot type from two-token sequences (median ≤ 1e-5, max ≤ 0.05, the other mode ≥ 10×), the positions only when it keeps f32 activations" : ""}`, async () => {
       const config = SHAPES[shape](bpe.tokens.length);
       const hf = path.join(dir, `${shape}-${dtype}`.replace(/\W+/g, "-"));
       writeHfDir(hf, config, bpe);
@@ -167,10 +165,16 @@ describe("exported GGUF runs like the directory", () => {
         expect(maxAbsDiff(fromGguf, fromDir)).toBe(0);
       }
 
-      // (b) llama.cpp on the exported file.
+      // (b) llama.cpp on the exported file; for f16 in the dot type llama.cpp uses on this CPU, found on
+      // two-token sequences, where f16-rounded activations cannot have diverged (f16ErrorsBySequence).
       const ref = await loadLlamaCppModel(out);
       let expected: Map<number, Float32Array>;
       try {
+        if (dtype === "f16") {
+          const sequences = Array.from({ length: Math.floor(tokens.length / 2) }, (_, i) => tokens.slice(2 * i, 2 * i + 2));
+          const mode = expectF16Mode(await f16ErrorsBySequence(ref, out, sequences, config.vocabSize), { median: TOLERANCE, max: 0.05 });
+          if (mode === "f16") return;
+        }
         expected = await llamaCppLogits(ref, tokens, POSITIONS, config.vocabSize);
       } finally {
         await ref.dispose();
@@ -181,7 +185,7 @@ describe("exported GGUF runs like the directory", () => {
     });
   }
 
-  test("a trained model behind a run directory's links (models/kvslim-tiny-mqa's files in ckpt-000001/, current, top-level links): f32 export, kvslim logits bit-identical to the directory, llama.cpp median |Δ log p| ≤ 1e-5, max ≤ 5e-5", async () => {
+  test("a trained model behind a run directory's links (models/kvslim-tiny-mqa's files in ckpt-000001/, current, top-level links): f32 export, kvslim logits bit-identical to the directory, llama.cpp median |Δ log p| ≤ 3e-5, max ≤ 1e-4", async () => {
     const shipped = path.join(import.meta.dirname, "..", "models", "kvslim-tiny-mqa");
     const run = path.join(dir, "run");
     const files = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
@@ -206,10 +210,12 @@ describe("exported GGUF runs like the directory", () => {
       await ref.dispose();
     }
     // A trained model's log-probabilities reach −15 to −27 nats (random weights' stay near −ln V ≈ −8), and
-    // the two engines' f32 rounding, summed in different orders, grows with them: 4.1e-6 to 1.8e-5 by position
-    // for the 30M-token kvslim-tiny-mqa (median 9.6e-6).
+    // the two engines' f32 rounding, summed in different orders, grows with them (one f32 rounding of 27 is
+    // 3.2e-6): by position 4.1e-6 to 1.8e-5 (median 9.6e-6) on one x86 CPU, 3.1e-6 to 1.4e-5 (median 1.0e-5)
+    // on an AVX2-only one, whose ggml variant sums in another order. The bounds sit 2–5× above both and 10×
+    // below the smallest real difference seen (f16-rounded activations: 1e-3).
     const errors = POSITIONS.map((p) => maxAbsDiff(logSoftmax(fromGguf.subarray(p * V, (p + 1) * V)), expected.get(p)!));
-    expectErrorsByPosition(errors, { median: TOLERANCE, max: 5e-5 });
+    expectErrorsByPosition(errors, { median: 3e-5, max: 1e-4 });
   });
 
   test("f16 and q8_0 exports hold exactly the f32 export's matrices encoded in that dtype; vectors stay f32", () => {

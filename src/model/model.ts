@@ -21,7 +21,7 @@ import { Parallel } from "../threads/parallel.js";
 import { MAX_WORKERS } from "../threads/pool.js";
 import type { TextTokenizer } from "../tokenizer/tokenizer.js";
 import { derive, type Derived, type ModelConfig } from "./config.js";
-import { CHUNK, Forward, createRunState, runStateBuffers } from "./forward.js";
+import { CHUNK, Forward, createRunState, runStateBuffers, type F16Activations } from "./forward.js";
 import { Session, type SessionOptions } from "./session.js";
 import { openModelSource, type ModelSource } from "./source.js";
 import type { TensorSpec } from "./tensor-names.js";
@@ -43,6 +43,11 @@ export interface LoadOptions {
    * Default: the machine's cores (os.availableParallelism()). Any count gives the same results.
    */
   threads?: number;
+  /**
+   * Activations meeting f16 weights: "f32" (default) or "f16" (rounded to f16 first, as llama.cpp's CPU
+   * backend does on x86; for agreement with it rather than accuracy).
+   */
+  f16Activations?: F16Activations;
 }
 
 export interface MemoryPlan {
@@ -81,6 +86,10 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const kvDtype = checkKvDtype(options.kvDtype ?? "f32");
   const attention = options.attention ?? { method: "dense" };
   const threads = resolveThreads(options.threads);
+  const f16Activations = options.f16Activations ?? "f32";
+  if (f16Activations !== "f32" && f16Activations !== "f16") {
+    throw new UsageError(`f16Activations must be "f32" or "f16", got ${JSON.stringify(f16Activations)}`);
+  }
   const plan = planMemory(source, specs, contextSize, sessions, layoutFor(attention, kvDtype), threads);
   const arena = new Arena(plan.total, `${source.name} with ${sessions} × ${contextSize}-token KV caches`);
   const kind = options.kernels ?? "wasm";
@@ -90,7 +99,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const poolBase = arena.alloc(plan.cachePool);
   const pool = new Pool(poolBase, plan.cachePool);
   const parallel = await Parallel.create(kernels, arena.memory, kind, threads);
-  const forward = new Forward(kernels, parallel, arena, source.config, weights, state);
+  const forward = new Forward(kernels, parallel, arena, source.config, weights, state, f16Activations);
   return new Model(source, arena, kernels, parallel, weights, forward, state.rows, pool, contextSize, plan, { kvDtype, attention });
 }
 

@@ -4,6 +4,7 @@
  */
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel } from "node-llama-cpp";
 import { expect } from "vitest";
+import { loadModel } from "../../src/model/model.js";
 
 let llamaPromise: Promise<Llama> | null = null;
 
@@ -79,4 +80,58 @@ export function expectErrorsByPosition(errors: number[], bounds: { median: numbe
   const report = `errors by position: ${errors.map((e) => e.toExponential(1)).join(" ")}`;
   expect([...errors].sort((a, b) => a - b)[Math.floor(errors.length / 2)], report).toBeLessThanOrEqual(bounds.median);
   expect(Math.max(...errors), report).toBeLessThanOrEqual(bounds.max);
+}
+
+/** The dot type of activations meeting f16 weights: kvslim's f16Activations load option. */
+export type F16Mode = "f32" | "f16";
+
+/**
+ * llama.cpp's dot type for f16 weights depends on the ggml CPU variant it loads and, with AMX, on the
+ * matrix shape (docs/llama-cpp.md): activations are rounded to f16 first on most x86 CPUs and kept f32 on
+ * others. kvslim computes either (its f16Activations load option). This runs both against llama.cpp on
+ * short independent sequences and returns each mode's worst |Δ log p| per sequence.
+ *
+ * Short, because rounding every activation to f16 makes any two summation orders diverge once one value
+ * lands on the other side of an f16 rounding boundary: from then on each later position's K/V differ by
+ * ~1e-4 relative, more values flip, and the log-probabilities differ by ~1e-3 for the rest of the
+ * sequence (seen between kvslim's own WebAssembly and reference kernels from position 12 on, and against
+ * llama.cpp from position 2). Two-token sequences flip rarely (1 in 24 seen), so each mode is judged by
+ * its median over sequences, as the bf16 and q8_0 comparisons are judged by their median over positions.
+ */
+export async function f16ErrorsBySequence(ref: LlamaModel, modelPath: string, sequences: number[][], vocabSize: number): Promise<Record<F16Mode, number[]>> {
+  const errors: Record<F16Mode, number[]> = { f32: [], f16: [] };
+  const longest = Math.max(...sequences.map((s) => s.length));
+  for (const mode of ["f32", "f16"] as const) {
+    const model = await loadModel(modelPath, { contextSize: longest, f16Activations: mode, threads: 1 });
+    try {
+      for (const tokens of sequences) {
+        const positions = tokens.map((_, p) => p);
+        const expected = await llamaCppLogits(ref, tokens, positions, vocabSize);
+        const session = model.createSession();
+        const all = session.evaluate(tokens, true);
+        const V = vocabSize;
+        errors[mode].push(Math.max(...positions.map((p) => maxAbsDiff(logSoftmax(all.subarray(p * V, (p + 1) * V)), expected.get(p)!))));
+        session.dispose();
+      }
+    } finally {
+      model.dispose();
+    }
+  }
+  return errors;
+}
+
+/**
+ * The f16 mode llama.cpp computed, from f16ErrorsBySequence: the matched mode's median within `median`
+ * and worst within `max` (a sequence may sit on a rounding flip), the other mode's median at least 10 ×
+ * `median` away (so the choice is never close and the probe can tell the modes apart).
+ */
+export function expectF16Mode(errors: Record<F16Mode, number[]>, bounds: { median: number; max: number }): F16Mode {
+  const median = (e: number[]) => [...e].sort((a, b) => a - b)[Math.floor(e.length / 2)];
+  const mode: F16Mode = median(errors.f16) < median(errors.f32) ? "f16" : "f32";
+  const other: F16Mode = mode === "f16" ? "f32" : "f16";
+  const report = `worst |Δ log p| by sequence with ${mode} activations: ${errors[mode].map((e) => e.toExponential(1)).join(" ")}; with ${other}: ${errors[other].map((e) => e.toExponential(1)).join(" ")}`;
+  expect(median(errors[mode]), report).toBeLessThanOrEqual(bounds.median);
+  expect(Math.max(...errors[mode]), report).toBeLessThanOrEqual(bounds.max);
+  expect(median(errors[other]), report).toBeGreaterThanOrEqual(10 * bounds.median);
+  return mode;
 }
