@@ -5,7 +5,12 @@
  */
 import { describe, expect, test } from "vitest";
 import type { AttentionSpec } from "../src/attention/method.js";
-import type { KvDType } from "../src/kvcache/cache.js";
+import { layoutFor } from "../src/attention/index.js";
+import { OutOfMemoryError } from "../src/errors.js";
+import { createReferenceKernels } from "../src/kernels/reference.js";
+import { KvCache, type KvDType } from "../src/kvcache/cache.js";
+import { ALIGN, Arena, PAGE, alignUp } from "../src/memory/arena.js";
+import { Pool } from "../src/memory/pool.js";
 import { Harness, stored, type HarnessShape } from "./helpers/attention-harness.js";
 import { gaussian, makeRandom } from "./helpers/kernels-helpers.js";
 import { NaiveEvicting, naiveDense, naiveSparq, topIndices, type Row } from "./helpers/naive-attention.js";
@@ -205,6 +210,30 @@ describe("evicting baselines", () => {
     feed(1);
   });
 
+  test.each(["h2o", "streaming"] as const)("%s with budgets around the context (C − 14, C − 1, C, C + 36; C = 64): == naive simulation up to the context (rel 1e-5); the cache never exceeds C rows; it evicts exactly when budget < positions", (policy) => {
+    const C = 64;
+    const s: HarnessShape = { H: 6, G: 2, Hd: 24, maxRows: C, dtype: "f32" };
+    for (const budget of [C - 14, C - 1, C, C + 36]) {
+      const spec: AttentionSpec = policy === "h2o" ? { method: "h2o", budget } : { method: "streaming", budget, sinks: 4 };
+      const harness = new Harness(s, spec);
+      const naive = Array.from({ length: s.G }, () => new NaiveEvicting(policy, budget, policy === "h2o" ? Math.floor(budget / 4) : 4));
+      const random = makeRandom(budget);
+      for (const T of [40, ...Array<number>(C - 40).fill(1)]) {
+        const { q, k, v } = randomStep(random, s, T);
+        const out = harness.step(q, k, v);
+        const expected = naive.map((n, g) => {
+          const rowsOf = (x: Float32Array) => Array.from({ length: T }, (_, t) => Array.from(x.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd)));
+          return n.step(Array.from({ length: T }, (_, t) => groupQueries(s, q, t, g)), rowsOf(k), rowsOf(v));
+        });
+        for (let t = 0; t < T; t++) expect(relError(s, out, t, expected.map((e) => e[t])), `budget ${budget}`).toBeLessThan(1e-5);
+        expect(harness.cache.capacity, `budget ${budget}`).toBeLessThanOrEqual(C);
+      }
+      expect(harness.cache.length).toBe(C);
+      // Rows held after the last step: the budget once positions passed it, else every position.
+      expect(harness.cache.heldRows, `budget ${budget}`).toBe(Math.min(budget, C));
+    }
+  });
+
   test.each(["h2o", "streaming"] as const)("%s with budget ≥ S == dense attention, bit for bit", (policy) => {
     const s = GQA("f32");
     const spec: AttentionSpec = policy === "h2o" ? { method: "h2o", budget: 200 } : { method: "streaming", budget: 200 };
@@ -281,3 +310,33 @@ describe("byte counters", () => {
   });
 });
 
+
+describe("KV cache resize", () => {
+  test.each(["f32", "bf16"] as const)("%s: a resize the pool cannot hold throws OutOfMemoryError and leaves the cache exactly as it was (capacity, rows, every byte); free() then returns all of the pool", (dtype) => {
+    const shape = { nSlots: 2, nKvHeads: 2, headDim: 8 };
+    const layout = layoutFor({ method: "h2o", budget: 8 }, dtype);
+    const C = 16;
+    const bytes = alignUp(KvCache.bytesFor(shape, layout, C), ALIGN);
+    const arena = new Arena(bytes + 4 * PAGE, "a KV cache test");
+    const kernels = createReferenceKernels(arena.memory);
+    const io = arena.alloc(2 * 4 * shape.nKvHeads * shape.headDim);
+    const pool = new Pool(arena.alloc(bytes), bytes); // room for one cache of C rows and no more
+    const cache = new KvCache(arena, pool, kernels, shape, layout, C);
+    const random = makeRandom(3);
+    for (let t = 0; t < 10; t++) {
+      arena.f32.set(gaussian(random, 2 * shape.nKvHeads * shape.headDim, 1), io >> 2);
+      for (let slot = 0; slot < shape.nSlots; slot++) cache.store(slot, 0, io, io + 4 * shape.nKvHeads * shape.headDim);
+      cache.advance(1);
+    }
+    const before = arena.u8.slice(cache.keys(0, 0), cache.keys(0, 0) + bytes);
+    expect(() => cache.resize(C + 20)).toThrow(OutOfMemoryError);
+    expect(cache.capacity).toBe(C);
+    expect(cache.rows).toBe(10);
+    expect(cache.heldRows).toBe(10);
+    expect(arena.u8.slice(cache.keys(0, 0), cache.keys(0, 0) + bytes)).toEqual(before);
+    cache.free();
+    expect(pool.inUse).toBe(0);
+    // The pool is whole again: a cache of C rows fits.
+    new KvCache(arena, pool, kernels, shape, layout, C).free();
+  });
+});

@@ -59,6 +59,16 @@ describe("working commands", () => {
     expect(r.err).toContain("bf16");
   });
 
+  test.each([
+    ["h2o", "4096", []],
+    ["streaming", "1200", ["-c", "1200"]],
+  ])("generate --attention %s --kv-budget %s ≥ the context: runs, says it never evicts, and reads at least 0.99× what dense reads (H2O adds its scores)", async (method, budget, context) => {
+    const r = await run("generate", "-m", good, "-f", prompt150(), "-n", "4", "--temperature", "0", "--attention", method, "--kv-budget", budget, ...context);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(new RegExp(`note: --kv-budget ${budget} is at least the \\d+-token context: ${method} never evicts, attention is dense`));
+    expect(Number(/vs dense [\d.]+ \w+\/token \(([\d.]+)×/.exec(r.err)?.[1])).toBeGreaterThanOrEqual(0.99);
+  });
+
   test("generate -c beyond the model's trained context runs and notes it on stderr (once); within it, no note", async () => {
     const trained = SHAPES["llama-gqa"].contextLength;
     const beyond = await run("generate", "-m", good, "-p", "hello", "-n", "2", "-c", String(2 * trained));

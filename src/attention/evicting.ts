@@ -9,6 +9,8 @@
  *   decode      the new token goes into the free row, attention spans the k + 1 rows, then the policy
  *               frees one row per head for the next token: memory never exceeds k + 1 rows.
  * With `compression: c` instead of a budget, k = max(minimum, prompt / c), fixed at compaction.
+ * A budget of at least the session's context never evicts: the cache holds at most the context's rows and
+ * attention is dense.
  */
 import { UsageError } from "../errors.js";
 import { attendDense, type ObserveProbabilities } from "./dense.js";
@@ -86,9 +88,11 @@ export function createEvicting(
     },
     afterPrefill() {
       budget ??= Math.max(MIN_BUDGET, Math.round(cache.length / spec.compression!));
-      if (cache.capacity === budget + 1) return;
+      // A budget of the context or more never evicts: the cache stops at the context (dense attention).
+      const rows = Math.min(budget + 1, ctx.contextSize);
+      if (cache.capacity === rows) return;
       const keepAll = cache.heldRows <= budget;
-      cache.resize(budget + 1, keepAll ? undefined : (slot, kv) => policy.keep(slot, kv, budget!));
+      cache.resize(rows, keepAll ? undefined : (slot, kv) => policy.keep(slot, kv, budget!));
     },
   };
   return method;

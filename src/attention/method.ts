@@ -88,6 +88,8 @@ export interface AttentionContext {
   nKvHeads: number; // G
   headDim: number; // Hd
   scale: number; // f32(1 / sqrt(Hd))
+  /** Positions the session may reach: an evicting method's cache never needs more rows than this. */
+  contextSize: number;
   parallel: Parallel;
   /** One per thread of `parallel`. */
   scratches: AttentionScratch[];

@@ -136,7 +136,7 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
     const H = c.shape === "mha" ? G : 32;
     const scratches = carveScratch(scratchBase, H / G, c.Hd, c.S + 8, threads);
     const parallel = parallels.get(threads)!;
-    const ctxFor = (cache: KvCache) => ({ kernels, arena, cache, nHeads: H, nKvHeads: G, headDim: c.Hd, scale: Math.fround(1 / Math.sqrt(c.Hd)), parallel, scratches });
+    const ctxFor = (cache: KvCache) => ({ kernels, arena, cache, nHeads: H, nKvHeads: G, headDim: c.Hd, scale: Math.fround(1 / Math.sqrt(c.Hd)), contextSize: c.S + 8, parallel, scratches });
     const random = xorshift(c.S * 131 + c.Hd);
     const fillIo = () => {
       fillGaussian(arena.f32, io.q >> 2, H * c.Hd, random);

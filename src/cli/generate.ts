@@ -57,6 +57,9 @@ export function registerGenerate(program: Command): void {
         // As llama.cpp does: allowed (RoPE runs at any position), but the model never saw these positions.
         process.stderr.write(`note: --context ${model.contextSize} is longer than the ${model.config.contextLength} positions the model was trained on; text past them is unlikely to be useful\n`);
       }
+      if ((attention.method === "h2o" || attention.method === "streaming") && attention.budget !== undefined && attention.budget >= model.contextSize) {
+        process.stderr.write(`note: --kv-budget ${attention.budget} is at least the ${model.contextSize}-token context: ${attention.method} never evicts, attention is dense\n`);
+      }
       const session = model.createSession();
       try {
         const tok = model.tokenizer;

@@ -230,30 +230,52 @@ export class KvCache {
     const oldCapacity = this.capacity;
     // Which rows survive, asked while the old block is still the cache's.
     const kept = oldSlots.map((_, slot) => Array.from({ length: this.G }, (_, g) => (keep ? keep(slot, g) : this.heldRowsOf(slot, g))));
-    const layout = this.layout;
-    const parts = slotParts(this.shape, layout, capacity);
-    const slotBytes = Object.values(parts).reduce((a, b) => a + b, 0);
-    const bytes = this.shape.nSlots * slotBytes;
-    const what = `a ${layout.dtype} KV cache of ${capacity} rows`;
+    const bytes = KvCache.bytesFor(this.shape, this.layout, capacity);
+    const what = `a ${this.layout.dtype} KV cache of ${capacity} rows`;
     // Copy from the old block in place when the pool holds both; else stage the old block outside the
     // arena for the move (a cache that shrinks after a long prompt may not fit twice).
     let source = this.arena.u8;
     let sourceBase = 0;
     let oldGiven = false;
+    let block: Ptr;
     try {
-      this.block = this.pool.take(bytes, what);
+      block = this.pool.take(bytes, what);
     } catch (e) {
       if (oldBlock === 0 || !(e instanceof OutOfMemoryError)) throw e;
-      const oldBytes = KvCache.bytesFor(this.shape, layout, oldCapacity);
+      const oldBytes = KvCache.bytesFor(this.shape, this.layout, oldCapacity);
       source = this.arena.u8.slice(oldBlock, oldBlock + oldBytes);
       sourceBase = oldBlock;
       this.pool.give(oldBlock);
       oldGiven = true;
-      this.block = this.pool.take(bytes, what);
+      try {
+        block = this.pool.take(bytes, what);
+      } catch (e2) {
+        // Does not fit even without the old block: put the cache back as it was (the old block's room is
+        // free again, so this take succeeds) and report the first failure.
+        this.place(this.pool.take(oldBytes, what), oldCapacity);
+        this.arena.u8.set(source, this.block);
+        throw e2;
+      }
     }
+    this.place(block, capacity);
+    let rows = 0;
+    if (oldBlock !== 0) {
+      rows = this.copyFrom(source, sourceBase, oldSlots, oldCapacity, capacity, kept);
+      if (!oldGiven) this.pool.give(oldBlock);
+    }
+    this.rows = rows;
+    this.nextRow.fill(-1);
+  }
+
+  /** Makes `block` (taken from the pool) the cache's memory, laid out for `capacity` rows. */
+  private place(block: Ptr, capacity: number): void {
+    const parts = slotParts(this.shape, this.layout, capacity);
+    const slotBytes = Object.values(parts).reduce((a, b) => a + b, 0);
+    this.block = block;
+    this.capacity = capacity;
     this.slots = [];
     for (let i = 0; i < this.shape.nSlots; i++) {
-      let at = this.block + i * slotBytes;
+      let at = block + i * slotBytes;
       const next = (bytes: number) => {
         const p = bytes > 0 ? at : 0;
         at += bytes;
@@ -261,14 +283,6 @@ export class KvCache {
       };
       this.slots.push({ k: next(parts.k), v: next(parts.v), kT: next(parts.kT), vMean: next(parts.vMean), acc: next(parts.acc), pos: next(parts.pos) });
     }
-    let rows = 0;
-    if (oldBlock !== 0) {
-      rows = this.copyFrom(source, sourceBase, oldSlots, oldCapacity, capacity, kept);
-      if (!oldGiven) this.pool.give(oldBlock);
-    }
-    this.capacity = capacity;
-    this.rows = rows;
-    this.nextRow.fill(-1);
   }
 
   /** Forgets every row (the memory stays). */

@@ -164,7 +164,7 @@ export class Model {
     // An evicting cache starts small and grows for a prompt (see attention/evicting.ts).
     const cache = new KvCache(this.arena, this.pool, this.kernels, kvShape(this.config), layout, evicting ? 1 : capacity);
     try {
-      return new Session(this, cache, this.createAttentionFor(cache, spec), capacity, options);
+      return new Session(this, cache, this.createAttentionFor(cache, spec, capacity), capacity, options);
     } catch (e) {
       cache.free();
       throw e;
@@ -172,7 +172,7 @@ export class Model {
   }
 
   /** An attention method of this model over `cache` (Session.setAttention uses it too). */
-  createAttentionFor(cache: KvCache, spec: AttentionSpec): AttentionMethod {
+  createAttentionFor(cache: KvCache, spec: AttentionSpec, contextSize: number): AttentionMethod {
     const c = this.config;
     return createAttention(
       {
@@ -183,6 +183,7 @@ export class Model {
         nKvHeads: c.nKvHeads,
         headDim: c.headDim,
         scale: Math.fround(1 / Math.sqrt(c.headDim)),
+        contextSize,
         parallel: this.parallel,
         scratches: this.forward.attentionScratch,
       },

@@ -96,7 +96,7 @@ export class Session {
           `; create a session with attention ${spec.method} instead`,
       );
     }
-    this.method = this.model.createAttentionFor(this.cache, spec);
+    this.method = this.model.createAttentionFor(this.cache, spec, this.capacity);
   }
 
   /** KV traffic of the decode steps since the session began (or since `since`, an earlier snapshot). */

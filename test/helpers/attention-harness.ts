@@ -77,7 +77,7 @@ export class Harness {
     const { H, G, Hd } = this.shape;
     const scratches = this.scratches.slice(0, this.parallel.threads);
     return createAttention(
-      { kernels: this.kernels, arena: this.arena, cache: this.cache, nHeads: H, nKvHeads: G, headDim: Hd, scale: Math.fround(1 / Math.sqrt(Hd)), parallel: this.parallel, scratches },
+      { kernels: this.kernels, arena: this.arena, cache: this.cache, nHeads: H, nKvHeads: G, headDim: Hd, scale: Math.fround(1 / Math.sqrt(Hd)), contextSize: this.shape.maxRows, parallel: this.parallel, scratches },
       this.spec,
     );
   }
