@@ -9,7 +9,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { FileExistsError, formatBytes } from "../errors.js";
+import { FileExistsError, UsageError, formatBytes } from "../errors.js";
 
 export function writeFileAtomic(
   target: string,
@@ -22,7 +22,12 @@ export function writeFileAtomic(
 
   const random = Math.random().toString(36).slice(2, 10);
   const temp = path.join(path.dirname(full), `.${path.basename(full)}.${process.pid}.${random}.tmp`);
-  let fd: number | null = fs.openSync(temp, "wx");
+  let fd: number | null;
+  try {
+    fd = fs.openSync(temp, "wx");
+  } catch (error) {
+    throw outputError(target, error as NodeJS.ErrnoException);
+  }
   try {
     // Step 1 and 2: write and flush the temp file.
     write(fd);
@@ -35,10 +40,30 @@ export function writeFileAtomic(
   } catch (error) {
     if (fd !== null) closeQuietly(fd);
     removeQuietly(temp);
-    throw error;
+    const system = error instanceof Error && typeof (error as NodeJS.ErrnoException).syscall === "string";
+    throw system ? outputError(target, error as NodeJS.ErrnoException) : error;
   }
   // Step 4: make the directory entry durable (not possible on every platform; best effort).
   syncDirectory(path.dirname(full));
+}
+
+/** Why `target` cannot be written, in the user's terms (its directory), not the temp file's. */
+function outputError(target: string, error: NodeJS.ErrnoException): Error {
+  const dir = path.dirname(target);
+  switch (error.code) {
+    case "ENOENT":
+      return new UsageError(`cannot write ${target}: directory ${dir} does not exist; create it first`);
+    case "ENOTDIR":
+      return new UsageError(`cannot write ${target}: ${dir} is not a directory`);
+    case "EACCES":
+    case "EPERM":
+    case "EROFS":
+      return new UsageError(`cannot write ${target}: no permission to create files in ${dir} (${error.code})`);
+    case "ENOSPC":
+      return new UsageError(`cannot write ${target}: the disk is full`);
+    default:
+      return new UsageError(`cannot write ${target}: ${error.code ?? error.message}`);
+  }
 }
 
 /** fs.writeSync is limited to 2 GiB per call and may write less than asked. */

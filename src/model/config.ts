@@ -105,7 +105,7 @@ export function validateConfig(c: ModelConfig, source: string): void {
       `${source}: architecture "${c.architecture}" is not supported; supported: ${ARCHITECTURES.join(", ")}`,
     );
   }
-  const positive = ["vocabSize", "dModel", "nLayers", "nHeads", "nKvHeads", "headDim", "ffnDim"] as const;
+  const positive = ["vocabSize", "dModel", "nLayers", "nHeads", "nKvHeads", "headDim", "ffnDim", "contextLength"] as const;
   for (const key of positive) {
     if (!Number.isInteger(c[key]) || c[key] <= 0) bad(`${key} must be a positive integer, found ${c[key]}`);
   }

@@ -22,14 +22,47 @@ import type { GgufEntry } from "../io/gguf-writer.js";
 import { gguf } from "../io/gguf-writer.js";
 import { type Architecture, type ModelConfig, ARCHITECTURES, claShare, claShareOf, validateConfig } from "./config.js";
 
-function num(meta: Map<string, GgufValue>, key: string, source: string, fallback?: number): number {
+/** Upper bounds for counts read from files: far above any real model, low enough to size nothing absurd. */
+const LIMITS = { layers: 4096, heads: 4096, dim: 1 << 20, vocab: 1 << 24, context: 1 << 24 };
+
+/** The value found, for messages: JSON, cut short. */
+function shown(v: unknown): string {
+  const text = typeof v === "bigint" ? String(v) : (JSON.stringify(v) ?? String(v));
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/**
+ * A number read from a file at `where` ("FILE: key"), checked for type and range: an integer in [min, max]
+ * when `integer`, else a finite number > 0 (epsilons, RoPE bases, factors).
+ */
+function checked(v: unknown, where: string, range: { integer: true; min: number; max: number } | { integer: false }): number {
+  const n = typeof v === "bigint" ? Number(v) : v;
+  if (range.integer) {
+    if (typeof n !== "number" || !Number.isInteger(n) || n < range.min || n > range.max) {
+      throw new FormatError(`${where} must be an integer from ${range.min} to ${range.max}, found ${shown(v)}`);
+    }
+  } else if (typeof n !== "number" || !Number.isFinite(n) || n <= 0) {
+    throw new FormatError(`${where} must be a number > 0, found ${shown(v)}`);
+  }
+  return n;
+}
+
+function num(meta: Map<string, GgufValue>, key: string, source: string, range: Parameters<typeof checked>[2], fallback?: number): number {
   const v = meta.get(key);
   if (v === undefined) {
     if (fallback !== undefined) return fallback;
     throw new FormatError(`${source}: metadata key ${key} is missing; a model file needs it`);
   }
-  if (typeof v !== "number") throw new FormatError(`${source}: metadata key ${key} should be a number, found ${typeof v}`);
-  return v;
+  return checked(v, `${source}: metadata key ${key}`, range);
+}
+
+const count = (max: number) => ({ integer: true, min: 1, max }) as const;
+const POSITIVE = { integer: false } as const;
+
+/** kvslim's CLA map from a file: a list of L layer indices, each an integer in [0, L). */
+function kvSourceList(v: unknown, where: string, nLayers: number): number[] {
+  if (!Array.isArray(v)) throw new FormatError(`${where} must be a list of ${nLayers} layer indices, found ${shown(v)}`);
+  return v.map((x, l) => checked(x, `${where}[${l}]`, { integer: true, min: 0, max: nLayers - 1 }));
 }
 
 export function configFromGguf(file: GgufFile): ModelConfig {
@@ -46,10 +79,10 @@ export function configFromGguf(file: GgufFile): ModelConfig {
   const p = `${arch}.`;
   const names = new Set(file.tensors.map((t) => t.name));
   const embd = file.tensors.find((t) => t.name === "token_embd.weight");
-  const dModel = num(meta, p + "embedding_length", source);
-  const nHeads = num(meta, p + "attention.head_count", source);
-  const nLayers = num(meta, p + "block_count", source);
-  const headDim = num(meta, p + "attention.key_length", source, Math.floor(dModel / nHeads));
+  const dModel = num(meta, p + "embedding_length", source, count(LIMITS.dim));
+  const nHeads = num(meta, p + "attention.head_count", source, count(LIMITS.heads));
+  const nLayers = num(meta, p + "block_count", source, count(LIMITS.layers));
+  const headDim = num(meta, p + "attention.key_length", source, count(LIMITS.dim), Math.floor(dModel / nHeads));
   const scalingType = meta.get(p + "rope.scaling.type");
   if (scalingType !== undefined && scalingType !== "none" && !names.has("rope_freqs.weight")) {
     throw new UnsupportedError(`${source}: RoPE scaling "${String(scalingType)}" is not supported (only none and Llama-3 frequency factors)`);
@@ -57,22 +90,22 @@ export function configFromGguf(file: GgufFile): ModelConfig {
   const kvSourceMeta = meta.get("kvslim.kv_source");
   const config: ModelConfig = {
     architecture: arch as Architecture,
-    vocabSize: embd ? embd.shape[0] : num(meta, p + "vocab_size", source),
+    vocabSize: embd ? embd.shape[0] : num(meta, p + "vocab_size", source, count(LIMITS.vocab)),
     dModel,
     nLayers,
     nHeads,
-    nKvHeads: num(meta, p + "attention.head_count_kv", source, nHeads),
+    nKvHeads: num(meta, p + "attention.head_count_kv", source, count(LIMITS.heads), nHeads),
     headDim,
-    ffnDim: num(meta, p + "feed_forward_length", source),
-    contextLength: num(meta, p + "context_length", source),
-    normEps: num(meta, p + "attention.layer_norm_rms_epsilon", source),
-    ropeTheta: num(meta, p + "rope.freq_base", source, 10000),
-    ropeDim: num(meta, p + "rope.dimension_count", source, headDim),
+    ffnDim: num(meta, p + "feed_forward_length", source, count(LIMITS.dim)),
+    contextLength: num(meta, p + "context_length", source, count(LIMITS.context)),
+    normEps: num(meta, p + "attention.layer_norm_rms_epsilon", source, POSITIVE),
+    ropeTheta: num(meta, p + "rope.freq_base", source, POSITIVE, 10000),
+    ropeDim: num(meta, p + "rope.dimension_count", source, count(LIMITS.dim), headDim),
     ropeStyle: arch === "qwen2" ? "halves" : "interleaved",
     ropeScaling: null,
     qkvBias: names.has("blk.0.attn_q.bias"),
     tiedEmbeddings: !names.has("output.weight"),
-    kvSource: Array.isArray(kvSourceMeta) ? kvSourceMeta.map(Number) : Array.from({ length: nLayers }, (_, l) => l),
+    kvSource: kvSourceMeta !== undefined ? kvSourceList(kvSourceMeta, `${source}: metadata key kvslim.kv_source`, nLayers) : claShare(nLayers, 1),
     kvNorm: meta.get("kvslim.kv_norm") === true,
   };
   validateConfig(config, source);
@@ -104,53 +137,62 @@ export function ggufMetadataFor(config: ModelConfig, name = "kvslim model"): [st
 
 type Json = Record<string, unknown>;
 
-function field(json: Json, key: string, source: string, fallback?: number): number {
+function field(json: Json, key: string, source: string, range: Parameters<typeof checked>[2], fallback?: number): number {
   const v = json[key];
   if (v === undefined || v === null) {
     if (fallback !== undefined) return fallback;
     throw new FormatError(`${source}: "${key}" is missing; a config.json for a causal LM needs it`);
   }
-  if (typeof v !== "number") throw new FormatError(`${source}: "${key}" should be a number, found ${JSON.stringify(v)}`);
+  return checked(v, `${source}: "${key}"`, range);
+}
+
+/** A true/false key of config.json (absent: undefined). */
+function flag(json: Json, key: string, source: string): boolean | undefined {
+  const v = json[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") throw new FormatError(`${source}: "${key}" must be true or false, found ${shown(v)}`);
   return v;
 }
 
 const HF_TYPES: Record<string, Architecture> = { llama: "llama", mistral: "llama", qwen2: "qwen2", kvslim: "llama" };
 
 export function configFromHf(json: Json, source: string): ModelConfig {
-  const modelType = String(json.model_type ?? "");
-  const arch = HF_TYPES[modelType];
+  if (typeof json.model_type !== "string") throw new FormatError(`${source}: "model_type" must be a string naming the architecture, found ${shown(json.model_type)}`);
+  const modelType = json.model_type;
+  const arch = Object.hasOwn(HF_TYPES, modelType) ? HF_TYPES[modelType] : undefined;
   if (!arch) {
     throw new UnsupportedError(
       `${source}: model_type "${modelType}" is not supported; kvslim runs: ${Object.keys(HF_TYPES).join(", ")}`,
     );
   }
-  const dModel = field(json, "hidden_size", source);
-  const nHeads = field(json, "num_attention_heads", source);
-  const nLayers = field(json, "num_hidden_layers", source);
-  const headDim = field(json, "head_dim", source, Math.floor(dModel / nHeads));
-  const kvSource = Array.isArray(json.kv_source)
-    ? (json.kv_source as unknown[]).map(Number)
-    : claShare(nLayers, field(json, "cla_share_factor", source, 1));
+  const dModel = field(json, "hidden_size", source, count(LIMITS.dim));
+  const nHeads = field(json, "num_attention_heads", source, count(LIMITS.heads));
+  const nLayers = field(json, "num_hidden_layers", source, count(LIMITS.layers));
+  const headDim = field(json, "head_dim", source, count(LIMITS.dim), Math.floor(dModel / nHeads));
+  const kvSource =
+    json.kv_source !== undefined
+      ? kvSourceList(json.kv_source, `${source}: "kv_source"`, nLayers)
+      : claShare(nLayers, field(json, "cla_share_factor", source, count(nLayers), 1));
   const config: ModelConfig = {
     architecture: arch,
-    vocabSize: field(json, "vocab_size", source),
+    vocabSize: field(json, "vocab_size", source, count(LIMITS.vocab)),
     dModel,
     nLayers,
     nHeads,
-    nKvHeads: field(json, "num_key_value_heads", source, nHeads),
+    nKvHeads: field(json, "num_key_value_heads", source, count(LIMITS.heads), nHeads),
     headDim,
-    ffnDim: field(json, "intermediate_size", source),
-    contextLength: field(json, "max_position_embeddings", source, 2048),
-    normEps: field(json, "rms_norm_eps", source, 1e-6),
-    ropeTheta: field(json, "rope_theta", source, 10000),
-    ropeDim: Math.floor(headDim * field(json, "partial_rotary_factor", source, 1)),
+    ffnDim: field(json, "intermediate_size", source, count(LIMITS.dim)),
+    contextLength: field(json, "max_position_embeddings", source, count(LIMITS.context), 2048),
+    normEps: field(json, "rms_norm_eps", source, POSITIVE, 1e-6),
+    ropeTheta: field(json, "rope_theta", source, POSITIVE, 10000),
+    ropeDim: Math.floor(headDim * field(json, "partial_rotary_factor", source, POSITIVE, 1)),
     // The files keep HF's halves pairing; the loader permutes llama Q/K rows to interleaved (tensor-names.ts).
     ropeStyle: arch === "qwen2" ? "halves" : "interleaved",
     ropeScaling: hfRopeScaling(json.rope_scaling, source),
-    qkvBias: arch === "qwen2" || json.attention_bias === true,
-    tiedEmbeddings: json.tie_word_embeddings === true || (json.tie_word_embeddings === undefined && arch === "qwen2"),
+    qkvBias: arch === "qwen2" || flag(json, "attention_bias", source) === true,
+    tiedEmbeddings: flag(json, "tie_word_embeddings", source) ?? arch === "qwen2",
     kvSource,
-    kvNorm: json.cla_kv_norm === true,
+    kvNorm: flag(json, "cla_kv_norm", source) === true,
   };
   validateConfig(config, source);
   return config;
@@ -158,6 +200,7 @@ export function configFromHf(json: Json, source: string): ModelConfig {
 
 function hfRopeScaling(raw: unknown, source: string): ModelConfig["ropeScaling"] {
   if (raw === undefined || raw === null) return null;
+  if (typeof raw !== "object" || Array.isArray(raw)) throw new FormatError(`${source}: "rope_scaling" must be an object, found ${shown(raw)}`);
   const r = raw as Json;
   const type = r.rope_type ?? r.type;
   if (type === "default") return null;
@@ -166,10 +209,10 @@ function hfRopeScaling(raw: unknown, source: string): ModelConfig["ropeScaling"]
   }
   return {
     type: "llama3",
-    factor: field(r, "factor", source),
-    lowFreqFactor: field(r, "low_freq_factor", source),
-    highFreqFactor: field(r, "high_freq_factor", source),
-    originalContext: field(r, "original_max_position_embeddings", source),
+    factor: field(r, "factor", `${source} rope_scaling`, POSITIVE),
+    lowFreqFactor: field(r, "low_freq_factor", `${source} rope_scaling`, POSITIVE),
+    highFreqFactor: field(r, "high_freq_factor", `${source} rope_scaling`, POSITIVE),
+    originalContext: field(r, "original_max_position_embeddings", `${source} rope_scaling`, count(LIMITS.context)),
   };
 }
 

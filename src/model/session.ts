@@ -157,6 +157,8 @@ export class Session {
     let pending = ""; // text held back while it could still become a stop string
     let stopReason: GenerateStats["stopReason"] = "max-tokens";
     while (generated < maxTokens) {
+      // Embedding rows past the tokenizer's last token (a padded vocabulary) have no text: never sampled.
+      if (tok.vocabSize < logits.length) logits.fill(-Infinity, tok.vocabSize);
       const next = sampler.sample(logits);
       generated++;
       if (tok.stopIds.has(next)) {

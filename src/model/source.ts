@@ -33,8 +33,15 @@ export function openModelSource(target: string): ModelSource {
   } catch {
     throw new UsageError(`model path ${target} does not exist; expected a .gguf file or a model directory`);
   }
-  if (stat.isDirectory()) return openHfDirectory(target);
-  return openGgufFile(target);
+  const source = stat.isDirectory() ? openHfDirectory(target) : openGgufFile(target);
+  const { tokenizer, config } = source;
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new FormatError(
+      `${target}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's embedding has ${config.vocabSize} rows; ` +
+        `every token id needs a row (is the tokenizer from another model?)`,
+    );
+  }
+  return source;
 }
 
 function openGgufFile(file: string): ModelSource {
@@ -62,6 +69,9 @@ function openHfDirectory(dir: string): ModelSource {
     json = JSON.parse(fs.readFileSync(configPath, "utf8"));
   } catch (e) {
     throw new FormatError(`${configPath} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new FormatError(`${configPath} must hold a JSON object of model settings, found ${JSON.stringify(json)?.slice(0, 40)}`);
   }
   const config = configFromHf(json, configPath);
   const st = readSafetensorsModel(path.resolve(dir));

@@ -23,7 +23,10 @@ export function renderChat(template: string, messages: ChatMessage[], options: C
   try {
     parsed = new Template(template);
   } catch (e) {
-    throw new FormatError(`the chat template does not parse: ${(e as Error).message}`);
+    // The parser's own syntax errors say where; its internal slips (a TypeError on an unclosed block) do not.
+    const internal = e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError;
+    const why = internal ? "a tag or block is unclosed or malformed" : (e as Error).message;
+    throw new FormatError(`the model's chat template does not parse as Jinja: ${why}`);
   }
   try {
     return parsed.render({
@@ -33,6 +36,7 @@ export function renderChat(template: string, messages: ChatMessage[], options: C
       add_generation_prompt: options.addGenerationPrompt,
     });
   } catch (e) {
-    throw new FormatError(`the chat template failed to render: ${(e as Error).message}`);
+    const internal = e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError;
+    throw new FormatError(`the model's chat template failed to render: ${internal ? "it uses a value or filter in a way the renderer cannot follow" : (e as Error).message}`);
   }
 }

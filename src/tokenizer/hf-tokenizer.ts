@@ -31,7 +31,7 @@ export function hfTokenizer(dir: string): TextTokenizer {
   const config = readJson(path.join(dir, "tokenizer_config.json"), false) ?? {};
   const generation = readJson(path.join(dir, "generation_config.json"), false) ?? {};
   const templateFile = path.join(dir, "chat_template.jinja");
-  const template = fs.existsSync(templateFile) ? fs.readFileSync(templateFile, "utf8") : chatTemplateOf(config);
+  const template = fs.existsSync(templateFile) ? fs.readFileSync(templateFile, "utf8") : chatTemplateOf(config, path.join(dir, "tokenizer_config.json"));
   return new HfTokenizer(file, json, config, generation, template);
 }
 
@@ -65,7 +65,13 @@ class HfTokenizer implements TextTokenizer, PieceSource {
       const plain = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...json };
       this.library = new Tokenizer({ ...plain, added_tokens: addedTokens.filter((t) => !t.special) }, config);
     } catch (e) {
-      throw new UnsupportedError(`${file}: @huggingface/tokenizers cannot load it (${(e as Error).message})`);
+      // The library's own messages name what it refused; its internal slips (a TypeError on a missing field) do not.
+      const internal = e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError;
+      const model = json.model as Json;
+      const kind = typeof model.type === "string" ? `a ${model.type} model` : "a model without a \"type\"";
+      throw new UnsupportedError(
+        `${file}: @huggingface/tokenizers cannot load it (${internal ? `${kind} whose fields are missing or of the wrong type` : (e as Error).message})`,
+      );
     }
     this.vocabSize = Math.max(this.library.model!.vocab.length, ...addedTokens.map((t) => t.id + 1));
 
@@ -171,11 +177,17 @@ function readJson(file: string, required: boolean): Json | null {
 }
 
 /** tokenizer_config.json's chat_template: a string, or a list of {name, template} (we take "default"). */
-function chatTemplateOf(config: Json): string | null {
+function chatTemplateOf(config: Json, file: string): string | null {
   const t = config.chat_template;
-  if (typeof t === "string") return t;
-  if (Array.isArray(t)) return (t as Json[]).find((x) => x.name === "default")?.template as string | undefined ?? null;
-  return null;
+  if (t === undefined || t === null || typeof t === "string") return t ?? null;
+  const named = (x: unknown): x is { name: string; template: string } =>
+    typeof x === "object" && x !== null && typeof (x as Json).name === "string" && typeof (x as Json).template === "string";
+  if (!Array.isArray(t) || !t.every(named)) {
+    throw new FormatError(
+      `${file}: "chat_template" must be a string or a list of {"name", "template"} strings, found ${JSON.stringify(t).slice(0, 60)}`,
+    );
+  }
+  return t.find((x) => x.name === "default")?.template ?? null;
 }
 
 /** A component and, for a Sequence, its parts. */
