@@ -309,6 +309,32 @@ describe("bad input", () => {
     expect(fixed.stderr).toMatch(/done: 10 steps/);
   });
 
+  test("state.json with values of the wrong type or range (null, no config, step \"one\", config.kvSource \"x\", config.nLayers 1e9, empty samplerState, options null): one FormatError line naming the key, from info and from resume", () => {
+    const dir = path.join(tempDir(), "run");
+    const first = run(["--preset", "micro-cla2", "--tokens", "320", "--out", dir, "--corpus-documents", "1500", "--threads", "1"]);
+    expect(first.status, first.stderr).toBe(0);
+    const file = path.join(dir, "current", "state.json");
+    const good = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>;
+    const config = good.config as Record<string, unknown>;
+    const cases: [unknown, RegExp][] = [
+      [null, /the file must be a JSON object, found null/],
+      [{ ...good, config: undefined }, /"config" must be an object/],
+      [{ ...good, step: "one" }, /"step" must be an integer ≥ 0, found "one"/],
+      [{ ...good, config: { ...config, kvSource: "x" } }, /config: kv_source must be a list of layer indices, found "x"/],
+      [{ ...good, config: { ...config, nLayers: 1e9 } }, /config: kv_source has \d+ entries, expected one per layer \(1000000000\)/],
+      [{ ...good, samplerState: [] }, /"samplerState" must be a list of unsigned 32-bit integers/],
+      [{ ...good, options: null }, /"options" must be an object/],
+    ];
+    for (const [state, message] of cases) {
+      fs.writeFileSync(file, JSON.stringify(state));
+      for (const r of [spawnSync(process.execPath, [CLI, "info", dir], { encoding: "utf8" }), run(["--resume", dir, "--tokens", "640", "--threads", "1"])]) {
+        expectNamedError(r, message);
+        expect(r.stderr.trim().split("\n"), r.stderr).toHaveLength(1);
+        expect(r.stderr).toMatch(/FormatError: .*state\.json: /);
+      }
+    }
+  });
+
   test("unknown preset, bad --tokens, missing --out, bad --retrieval-share: named errors", () => {
     expectNamedError(run(["--preset", "huge", "--tokens", "1k", "--out", path.join(tempDir(), "x")]), /unknown preset "huge"/);
     expectNamedError(run(["--preset", "micro-cla2", "--tokens", "lots", "--out", path.join(tempDir(), "x")]), /--tokens expects a count/);

@@ -105,6 +105,14 @@ export function validateConfig(c: ModelConfig, source: string): void {
       `${source}: architecture "${c.architecture}" is not supported; supported: ${ARCHITECTURES.join(", ")}`,
     );
   }
+  for (const key of ["qkvBias", "tiedEmbeddings", "kvNorm"] as const) {
+    if (typeof c[key] !== "boolean") bad(`${key} must be true or false, found ${JSON.stringify(c[key])}`);
+  }
+  if (c.ropeStyle !== "interleaved" && c.ropeStyle !== "halves") bad(`ropeStyle must be "interleaved" or "halves", found ${JSON.stringify(c.ropeStyle)}`);
+  if (c.ropeScaling !== null && (typeof c.ropeScaling !== "object" || c.ropeScaling.type !== "llama3")) {
+    bad(`ropeScaling must be null or a llama3 scaling, found ${JSON.stringify(c.ropeScaling)}`);
+  }
+  if (!Array.isArray(c.kvSource)) bad(`kv_source must be a list of layer indices, found ${JSON.stringify(c.kvSource)}`);
   const positive = ["vocabSize", "dModel", "nLayers", "nHeads", "nKvHeads", "headDim", "ffnDim", "contextLength"] as const;
   for (const key of positive) {
     if (!Number.isInteger(c[key]) || c[key] <= 0) bad(`${key} must be a positive integer, found ${c[key]}`);
@@ -112,7 +120,7 @@ export function validateConfig(c: ModelConfig, source: string): void {
   if (c.nHeads % c.nKvHeads !== 0) {
     bad(`the number of query heads (${c.nHeads}) must be a multiple of the KV heads (${c.nKvHeads})`);
   }
-  if (c.ropeDim % 2 !== 0 || c.ropeDim > c.headDim || c.ropeDim <= 0) {
+  if (!Number.isInteger(c.ropeDim) || c.ropeDim % 2 !== 0 || c.ropeDim > c.headDim || c.ropeDim <= 0) {
     bad(`rope dimension must be even and in (0, head_dim=${c.headDim}], found ${c.ropeDim}`);
   }
   if (!(c.normEps > 0) || !(c.ropeTheta > 0)) bad(`norm epsilon and rope theta must be > 0`);

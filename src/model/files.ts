@@ -204,8 +204,9 @@ function hfRopeScaling(raw: unknown, source: string): ModelConfig["ropeScaling"]
   const r = raw as Json;
   const type = r.rope_type ?? r.type;
   if (type === "default") return null;
+  if (typeof type !== "string") throw new FormatError(`${source}: "rope_scaling" needs a "rope_type" string ("llama3" or "default"), found ${shown(raw)}`);
   if (type !== "llama3") {
-    throw new UnsupportedError(`${source}: rope_scaling type "${String(type)}" is not supported (only "llama3")`);
+    throw new UnsupportedError(`${source}: rope_scaling type "${type}" is not supported (only "llama3")`);
   }
   return {
     type: "llama3",

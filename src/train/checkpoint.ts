@@ -24,7 +24,7 @@ import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { encode } from "../memory/dtype.js";
 import { hfConfigFor } from "../model/files.js";
 import { HF_TOKENIZER_FILES } from "../tokenizer/hf-tokenizer.js";
-import type { ModelConfig } from "../model/config.js";
+import { validateConfig, type ModelConfig } from "../model/config.js";
 import { tensorsToWrite } from "../model/synthetic.js";
 import type { ParamLayout } from "./params.js";
 
@@ -179,14 +179,41 @@ export function trainingRecord(dir: string): TrainingRecord | null {
 /** A checkpoint directory's state.json (a FormatError if it is unreadable or of another version). */
 function readState(dir: string): TrainState {
   const file = path.join(dir, "state.json");
-  let state: TrainState;
+  let state: unknown;
   try {
-    state = JSON.parse(fs.readFileSync(file, "utf8")) as TrainState;
+    state = JSON.parse(fs.readFileSync(file, "utf8"));
   } catch (e) {
     throw new FormatError(`${file}: not a readable training state (${(e as Error).message})`);
   }
-  if (state.version !== CHECKPOINT_VERSION) throw new FormatError(`${file}: checkpoint version ${state.version}, expected ${CHECKPOINT_VERSION}`);
-  return state;
+  return checkState(state, file);
+}
+
+/** state.json checked field by field: every value a resume or `kvslim info` reads has its type and range. */
+function checkState(value: unknown, file: string): TrainState {
+  const fail = (key: string, expected: string, found: unknown): never => {
+    const shown = (JSON.stringify(found) ?? String(found)).slice(0, 60);
+    throw new FormatError(`${file}: ${key} must be ${expected}, found ${shown}; this checkpoint is damaged (an earlier ckpt-* may be whole)`);
+  };
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+  if (!isObject(value)) return fail("the file", "a JSON object", value);
+  if (value.version !== CHECKPOINT_VERSION) fail('"version"', String(CHECKPOINT_VERSION), value.version);
+  const count = (key: string) => {
+    const v = value[key];
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) fail(`"${key}"`, "an integer ≥ 0", v);
+  };
+  count("step");
+  count("tokensSeen");
+  const elapsed = value.elapsedSeconds;
+  if (typeof elapsed !== "number" || !(elapsed >= 0) || !Number.isFinite(elapsed)) fail('"elapsedSeconds"', "a number ≥ 0", elapsed);
+  const sampler = value.samplerState;
+  if (!Array.isArray(sampler) || sampler.length === 0 || !sampler.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32)) {
+    fail('"samplerState"', "a list of unsigned 32-bit integers", sampler);
+  }
+  if (!isObject(value.config)) fail('"config"', "an object (the model's configuration)", value.config);
+  validateConfig(value.config as unknown as ModelConfig, `${file}: config`);
+  if (!isObject(value.options)) fail('"options"', "an object (the run's settings)", value.options);
+  if (value.streamDigest !== undefined && typeof value.streamDigest !== "string") fail('"streamDigest"', "a string", value.streamDigest);
+  return value as unknown as TrainState;
 }
 
 /** The entries of a run's log.jsonl, in order; a line cut short by a kill mid-write is left out (the checkpoint is what counts). */
