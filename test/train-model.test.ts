@@ -69,7 +69,8 @@ function naiveLoss(config: ModelConfig, w: Weights, b: { tokens: Int32Array; tar
 
 describe("training forward", () => {
   test("logits == the inference engine's prefill on the same weights (rel 1e-5), GQA + CLA-2 + kv norm", async () => {
-    const config = gqaCla2({ kvNorm: true });
+    // 260 rows: the GGUF's synthetic tokenizer has 258 tokens (bytes + BOS/EOS), and every token needs a row.
+    const config = { ...gqaCla2({ kvNorm: true }), vocabSize: 260 };
     const shape = { batch: 2, seqLen: 24 };
     const weights = randomWeights(config, { seed: 3 });
     const { arena, model } = await setup(config, shape);
