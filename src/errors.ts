@@ -64,3 +64,17 @@ export function formatBytes(bytes: number): string {
   }
   return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
 }
+
+/** A value read from a file, for "found …" in a message: JSON, cut short at 60 characters. */
+export function shownValue(v: unknown): string {
+  const text = typeof v === "bigint" ? String(v) : (JSON.stringify(v) ?? String(v));
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/**
+ * True when a dependency failed on a JavaScript slip of its own (a TypeError reading a field that is not
+ * there, …) rather than with a message meant for people: its words then name nothing the user gave.
+ */
+export function isInternalSlip(e: unknown): boolean {
+  return e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError;
+}

@@ -16,7 +16,7 @@
  *   cla_share_factor   shorthand for uniform groups of s adjacent layers (used when kv_source is absent)
  *   cla_kv_norm        producers have their own K/V-input RMSNorm (self_attn.kv_norm.weight)
  */
-import { FormatError, UnsupportedError } from "../errors.js";
+import { FormatError, UnsupportedError, shownValue } from "../errors.js";
 import type { GgufFile, GgufValue } from "../io/gguf.js";
 import type { GgufEntry } from "../io/gguf-writer.js";
 import { gguf } from "../io/gguf-writer.js";
@@ -24,12 +24,6 @@ import { type Architecture, type ModelConfig, ARCHITECTURES, claShare, claShareO
 
 /** Upper bounds for counts read from files: far above any real model, low enough to size nothing absurd. */
 const LIMITS = { layers: 4096, heads: 4096, dim: 1 << 20, vocab: 1 << 24, context: 1 << 24 };
-
-/** The value found, for messages: JSON, cut short. */
-function shown(v: unknown): string {
-  const text = typeof v === "bigint" ? String(v) : (JSON.stringify(v) ?? String(v));
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}
 
 /**
  * A number read from a file at `where` ("FILE: key"), checked for type and range: an integer in [min, max]
@@ -39,10 +33,10 @@ function checked(v: unknown, where: string, range: { integer: true; min: number;
   const n = typeof v === "bigint" ? Number(v) : v;
   if (range.integer) {
     if (typeof n !== "number" || !Number.isInteger(n) || n < range.min || n > range.max) {
-      throw new FormatError(`${where} must be an integer from ${range.min} to ${range.max}, found ${shown(v)}`);
+      throw new FormatError(`${where} must be an integer from ${range.min} to ${range.max}, found ${shownValue(v)}`);
     }
   } else if (typeof n !== "number" || !Number.isFinite(n) || n <= 0) {
-    throw new FormatError(`${where} must be a number > 0, found ${shown(v)}`);
+    throw new FormatError(`${where} must be a number > 0, found ${shownValue(v)}`);
   }
   return n;
 }
@@ -61,7 +55,7 @@ const POSITIVE = { integer: false } as const;
 
 /** kvslim's CLA map from a file: a list of L layer indices, each an integer in [0, L). */
 function kvSourceList(v: unknown, where: string, nLayers: number): number[] {
-  if (!Array.isArray(v)) throw new FormatError(`${where} must be a list of ${nLayers} layer indices, found ${shown(v)}`);
+  if (!Array.isArray(v)) throw new FormatError(`${where} must be a list of ${nLayers} layer indices, found ${shownValue(v)}`);
   return v.map((x, l) => checked(x, `${where}[${l}]`, { integer: true, min: 0, max: nLayers - 1 }));
 }
 
@@ -150,14 +144,14 @@ function field(json: Json, key: string, source: string, range: Parameters<typeof
 function flag(json: Json, key: string, source: string): boolean | undefined {
   const v = json[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "boolean") throw new FormatError(`${source}: "${key}" must be true or false, found ${shown(v)}`);
+  if (typeof v !== "boolean") throw new FormatError(`${source}: "${key}" must be true or false, found ${shownValue(v)}`);
   return v;
 }
 
 const HF_TYPES: Record<string, Architecture> = { llama: "llama", mistral: "llama", qwen2: "qwen2", kvslim: "llama" };
 
 export function configFromHf(json: Json, source: string): ModelConfig {
-  if (typeof json.model_type !== "string") throw new FormatError(`${source}: "model_type" must be a string naming the architecture, found ${shown(json.model_type)}`);
+  if (typeof json.model_type !== "string") throw new FormatError(`${source}: "model_type" must be a string naming the architecture, found ${shownValue(json.model_type)}`);
   const modelType = json.model_type;
   const arch = Object.hasOwn(HF_TYPES, modelType) ? HF_TYPES[modelType] : undefined;
   if (!arch) {
@@ -200,11 +194,11 @@ export function configFromHf(json: Json, source: string): ModelConfig {
 
 function hfRopeScaling(raw: unknown, source: string): ModelConfig["ropeScaling"] {
   if (raw === undefined || raw === null) return null;
-  if (typeof raw !== "object" || Array.isArray(raw)) throw new FormatError(`${source}: "rope_scaling" must be an object, found ${shown(raw)}`);
+  if (typeof raw !== "object" || Array.isArray(raw)) throw new FormatError(`${source}: "rope_scaling" must be an object, found ${shownValue(raw)}`);
   const r = raw as Json;
   const type = r.rope_type ?? r.type;
   if (type === "default") return null;
-  if (typeof type !== "string") throw new FormatError(`${source}: "rope_scaling" needs a "rope_type" string ("llama3" or "default"), found ${shown(raw)}`);
+  if (typeof type !== "string") throw new FormatError(`${source}: "rope_scaling" needs a "rope_type" string ("llama3" or "default"), found ${shownValue(raw)}`);
   if (type !== "llama3") {
     throw new UnsupportedError(`${source}: rope_scaling type "${type}" is not supported (only "llama3")`);
   }

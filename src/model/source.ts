@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { FormatError, UsageError } from "../errors.js";
+import { FormatError, UsageError, shownValue } from "../errors.js";
 import { readGguf } from "../io/gguf.js";
 import { readSafetensorsModel } from "../io/safetensors.js";
 import type { TensorInfo } from "../io/tensor-file.js";
@@ -71,7 +71,7 @@ function openHfDirectory(dir: string): ModelSource {
     throw new FormatError(`${configPath} is not valid JSON: ${(e as Error).message}`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new FormatError(`${configPath} must hold a JSON object of model settings, found ${JSON.stringify(json)?.slice(0, 40)}`);
+    throw new FormatError(`${configPath} must hold a JSON object of model settings, found ${shownValue(json)}`);
   }
   const config = configFromHf(json, configPath);
   const st = readSafetensorsModel(path.resolve(dir));

@@ -4,7 +4,7 @@
  * Encode the result with `parseSpecial: true` and `addBos: false` when the template writes BOS itself.
  */
 import { Template } from "@huggingface/jinja";
-import { FormatError } from "../errors.js";
+import { FormatError, isInternalSlip } from "../errors.js";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
@@ -24,8 +24,7 @@ export function renderChat(template: string, messages: ChatMessage[], options: C
     parsed = new Template(template);
   } catch (e) {
     // The parser's own syntax errors say where; its internal slips (a TypeError on an unclosed block) do not.
-    const internal = e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError;
-    const why = internal ? "a tag or block is unclosed or malformed" : (e as Error).message;
+    const why = isInternalSlip(e) ? "a tag or block is unclosed or malformed" : (e as Error).message;
     throw new FormatError(`the model's chat template does not parse as Jinja: ${why}`);
   }
   try {
@@ -36,7 +35,6 @@ export function renderChat(template: string, messages: ChatMessage[], options: C
       add_generation_prompt: options.addGenerationPrompt,
     });
   } catch (e) {
-    const internal = e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError;
-    throw new FormatError(`the model's chat template failed to render: ${internal ? "it uses a value or filter in a way the renderer cannot follow" : (e as Error).message}`);
+    throw new FormatError(`the model's chat template failed to render: ${isInternalSlip(e) ? "it uses a value or filter in a way the renderer cannot follow" : (e as Error).message}`);
   }
 }

@@ -12,7 +12,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { FormatError, UnsupportedError } from "../errors.js";
+import { FormatError, UnsupportedError, isInternalSlip, shownValue } from "../errors.js";
 import { CHAR_TO_BYTE } from "./bpe.js";
 import { detokenize, Detokenizer, hfCleanup, utf8Bytes, type PieceSource } from "./detokenize.js";
 import { splitOnSpecialTokens, type SpecialToken } from "./special-split.js";
@@ -66,11 +66,10 @@ class HfTokenizer implements TextTokenizer, PieceSource {
       this.library = new Tokenizer({ ...plain, added_tokens: addedTokens.filter((t) => !t.special) }, config);
     } catch (e) {
       // The library's own messages name what it refused; its internal slips (a TypeError on a missing field) do not.
-      const internal = e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError;
       const model = json.model as Json;
       const kind = typeof model.type === "string" ? `a ${model.type} model` : "a model without a \"type\"";
       throw new UnsupportedError(
-        `${file}: @huggingface/tokenizers cannot load it (${internal ? `${kind} whose fields are missing or of the wrong type` : (e as Error).message})`,
+        `${file}: @huggingface/tokenizers cannot load it (${isInternalSlip(e) ? `${kind} whose fields are missing or of the wrong type` : (e as Error).message})`,
       );
     }
     this.vocabSize = Math.max(this.library.model!.vocab.length, ...addedTokens.map((t) => t.id + 1));
@@ -184,7 +183,7 @@ function chatTemplateOf(config: Json, file: string): string | null {
     typeof x === "object" && x !== null && typeof (x as Json).name === "string" && typeof (x as Json).template === "string";
   if (!Array.isArray(t) || !t.every(named)) {
     throw new FormatError(
-      `${file}: "chat_template" must be a string or a list of {"name", "template"} strings, found ${JSON.stringify(t).slice(0, 60)}`,
+      `${file}: "chat_template" must be a string or a list of {"name", "template"} strings, found ${shownValue(t)}`,
     );
   }
   return t.find((x) => x.name === "default")?.template ?? null;

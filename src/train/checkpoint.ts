@@ -17,7 +17,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { FileExistsError, FormatError, UsageError } from "../errors.js";
+import { FileExistsError, FormatError, UsageError, shownValue } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { readTensorBytes } from "../io/tensor-file.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
@@ -191,8 +191,7 @@ function readState(dir: string): TrainState {
 /** state.json checked field by field: every value a resume or `kvslim info` reads has its type and range. */
 function checkState(value: unknown, file: string): TrainState {
   const fail = (key: string, expected: string, found: unknown): never => {
-    const shown = (JSON.stringify(found) ?? String(found)).slice(0, 60);
-    throw new FormatError(`${file}: ${key} must be ${expected}, found ${shown}; this checkpoint is damaged (an earlier ckpt-* may be whole)`);
+    throw new FormatError(`${file}: ${key} must be ${expected}, found ${shownValue(found)}; this checkpoint is damaged (an earlier ckpt-* may be whole)`);
   };
   const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
   if (!isObject(value)) return fail("the file", "a JSON object", value);

@@ -72,13 +72,18 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return worst;
 }
 
+/** The middle value (the upper one of an even count). */
+function median(values: number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+}
+
 /**
  * Log-probability errors against llama.cpp, one per position: the median within `median`, the worst within `max`
  * (one position may sit on a rounding flip); a failure lists every position's error.
  */
 export function expectErrorsByPosition(errors: number[], bounds: { median: number; max: number }): void {
   const report = `errors by position: ${errors.map((e) => e.toExponential(1)).join(" ")}`;
-  expect([...errors].sort((a, b) => a - b)[Math.floor(errors.length / 2)], report).toBeLessThanOrEqual(bounds.median);
+  expect(median(errors), report).toBeLessThanOrEqual(bounds.median);
   expect(Math.max(...errors), report).toBeLessThanOrEqual(bounds.max);
 }
 
@@ -126,7 +131,6 @@ export async function f16ErrorsBySequence(ref: LlamaModel, modelPath: string, se
  * `median` away (so the choice is never close and the probe can tell the modes apart).
  */
 export function expectF16Mode(errors: Record<F16Mode, number[]>, bounds: { median: number; max: number }): F16Mode {
-  const median = (e: number[]) => [...e].sort((a, b) => a - b)[Math.floor(e.length / 2)];
   const mode: F16Mode = median(errors.f16) < median(errors.f32) ? "f16" : "f32";
   const other: F16Mode = mode === "f16" ? "f32" : "f16";
   const report = `worst |Δ log p| by sequence with ${mode} activations: ${errors[mode].map((e) => e.toExponential(1)).join(" ")}; with ${other}: ${errors[other].map((e) => e.toExponential(1)).join(" ")}`;
