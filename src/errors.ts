@@ -36,6 +36,11 @@ export class ContextOverflowError extends KvslimError {
   override name = "ContextOverflowError";
 }
 
+/** The model computed values that are not numbers (NaN, +∞ logits): corrupt weights, or a model that overflows f32. */
+export class NumericError extends KvslimError {
+  override name = "NumericError";
+}
+
 /** A flag or option has a value kvslim cannot use. */
 export class UsageError extends KvslimError {
   override name = "UsageError";

@@ -41,6 +41,7 @@ export {
   ModelMismatchError,
   OutOfMemoryError,
   ContextOverflowError,
+  NumericError,
   UsageError,
   FileExistsError,
 } from "./errors.js";

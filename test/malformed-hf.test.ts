@@ -77,7 +77,7 @@ describe("config.json", () => {
     ["kv_source", [0, 5], /"kv_source"\[1\] must be an integer from 0 to 1, found 5/],
     ["cla_share_factor", 0, /"cla_share_factor" must be an integer from 1 to 2, found 0/],
     ["hidden_size", 1.5, /"hidden_size" must be an integer from 1 to \d+, found 1.5/],
-    ["rms_norm_eps", -1, /"rms_norm_eps" must be a number > 0, found -1/],
+    ["rms_norm_eps", -1, /"rms_norm_eps" must be a number between 0 and 1 \(such as 1e-5\), found -1/],
     ["tie_word_embeddings", "yes", /"tie_word_embeddings" must be true or false, found "yes"/],
     ["rope_scaling", [1], /"rope_scaling" must be an object, found \[1\]/],
     ["num_key_value_heads", 3, /query heads \(4\) must be a multiple of the KV heads \(3\)/],

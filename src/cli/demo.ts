@@ -58,6 +58,7 @@ export function registerDemo(program: Command): void {
       for (const dir of twin ? [main, twin] : [main]) {
         // The cache pool is sized for SparQ's layout (K twice), which also holds a dense cache.
         const model = await loadModel(dir, { threads: flags.threads, kvDtype: "bf16", attention: methods[1] });
+        for (const note of model.source.notes) process.stderr.write(`note: ${note}\n`);
         try {
           checkPromptsFit(model, path.basename(dir), prompts, flags.chars);
           for (const spec of methods) rows.push(await run(model, path.basename(dir), spec, prompts));

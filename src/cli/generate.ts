@@ -53,6 +53,7 @@ export function registerGenerate(program: Command): void {
         throw new UsageError(`--kernels expects wasm or reference, got "${flags.kernels}"`);
       }
       const model = await loadModel(flags.model, { contextSize: flags.context, kernels: flags.kernels, kvDtype, attention, threads: flags.threads });
+      for (const note of model.source.notes) process.stderr.write(`note: ${note}\n`);
       if (model.contextSize > model.config.contextLength) {
         // As llama.cpp does: allowed (RoPE runs at any position), but the model never saw these positions.
         process.stderr.write(`note: --context ${model.contextSize} is longer than the ${model.config.contextLength} positions the model was trained on; text past them is unlikely to be useful\n`);

@@ -28,6 +28,7 @@ export function registerInfo(program: Command): void {
     .option(...threadsOption)
     .action((modelPath: string, opts: { memory?: number; context?: number; json?: boolean; threads?: number }) => {
       const source = openModelSource(modelPath);
+      for (const note of source.notes) process.stderr.write(`note: ${note}\n`);
       const specs = checkTensors(source);
       const c = source.config;
       const d = derive(c);

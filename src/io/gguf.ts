@@ -40,6 +40,8 @@ export interface GgufFile {
   /** Absolute offset of the data section. */
   dataOffset: number;
   metadata: Map<string, GgufValue>;
+  /** The stored type of each metadata value ("uint32", "float32", … ; arrays as "array of float32"). */
+  types: Map<string, string>;
   tensors: TensorInfo[];
 }
 
@@ -127,11 +129,14 @@ function readHeader(r: HeaderReader): GgufFile {
   }
   // 5. Metadata.
   const metadata = new Map<string, GgufValue>();
+  const types = new Map<string, string>();
   for (let i = 0; i < Number(kvCount); i++) {
     const key = r.string(`metadata key #${i}`);
     if (key === "") throw r.formatError(`metadata key #${i} is empty; expected a name such as "general.architecture"`);
     if (metadata.has(key)) throw r.formatError(`metadata key "${key}" appears twice; expected each key once`);
-    metadata.set(key, r.value(r.u32(`the type of metadata key "${key}"`), `metadata key "${key}"`));
+    const type = r.u32(`the type of metadata key "${key}"`);
+    metadata.set(key, r.value(type, `metadata key "${key}"`));
+    types.set(key, GGUF_VALUE_TYPES[type] === "array" ? `array of ${GGUF_VALUE_TYPES[r.lastItemType]}` : GGUF_VALUE_TYPES[type]);
   }
   const alignment = metadata.get("general.alignment") ?? GGUF_DEFAULT_ALIGNMENT;
   if (typeof alignment !== "number" || alignment < 1 || !Number.isInteger(Math.log2(alignment))) {
@@ -178,7 +183,7 @@ function readHeader(r: HeaderReader): GgufFile {
     return { ...info, offset: Number(begin) };
   });
   checkNoOverlap(r, tensors);
-  return { path: r.path, version, alignment, dataOffset, metadata, tensors };
+  return { path: r.path, version, alignment, dataOffset, metadata, types, tensors };
 }
 
 function checkVersion(r: HeaderReader, version: number): void {
@@ -248,6 +253,8 @@ class HeaderReader {
   private bufStart = 0; // file offset of buf[0]
   private bufLength = 0;
   pos = 0;
+  /** The item type of the last array read. */
+  lastItemType = 0;
   // ignoreBOM keeps a leading U+FEFF: SentencePiece vocabularies have tokens that start with it.
   private readonly utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
@@ -353,6 +360,7 @@ class HeaderReader {
         }
         const items: GgufValue[] = [];
         for (let i = 0; i < Number(count); i++) items.push(this.value(itemType, `${what}[${i}]`));
+        this.lastItemType = itemType;
         return items;
       }
       default:

@@ -123,7 +123,8 @@ export function validateConfig(c: ModelConfig, source: string): void {
   if (!Number.isInteger(c.ropeDim) || c.ropeDim % 2 !== 0 || c.ropeDim > c.headDim || c.ropeDim <= 0) {
     bad(`rope dimension must be even and in (0, head_dim=${c.headDim}], found ${c.ropeDim}`);
   }
-  if (!(c.normEps > 0) || !(c.ropeTheta > 0)) bad(`norm epsilon and rope theta must be > 0`);
+  if (!(c.normEps > 0 && c.normEps < 1)) bad(`the norm epsilon must be a number between 0 and 1, found ${c.normEps}`);
+  if (!(c.ropeTheta >= 1) || !Number.isFinite(c.ropeTheta)) bad(`the RoPE base must be a finite number ≥ 1, found ${c.ropeTheta}`);
   if (c.kvSource.length !== c.nLayers) {
     bad(`kv_source has ${c.kvSource.length} entries, expected one per layer (${c.nLayers})`);
   }

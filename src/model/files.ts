@@ -16,7 +16,7 @@
  *   cla_share_factor   shorthand for uniform groups of s adjacent layers (used when kv_source is absent)
  *   cla_kv_norm        producers have their own K/V-input RMSNorm (self_attn.kv_norm.weight)
  */
-import { FormatError, UnsupportedError, shownValue } from "../errors.js";
+import { FormatError, ModelMismatchError, UnsupportedError, shownValue } from "../errors.js";
 import type { GgufFile, GgufValue } from "../io/gguf.js";
 import type { GgufEntry } from "../io/gguf-writer.js";
 import { gguf } from "../io/gguf-writer.js";
@@ -29,29 +29,64 @@ const LIMITS = { layers: 4096, heads: 4096, dim: 1 << 20, vocab: 1 << 24, contex
  * A number read from a file at `where` ("FILE: key"), checked for type and range: an integer in [min, max]
  * when `integer`, else a finite number > 0 (epsilons, RoPE bases, factors).
  */
-function checked(v: unknown, where: string, range: { integer: true; min: number; max: number } | { integer: false }): number {
+function checked(v: unknown, where: string, range: IntegerRange | RealRange): number {
   const n = typeof v === "bigint" ? Number(v) : v;
   if (range.integer) {
     if (typeof n !== "number" || !Number.isInteger(n) || n < range.min || n > range.max) {
       throw new FormatError(`${where} must be an integer from ${range.min} to ${range.max}, found ${shownValue(v)}`);
     }
-  } else if (typeof n !== "number" || !Number.isFinite(n) || n <= 0) {
-    throw new FormatError(`${where} must be a number > 0, found ${shownValue(v)}`);
+  } else if (typeof n !== "number" || !Number.isFinite(n) || !(range.above !== undefined ? n > range.above : n >= range.min!) || !(range.below !== undefined ? n < range.below : n <= range.max!)) {
+    throw new FormatError(`${where} must be ${range.text}, found ${shownValue(v)}`);
   }
   return n;
 }
 
-function num(meta: Map<string, GgufValue>, key: string, source: string, range: Parameters<typeof checked>[2], fallback?: number): number {
-  const v = meta.get(key);
+const INTEGER_TYPES = new Set(["uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64"]);
+const FLOAT_TYPES = new Set(["float32", "float64"]);
+
+/**
+ * A number from GGUF metadata, checked for its stored type (an integer type for counts, a float type for
+ * epsilons and bases, as llama.cpp requires) and its range.
+ */
+function num(file: GgufFile, key: string, range: Parameters<typeof checked>[2], fallback?: number): number {
+  const v = file.metadata.get(key);
   if (v === undefined) {
     if (fallback !== undefined) return fallback;
-    throw new FormatError(`${source}: metadata key ${key} is missing; a model file needs it`);
+    throw new FormatError(`${file.path}: metadata key ${key} is missing; a model file needs it`);
   }
-  return checked(v, `${source}: metadata key ${key}`, range);
+  const type = file.types.get(key) ?? "";
+  const wanted = range.integer ? INTEGER_TYPES : FLOAT_TYPES;
+  if (!wanted.has(type)) {
+    throw new FormatError(
+      `${file.path}: metadata key ${key} must be stored as ${range.integer ? "an integer (uint32)" : "a float (float32)"}, ` +
+        `found ${type || "no type"} ${shownValue(v)}`,
+    );
+  }
+  return checked(v, `${file.path}: metadata key ${key}`, range);
 }
 
 const count = (max: number) => ({ integer: true, min: 1, max }) as const;
-const POSITIVE = { integer: false } as const;
+interface IntegerRange {
+  integer: true;
+  min: number;
+  max: number;
+}
+/** A finite real number above `above` (or from `min`) and below `below` (or up to `max`); `text` says so. */
+interface RealRange {
+  integer: false;
+  above?: number;
+  min?: number;
+  below?: number;
+  max?: number;
+  text: string;
+}
+const F32_MAX = 3.4028234663852886e38;
+/** Factors (partial rotary, RoPE scaling): positive and finite in float32. */
+const POSITIVE: RealRange = { integer: false, above: 0, max: F32_MAX, text: "a number > 0 (and finite in float32)" };
+/** RMSNorm epsilons keep a division finite: tiny by design (1e-6, 1e-5); 1 or more would swamp the activations. */
+const EPSILON: RealRange = { integer: false, above: 0, below: 1, text: "a number between 0 and 1 (such as 1e-5)" };
+/** RoPE bases: below 1 the rotation frequencies exceed one radian per position (and overflow near 0). */
+const ROPE_BASE: RealRange = { integer: false, min: 1, max: F32_MAX, text: "a number ≥ 1 (such as 10000), finite in float32" };
 
 /** kvslim's CLA map from a file: a list of L layer indices, each an integer in [0, L). */
 function kvSourceList(v: unknown, where: string, nLayers: number): number[] {
@@ -63,7 +98,8 @@ export function configFromGguf(file: GgufFile): ModelConfig {
   const meta = file.metadata;
   const source = file.path;
   const arch = meta.get("general.architecture");
-  if (typeof arch !== "string") throw new FormatError(`${source}: general.architecture is missing`);
+  if (arch === undefined) throw new FormatError(`${source}: metadata key general.architecture is missing; a model file needs it`);
+  if (typeof arch !== "string") throw new FormatError(`${source}: metadata key general.architecture must be a string, found ${shownValue(arch)}`);
   if (!(ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new UnsupportedError(
       `${source}: architecture "${arch}" is not supported; kvslim runs: ${ARCHITECTURES.join(", ")} ` +
@@ -73,34 +109,46 @@ export function configFromGguf(file: GgufFile): ModelConfig {
   const p = `${arch}.`;
   const names = new Set(file.tensors.map((t) => t.name));
   const embd = file.tensors.find((t) => t.name === "token_embd.weight");
-  const dModel = num(meta, p + "embedding_length", source, count(LIMITS.dim));
-  const nHeads = num(meta, p + "attention.head_count", source, count(LIMITS.heads));
-  const nLayers = num(meta, p + "block_count", source, count(LIMITS.layers));
-  const headDim = num(meta, p + "attention.key_length", source, count(LIMITS.dim), Math.floor(dModel / nHeads));
+  if (embd === undefined) throw new ModelMismatchError(`${source}: tensor token_embd.weight (the token embedding) is missing`);
+  const dModel = num(file, p + "embedding_length", count(LIMITS.dim));
+  const nHeads = num(file, p + "attention.head_count", count(LIMITS.heads));
+  const nLayers = num(file, p + "block_count", count(LIMITS.layers));
+  const headDim = num(file, p + "attention.key_length", count(LIMITS.dim), Math.floor(dModel / nHeads));
   const scalingType = meta.get(p + "rope.scaling.type");
+  if (scalingType !== undefined && typeof scalingType !== "string") {
+    throw new FormatError(`${source}: metadata key ${p}rope.scaling.type must be a string, found ${shownValue(scalingType)}`);
+  }
   if (scalingType !== undefined && scalingType !== "none" && !names.has("rope_freqs.weight")) {
-    throw new UnsupportedError(`${source}: RoPE scaling "${String(scalingType)}" is not supported (only none and Llama-3 frequency factors)`);
+    throw new UnsupportedError(`${source}: RoPE scaling "${scalingType}" is not supported (only none and Llama-3 frequency factors)`);
   }
   const kvSourceMeta = meta.get("kvslim.kv_source");
+  const kvSourceType = file.types.get("kvslim.kv_source");
+  if (kvSourceType !== undefined && !INTEGER_TYPES.has(kvSourceType.replace("array of ", ""))) {
+    throw new FormatError(`${source}: metadata key kvslim.kv_source must be an array of integers, found ${kvSourceType} ${shownValue(kvSourceMeta)}`);
+  }
+  const kvNorm = meta.get("kvslim.kv_norm");
+  if (kvNorm !== undefined && typeof kvNorm !== "boolean") {
+    throw new FormatError(`${source}: metadata key kvslim.kv_norm must be a bool, found ${shownValue(kvNorm)}`);
+  }
   const config: ModelConfig = {
     architecture: arch as Architecture,
-    vocabSize: embd ? embd.shape[0] : num(meta, p + "vocab_size", source, count(LIMITS.vocab)),
+    vocabSize: embd.shape[0],
     dModel,
     nLayers,
     nHeads,
-    nKvHeads: num(meta, p + "attention.head_count_kv", source, count(LIMITS.heads), nHeads),
+    nKvHeads: num(file, p + "attention.head_count_kv", count(LIMITS.heads), nHeads),
     headDim,
-    ffnDim: num(meta, p + "feed_forward_length", source, count(LIMITS.dim)),
-    contextLength: num(meta, p + "context_length", source, count(LIMITS.context)),
-    normEps: num(meta, p + "attention.layer_norm_rms_epsilon", source, POSITIVE),
-    ropeTheta: num(meta, p + "rope.freq_base", source, POSITIVE, 10000),
-    ropeDim: num(meta, p + "rope.dimension_count", source, count(LIMITS.dim), headDim),
+    ffnDim: num(file, p + "feed_forward_length", count(LIMITS.dim)),
+    contextLength: num(file, p + "context_length", count(LIMITS.context)),
+    normEps: num(file, p + "attention.layer_norm_rms_epsilon", EPSILON),
+    ropeTheta: num(file, p + "rope.freq_base", ROPE_BASE, 10000),
+    ropeDim: num(file, p + "rope.dimension_count", count(LIMITS.dim), headDim),
     ropeStyle: arch === "qwen2" ? "halves" : "interleaved",
     ropeScaling: null,
     qkvBias: names.has("blk.0.attn_q.bias"),
     tiedEmbeddings: !names.has("output.weight"),
     kvSource: kvSourceMeta !== undefined ? kvSourceList(kvSourceMeta, `${source}: metadata key kvslim.kv_source`, nLayers) : claShare(nLayers, 1),
-    kvNorm: meta.get("kvslim.kv_norm") === true,
+    kvNorm: kvNorm === true,
   };
   validateConfig(config, source);
   return config;
@@ -177,8 +225,8 @@ export function configFromHf(json: Json, source: string): ModelConfig {
     headDim,
     ffnDim: field(json, "intermediate_size", source, count(LIMITS.dim)),
     contextLength: field(json, "max_position_embeddings", source, count(LIMITS.context), 2048),
-    normEps: field(json, "rms_norm_eps", source, POSITIVE, 1e-6),
-    ropeTheta: field(json, "rope_theta", source, POSITIVE, 10000),
+    normEps: field(json, "rms_norm_eps", source, EPSILON, 1e-6),
+    ropeTheta: field(json, "rope_theta", source, ROPE_BASE, 10000),
     ropeDim: Math.floor(headDim * field(json, "partial_rotary_factor", source, POSITIVE, 1)),
     // The files keep HF's halves pairing; the loader permutes llama Q/K rows to interleaved (tensor-names.ts).
     ropeStyle: arch === "qwen2" ? "halves" : "interleaved",

@@ -3,7 +3,7 @@
  * token at a time. generate() streams text through an async iterator and returns the run's stats.
  */
 import { layoutFor, type AttentionMethod, type AttentionSpec } from "../attention/method.js";
-import { ContextOverflowError, UsageError } from "../errors.js";
+import { ContextOverflowError, NumericError, UsageError } from "../errors.js";
 import type { KvCache, KvDType } from "../kvcache/cache.js";
 import type { Model } from "./model.js";
 import { Sampler, type SamplerOptions } from "./sampler.js";
@@ -159,6 +159,7 @@ export class Session {
     while (generated < maxTokens) {
       // Embedding rows past the tokenizer's last token (a padded vocabulary) have no text: never sampled.
       if (tok.vocabSize < logits.length) logits.fill(-Infinity, tok.vocabSize);
+      checkLogits(logits, this.tokens.length);
       const next = sampler.sample(logits);
       generated++;
       if (tok.stopIds.has(next)) {
@@ -245,4 +246,17 @@ function longestStopPrefix(text: string, stops: string[]): number {
     }
   }
   return best;
+}
+
+/** Sampling from NaN or +∞ logits would pick an arbitrary token: say what happened instead. */
+function checkLogits(logits: Float32Array, position: number): void {
+  for (let i = 0; i < logits.length; i++) {
+    const x = logits[i];
+    if (x !== x || x === Infinity) {
+      throw new NumericError(
+        `the logits after position ${position} hold ${x} (token ${i}): the model's weights contain NaN or ` +
+          `infinite values, or its activations overflow f32; the model file may be corrupt`,
+      );
+    }
+  }
 }

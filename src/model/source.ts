@@ -24,6 +24,8 @@ export interface ModelSource {
   permuteQk: boolean;
   tokenizer: TextTokenizer;
   name: string;
+  /** What was accepted but is worth telling the user (one line each), e.g. a special token id outside the vocabulary. */
+  notes: string[];
 }
 
 export function openModelSource(target: string): ModelSource {
@@ -48,14 +50,19 @@ function openGgufFile(file: string): ModelSource {
   const g = readGguf(path.resolve(file));
   const config = configFromGguf(g);
   const name = g.metadata.get("general.name");
+  if (name !== undefined && typeof name !== "string") {
+    throw new FormatError(`${file}: metadata key general.name must be a string, found ${shownValue(name)}`);
+  }
+  const notes: string[] = [];
   return {
     path: file,
     format: "gguf",
     config,
     tensors: new Map(g.tensors.map((t) => [t.name, t])),
     permuteQk: false,
-    tokenizer: tokenizerFromGguf(g.metadata),
-    name: typeof name === "string" ? name : path.basename(file),
+    tokenizer: tokenizerFromGguf(g.metadata, { source: file, notes, types: g.types }),
+    name: name ?? path.basename(file),
+    notes,
   };
 }
 
@@ -90,6 +97,7 @@ function openHfDirectory(dir: string): ModelSource {
     permuteQk: config.architecture === "llama",
     tokenizer: loadHfTokenizer(dir),
     name: typeof json._name_or_path === "string" && json._name_or_path ? json._name_or_path : path.basename(path.resolve(dir)),
+    notes: [],
   };
 }
 

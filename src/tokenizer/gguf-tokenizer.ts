@@ -17,10 +17,10 @@ import { detokenize, Detokenizer, llamaCppCleanup, utf8Bytes, type PieceSource }
 import { splitOnSpecialTokens, type SpecialToken } from "./special-split.js";
 import { spmTokenize } from "./spm.js";
 import type { DecodeOptions, EncodeOptions, StreamDecoder, TextTokenizer } from "./tokenizer.js";
-import { ATTR, vocabFromGguf, type Vocab } from "./vocab.js";
+import { ATTR, vocabFromGguf, type GgufVocabOptions, type Vocab } from "./vocab.js";
 
-export function ggufTokenizer(metadata: Map<string, GgufValue>): TextTokenizer {
-  return new GgufTokenizer(vocabFromGguf(metadata));
+export function ggufTokenizer(metadata: Map<string, GgufValue>, options?: GgufVocabOptions): TextTokenizer {
+  return new GgufTokenizer(vocabFromGguf(metadata, options));
 }
 
 class GgufTokenizer implements TextTokenizer, PieceSource {

@@ -11,6 +11,7 @@
 import type { GgufValue } from "../io/gguf.js";
 import { ggufTokenizer } from "./gguf-tokenizer.js";
 import { hfTokenizer } from "./hf-tokenizer.js";
+import type { GgufVocabOptions } from "./vocab.js";
 
 export interface EncodeOptions {
   /** Prepend BOS. Default: the file's choice (`addBos`). */
@@ -57,10 +58,11 @@ export interface TextTokenizer {
 /**
  * The tokenizer described by GGUF metadata: tokenizer.ggml.model "llama" (SentencePiece with byte
  * fallback) or "gpt2" (byte-level BPE, pre-tokenizer chosen by tokenizer.ggml.pre). Tokenization
- * equals llama.cpp's.
+ * equals llama.cpp's. The options name the file in errors, collect notes on what was accepted but is
+ * worth telling the user, and give the stored value types to check.
  */
-export function tokenizerFromGguf(metadata: Map<string, GgufValue>): TextTokenizer {
-  return ggufTokenizer(metadata);
+export function tokenizerFromGguf(metadata: Map<string, GgufValue>, options?: GgufVocabOptions): TextTokenizer {
+  return ggufTokenizer(metadata, options);
 }
 
 /**

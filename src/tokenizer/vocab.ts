@@ -66,39 +66,65 @@ export interface Vocab {
   chatTemplate: string | null;
 }
 
-export function vocabFromGguf(metadata: Map<string, GgufValue>): Vocab {
+export interface GgufVocabOptions {
+  /** The file, for error messages. */
+  source?: string;
+  /** Collects what is accepted but worth saying (a special token id outside the vocabulary, ignored as llama.cpp does). */
+  notes?: string[];
+  /** The stored type of each value (GgufFile.types): scores must be floats, ids and token types integers. */
+  types?: ReadonlyMap<string, string>;
+}
+
+/** The vocabulary in GGUF metadata. */
+export function vocabFromGguf(metadata: Map<string, GgufValue>, options: GgufVocabOptions = {}): Vocab {
+  const { source = "GGUF metadata", notes = [], types } = options;
+  const formatError = (message: string) => new FormatError(`${source}: ${message}`);
+  const expectType = (key: string, ok: (type: string) => boolean, wanted: string) => {
+    const type = types?.get(key);
+    if (type !== undefined && !ok(type)) throw formatError(`${key} must be stored as ${wanted}, found ${type}`);
+  };
+  const isInteger = (type: string) => /^(array of )?u?int(8|16|32|64)$/.test(type);
+  expectType("tokenizer.ggml.scores", (t) => t === "array of float32" || t === "array of float64", "an array of float32");
+  expectType("tokenizer.ggml.token_type", isInteger, "an array of int32");
+  for (const key of ["bos", "eos", "unknown", "eot", "eom"]) expectType(`tokenizer.ggml.${key}_token_id`, isInteger, "an integer (uint32)");
+  const optional = <T extends "string" | "number" | "boolean">(key: string, type: T) => optionalValue(metadata, key, type, source);
   // Step 1: the tokenizer type and its defaults.
   const model = metadata.get("tokenizer.ggml.model");
-  if (model === undefined) throw new FormatError(`GGUF metadata has no tokenizer.ggml.model; expected "llama" or "gpt2"`);
+  if (model === undefined) throw formatError(`metadata has no tokenizer.ggml.model; expected "llama" or "gpt2"`);
+  if (typeof model !== "string") throw formatError(`tokenizer.ggml.model must be a string such as "llama" or "gpt2", found ${describe(model)}`);
   if (model !== "llama" && model !== "gpt2") {
     throw new UnsupportedError(
-      `tokenizer.ggml.model "${String(model)}" is not supported; kvslim supports "llama" (SentencePiece) and "gpt2" (byte-level BPE)`,
+      `${source}: tokenizer.ggml.model ${describe(model)} is not supported; kvslim supports "llama" (SentencePiece) and "gpt2" (byte-level BPE)`,
     );
   }
   const kind = model === "llama" ? "spm" : "bpe";
   let pre: PreTokenizer | null = null;
   let addBos = kind === "spm";
   if (kind === "bpe") {
-    const preName = optional(metadata, "tokenizer.ggml.pre", "string") ?? "default"; // llama.cpp: missing means default
+    const preName = (optional("tokenizer.ggml.pre", "string") as string | undefined) ?? "default"; // llama.cpp: missing means default
     pre = PRE_TOKENIZERS[preName] ?? null;
     if (pre === null) {
       throw new UnsupportedError(
-        `tokenizer.ggml.pre "${preName}" is not supported; kvslim supports ${Object.keys(PRE_TOKENIZERS).map((k) => `"${k}"`).join(", ")}`,
+        `${source}: tokenizer.ggml.pre "${preName}" is not supported; kvslim supports ${Object.keys(PRE_TOKENIZERS).map((k) => `"${k}"`).join(", ")}`,
       );
     }
     addBos = pre.addBos;
   }
 
   // Step 2: tokens, scores, types.
-  const texts = stringArray(metadata, "tokenizer.ggml.tokens", true);
+  const texts = stringArray(metadata, "tokenizer.ggml.tokens", source, true);
   const n = texts.length;
-  if (n === 0) throw new FormatError(`tokenizer.ggml.tokens is empty; a vocabulary needs at least one token`);
-  const scoreValues = numberArray(metadata, "tokenizer.ggml.scores");
-  const typeValues = numberArray(metadata, "tokenizer.ggml.token_type");
+  if (n === 0) throw formatError(`tokenizer.ggml.tokens is empty; a vocabulary needs at least one token`);
+  const scoreValues = numberArray(metadata, "tokenizer.ggml.scores", source);
+  const typeValues = numberArray(metadata, "tokenizer.ggml.token_type", source);
   for (const [key, values] of [["tokenizer.ggml.scores", scoreValues], ["tokenizer.ggml.token_type", typeValues]] as const) {
     if (values !== null && values.length !== n) {
-      throw new FormatError(`${key} has ${values.length} entries but tokenizer.ggml.tokens has ${n}; they must match`);
+      throw formatError(`${key} has ${values.length} entries but tokenizer.ggml.tokens has ${n}; they must match`);
     }
+  }
+  const badType = typeValues?.findIndex((t) => !Number.isInteger(t) || t < 0 || t > 6) ?? -1;
+  if (badType >= 0) {
+    throw formatError(`tokenizer.ggml.token_type[${badType}] is ${typeValues![badType]}; expected a token type from 0 to 6 (llama.h's LLAMA_TOKEN_TYPE_*)`);
   }
   const scores = new Float32Array(n);
   const attrs = new Uint16Array(n).fill(ATTR.normal);
@@ -113,8 +139,8 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>): Vocab {
   // Step 3: merges (BPE), "left right" split at the first space after the first character.
   const mergeRank = new Map<string, number>();
   if (kind === "bpe") {
-    const merges = stringArray(metadata, "tokenizer.ggml.merges", false);
-    if (merges === null) throw new FormatError(`a "gpt2" vocabulary needs tokenizer.ggml.merges; the metadata has none`);
+    const merges = stringArray(metadata, "tokenizer.ggml.merges", source, false);
+    if (merges === null) throw formatError(`a "gpt2" vocabulary needs tokenizer.ggml.merges; the metadata has none`);
     merges.forEach((merge, rank) => {
       // llama.cpp keys a merge without a space as ("", ""), which no pair of symbols can look up.
       if (merge.indexOf(" ", 1) > 0 && !mergeRank.has(merge)) mergeRank.set(merge, rank);
@@ -122,9 +148,13 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>): Vocab {
   }
 
   // Step 4: special ids: defaults, overridden by the file when in range (llama.cpp ignores out-of-range ids).
-  const inRange = (id: number | null) => (id !== null && id >= 0 && id < n ? id : null);
+  const inRange = (id: number | null) => (id !== null && Number.isInteger(id) && id >= 0 && id < n ? id : null);
   const special = (key: string, fallback: number | null) => {
-    const id = optional(metadata, `tokenizer.ggml.${key}`, "number");
+    const id = optional(`tokenizer.ggml.${key}`, "number") as number | undefined;
+    if (id !== undefined && inRange(id) === null) {
+      const used = inRange(fallback);
+      notes.push(`${source}: tokenizer.ggml.${key} ${id} is outside the vocabulary (0 to ${n - 1}); ${used === null ? "there is none" : `using ${used}`}, as llama.cpp does`);
+    }
     return id !== undefined && inRange(id) !== null ? id : inRange(fallback);
   };
   const bos = special("bos_token_id", kind === "spm" ? 1 : 11);
@@ -132,8 +162,8 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>): Vocab {
   const unk = special("unknown_token_id", kind === "spm" ? 0 : null);
   const eot = special("eot_token_id", null);
   const eom = special("eom_token_id", null);
-  addBos = optional(metadata, "tokenizer.ggml.add_bos_token", "boolean") ?? addBos;
-  const addSpacePrefix = optional(metadata, "tokenizer.ggml.add_space_prefix", "boolean") ?? kind === "spm";
+  addBos = (optional("tokenizer.ggml.add_bos_token", "boolean") as boolean | undefined) ?? addBos;
+  const addSpacePrefix = (optional("tokenizer.ggml.add_space_prefix", "boolean") as boolean | undefined) ?? kind === "spm";
 
   // Step 5: end-of-generation tokens, found by text as llama.cpp does; they (and FIM tokens) become control tokens.
   const stopIds = new Set<number>();
@@ -151,45 +181,42 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>): Vocab {
   const bytes = new Map(specialIds.map((id) => [id, utf8.encode(texts[id]).length]));
   specialIds.sort((a, b) => bytes.get(b)! - bytes.get(a)! || a - b);
 
-  const chatTemplate = optional(metadata, "tokenizer.chat_template", "string") ?? null;
+  const chatTemplate = (optional("tokenizer.chat_template", "string") as string | undefined) ?? null;
   return { kind, pre, texts, scores, attrs, idOf, mergeRank, bos, eos, unk, stopIds, addBos, addSpacePrefix, specialIds, chatTemplate };
 }
 
-function optional(metadata: Map<string, GgufValue>, key: string, type: "string"): string | undefined;
-function optional(metadata: Map<string, GgufValue>, key: string, type: "number"): number | undefined;
-function optional(metadata: Map<string, GgufValue>, key: string, type: "boolean"): boolean | undefined;
-function optional(metadata: Map<string, GgufValue>, key: string, type: string): unknown {
+function optionalValue(metadata: Map<string, GgufValue>, key: string, type: "string" | "number" | "boolean", source: string): unknown {
   const value = metadata.get(key);
   if (value === undefined) return undefined;
   if (type === "number" && typeof value === "bigint") return Number(value);
-  if (typeof value !== type) throw new FormatError(`${key} must be a ${type}, found ${describe(value)}`);
+  if (typeof value !== type) throw new FormatError(`${source}: ${key} must be a ${type}, found ${describe(value)}`);
   return value;
 }
 
-function stringArray(metadata: Map<string, GgufValue>, key: string, required: true): string[];
-function stringArray(metadata: Map<string, GgufValue>, key: string, required: false): string[] | null;
-function stringArray(metadata: Map<string, GgufValue>, key: string, required: boolean): string[] | null {
+function stringArray(metadata: Map<string, GgufValue>, key: string, source: string, required: true): string[];
+function stringArray(metadata: Map<string, GgufValue>, key: string, source: string, required: false): string[] | null;
+function stringArray(metadata: Map<string, GgufValue>, key: string, source: string, required: boolean): string[] | null {
   const value = metadata.get(key);
   if (value === undefined) {
-    if (required) throw new FormatError(`GGUF metadata has no ${key}; a tokenizer needs it`);
+    if (required) throw new FormatError(`${source}: metadata has no ${key}; a tokenizer needs it`);
     return null;
   }
   if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) {
-    throw new FormatError(`${key} must be an array of strings, found ${describe(value)}`);
+    throw new FormatError(`${source}: ${key} must be an array of strings, found ${describe(value)}`);
   }
   return [...(value as string[])];
 }
 
-function numberArray(metadata: Map<string, GgufValue>, key: string): number[] | null {
+function numberArray(metadata: Map<string, GgufValue>, key: string, source: string): number[] | null {
   const value = metadata.get(key);
   if (value === undefined) return null;
   if (!Array.isArray(value) || !value.every((v) => typeof v === "number")) {
-    throw new FormatError(`${key} must be an array of numbers, found ${describe(value)}`);
+    throw new FormatError(`${source}: ${key} must be an array of numbers, found ${describe(value)}`);
   }
   return value as number[];
 }
 
 function describe(value: GgufValue): string {
   if (Array.isArray(value)) return value.length === 0 ? "an empty array" : `an array of ${typeof value[0]}`;
-  return `${typeof value} ${String(value).slice(0, 40)}`;
+  return typeof value === "string" ? `the string ${JSON.stringify(value.slice(0, 40))}` : `the ${typeof value} ${String(value).slice(0, 40)}`;
 }
