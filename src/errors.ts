@@ -72,6 +72,7 @@ export function formatBytes(bytes: number): string {
 
 /** A value read from a file, for "found …" in a message: JSON, cut short at 60 characters. */
 export function shownValue(v: unknown): string {
+  if (v === undefined) return "nothing (the key is missing)";
   const text = typeof v === "bigint" ? String(v) : (JSON.stringify(v) ?? String(v));
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }

@@ -176,7 +176,7 @@ describe("safetensors reader rejects bad files with named errors stating expecte
     expectError(() => readBytes(rawFile({ w: { dtype: "F32", shape: [0], data_offsets: [8, 0] } }, 8)), FormatError, /tensor w has data_offsets \[8,0\]; expected \[begin, end\]/);
     expectError(() => readBytes(rawFile({ w: { dtype: "F32", shape: [-1], data_offsets: [0, 0] } })), FormatError, /tensor w has shape \[-1\]/);
     expectError(() => readBytes(rawFile({ w: { dtype: "F32", shape: [1.5], data_offsets: [0, 6] } }, 8)), FormatError, /tensor w has shape \[1\.5\]/);
-    expectError(() => readBytes(rawFile({ w: { shape: [1], data_offsets: [0, 4] } }, 4)), FormatError, /tensor w has dtype undefined/);
+    expectError(() => readBytes(rawFile({ w: { shape: [1], data_offsets: [0, 4] } }, 4)), FormatError, /tensor w has no dtype/);
   });
 
   it("overlapping tensors: FormatError naming both and their data_offsets", () => {

@@ -131,17 +131,20 @@ describe("tokenizer files", () => {
     expect(r.err).toMatch(message);
   });
 
-  test("a Unigram tokenizer.json missing its vocab: UnsupportedError in kvslim's words, not the library's", async () => {
+  test("a Unigram tokenizer.json missing its vocab: FormatError in kvslim's words, not the library's", async () => {
     const r = await runCli("info", variant({ tokenizer: (t) => (t.model = { type: "Unigram" }) }));
     expectCleanOutcome(r);
-    expect(r.err).toMatch(/tokenizer\.json: @huggingface\/tokenizers cannot load it \(a Unigram model whose fields are missing or of the wrong type\)/);
+    expect(r.err).toMatch(/tokenizer\.json: "model" "vocab" must be an object of token ids \(or a list of \[token, score\] for Unigram\), found nothing \(the key is missing\)/);
   });
 
   test("added tokens past the embedding: FormatError naming both sizes", async () => {
-    const out = variant({ tokenizer: (t) => (t.added_tokens as unknown[]).push({ id: 500, content: "<extra>", special: true }) });
+    const out = variant({ tokenizer: (t) => (t.added_tokens as unknown[]).push({ id: 384, content: "<extra>", special: true }) });
     const r = await runCli("info", out);
     expectCleanOutcome(r);
-    expect(r.err).toMatch(/the tokenizer has 501 tokens but the model's embedding has 384 rows/);
+    expect(r.err).toMatch(/the tokenizer has 385 tokens but the model's embedding has 384 rows/);
+    const gap = await runCli("info", variant({ tokenizer: (t) => (t.added_tokens as unknown[]).push({ id: 500, content: "<extra>", special: true }) }));
+    expectCleanOutcome(gap);
+    expect(gap.err).toMatch(/token ids run to 500, but id 384 has no token/);
   });
 
   test("an embedding padded beyond the tokenizer (384 rows, fewer tokens), sampled at temperature 5 for 200 tokens: exit 0, never a padding id", async () => {
@@ -166,5 +169,129 @@ describe("output paths", () => {
     expect(r.code).toBe(2);
     expect(r.err).toContain(`directory ${path.dirname(target)} does not exist`);
     expect(fs.existsSync(path.join(dir, "no"))).toBe(false);
+  });
+});
+
+/** Paths into tokenizer.json that kvslim or the library reads, with the library's own keys under "model". */
+const TOKENIZER_PATHS = [
+  ["model"], ["model", "type"], ["model", "vocab"], ["model", "merges"], ["model", "byte_fallback"], ["model", "unk_token"],
+  ["model", "ignore_merges"], ["model", "fuse_unk"], ["added_tokens"], ["normalizer"], ["pre_tokenizer"], ["post_processor"],
+  ["decoder"], ["truncation"], ["padding"], ["version"],
+] as const;
+/** Keys of tokenizer_config.json and generation_config.json kvslim reads. */
+const TOKENIZER_CONFIG_KEYS = ["bos_token", "eos_token", "add_bos_token", "clean_up_tokenization_spaces", "chat_template"] as const;
+
+describe("tokenizer files: types", () => {
+  const generate = (model: string) => runCli("generate", "-m", model, "-p", "hi", "-n", "3", "--temperature", "0", "--threads", "1");
+
+  test(`property: any JSON value at any of ${TOKENIZER_PATHS.length} places in tokenizer.json (300 runs): exit 0 or one named error line in kvslim's words`, async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...TOKENIZER_PATHS), fc.jsonValue({ maxDepth: 2 }), async (at, value) => {
+        const out = variant({
+          tokenizer: (t) => {
+            const parent = at.slice(0, -1).reduce<Record<string, unknown>>((o, k) => o[k] as Record<string, unknown>, t);
+            parent[at[at.length - 1]] = value;
+          },
+        });
+        const r = await generate(out);
+        fs.rmSync(out, { recursive: true });
+        expectCleanOutcome(r);
+      }),
+      { numRuns: 300, seed: 18 },
+    );
+  });
+
+  test("tokenizer.json added_tokens with an id that is not an integer, a content that is not a string, or a duplicate id: FormatError naming the entry", async () => {
+    for (const bad of [{ id: "7", content: "<x>", special: true }, { id: 1.5, content: "<x>", special: true }, { id: 7, content: 7, special: true }, { id: -1, content: "<x>", special: true }, null, "x"]) {
+      const r = await generate(variant({ tokenizer: (t) => (t.added_tokens as unknown[]).push(bad) }));
+      expectCleanOutcome(r);
+      expect(r.code, r.err).not.toBe(0);
+      expect(r.err).toMatch(/tokenizer\.json.*added_tokens/);
+    }
+  });
+
+  test(`property: any JSON value for any of ${TOKENIZER_CONFIG_KEYS.length} tokenizer_config.json keys, and generation_config.json eos_token_id (300 runs, with --chat): exit 0 or one named error line`, async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom<string>(...TOKENIZER_CONFIG_KEYS, "generation_config.json"), fc.jsonValue({ maxDepth: 2 }), async (key, value) => {
+        let out: string;
+        if (key === "generation_config.json") {
+          out = variant({});
+          fs.writeFileSync(path.join(out, "generation_config.json"), JSON.stringify({ eos_token_id: value }));
+        } else out = variant({ tokenizerConfig: (c) => (c[key] = value) });
+        for (const chat of [false, true]) {
+          const r = await runCli("generate", "-m", out, "-p", "hi", "-n", "3", "--temperature", "0", "--threads", "1", ...(chat ? ["--chat"] : []));
+          expectCleanOutcome(r);
+        }
+        fs.rmSync(out, { recursive: true });
+      }),
+      { numRuns: 300, seed: 18 },
+    );
+  });
+
+  test.each([["tokenizer.json", /tokenizer\.json/], ["tokenizer_config.json", /tokenizer_config\.json/], ["generation_config.json", /generation_config\.json/]])("%s that is not JSON, null, a list or a number: FormatError naming the file", async (file, message) => {
+    for (const text of ["{", "null", "[]", "42", ""]) {
+      const out = variant({});
+      fs.rmSync(path.join(out, file), { force: true });
+      fs.writeFileSync(path.join(out, file), text);
+      const r = await generate(out);
+      expectCleanOutcome(r);
+      expect(r.code, `${file} = ${JSON.stringify(text)}`).not.toBe(0);
+      expect(r.err).toMatch(message);
+    }
+  });
+});
+
+describe("model.safetensors", () => {
+  let valid: Buffer;
+  let headerEnd: number;
+  let expected: string;
+  const generate = (model: string) => runCli("generate", "-m", model, "-p", "hi", "-n", "3", "--temperature", "0", "--threads", "1");
+  async function runWith(bytes: Uint8Array) {
+    const out = variant({});
+    fs.rmSync(path.join(out, "model.safetensors"));
+    fs.writeFileSync(path.join(out, "model.safetensors"), bytes);
+    const r = await generate(out);
+    fs.rmSync(out, { recursive: true });
+    return r;
+  }
+  beforeAll(async () => {
+    valid = fs.readFileSync(path.join(good, "model.safetensors"));
+    headerEnd = 8 + Number(valid.readBigUInt64LE(0));
+    const r = await generate(good);
+    expect(r.code, r.err).toBe(0);
+    expected = r.out;
+  });
+
+  test("truncated at every structural boundary (inside the length, inside the header, at each tensor's first and last byte): FormatError naming the file", async () => {
+    const header = JSON.parse(valid.subarray(8, headerEnd).toString("utf8")) as Record<string, { data_offsets?: [number, number] }>;
+    const cuts = [0, 4, 7, 8, 9, Math.floor(headerEnd / 2), headerEnd - 1, headerEnd];
+    for (const entry of Object.values(header)) if (entry.data_offsets) cuts.push(headerEnd + entry.data_offsets[0] + 1, headerEnd + entry.data_offsets[1] - 1);
+    for (const at of cuts) {
+      const r = await runWith(valid.subarray(0, at));
+      expectCleanOutcome(r);
+      expect(r.code, `cut at ${at}`).not.toBe(0);
+      expect(r.err).toMatch(/model\.safetensors/);
+    }
+  });
+
+  test("the header length set to 0, 1, one byte less or more, the file size and 2^64-1: one named error line", async () => {
+    for (const v of [0n, 1n, BigInt(headerEnd - 9), BigInt(headerEnd - 7), BigInt(valid.length), 2n ** 64n - 1n]) {
+      const bytes = Buffer.from(valid);
+      bytes.writeBigUInt64LE(v, 0);
+      const r = await runWith(bytes);
+      expectCleanOutcome(r);
+      expect(r.code, `header length ${v}`).not.toBe(0);
+    }
+  });
+
+  test("property: 1-4 random bytes of the JSON header changed (names, dtypes, shapes, offsets, padding; 300 runs): the original's output or one named error line", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(fc.integer({ min: 8, max: headerEnd - 1 }), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }), async (edits) => {
+        const bytes = Buffer.from(valid);
+        for (const [at, v] of edits) bytes[at] = v;
+        expectCleanOutcome(await runWith(bytes), expected);
+      }),
+      { numRuns: 300, seed: 18 },
+    );
   });
 });

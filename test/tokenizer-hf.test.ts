@@ -170,6 +170,6 @@ describe("Hugging Face files", () => {
     const badConfig = write("bad-config", { "tokenizer.json": { model: { type: "BPE", vocab: {}, merges: [] } }, "tokenizer_config.json": "[1," });
     expect(() => loadHfTokenizer(badConfig)).toThrow(/tokenizer_config\.json is not valid JSON/);
     const noModel = write("no-model", { "tokenizer.json": { added_tokens: [] } });
-    expect(() => loadHfTokenizer(noModel)).toThrow(/has no "model"/);
+    expect(() => loadHfTokenizer(noModel)).toThrow(/"model" must be an object \(the tokenizer.s model\), found nothing \(the key is missing\)/);
   });
 });

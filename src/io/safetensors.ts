@@ -14,7 +14,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { FormatError, UnsupportedError, formatBytes } from "../errors.js";
+import { FormatError, UnsupportedError, formatBytes, shownValue } from "../errors.js";
 import { bytesFor, type DType } from "../memory/dtype.js";
 import { writeAll, writeFileAtomic } from "./atomic.js";
 import type { TensorToWrite } from "./gguf-writer.js";
@@ -87,12 +87,12 @@ function parseHeader(full: string, header: unknown, dataStart: number, fileSize:
     }
     if (!isObject(entry)) throw fail(`tensor ${name} should be an object {dtype, shape, data_offsets}, found ${kind(entry)}`);
     const { dtype, shape, data_offsets: offsets } = entry;
-    if (typeof dtype !== "string") throw fail(`tensor ${name} has dtype ${kind(dtype)}; expected a string such as "F32"`);
+    if (typeof dtype !== "string") throw fail(`tensor ${name} has ${dtype === undefined ? "no dtype" : `dtype ${kind(dtype)}`}; expected a string such as "F32"`);
     if (!Array.isArray(shape) || !shape.every(isCount)) {
-      throw fail(`tensor ${name} has shape ${JSON.stringify(shape)}; expected an array of non-negative integers`);
+      throw fail(`tensor ${name} has ${shape === undefined ? "no shape" : `shape ${shownValue(shape)}`}; expected an array of non-negative integers`);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) || offsets[0] > offsets[1]) {
-      throw fail(`tensor ${name} has data_offsets ${JSON.stringify(offsets)}; expected [begin, end] with 0 <= begin <= end`);
+      throw fail(`tensor ${name} has ${offsets === undefined ? "no data_offsets" : `data_offsets ${shownValue(offsets)}`}; expected [begin, end] with 0 <= begin <= end`);
     }
     const [begin, end] = offsets as [number, number];
     const numel = numElements(shape);
@@ -196,7 +196,7 @@ function readWeightMap(indexPath: string): Record<string, string> {
   for (const [tensor, shard] of Object.entries(weightMap)) {
     // Shards sit next to the index; a path elsewhere is refused rather than followed.
     if (typeof shard !== "string" || shard === "" || path.basename(shard) !== shard) {
-      throw new FormatError(`${indexPath}: weight_map.${tensor} should be a file name in the same directory, found ${JSON.stringify(shard)}`);
+      throw new FormatError(`${indexPath}: weight_map.${tensor} should be a file name in the same directory, found ${shownValue(shard)}`);
     }
   }
   return weightMap as Record<string, string>;
@@ -268,6 +268,7 @@ function isCount(v: unknown): v is number {
 }
 
 function kind(v: unknown): string {
+  if (v === undefined) return "nothing (the key is missing)";
   if (v === null) return "null";
   if (Array.isArray(v)) return "an array";
   return typeof v === "object" ? "an object" : `${typeof v} ${JSON.stringify(v)}`;

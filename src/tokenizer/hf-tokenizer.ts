@@ -44,6 +44,7 @@ class HfTokenizer implements TextTokenizer, PieceSource {
   readonly stripFirstSpace: boolean;
   readonly cleanup: PieceSource["cleanup"];
   private readonly library: Tokenizer; // knows the non-special added tokens only
+  private readonly file: string;
   private readonly added = new Map<number, AddedToken>();
   private readonly specials: SpecialToken[];
   private readonly decoder: "byte-level" | "metaspace";
@@ -51,11 +52,9 @@ class HfTokenizer implements TextTokenizer, PieceSource {
 
   constructor(file: string, json: Json, config: Json, generation: Json, readonly chatTemplate: string | null) {
     // Step 1: added tokens; the special ones stay out of the library.
-    if (typeof json.model !== "object" || json.model === null) throw new FormatError(`${file} has no "model" object`);
-    const addedTokens = (json.added_tokens ?? []) as AddedToken[];
-    if (!Array.isArray(addedTokens) || !addedTokens.every((t) => Number.isInteger(t?.id) && typeof t?.content === "string")) {
-      throw new FormatError(`${file}: "added_tokens" must be a list of {id, content, special} objects`);
-    }
+    const addedTokens = checkAddedTokens(json.added_tokens ?? [], file);
+    checkModel(json.model, addedTokens, file);
+    for (const [key, list] of COMPONENTS) checkComponent(json[key], key, list, file);
     for (const t of addedTokens) this.added.set(t.id, t);
     this.specials = addedTokens
       .filter((t) => t.special)
@@ -72,7 +71,8 @@ class HfTokenizer implements TextTokenizer, PieceSource {
         `${file}: @huggingface/tokenizers cannot load it (${isInternalSlip(e) ? `${kind} whose fields are missing or of the wrong type` : (e as Error).message})`,
       );
     }
-    this.vocabSize = Math.max(this.library.model!.vocab.length, ...addedTokens.map((t) => t.id + 1));
+    this.vocabSize = addedTokens.reduce((n, t) => Math.max(n, t.id + 1), this.library.model!.vocab.length);
+    this.file = file;
 
     // Step 2: how pieces decode, from the tokenizer.json decoder.
     const decoders = flatten(json.decoder as Json | null, "decoders");
@@ -104,6 +104,8 @@ class HfTokenizer implements TextTokenizer, PieceSource {
     const stops = [this.eos, ...generationEos];
     for (const t of addedTokens) if (EOG_TEXTS.has(t.content)) stops.push(t.id); // as llama.cpp finds them
     this.stopIds = new Set(stops.filter((id): id is number => id !== null));
+    // The library builds most components lazily: run them once so a broken one fails here, named.
+    this.decode(this.encode("Hello, world! 123", { addBos: false }));
   }
 
   encode(text: string, options: EncodeOptions = {}): number[] {
@@ -114,9 +116,26 @@ class HfTokenizer implements TextTokenizer, PieceSource {
     }
     for (const fragment of splitOnSpecialTokens(text, options.parseSpecial ? this.specials : [])) {
       if ("id" in fragment) out.push(fragment.id);
-      else out.push(...this.library.encode(fragment.text, { add_special_tokens: false }).ids);
+      else out.push(...this.libraryEncode(fragment.text));
     }
     return out;
+  }
+
+  /** The library's ids for text without special tokens; its internal slips become kvslim's named error. */
+  private libraryEncode(text: string): number[] {
+    let ids: number[];
+    try {
+      ids = this.library.encode(text, { add_special_tokens: false }).ids;
+    } catch (e) {
+      if (!isInternalSlip(e)) throw e;
+      throw new UnsupportedError(`${this.file}: @huggingface/tokenizers cannot encode text with it (a component whose fields are missing or of the wrong type)`);
+    }
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new FormatError(`${this.file}: the tokenizer produced token id ${id}, outside its vocabulary of ${this.vocabSize}; the file is inconsistent`);
+      }
+    }
+    return ids;
   }
 
   decode(ids: readonly number[], options?: DecodeOptions): string {
@@ -187,6 +206,87 @@ function chatTemplateOf(config: Json, file: string): string | null {
     );
   }
   return t.find((x) => x.name === "default")?.template ?? null;
+}
+
+function isObject(v: unknown): v is Json {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** The pipeline components of tokenizer.json and the list key of their Sequence form. */
+const COMPONENTS = [["normalizer", "normalizers"], ["pre_tokenizer", "pretokenizers"], ["post_processor", "processors"], ["decoder", "decoders"]] as const;
+
+/** A component is null (absent) or {type, ...}; a Sequence holds a list of components. */
+function checkComponent(c: unknown, where: string, listKey: string, file: string): void {
+  if (c === null || c === undefined) return;
+  if (!isObject(c) || typeof c.type !== "string") {
+    throw new FormatError(`${file}: "${where}" must be null or an object with a string "type", found ${shownValue(c)}`);
+  }
+  if (c.type !== "Sequence") return;
+  const parts = c[listKey];
+  if (!Array.isArray(parts)) throw new FormatError(`${file}: "${where}" is a Sequence whose "${listKey}" must be a list, found ${shownValue(parts)}`);
+  parts.forEach((part, i) => checkComponent(part, `${where}.${listKey}[${i}]`, listKey, file));
+}
+
+/**
+ * tokenizer.json's model: an object whose vocabulary maps tokens to ids (BPE, WordPiece, WordLevel: an
+ * object of integer ids; Unigram: a list of [token, score]) and, for BPE, merges as "a b" or [a, b].
+ * Every id from 0 to the largest must name a token (in the vocabulary or the added tokens).
+ */
+function checkModel(model: unknown, added: AddedToken[], file: string): void {
+  const bad = (what: string, found: unknown) => new FormatError(`${file}: "model" ${what}, found ${shownValue(found)}`);
+  if (!isObject(model)) throw bad("must be an object (the tokenizer's model)", model);
+  if (model.type !== undefined && typeof model.type !== "string") throw bad(`"type" must be a string such as "BPE"`, model.type);
+  const vocab = model.vocab;
+  const ids: number[] = [];
+  if (Array.isArray(vocab)) {
+    vocab.forEach((entry: unknown, i) => {
+      if (!Array.isArray(entry) || typeof entry[0] !== "string" || typeof entry[1] !== "number") {
+        throw bad(`"vocab"[${i}] must be a [token, score] pair`, entry);
+      }
+      ids.push(i);
+    });
+  } else if (isObject(vocab)) {
+    for (const [token, id] of Object.entries(vocab)) {
+      if (!Number.isInteger(id) || (id as number) < 0) throw bad(`"vocab" must map each token to an integer id ≥ 0; ${JSON.stringify(token)} maps to`, id);
+      ids.push(id as number);
+    }
+  } else {
+    throw bad(`"vocab" must be an object of token ids (or a list of [token, score] for Unigram)`, vocab);
+  }
+  if (model.type === "Unigram" && !Array.isArray(vocab)) throw bad(`"vocab" of a Unigram model must be a list of [token, score]`, vocab);
+  if (model.type === "BPE" || (model.type === undefined && model.merges !== undefined)) {
+    const merges = model.merges ?? [];
+    const isMerge = (m: unknown) => (typeof m === "string" && m.indexOf(" ", 1) > 0) || (Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === "string"));
+    if (!Array.isArray(merges)) throw bad(`"merges" must be a list of "a b" strings or [a, b] pairs`, merges);
+    const i = merges.findIndex((m) => !isMerge(m));
+    if (i >= 0) throw bad(`"merges"[${i}] must be an "a b" string or an [a, b] pair`, merges[i]);
+  }
+  const covered = new Set([...ids, ...added.map((t) => t.id)]);
+  let largest = -1;
+  for (const id of covered) largest = Math.max(largest, id); // no spread: vocabularies reach 256k ids
+  if (covered.size !== largest + 1) {
+    let hole = 0;
+    while (covered.has(hole)) hole++;
+    throw new FormatError(`${file}: token ids run to ${largest}, but id ${hole} has no token (in "model"."vocab" or "added_tokens"); expected every id from 0 to ${largest} once`);
+  }
+}
+
+/** tokenizer.json's added_tokens: a list of {id, content, special} with distinct non-negative integer ids. */
+function checkAddedTokens(list: unknown, file: string): AddedToken[] {
+  if (!Array.isArray(list)) throw new FormatError(`${file}: "added_tokens" must be a list of {id, content, special} objects, found ${shownValue(list)}`);
+  const ids = new Set<number>();
+  list.forEach((t: unknown, i) => {
+    const bad = (what: string) => new FormatError(`${file}: added_tokens[${i}] ${what}, found ${shownValue(t)}`);
+    if (!isObject(t)) throw bad("must be an object {id, content, special}");
+    if (!Number.isInteger(t.id) || (t.id as number) < 0) throw bad(`must have an "id" that is an integer ≥ 0`);
+    if (typeof t.content !== "string" || t.content === "") throw bad(`must have a "content" that is a non-empty string`);
+    for (const key of ["special", "lstrip", "rstrip", "normalized", "single_word"]) {
+      if (t[key] !== undefined && typeof t[key] !== "boolean") throw bad(`must have "${key}" true or false`);
+    }
+    if (ids.has(t.id as number)) throw bad(`repeats id ${t.id as number}`);
+    ids.add(t.id as number);
+  });
+  return list as AddedToken[];
 }
 
 /** A component and, for a Sequence, its parts. */

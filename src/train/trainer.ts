@@ -7,7 +7,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { formatBytes, OutOfMemoryError, UsageError } from "../errors.js";
+import { formatBytes, FormatError, OutOfMemoryError, UsageError } from "../errors.js";
 import { loadWasmKernelsSync } from "../kernels/wasm.js";
 import { Arena, MAX_MEMORY, RESERVED } from "../memory/arena.js";
 import type { ModelConfig } from "../model/config.js";
@@ -82,7 +82,7 @@ export interface RunResult {
 export async function startRun(runDir: string, options: TrainOptions, hooks: TrainHooks = {}): Promise<RunResult> {
   if (!isTrainPreset(options.preset)) throw new UsageError(`unknown preset "${options.preset}"; presets: ${Object.keys(TRAIN_PRESETS).join(", ")}`);
   checkNewRunDir(runDir);
-  const vocab = options.tokenizer === undefined ? TRAIN_PRESETS[options.preset]().vocab : hfTokenizer(options.tokenizer).vocabSize;
+  const vocab = options.tokenizer === undefined ? TRAIN_PRESETS[options.preset]().vocab : trainingTokenizer(options.tokenizer).vocabSize;
   arenaBytes(runConfig(options, vocab), options); // before the directory, the tokenizer and the data
   const created = !fs.existsSync(runDir);
   fs.mkdirSync(runDir, { recursive: true });
@@ -163,13 +163,30 @@ export function runShape(o: Pick<TrainOptions, "preset" | "tokens" | "batch" | "
   return { batch, seqLen, steps: Math.ceil(o.tokens / (batch * seqLen)) };
 }
 
+/** The tokenizer a run trains with: it must have an EOS token, which separates the documents. */
+function trainingTokenizer(dir: string): ReturnType<typeof hfTokenizer> {
+  const tokenizer = hfTokenizer(dir);
+  if (tokenizer.eos === null) {
+    throw new FormatError(
+      `${dir}: the tokenizer has no EOS token (tokenizer_config.json "eos_token"); training separates documents with it`,
+    );
+  }
+  return tokenizer;
+}
+
 async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume: ReturnType<typeof loadCheckpoint>["ckpt"] | null, hooks: TrainHooks): Promise<RunResult> {
   const preset = TRAIN_PRESETS[o.preset]();
-  const tokenizer = hfTokenizer(tokenizerDir);
+  const tokenizer = trainingTokenizer(tokenizerDir);
   const tokenizerFiles = readTokenizerFiles(tokenizerDir); // a resume's tokenizerDir is a checkpoint that will go
   const shape = runShape(o);
   // A model trained on longer sequences than its preset's context says so in its config.
   const config: ModelConfig = resume?.state.config ?? runConfig(o, tokenizer.vocabSize);
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new FormatError(
+      `${tokenizerDir}: the tokenizer has ${tokenizer.vocabSize} tokens but the checkpoint's embedding has ` +
+        `${config.vocabSize} rows; it is not the tokenizer this run was trained with`,
+    );
+  }
   const layout = paramLayout(config);
   const bytes = arenaBytes(config, o);
   const data: StreamOptionsRecord = { retrievalShare: RETRIEVAL_SHARE, ...retrievalLengths(shape.seqLen), ...definedOnly(o.data ?? {}) };
