@@ -100,7 +100,7 @@ describe("methods in a model", () => {
     expect(b.bytes).toBe(a.bytes / 2);
   });
 
-  test("SparQ's cache stores K twice (1.5× dense) in the double layout and once in the single layout", async () => {
+  test("SparQ's cache stores K twice (1.5× dense) in the double layout and once in the single layout, and the mean of V only when it mixes it in", async () => {
     const bytes = async (attention: AttentionSpec) => {
       const m = await loadModel(models.llama, { contextSize: 256, attention });
       const s = m.createSession();
@@ -111,15 +111,17 @@ describe("methods in a model", () => {
     };
     const dense = await bytes({ method: "dense" });
     const vMean = 2 * GQA.nKvHeads * GQA.headDim * 4; // 2 slots × G × Hd f32
-    expect(await bytes({ method: "sparq", compression: 8 })).toBe(1.5 * dense + vMean);
-    expect(await bytes({ method: "sparq", compression: 8, layout: "single" })).toBe(dense + vMean);
+    // GQA: no reallocation by default, so no mean of V.
+    expect(await bytes({ method: "sparq", compression: 8 })).toBe(1.5 * dense);
+    expect(await bytes({ method: "sparq", compression: 8, reallocation: true })).toBe(1.5 * dense + vMean);
+    expect(await bytes({ method: "sparq", compression: 8, layout: "single", reallocation: true })).toBe(dense + vMean);
   });
 
-  test("session traffic on a CLA-2 model == the spec's formulas summed over layers (writes only at producers)", async () => {
+  test("session traffic on a CLA-2 model == what every layer's kernels are given, summed (writes only at producers)", async () => {
     const m = await loadModel(models.cla2, { contextSize: 400, attention: { method: "sparq", r: 4, k: 32 } });
     const s = m.createSession();
     s.evaluate(randomTokens(200, 512));
-    const before = { ...s.attention.traffic };
+    const before = { ...s.cache.traffic };
     const steps = 5;
     for (const t of randomTokens(steps, 512, 3)) s.evaluate([t]);
     const c = CLA2;
@@ -131,10 +133,11 @@ describe("methods in a model", () => {
     let expected = 0;
     for (let i = 0; i < steps; i++) {
       const S = 200 + i + 1;
-      // Every layer reads S·r + 2·k·Hd (+ Hd of v̄ in f32: MQA, so no reallocation by default); producers write k, kT, v.
-      expected += L * G * (S * 4 * b + 2 * 32 * Hd * b) + P * G * 3 * Hd * b;
+      // Every layer's kernels read r columns over S rows and k + 1 rows of K and V (MQA: no mean-value mix by
+      // default, so no v̄ is kept); producers write the new rows of K, V and Kᵀ.
+      expected += L * G * (S * 4 * b + 2 * (32 + 1) * Hd * b) + P * G * 3 * Hd * b;
     }
-    const t = s.attention.traffic;
+    const t = s.cache.traffic;
     expect(t.read + t.written - before.read - before.written).toBe(expected);
     s.dispose();
     m.dispose();
@@ -149,7 +152,7 @@ describe("methods in a model", () => {
     sparq.evaluate(tokens.slice(0, 140));
     sparq.setAttention({ method: "dense" });
     for (const t of tokens.slice(140)) expect(sparq.evaluate([t])).toEqual(dense.evaluate([t]));
-    expect(() => dense.setAttention({ method: "sparq", compression: 8 })).toThrow(/lacks kTransposed, vMean/);
+    expect(() => dense.setAttention({ method: "sparq", compression: 8 })).toThrow(/lacks kTransposed/);
     expect(() => sparq.setAttention({ method: "h2o", budget: 10 })).toThrow(/evicting methods keep their own cache/);
     dense.dispose();
     sparq.dispose();

@@ -248,15 +248,25 @@ describe("evicting baselines", () => {
 });
 
 describe("byte counters", () => {
-  /** The spec's transfer model per KV head per decode step, in bytes (b per K/V element, 4 per f32 extra). */
+  /**
+   * What each method's kernels are given per KV head per decode step (MHA, g = 1), in bytes: b per K/V
+   * element, 4 per f32 extra. The spec's transfer model counts the same rows and columns but leaves the
+   * current token's row, the mean's upkeep and the positions out: dense 2·S·Hd + 2·Hd, SparQ S·r + 2·k·Hd +
+   * 4·Hd, H2O 2·k·Hd + 2·Hd + 2·S, streaming 2·k·Hd + 2·Hd elements.
+   */
   const formula = {
+    // S rows of K and V read; the new K and V row written.
     dense: (S: number, Hd: number, b: number) => 2 * S * Hd * b + 2 * Hd * b,
-    sparq: (S: number, Hd: number, b: number, r: number, k: number) => S * r * b + 2 * k * Hd * b + 3 * Hd * b + Hd * 4,
-    h2o: (S: number, Hd: number, b: number, k: number) => 2 * k * Hd * b + 2 * Hd * b + 2 * (k + 1) * 4,
-    streaming: (_S: number, Hd: number, b: number, k: number) => 2 * k * Hd * b + 2 * Hd * b,
+    // r columns over S rows, k + 1 rows of K and V (the current token's included), v̄ for the mix; the new
+    // rows of K, V and Kᵀ written, v̄ read and written to update it.
+    sparq: (S: number, Hd: number, b: number, r: number, k: number) => S * r * b + 2 * (k + 1) * Hd * b + 4 * Hd + 3 * Hd * b + 2 * 4 * Hd,
+    // The k + 1 rows held (the current token's included); the scores of those rows read and written; the
+    // new rows, their position and zeroed score written.
+    h2o: (_S: number, Hd: number, b: number, k: number) => 2 * (k + 1) * Hd * b + 2 * (k + 1) * 4 + 2 * Hd * b + 4 + 4,
+    streaming: (_S: number, Hd: number, b: number, k: number) => 2 * (k + 1) * Hd * b + 2 * Hd * b + 4,
   };
 
-  test.each(["f32", "bf16"] as const)("%s: counted bytes per step == the spec's formulas (dense, sparq, h2o, streaming)", (dtype) => {
+  test.each(["f32", "bf16"] as const)("%s: counted bytes per step == the bytes each method's kernels are given (dense, sparq, h2o, streaming)", (dtype) => {
     const s = MHA(dtype);
     const b = dtype === "f32" ? 4 : 2;
     const prompt = 200;
@@ -275,7 +285,7 @@ describe("byte counters", () => {
         const d = randomStep(random, s, 1);
         h.step(d.q, d.k, d.v);
       }
-      const t = h.method.traffic;
+      const t = h.cache.traffic;
       expect(t.steps).toBe(steps);
       return t;
     };
@@ -303,7 +313,7 @@ describe("byte counters", () => {
       const d = randomStep(random, s, 1);
       h.step(d.q, d.k, d.v);
     }
-    const t = h.method.traffic;
+    const t = h.cache.traffic;
     const ratio = (t.read + t.written) / (t.denseRead + t.denseWritten);
     expect(ratio).toBeGreaterThan(0.85 / 8);
     expect(ratio).toBeLessThan(1.15 / 8);
@@ -311,10 +321,57 @@ describe("byte counters", () => {
 });
 
 
+describe("KV cache rewind and traffic", () => {
+  test.each(["f32", "bf16"] as const)("%s: rewind(5) after 5 decode steps leaves rows, length and K/V as a cache that never took them, v̄ the float64 mean of the rows left (≤ 1e-6 relative), and the next SparQ step equal to that cache's (≤ 1e-5); traffic is counted for decode steps only", (dtype) => {
+    const s: HarnessShape = { H: 2, G: 2, Hd: 16, maxRows: 128, dtype };
+    const spec: AttentionSpec = { method: "sparq", r: 4, k: 8, reallocation: true };
+    const a = new Harness(s, spec);
+    const b = new Harness(s, spec);
+    const random = makeRandom(5);
+    const prompt = randomStep(random, s, 40);
+    a.step(prompt.q, prompt.k, prompt.v);
+    b.step(prompt.q, prompt.k, prompt.v);
+    expect(a.cache.traffic).toEqual({ steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 }); // prefill is not counted
+    for (let i = 0; i < 5; i++) {
+      const d = randomStep(random, s, 1);
+      a.step(d.q, d.k, d.v);
+    }
+    const counted = { ...a.cache.traffic };
+    expect(counted.steps).toBe(5);
+    a.cache.rewind(5);
+    expect(a.cache.traffic).toEqual(counted);
+    expect([a.cache.rows, a.cache.length]).toEqual([40, 40]);
+    const bytes = (h: Harness) => h.arena.u8.slice(h.cache.keys(0, 0), h.cache.keys(0, 0) + 2 * s.G * 40 * s.Hd * h.cache.bytesPerElement);
+    for (let g = 0; g < s.G; g++) {
+      const mean = a.arena.f32.slice(a.cache.valueMean(0, g) >> 2, (a.cache.valueMean(0, g) >> 2) + s.Hd);
+      for (let j = 0; j < s.Hd; j++) {
+        let sum = 0;
+        for (let t = 0; t < 40; t++) sum += stored(dtype, prompt.v[(t * s.G + g) * s.Hd + j]);
+        expect(Math.abs(mean[j] - sum / 40)).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(sum / 40)));
+      }
+    }
+    expect(bytes(a).subarray(0, s.G * 40 * s.Hd)).toEqual(bytes(b).subarray(0, s.G * 40 * s.Hd));
+    const next = randomStep(random, s, 1);
+    const outA = a.step(next.q, next.k, next.v);
+    const outB = b.step(next.q, next.k, next.v);
+    for (let i = 0; i < outA.length; i++) expect(Math.abs(outA[i] - outB[i])).toBeLessThanOrEqual(1e-5);
+  });
+
+  test("an evicting cache refuses to rewind; rewinding more rows than held is refused", () => {
+    const h = new Harness({ H: 2, G: 2, Hd: 16, maxRows: 64, dtype: "f32" }, { method: "streaming", budget: 8, sinks: 4 });
+    const p = randomStep(makeRandom(1), h.shape, 12);
+    h.step(p.q, p.k, p.v);
+    expect(() => h.cache.rewind(1)).toThrow(/an evicting cache cannot rewind/);
+    const d = new Harness({ H: 2, G: 2, Hd: 16, maxRows: 64, dtype: "f32" }, { method: "dense" });
+    d.step(p.q, p.k, p.v);
+    expect(() => d.cache.rewind(13)).toThrow(/cannot rewind 13 of 12 rows/);
+  });
+});
+
 describe("KV cache resize", () => {
   test.each(["f32", "bf16"] as const)("%s: a resize the pool cannot hold throws OutOfMemoryError and leaves the cache exactly as it was (capacity, rows, every byte); free() then returns all of the pool", (dtype) => {
     const shape = { nSlots: 2, nKvHeads: 2, headDim: 8 };
-    const layout = layoutFor({ method: "h2o", budget: 8 }, dtype);
+    const layout = layoutFor({ method: "h2o", budget: 8 }, dtype, 1);
     const C = 16;
     const bytes = alignUp(KvCache.bytesFor(shape, layout, C), ALIGN);
     const arena = new Arena(bytes + 4 * PAGE, "a KV cache test");

@@ -59,14 +59,18 @@ describe("working commands", () => {
     expect(r.err).toContain("bf16");
   });
 
+  // llama-gqa: Hd 16, g = 2, f32. H2O adds, per row, g reads and writes of its f32 score: 1 + 2·g·4 / (2·Hd·4) = 1.125.
   test.each([
-    ["h2o", "4096", []],
-    ["streaming", "1200", ["-c", "1200"]],
-  ])("generate --attention %s --kv-budget %s ≥ the context: runs, says it never evicts, and reads at least 0.99× what dense reads (H2O adds its scores)", async (method, budget, context) => {
+    ["h2o", "4096", [], 1.125],
+    ["streaming", "1200", ["-c", "1200"], 1],
+  ] as const)("generate --attention %s --kv-budget %s ≥ the context: runs, says it never evicts, and moves what dense moves plus its bookkeeping (%s× to +0.01)", async (method, budget, context, expected) => {
     const r = await run("generate", "-m", good, "-f", prompt150(), "-n", "4", "--temperature", "0", "--attention", method, "--kv-budget", budget, ...context);
     expect(r.code, r.err).toBe(0);
     expect(r.err).toMatch(new RegExp(`note: --kv-budget ${budget} is at least the \\d+-token context: ${method} never evicts, attention is dense`));
-    expect(Number(/vs dense [\d.]+ \w+\/token \(([\d.]+)×/.exec(r.err)?.[1])).toBeGreaterThanOrEqual(0.99);
+    // Every row read, as dense reads them; H2O adds its scores, both a position per new row.
+    const ratio = Number(/vs dense [\d.]+ \w+\/token \(([\d.]+)×/.exec(r.err)?.[1]);
+    expect(ratio).toBeGreaterThanOrEqual(expected);
+    expect(ratio).toBeLessThanOrEqual(expected + 0.01);
   });
 
   test("generate -c beyond the model's trained context runs and notes it on stderr (once); within it, no note", async () => {
@@ -134,7 +138,7 @@ describe("demo", () => {
     expect(r.out).toMatch(/sparq\s+[0-2]\/2\s+\d+\s+[\d.]+ (B|KiB)\s+[\d.]+ (B|KiB|MiB) \(1\/[2-9]\.\d\)/);
   });
 
-  test("demo (the shipped models/kvslim-tiny and its twin): dense answers both prompts on both models; SparQ 1/4 misses the CLA model's needle (measured); CLA keeps 1/2.0 of the twin's KV per token, SparQ reads 1/4", async () => {
+  test("demo (the shipped models/kvslim-tiny and its twin): dense answers both prompts on both models; SparQ 1/4 misses the CLA model's needle (measured); CLA keeps 1/2.0 of the twin's KV per token, SparQ reads 1/3.9–1/4.x (k + 1 rows counted)", async () => {
     const r = await run("demo", "--prompts", "2", "--threads", "1");
     expect(r.code, r.err).toBe(0);
     expect(r.out).toContain("2 retrieval prompts (key-value, needle), answers: 7550, 4883");
@@ -144,7 +148,7 @@ describe("demo", () => {
     expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+sparq\s+1\/2\s+.*\(1\/[34]\.\d\)\s+7550 4213\n/);
     expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+dense\s+2\/2\s+\d+\s+1\.50 KiB\s+[\d.]+ KiB \(1\/1\.0\)\s+7550 4883\n/);
     expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+sparq\s+2\/2\s+.*\(1\/[34]\.\d\)\s+7550 4883\n/);
-    expect(r.out).toMatch(/CLA keeps 1\/2\.0\); with SparQ each decode step reads 1\/4\.\d/);
+    expect(r.out).toMatch(/CLA keeps 1\/2\.0\); with SparQ each decode step reads 1\/(3\.9|4\.\d)/);
   });
 
   test("demo --compression 2: SparQ reads 1/2 of the KV and answers both prompts on both shipped models", async () => {

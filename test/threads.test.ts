@@ -136,7 +136,7 @@ describe("attention split by KV heads", () => {
         };
         step(90);
         for (let i = 0; i < 20; i++) step(1);
-        expect(many.method.traffic).toEqual(one.method.traffic);
+        expect(many.cache.traffic).toEqual(one.cache.traffic);
         many.parallel.dispose();
       });
     }

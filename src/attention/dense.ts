@@ -7,7 +7,7 @@
  * chunk one call covers many query rows too (attentionCausal*), so not once per row either.
  */
 import { OPS } from "../threads/ops.js";
-import { newTraffic, type AttentionContext, type AttentionMethod, type AttentionScratch } from "./method.js";
+import type { AttentionContext, AttentionMethod, AttentionScratch } from "./method.js";
 
 /**
  * Called after each group's attention is queued on `thread`, whose scratch.scores (g, S) will hold the
@@ -37,7 +37,8 @@ export function attendDense(ctx: AttentionContext, slot: number, q: number, out:
       const at = 4 * (t * H * Hd + kv * g * Hd); // the group's g query heads are adjacent
       const thread = par.threadOf(kv, G);
       const scratch = scratches[thread];
-      par.task(thread, attention, out + at, scratch.scores, q + at, cache.keys(slot, kv), cache.values(slot, kv), S, Hd, g, scale);
+      const { k, v } = cache.attendRows(slot, kv, S);
+      par.task(thread, attention, out + at, scratch.scores, q + at, k, v, S, Hd, g, scale);
       observe?.(thread, scratch, slot, kv, S);
     }
   }
@@ -67,24 +68,14 @@ function attendCausal(ctx: AttentionContext, slot: number, q: number, out: numbe
   par.flush();
 }
 
-/** Bytes dense decode reads from one slot at a step spanning S rows: K and V, every row (spec: 2·S·d_h). */
-export function denseReadBytes(ctx: AttentionContext, S: number): number {
-  return 2 * S * ctx.headDim * ctx.cache.bytesPerElement * ctx.nKvHeads;
-}
-
 export function createDense(ctx: AttentionContext): AttentionMethod {
-  const traffic = newTraffic();
   return {
     name: "dense",
-    traffic,
     prefill(slot, q, out, T) {
       attendDense(ctx, slot, q, out, T);
     },
     decode(slot, q, out) {
-      const S = ctx.cache.span(0);
       attendDense(ctx, slot, q, out, 1);
-      traffic.read += denseReadBytes(ctx, S);
-      traffic.denseRead += denseReadBytes(ctx, S);
     },
     endStep() {},
     beforePrefill() {},

@@ -14,7 +14,7 @@
  */
 import { UsageError } from "../errors.js";
 import { attendDense, type ObserveProbabilities } from "./dense.js";
-import { newTraffic, type AttentionContext, type AttentionMethod, type AttentionMethodName } from "./method.js";
+import type { AttentionContext, AttentionMethod, AttentionMethodName } from "./method.js";
 
 /** The smallest budget compression may give. */
 export const MIN_BUDGET = 32;
@@ -27,8 +27,6 @@ export interface EvictionPolicy {
   victim(slot: number, kv: number): number;
   /** Accumulates attention (H2O), or undefined. */
   observe?: ObserveProbabilities;
-  /** Extra bytes read and written per decode step per KV head spanning S rows (H2O's scores). */
-  extraBytes(S: number): number;
 }
 
 export function resolveBudget(method: string, budget: number | undefined, compression: number | undefined): void {
@@ -49,15 +47,12 @@ export function createEvicting(
   spec: { budget?: number; compression?: number },
 ): AttentionMethod & { readonly budget: number | undefined } {
   resolveBudget(policy.name, spec.budget, spec.compression);
-  const { cache, nKvHeads: G, headDim: Hd } = ctx;
-  const b = cache.bytesPerElement;
-  const traffic = newTraffic();
+  const { cache, nKvHeads: G } = ctx;
   let budget = spec.budget;
   const slots = cache.slots.length;
 
   const method = {
     name: policy.name,
-    traffic,
     get budget() {
       return budget;
     },
@@ -65,14 +60,7 @@ export function createEvicting(
       attendDense(ctx, slot, q, out, T, policy.observe);
     },
     decode(slot: number, q: number, out: number) {
-      const S = cache.span(0);
       attendDense(ctx, slot, q, out, 1, policy.observe);
-      // Spec transfer per KV head: 2·k·Hd (the k held rows; the current token is free) + extras.
-      traffic.read += G * (2 * (S - 1) * Hd * b);
-      const extra = G * policy.extraBytes(S);
-      traffic.read += extra / 2;
-      traffic.written += extra / 2;
-      traffic.denseRead += 2 * (cache.length + 1) * Hd * b * G;
     },
     endStep() {
       if (budget === undefined || cache.rows < budget + 1 || cache.capacity !== budget + 1) return;

@@ -24,8 +24,10 @@ export function createH2o(ctx: AttentionContext, spec: H2oSpec): AttentionMethod
     observe(thread, scratch, slot, kv, S) {
       // acc[row] += Σ over the group's heads of p[row], for the S rows this query saw (the sum is g × the
       // spec's group mean: the same ranking, one kernel call per head).
-      const acc = cache.accumulated(slot, kv);
-      for (let h = 0; h < g; h++) ctx.parallel.task(thread, OPS.add, acc, acc, scratch.scores + 4 * h * S, S);
+      for (let h = 0; h < g; h++) {
+        const acc = cache.accumulatedScores(slot, kv, S);
+        ctx.parallel.task(thread, OPS.add, acc, acc, scratch.scores + 4 * h * S, S);
+      }
     },
     keep(slot, kv, budget) {
       const rows = cache.heldRowsOf(slot, kv);
@@ -49,9 +51,6 @@ export function createH2o(ctx: AttentionContext, spec: H2oSpec): AttentionMethod
         if (best < 0 || f32[acc + r] < f32[acc + best]) best = r;
       }
       return best;
-    },
-    extraBytes(S) {
-      return 2 * 4 * S; // read and write the S accumulated scores (f32)
     },
   };
   method = createEvicting(ctx, policy, spec);

@@ -3,14 +3,15 @@
  *
  * Prefill is dense for every method (as in the SparQ paper and its baselines); a method differs only at
  * decode, in which rows of the cache it reads and which it keeps. Each method declares what it needs the
- * cache to hold (KvLayout) and counts the bytes it moves per decode step (Traffic), so the compression it
- * reports is measured by the implementation, not computed from a formula.
+ * cache to hold (KvLayout) and takes its kernels' K/V arguments from the cache's counting accessors, so the
+ * bytes a method reports are what its kernels were given (KvCache.traffic), not a formula.
  *
  * Shape letters: H query heads, G KV heads, g = H / G query heads per KV head, Hd head dim,
  * S positions attended at this step (the current token included), C cache capacity in rows.
  */
 import type { Kernels } from "../kernels/kernels.js";
 import type { KvCache, KvDType, KvLayout } from "../kvcache/cache.js";
+export { newTraffic, type Traffic } from "../kvcache/cache.js";
 import type { Arena, Ptr } from "../memory/arena.js";
 import type { Parallel } from "../threads/parallel.js";
 
@@ -62,18 +63,6 @@ export interface StreamingSpec {
   sinks?: number;
 }
 
-/** Bytes moved by decode steps, as counted by the method; dense* is what dense attention would move. */
-export interface Traffic {
-  steps: number;
-  /** KV bytes read (K, V, K columns, mean value, accumulated scores). */
-  read: number;
-  /** KV bytes written (new rows, d-major column, accumulated scores). */
-  written: number;
-  denseRead: number;
-  denseWritten: number;
-}
-
-export const newTraffic = (): Traffic => ({ steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 });
 
 /**
  * What a method gets: the kernels, the session's cache, the model's head shape, its threads and a set of
@@ -146,8 +135,6 @@ export function allocateAttentionScratch(alloc: (bytes: number) => Ptr, groupSiz
 
 export interface AttentionMethod {
   readonly name: AttentionMethodName;
-  /** Bytes moved by decode steps so far. */
-  readonly traffic: Traffic;
   /**
    * Dense causal attention of T ≥ 1 query rows q (T, H·Hd) → out (T, H·Hd) over the slot's rows, the t-th
    * query seeing the rows held before this step plus the step's first t + 1. Methods that track attention
@@ -164,13 +151,21 @@ export interface AttentionMethod {
   afterPrefill(): void;
 }
 
-/** The cache layout a method needs, for a KV dtype. */
-export function layoutFor(spec: AttentionSpec, dtype: KvDType): KvLayout {
+/** Whether SparQ mixes in the mean value: by default for MHA (g = 1), not for GQA/MQA (the authors' choice). */
+export function sparqReallocates(spec: SparqSpec, groupSize: number): boolean {
+  return spec.reallocation ?? groupSize === 1;
+}
+
+/**
+ * The cache layout a method needs, for a KV dtype and g = H / G query heads per KV head (SparQ keeps the
+ * running mean of V only when it mixes it in).
+ */
+export function layoutFor(spec: AttentionSpec, dtype: KvDType, groupSize: number): KvLayout {
   switch (spec.method) {
     case "dense":
       return { dtype, kTransposed: false, vMean: false, accumulated: false, positions: false };
     case "sparq":
-      return { dtype, kTransposed: (spec.layout ?? "double") === "double", vMean: true, accumulated: false, positions: false };
+      return { dtype, kTransposed: (spec.layout ?? "double") === "double", vMean: sparqReallocates(spec, groupSize), accumulated: false, positions: false };
     case "h2o":
       return { dtype, kTransposed: false, vMean: false, accumulated: true, positions: true };
     case "streaming":

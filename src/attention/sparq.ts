@@ -12,8 +12,8 @@
  * contexts fall back to dense (k + 1 ≥ S selects everything, which is dense attention exactly).
  */
 import { UsageError } from "../errors.js";
-import { attendDense, denseReadBytes } from "./dense.js";
-import { newTraffic, type AttentionContext, type AttentionMethod, type SparqSpec } from "./method.js";
+import { attendDense } from "./dense.js";
+import { sparqReallocates, type AttentionContext, type AttentionMethod, type SparqSpec } from "./method.js";
 import { OPS } from "../threads/ops.js";
 import { SPARQ_BF16, SPARQ_BY_PROBABILITIES, SPARQ_DOUBLE, SPARQ_REALLOCATION } from "./sparq-head.js";
 
@@ -57,30 +57,26 @@ export function checkSparqSpec(spec: SparqSpec, headDim: number): void {
 
 export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMethod {
   checkSparqSpec(spec, ctx.headDim);
-  const traffic = newTraffic();
   const { cache, nHeads: H, nKvHeads: G, headDim: Hd, scale } = ctx;
   const g = H / G;
-  const reallocation = spec.reallocation ?? g === 1;
+  const reallocation = sparqReallocates(spec, g);
+  if (reallocation && !cache.layout.vMean) throw new UsageError("sparq mean-value reallocation needs a cache that keeps the mean of V; create the session with it");
   const doubleLayout = (spec.layout ?? "double") === "double";
   const byProbabilities = spec.groupRanking === "probabilities";
   const bf16 = cache.layout.dtype === "bf16";
-  const b = cache.bytesPerElement;
   const flags = (bf16 ? SPARQ_BF16 : 0) | (doubleLayout ? SPARQ_DOUBLE : 0) | (byProbabilities ? SPARQ_BY_PROBABILITIES : 0) | (reallocation ? SPARQ_REALLOCATION : 0);
 
   return {
     name: "sparq",
-    traffic,
     prefill(slot, q, out, T) {
       attendDense(ctx, slot, q, out, T);
     },
     decode(slot, q, out) {
       const S = cache.span(0);
       const budget = sparqBudget(spec, Hd, S);
-      traffic.denseRead += denseReadBytes(ctx, S);
       if (budget.k + 1 >= S) {
         // Everything would be selected: α = 1 and the output is dense attention, so compute that.
         attendDense(ctx, slot, q, out, 1);
-        traffic.read += denseReadBytes(ctx, S);
         return;
       }
       // One task per KV head (its g query heads), spread over the threads, each with its own scratch.
@@ -89,14 +85,16 @@ export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMe
       for (let kv = 0; kv < G; kv++) {
         const t = par.threadOf(kv, G);
         const sc = ctx.scratches[t];
-        const keys = doubleLayout ? cache.keysT(slot, kv) : cache.keys(slot, kv);
-        par.task(t, OPS.sparqHead, q + 4 * kv * g * Hd, out + 4 * kv * g * Hd, keys, cache.keys(slot, kv), cache.values(slot, kv),
-          reallocation ? cache.valueMean(slot, kv) : 0, cache.capacity, S, r, k, l, g, Hd, scale, flags,
+        // What the head's kernels read: r columns of K over S rows, k + 1 rows of K and V (the current
+        // token's among them), v̄ for the mix.
+        const columns = cache.keyColumns(slot, kv, r, S);
+        const rows = cache.gatherRows(slot, kv, k + 1);
+        const vMean = reallocation ? cache.meanValue(slot, kv) : 0;
+        par.task(t, OPS.sparqHead, q + 4 * kv * g * Hd, out + 4 * kv * g * Hd, columns, rows.k, rows.v,
+          vMean, cache.capacity, S, r, k, l, g, Hd, scale, flags,
           sc.absQ, sc.components, sc.topK, sc.headScale, sc.approx, sc.rank, sc.index, sc.stats, sc.scores);
       }
       par.flush();
-      // Spec transfer: S·r (columns) + 2·k·Hd (rows; the current token is free) + Hd (v̄) per KV head.
-      traffic.read += G * (S * budget.r * b + 2 * budget.k * Hd * b + (reallocation ? 4 * Hd : 0));
     },
     endStep() {},
     beforePrefill() {},

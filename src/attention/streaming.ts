@@ -41,9 +41,6 @@ export function createStreaming(ctx: AttentionContext, spec: StreamingSpec): Att
       }
       return best;
     },
-    extraBytes() {
-      return 0;
-    },
   };
   return createEvicting(ctx, policy, spec);
 }

@@ -4,10 +4,12 @@
  *
  * A step is what the model does per layer at decode: store the new token's K/V, attend (method.decode),
  * advance, let the method evict. Caches are filled with random keys and values; queries are random.
- * SparQ's rows share one filled cache; each timed step is rewound after, so every step attends S rows.
+ * SparQ's rows share one filled cache; each timed step is rewound after (cache.rewind), so every step
+ * attends S rows; an evicting cache holds its budget of rows at every step.
  * Shapes: G = 8 KV heads; MHA has H = 8 query heads, GQA H = 32 (4 per KV head).
  * For each (S, Hd, shape, KV dtype): dense, then SparQ at compression c (r = Hd/c, k = S/2c), H2O and
- * streaming at budget S/c, for each c. Time = median over steps; bytes = the method's own counters.
+ * streaming at budget S/c, for each c. Time = median over steps; bytes = what the cache counted as handed
+ * to the kernels (KvCache.traffic); transfer = those bytes / dense's at the same S in the same run.
  * Bandwidth: memcpy of 256 MiB (STREAM-style: bytes read + bytes written per second) and a streaming read
  * (matvec over 256 MiB of f32).
  */
@@ -48,7 +50,7 @@ export interface AttentionBenchRow extends Config {
   method: string;
   compression: number; // target c (1 for dense)
   microseconds: number; // median step time
-  bytesPerStep: number; // read + written, counted by the method
+  bytesPerStep: number; // read + written, counted by the cache
   transferRatio: number; // bytesPerStep / dense bytes per step
   gbPerSecond: number;
   fractionOfCopy: number;
@@ -110,8 +112,8 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
   const worst = Math.max(
     ...configs.map((c) => {
       const shape = { nSlots: 1, nKvHeads: G, headDim: c.Hd };
-      const evicting = KvCache.bytesFor(shape, layoutFor({ method: "h2o" }, c.dtype), Math.round(c.S / minRatio) + 2);
-      return KvCache.bytesFor(shape, layoutFor({ method: "sparq" }, c.dtype), c.S + 8) + evicting + (1 << 16);
+      const evicting = KvCache.bytesFor(shape, layoutFor({ method: "h2o" }, c.dtype, 1), Math.round(c.S / minRatio) + 2);
+      return KvCache.bytesFor(shape, layoutFor({ method: "sparq", reallocation: true }, c.dtype, 1), c.S + 8) + evicting + (1 << 16);
     }),
   );
   const maxThreads = Math.max(...threadCounts);
@@ -144,7 +146,7 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
       fillGaussian(arena.f32, io.v >> 2, G * c.Hd, random);
     };
     const filled = (spec: AttentionSpec) => {
-      const cache = new KvCache(arena, pool, kernels, { nSlots: 1, nKvHeads: G, headDim: c.Hd }, layoutFor(spec, c.dtype), c.S + 8);
+      const cache = new KvCache(arena, pool, kernels, { nSlots: 1, nKvHeads: G, headDim: c.Hd }, layoutFor(spec, c.dtype, H / G), c.S + 8);
       for (let t = 0; t < c.S; t++) {
         fillIo();
         cache.store(0, 0, io.k, io.v);
@@ -156,7 +158,7 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
     const denseCache = filled({ method: "dense" });
     const dense = time(createAttention(ctxFor(denseCache), { method: "dense" }), denseCache);
     denseCache.free();
-    const record = (method: string, compression: number, r: { microseconds: number; bytesPerStep: number; denseBytesPerStep: number }) => {
+    const record = (method: string, compression: number, r: { microseconds: number; bytesPerStep: number }) => {
       const row: AttentionBenchRow = {
         ...c,
         threads,
@@ -164,7 +166,7 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
         compression,
         microseconds: r.microseconds,
         bytesPerStep: r.bytesPerStep,
-        transferRatio: r.bytesPerStep / r.denseBytesPerStep,
+        transferRatio: r.bytesPerStep / dense.bytesPerStep,
         gbPerSecond: r.bytesPerStep / r.microseconds / 1e3,
         fractionOfCopy: r.bytesPerStep / r.microseconds / 1e3 / bw.copy,
         speedup: dense.microseconds / r.microseconds,
@@ -173,7 +175,7 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
       if (!json) printRow(row);
     };
     record("dense", 1, dense);
-    const shared = methods.includes("sparq") ? filled({ method: "sparq" }) : null;
+    const shared = methods.includes("sparq") ? filled({ method: "sparq", compression: ratios[0] }) : null;
     for (const ratio of ratios) {
       for (const m of methods) {
         if (m === "sparq") {
@@ -182,7 +184,7 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
         }
         const budget = Math.max(1, Math.round(c.S / ratio));
         const spec: AttentionSpec = m === "h2o" ? { method: "h2o", budget } : { method: "streaming", budget, sinks: Math.min(16, budget - 1) };
-        const cache = new KvCache(arena, pool, kernels, { nSlots: 1, nKvHeads: G, headDim: c.Hd }, layoutFor(spec, c.dtype), 1);
+        const cache = new KvCache(arena, pool, kernels, { nSlots: 1, nKvHeads: G, headDim: c.Hd }, layoutFor(spec, c.dtype, H / G), 1);
         const method = createAttention(ctxFor(cache), spec);
         // The cache as it stands after compaction: `budget` rows, then steady-state decode.
         method.beforePrefill(budget + 1); // room for the budget and the step's token: no resize after
@@ -191,7 +193,6 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
           cache.store(0, t, io.k, io.v);
         }
         cache.advance(budget);
-        cache.length = c.S; // positions seen: the evicted ones count for the dense comparison
         method.afterPrefill();
         record(m, ratio, time(method, cache));
         cache.free();
@@ -215,38 +216,31 @@ function carveScratch(base: Ptr, g: number, Hd: number, maxRows: number, threads
   return Array.from({ length: threads }, () => allocateAttentionScratch(alloc, g, Hd, maxRows, 1));
 }
 
-/** Median step time and per-step bytes over at least 5 steps, until `seconds` or maxSteps. */
+/** Median step time and per-step bytes (as the cache counted them) over at least 5 steps, until `seconds` or maxSteps. */
 function timeSteps(method: AttentionMethod, cache: KvCache, io: { q: Ptr; out: Ptr; k: Ptr; v: Ptr }, fillIo: () => void, seconds: number, maxSteps: number) {
   const times: number[] = [];
   const step = () => {
     fillIo();
     const t0 = performance.now();
-    method.traffic.written += cache.store(0, 0, io.k, io.v);
-    method.traffic.denseWritten += 2 * cache.G * cache.Hd * cache.bytesPerElement;
+    cache.store(0, 0, io.k, io.v);
     method.decode(0, io.q, io.out);
     cache.advance(1);
-    method.traffic.steps++;
     method.endStep(1);
     const elapsed = performance.now() - t0;
-    // Every step must see the same S (v̄ keeps the extra value: timing only). A growing cache drops the
-    // step's row; an evicting one already holds its budget, and only the position count is rewound, so
-    // its dense comparison stays at S instead of growing with the number of timed steps.
-    if (!cache.layout.positions) cache.rows--;
-    cache.length--;
+    // Every step attends the same rows: a growing cache forgets the step's token; an evicting one holds its budget.
+    if (!cache.layout.positions) cache.rewind(1);
     return elapsed;
   };
   step();
   step(); // warm-up
-  const t = method.traffic;
+  const t = cache.traffic;
   const before = { ...t };
   const start = performance.now();
   while (times.length < 5 || (performance.now() - start < seconds * 1000 && times.length < maxSteps - 2)) times.push(step());
   times.sort((a, b) => a - b);
-  const steps = t.steps - before.steps;
   return {
     microseconds: times[times.length >> 1] * 1000,
-    bytesPerStep: (t.read + t.written - before.read - before.written) / steps,
-    denseBytesPerStep: (t.denseRead + t.denseWritten - before.denseRead - before.denseWritten) / steps,
+    bytesPerStep: (t.read + t.written - before.read - before.written) / (t.steps - before.steps),
   };
 }
 

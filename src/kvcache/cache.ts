@@ -18,6 +18,15 @@
  *
  * An evicting cache changes size: dense prefill needs the whole prompt, then the method compacts it to its
  * budget and resize() moves it into a smaller block of the pool, returning the rest.
+ *
+ * KV traffic. The cache is the one place decode-step bytes are counted: store() counts what it writes, and
+ * the accessors attention methods take their kernel arguments from at a decode step (attendRows,
+ * keyColumns, gatherRows, meanValue, accumulatedScores) count the bytes of the rows and columns they hand
+ * out — what the kernels are given, the current token's row included. Beside that, the cache counts what
+ * dense attention over every position seen would have moved, for the ratio. A step's counts are kept when a
+ * one-token step ends (advance(1)) and dropped after a prefill. Not counted: cache-line granularity (a
+ * strided column read moves whole lines), queries, outputs and scratch, and an eviction policy's scan of
+ * the positions or scores it keeps beside the rows.
  */
 import { OutOfMemoryError } from "../errors.js";
 import type { Kernels } from "../kernels/kernels.js";
@@ -49,6 +58,19 @@ export interface KvLayout {
   /** Evicting methods: the position each row holds. */
   positions: boolean;
 }
+
+/** Bytes moved by decode steps, as the cache counted them; dense* is what dense attention would move. */
+export interface Traffic {
+  steps: number;
+  /** KV bytes read (K and V rows, K columns, the mean value, accumulated scores). */
+  read: number;
+  /** KV bytes written (new rows, the d-major column, the mean value, accumulated scores). */
+  written: number;
+  denseRead: number;
+  denseWritten: number;
+}
+
+export const newTraffic = (): Traffic => ({ steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 });
 
 export const DENSE_LAYOUT: KvLayout = { dtype: "f32", kTransposed: false, vMean: false, accumulated: false, positions: false };
 
@@ -86,6 +108,10 @@ export class KvCache {
   readonly G: number;
   readonly Hd: number;
   readonly bytesPerElement: number;
+  /** Decode steps' bytes so far (see "KV traffic" above). */
+  readonly traffic: Traffic = newTraffic();
+  /** The current step's counts, until advance() keeps or drops them. */
+  private step: Traffic = newTraffic();
   private block: Ptr = 0;
   /** (nSlots × G) the row the next key of each head goes to, for evicting caches after their first eviction. */
   private readonly nextRow: Int32Array;
@@ -152,10 +178,56 @@ export class KvCache {
   }
 
   /**
-   * Writes k, v (G, Hd) f32 of the token at position `length + t` (t-th of this step) into each head's
-   * next row: row `rows + t`, or the row the method freed last step. Returns bytes written.
+   * K and V of head g's first n rows, for a kernel that reads all of them: counts 2·n·Hd elements read,
+   * and what dense attention would read for this head at this step.
    */
-  store(slot: number, t: number, k: Ptr, v: Ptr): number {
+  attendRows(slot: number, g: number, n: number): { k: Ptr; v: Ptr } {
+    this.step.read += 2 * n * this.Hd * this.bytesPerElement;
+    this.countDenseRead();
+    return { k: this.keys(slot, g), v: this.values(slot, g) };
+  }
+
+  /**
+   * The keys of head g for a kernel that reads r components of each of n rows (SparQ's approximate scores):
+   * the d-major copy when the layout has one, else the rows (read with a stride). Counts r·n elements read,
+   * and what dense attention would read for this head at this step.
+   */
+  keyColumns(slot: number, g: number, r: number, n: number): Ptr {
+    this.step.read += r * n * this.bytesPerElement;
+    this.countDenseRead();
+    return this.layout.kTransposed ? this.keysT(slot, g) : this.keys(slot, g);
+  }
+
+  /** K and V of head g for a kernel that reads n of its rows by index: counts 2·n·Hd elements read. */
+  gatherRows(slot: number, g: number, n: number): { k: Ptr; v: Ptr } {
+    this.step.read += 2 * n * this.Hd * this.bytesPerElement;
+    return { k: this.keys(slot, g), v: this.values(slot, g) };
+  }
+
+  /** The running mean of V of head g, for a kernel that mixes it in: counts Hd f32 read. */
+  meanValue(slot: number, g: number): Ptr {
+    this.step.read += 4 * this.Hd;
+    return this.valueMean(slot, g);
+  }
+
+  /** Head g's accumulated scores, for a kernel that adds n rows' probabilities to them: counts n f32 read and written. */
+  accumulatedScores(slot: number, g: number, n: number): Ptr {
+    this.step.read += 4 * n;
+    this.step.written += 4 * n;
+    return this.accumulated(slot, g);
+  }
+
+  /** Dense attention reads K and V of every position seen, the current one included, for one head. */
+  private countDenseRead(): void {
+    this.step.denseRead += 2 * (this.length + 1) * this.Hd * this.bytesPerElement;
+  }
+
+  /**
+   * Writes k, v (G, Hd) f32 of the token at position `length + t` (t-th of this step) into each head's
+   * next row: row `rows + t`, or the row the method freed last step. Counts the bytes it writes (and reads,
+   * for the running mean), and dense attention's K and V rows.
+   */
+  store(slot: number, t: number, k: Ptr, v: Ptr): void {
     const { kernels: kern, Hd, G } = this;
     const b = this.bytesPerElement;
     const s = this.slots[slot];
@@ -177,7 +249,11 @@ export class KvCache {
       if (this.layout.positions) this.arena.i32[(this.positions(slot, g) >> 2) + row] = this.length + t;
       if (this.layout.accumulated) this.arena.f32[(this.accumulated(slot, g) >> 2) + row] = 0;
     }
-    return G * Hd * b * (this.layout.kTransposed ? 3 : 2);
+    const { layout, step } = this;
+    // K and V rows, the d-major column, the mean (read and written, f32), a position and a score.
+    step.written += G * (Hd * b * (layout.kTransposed ? 3 : 2) + (layout.vMean ? 4 * Hd : 0) + (layout.positions ? 4 : 0) + (layout.accumulated ? 4 : 0));
+    step.read += layout.vMean ? G * 4 * Hd : 0;
+    step.denseWritten += G * 2 * Hd * b;
   }
 
   /** The row token t of this step goes to in head g. */
@@ -193,11 +269,51 @@ export class KvCache {
     if (this.layout.positions) this.arena.i32[(this.positions(slot, g) >> 2) + row] = -1;
   }
 
-  /** Ends a step of T tokens: length advances; rows grow unless the step's keys refilled freed rows. */
+  /**
+   * Ends a step of T tokens: length advances; rows grow unless the step's keys refilled freed rows. A
+   * one-token step's traffic is kept; a prefill's is not (prefill is dense for every method).
+   */
   advance(T: number): void {
     this.length += T;
     if (this.nextRow[0] >= 0) this.nextRow.fill(-1);
     else this.rows += T;
+    if (T === 1) {
+      const { traffic: t, step: s } = this;
+      t.steps++;
+      t.read += s.read;
+      t.written += s.written;
+      t.denseRead += s.denseRead;
+      t.denseWritten += s.denseWritten;
+    }
+    this.step = newTraffic();
+  }
+
+  /**
+   * Forgets the last n tokens: rows and positions n fewer, the running mean of V rolled back arithmetically
+   * (v̄ₘ = ((m + 1)·v̄ₘ₊₁ − vₘ₊₁) / m: the mean of the rows left to within f32 rounding, not bit for bit).
+   * Counted traffic stays. Evicting caches cannot rewind: what they evicted is gone.
+   */
+  rewind(n: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > this.rows) throw new RangeError(`kv cache: cannot rewind ${n} of ${this.rows} rows`);
+    if (this.layout.positions) throw new RangeError("kv cache: an evicting cache cannot rewind");
+    const { f32, u16 } = this.arena;
+    const b = this.bytesPerElement;
+    for (; n > 0; n--) {
+      const m = this.rows - 1; // rows left once row m goes
+      for (let slot = 0; this.layout.vMean && slot < this.slots.length; slot++) {
+        for (let g = 0; g < this.G; g++) {
+          const mean = this.valueMean(slot, g) >> 2;
+          const row = this.values(slot, g) + m * this.Hd * b;
+          for (let j = 0; j < this.Hd; j++) {
+            const v = b === 4 ? f32[(row >> 2) + j] : bf16ToF32(u16[(row >> 1) + j]);
+            f32[mean + j] = m === 0 ? 0 : Math.fround(((m + 1) * f32[mean + j] - v) / m);
+          }
+        }
+      }
+      this.rows--;
+      this.length--;
+    }
+    this.step = newTraffic();
   }
 
   /** Rows attention spans for the step's t-th token once it is stored. */
@@ -290,6 +406,7 @@ export class KvCache {
     this.rows = 0;
     this.length = 0;
     this.nextRow.fill(-1);
+    this.step = newTraffic();
   }
 
   free(): void {

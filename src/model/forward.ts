@@ -145,12 +145,7 @@ export class Forward {
         this.linear(s.k, kvIn, lw.wk!, T, lw.bk);
         this.linear(s.v, kvIn, lw.wv!, T, lw.bv);
         this.applyRope(s.k, c.nKvHeads, T);
-        let written = 0;
-        for (let t = 0; t < T; t++) written += cache.store(slot, t, s.k + 4 * t * d.kvDim, s.v + 4 * t * d.kvDim);
-        if (T === 1) {
-          attention.traffic.written += written;
-          attention.traffic.denseWritten += 2 * d.kvDim * cache.bytesPerElement;
-        }
+        for (let t = 0; t < T; t++) cache.store(slot, t, s.k + 4 * t * d.kvDim, s.v + 4 * t * d.kvDim);
       }
       if (T === 1) attention.decode(slot, s.q, s.att);
       else attention.prefill(slot, s.q, s.att, T);
@@ -165,7 +160,6 @@ export class Forward {
       k.add(s.x, s.x, s.proj, T * D);
     }
     cache.advance(T);
-    if (T === 1) attention.traffic.steps++;
     attention.endStep(T);
 
     if (logits === "none") return;

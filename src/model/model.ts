@@ -90,7 +90,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   if (f16Activations !== "f32" && f16Activations !== "f16") {
     throw new UsageError(`f16Activations must be "f32" or "f16", got ${JSON.stringify(f16Activations)}`);
   }
-  const plan = planMemory(source, specs, contextSize, sessions, layoutFor(attention, kvDtype), threads);
+  const plan = planMemory(source, specs, contextSize, sessions, layoutFor(attention, kvDtype, source.config.nHeads / source.config.nKvHeads), threads);
   const arena = new Arena(plan.total, `${source.name} with ${sessions} × ${contextSize}-token KV caches`);
   const kind = options.kernels ?? "wasm";
   const kernels = kind === "reference" ? createReferenceKernels(arena.memory) : await loadWasmKernels(arena.memory);
@@ -159,7 +159,7 @@ export class Model {
     }
     const kvDtype = checkKvDtype(options.kvDtype ?? this.defaults.kvDtype);
     const spec = options.attention ?? this.defaults.attention;
-    const layout = layoutFor(spec, kvDtype);
+    const layout = layoutFor(spec, kvDtype, this.config.nHeads / this.config.nKvHeads);
     const evicting = layout.positions;
     // An evicting cache starts small and grows for a prompt (see attention/evicting.ts).
     const cache = new KvCache(this.arena, this.pool, this.kernels, kvShape(this.config), layout, evicting ? 1 : capacity);

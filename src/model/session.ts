@@ -17,7 +17,7 @@ export interface SessionOptions {
   attention?: AttentionSpec;
 }
 
-/** KV traffic of the decode steps so far, as the attention method counted it. */
+/** KV traffic of the decode steps so far, as the cache counted it (what the kernels were given). */
 export interface KvTrafficStats {
   /** Decode steps counted. */
   steps: number;
@@ -86,7 +86,7 @@ export class Session {
    */
   setAttention(spec: AttentionSpec): void {
     this.assertAlive();
-    const need = layoutFor(spec, this.cache.layout.dtype);
+    const need = layoutFor(spec, this.cache.layout.dtype, this.model.config.nHeads / this.model.config.nKvHeads);
     const have = this.cache.layout;
     const missing = (["kTransposed", "vMean", "accumulated", "positions"] as const).filter((key) => need[key] && !have[key]);
     if (have.positions || need.positions || missing.length > 0) {
@@ -101,7 +101,7 @@ export class Session {
 
   /** KV traffic of the decode steps since the session began (or since `since`, an earlier snapshot). */
   kvTraffic(since?: { steps: number; read: number; written: number; denseRead: number; denseWritten: number }): KvTrafficStats {
-    const t = this.attention.traffic;
+    const t = this.cache.traffic;
     const s = since ?? { steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 };
     const steps = t.steps - s.steps;
     const bytes = t.read + t.written - s.read - s.written;
@@ -148,7 +148,7 @@ export class Session {
     const sampler = new Sampler(options);
     const stops = options.stop ?? [];
 
-    const before = { ...this.attention.traffic };
+    const before = { ...this.cache.traffic };
     const t0 = performance.now();
     let logits = this.evaluate(promptIds);
     const t1 = performance.now();

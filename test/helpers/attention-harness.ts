@@ -44,7 +44,7 @@ export class Harness {
     rowsPerStep = 256,
   ) {
     const { H, G, Hd, maxRows, dtype } = shape;
-    const layout = layoutFor(spec, dtype);
+    const layout = layoutFor(spec, dtype, H / G);
     const pool = KvCache.bytesFor({ nSlots: 1, nKvHeads: G, headDim: Hd }, layout, maxRows) + (1 << 16);
     const sizes = attentionScratchSizes(H / G, Hd, maxRows, rowsPerStep);
     const threads = shape.threads ?? 1;
@@ -94,17 +94,10 @@ export class Harness {
     f32.set(k, this.k >> 2);
     f32.set(v, this.v >> 2);
     this.method.beforePrefill(T);
-    let written = 0;
-    for (let t = 0; t < T; t++) written += this.cache.store(0, t, this.k + 4 * t * G * Hd, this.v + 4 * t * G * Hd);
-    if (T === 1) {
-      this.method.traffic.written += written;
-      this.method.traffic.denseWritten += 2 * G * Hd * this.cache.bytesPerElement;
-      this.method.decode(0, this.q, this.out);
-    } else {
-      this.method.prefill(0, this.q, this.out, T);
-    }
+    for (let t = 0; t < T; t++) this.cache.store(0, t, this.k + 4 * t * G * Hd, this.v + 4 * t * G * Hd);
+    if (T === 1) this.method.decode(0, this.q, this.out);
+    else this.method.prefill(0, this.q, this.out, T);
     this.cache.advance(T);
-    if (T === 1) this.method.traffic.steps++;
     this.method.endStep(T);
     this.method.afterPrefill();
     return f32.slice(this.out >> 2, (this.out >> 2) + T * H * Hd);
