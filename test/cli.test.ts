@@ -63,7 +63,7 @@ describe("working commands", () => {
   test.each([
     ["h2o", "4096", [], 1.125],
     ["streaming", "1200", ["-c", "1200"], 1],
-  ] as const)("generate --attention %s --kv-budget %s ≥ the context: runs, says it never evicts, and moves what dense moves plus its bookkeeping (%s× to +0.01)", async (method, budget, context, expected) => {
+  ] as const)("generate --attention %s --kv-budget %s ≥ the context: runs, says it never evicts, and moves what dense moves plus its bookkeeping (the ratio expected, to +0.01)", async (method, budget, context, expected) => {
     const r = await run("generate", "-m", good, "-f", prompt150(), "-n", "4", "--temperature", "0", "--attention", method, "--kv-budget", budget, ...context);
     expect(r.code, r.err).toBe(0);
     expect(r.err).toMatch(new RegExp(`note: --kv-budget ${budget} is at least the \\d+-token context: ${method} never evicts, attention is dense`));
