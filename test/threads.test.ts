@@ -259,7 +259,7 @@ describe("process lifecycle", () => {
     child.stderr.on("data", (d) => (stderr += d));
     const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
     expect(code).not.toBe(0);
-    expect(stderr).toMatch(/--threads expects an integer ≥ 1, got "0"/);
+    expect(stderr).toMatch(/--threads expects an integer from 1 to 64, got "0"/);
     expect(stderr).not.toMatch(/\n\s+at /);
   });
 });

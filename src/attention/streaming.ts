@@ -11,10 +11,13 @@ import { UsageError } from "../errors.js";
 import { createEvicting, type EvictionPolicy } from "./evicting.js";
 import type { AttentionContext, AttentionMethod, StreamingSpec } from "./method.js";
 
+/** First positions always kept: LM-Infinite's 16, the SparQ paper's setting (StreamingLLM uses 4). */
+export const DEFAULT_SINKS = 16;
+
 export function createStreaming(ctx: AttentionContext, spec: StreamingSpec): AttentionMethod {
   const { arena, cache } = ctx;
   const i32 = arena.i32;
-  const sinks = spec.sinks ?? 16;
+  const sinks = spec.sinks ?? DEFAULT_SINKS;
   if (!Number.isInteger(sinks) || sinks < 0) throw new UsageError(`streaming sinks must be an integer ≥ 0, got ${sinks}`);
   if (spec.budget !== undefined && spec.budget <= sinks) {
     throw new UsageError(`streaming KV budget ${spec.budget} must exceed the ${sinks} sink tokens`);

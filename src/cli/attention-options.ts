@@ -4,6 +4,7 @@
  */
 import type { Command } from "commander";
 import { ATTENTION_METHODS, type AttentionSpec } from "../attention/method.js";
+import { DEFAULT_SINKS } from "../attention/streaming.js";
 import { UsageError } from "../errors.js";
 import { KV_DTYPES, type KvDType } from "../kvcache/cache.js";
 import { floatOption, intOption } from "./options.js";
@@ -25,14 +26,14 @@ export interface AttentionFlags {
 export function addAttentionOptions(command: Command): Command {
   return command
     .option("--attention <method>", `decode-time attention: ${ATTENTION_METHODS.join(", ")}`, "dense")
-    .option("--compression <c>", "target KV transfer ratio 1/c (sparq: r = Hd/c, k = S/2c; h2o, streaming: budget = prompt/c)", floatOption("--compression", 1))
+    .option("--compression <c>", "target KV transfer ratio 1/c (sparq: r = Hd/c, k = S/2c; h2o, streaming: budget = prompt/c)", floatOption("--compression", { min: 1 }))
     .option("--sparq-r <r>", "sparq: query components for the approximate scores", intOption("--sparq-r", 1))
     .option("--sparq-k <k>", "sparq: positions fetched per step", intOption("--sparq-k", 1))
     .option("--sparq-local <l>", "sparq: local window always fetched (default k/4)", intOption("--sparq-local", 0))
     .option("--sparq-reallocation <on|off>", "sparq: mean-value reallocation (default on for MHA, off for GQA/MQA)")
     .option("--sparq-layout <double|single>", "sparq: store K twice (fast) or once (strided column reads)")
     .option("--kv-budget <n>", "h2o, streaming: KV rows kept per head", intOption("--kv-budget", 1))
-    .option("--sinks <n>", "streaming: first tokens always kept (default 16; StreamingLLM uses 4)", intOption("--sinks", 0))
+    .option("--sinks <n>", `streaming: first tokens always kept (default ${DEFAULT_SINKS}; StreamingLLM uses 4)`, intOption("--sinks", 0))
     .option("--h2o-recent <n>", "h2o: recent window (default budget/4)", intOption("--h2o-recent", 0))
     .option("--kv-dtype <dtype>", `KV cache storage: ${KV_DTYPES.join(", ")}`, "f32");
 }
@@ -68,6 +69,10 @@ export function attentionSpecFrom(flags: AttentionFlags): AttentionSpec {
       if (flags.compression === undefined && (flags.sparqR === undefined || flags.sparqK === undefined)) {
         throw new UsageError("--attention sparq needs --compression C, or both --sparq-r and --sparq-k");
       }
+      // SparQ would cap the window at k silently; a window larger than what is fetched is a mistaken flag.
+      if (flags.sparqLocal !== undefined && flags.sparqK !== undefined && flags.sparqLocal > flags.sparqK) {
+        throw new UsageError(`--sparq-local expects at most --sparq-k (${flags.sparqK}) positions, got "${flags.sparqLocal}"`);
+      }
       return {
         method,
         compression: flags.compression,
@@ -80,11 +85,29 @@ export function attentionSpecFrom(flags: AttentionFlags): AttentionSpec {
     }
     case "h2o":
       refuse([...sparqFlags, "sinks"]);
+      // H2O would cap the window at the budget silently (leaving no heavy hitters): say so instead.
+      if (flags.h2oRecent !== undefined && flags.kvBudget !== undefined && flags.h2oRecent > flags.kvBudget) {
+        throw new UsageError(`--h2o-recent expects at most --kv-budget (${flags.kvBudget}) rows, got "${flags.h2oRecent}"`);
+      }
       return { method, budget: flags.kvBudget, compression: flags.compression, recent: flags.h2oRecent };
     case "streaming":
       refuse([...sparqFlags, "h2oRecent"]);
+      if (flags.kvBudget !== undefined && flags.kvBudget <= (flags.sinks ?? DEFAULT_SINKS)) {
+        const sinks = flags.sinks === undefined ? `the default ${DEFAULT_SINKS} sink tokens (--sinks)` : `--sinks (${flags.sinks})`;
+        throw new UsageError(`--kv-budget expects more rows than ${sinks} for --attention streaming, got "${flags.kvBudget}"`);
+      }
       return { method, budget: flags.kvBudget, compression: flags.compression, sinks: flags.sinks };
     default:
       throw new UsageError(`--attention expects one of ${ATTENTION_METHODS.join(", ")}, got "${method}"`);
+  }
+}
+
+/**
+ * The checks that need the model's shape, made once it is open (before a session is created), so that they name
+ * the flag rather than the library's option.
+ */
+export function checkAttentionForModel(spec: AttentionSpec, headDim: number): void {
+  if (spec.method === "sparq" && spec.r !== undefined && spec.r > headDim) {
+    throw new UsageError(`--sparq-r expects at most the model's head dimension (${headDim}), got "${spec.r}"`);
   }
 }

@@ -17,6 +17,7 @@ import type { Command } from "commander";
 import { createAttention, layoutFor, type AttentionMethod, type AttentionSpec } from "../attention/index.js";
 import { allocateAttentionScratch, attentionScratchSizes, type AttentionScratch } from "../attention/method.js";
 import { UsageError, formatBytes } from "../errors.js";
+import { parseFloatIn, parseInteger } from "./options.js";
 import type { Kernels } from "../kernels/kernels.js";
 import { loadWasmKernels } from "../kernels/wasm.js";
 import { KvCache, type KvDType } from "../kvcache/cache.js";
@@ -60,12 +61,14 @@ export interface AttentionBenchRow extends Config {
 const G = 8;
 const BANDWIDTH_BYTES = 256 << 20;
 
-const list = (value: string, what: string, parse: (s: string) => number | string = Number) =>
-  value.split(",").map((s) => {
-    const v = parse(s.trim());
-    if (typeof v === "number" && !(v > 0)) throw new UsageError(`${what} expects positive numbers, got "${s}"`);
-    return v;
-  });
+/** A comma-separated list, each item parsed (and checked) by `parse` with the flag named. */
+const list = <T>(value: string, parse: (item: string) => T): T[] => value.split(",").map((item) => parse(item.trim()));
+const choices = (flag: string, allowed: readonly string[]) => (item: string) => {
+  if (!allowed.includes(item)) throw new UsageError(`${flag} expects a comma-separated list of ${allowed.join(", ")}, got "${item}"`);
+  return item;
+};
+/** The largest head dimension: the benchmark's query and K/V input buffers hold 128 components per head. */
+const MAX_HEAD_DIM = 128;
 
 export function registerBenchAttention(bench: Command): void {
   bench
@@ -82,24 +85,20 @@ export function registerBenchAttention(bench: Command): void {
     .option("--json", "print JSON rows instead of a table")
     .action(async (flags: Flags) => {
       const configs = configsFrom(flags);
-      const ratios = list(flags.ratios, "--ratios") as number[];
-      const methods = (list(flags.methods, "--methods", (s) => s) as string[]).filter((m) => m !== "dense");
-      for (const m of methods) if (!["sparq", "h2o", "streaming"].includes(m)) throw new UsageError(`--methods: unknown method "${m}"`);
-      const seconds = Number(flags.seconds);
-      if (!(seconds > 0)) throw new UsageError(`--seconds expects a positive number, got "${flags.seconds}"`);
-      const threads = list(flags.threads, "--threads") as number[];
-      for (const t of threads) if (!Number.isInteger(t) || t > MAX_WORKERS + 1) throw new UsageError(`--threads expects integers from 1 to ${MAX_WORKERS + 1}, got ${t}`);
+      const ratios = list(flags.ratios, (item) => parseFloatIn(item, "--ratios", { min: 1, max: 1e6 }));
+      const methods = list(flags.methods, choices("--methods", ["dense", "sparq", "h2o", "streaming"])).filter((m) => m !== "dense");
+      const seconds = parseFloatIn(flags.seconds, "--seconds", { min: 0, minOpen: true, max: 3600 });
+      const threads = list(flags.threads, (item) => parseInteger(item, "--threads", 1, MAX_WORKERS + 1));
       await runBench(configs, ratios, methods, seconds, threads, flags.json === true);
     });
 }
 
 function configsFrom(flags: Flags): Config[] {
-  const contexts = list(flags.contexts, "--contexts") as number[];
-  const headDims = list(flags.headDims, "--head-dims") as number[];
-  const shapes = list(flags.shapes, "--shapes", (s) => s) as string[];
-  const dtypes = list(flags.kvDtypes, "--kv-dtypes", (s) => s) as string[];
-  for (const s of shapes) if (s !== "mha" && s !== "gqa") throw new UsageError(`--shapes expects mha or gqa, got "${s}"`);
-  for (const d of dtypes) if (d !== "f32" && d !== "bf16") throw new UsageError(`--kv-dtypes expects f32 or bf16, got "${d}"`);
+  // Contexts up to 2^22 positions: far past what one 4 GiB memory holds at G = 8 (checked again when sized).
+  const contexts = list(flags.contexts, (item) => parseInteger(item, "--contexts", 1, 1 << 22));
+  const headDims = list(flags.headDims, (item) => parseInteger(item, "--head-dims", 1, MAX_HEAD_DIM));
+  const shapes = list(flags.shapes, choices("--shapes", ["mha", "gqa"]));
+  const dtypes = list(flags.kvDtypes, choices("--kv-dtypes", ["f32", "bf16"]));
   const out: Config[] = [];
   for (const S of contexts) for (const Hd of headDims) for (const shape of shapes) for (const dtype of dtypes) out.push({ S, Hd, shape: shape as Config["shape"], dtype: dtype as KvDType });
   return out;
@@ -119,10 +118,11 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
   const maxThreads = Math.max(...threadCounts);
   const scratchMax = maxThreads * Math.max(...configs.map((c) => Object.values(attentionScratchSizes(32 / G, c.Hd, c.S + 8, 1)).reduce((a, b) => a + b + 128, 0)));
   const poolBytes = Math.max(worst + (1 << 20), 2 * BANDWIDTH_BYTES + (1 << 20));
-  const arena = new Arena(poolBytes + scratchMax + (4 << 20), "the attention benchmark");
+  const largest = `--contexts ${Math.max(...configs.map((c) => c.S))} and --head-dims ${Math.max(...configs.map((c) => c.Hd))}`;
+  const arena = new Arena(poolBytes + scratchMax + (4 << 20), `the attention benchmark at ${largest}`);
   const kernels = await loadWasmKernels(arena.memory);
   const pool = new Pool(arena.alloc(poolBytes), poolBytes);
-  const io = { q: arena.alloc(4 * 32 * 128), out: arena.alloc(4 * 32 * 128), k: arena.alloc(4 * G * 128), v: arena.alloc(4 * G * 128) };
+  const io = { q: arena.alloc(4 * 32 * MAX_HEAD_DIM), out: arena.alloc(4 * 32 * MAX_HEAD_DIM), k: arena.alloc(4 * G * MAX_HEAD_DIM), v: arena.alloc(4 * G * MAX_HEAD_DIM) };
   const scratchBase = arena.alloc(scratchMax);
   const parallels = new Map<number, Parallel>();
   for (const t of threadCounts) parallels.set(t, await Parallel.create(kernels, arena.memory, "wasm", t));

@@ -15,7 +15,7 @@ import { loadModel, type Model } from "../model/model.js";
 import { Rng } from "../model/sampler.js";
 import { answerStart, keyValueDocument, needleDocument, type RetrievalDocument } from "../train/data/retrieval.js";
 import { wordnetValidation } from "../train/data/wordnet.js";
-import { floatOption, intOption, threadsOption } from "./options.js";
+import { floatOption, intOption, pathOption, threadsOption } from "./options.js";
 
 const DEFAULT_MODEL = "kvslim-tiny";
 const TWIN_MODEL = "kvslim-tiny-mqa";
@@ -23,6 +23,13 @@ const TWIN_MODEL = "kvslim-tiny-mqa";
 const SPARQ_MIN_K = 32;
 /** Tokens generated for an answer (a four-digit code and what follows it). */
 const ANSWER_TOKENS = 6;
+/**
+ * Bounds on the prompts, which are all built (and tokenized) before the first one runs: far beyond what a demo
+ * needs (the shipped models read 512 tokens, about 1,100 characters), low enough that building them cannot exhaust
+ * the heap, and that tokenizing one stays below what the tokenizer handles in one call (about 10^5 tokens).
+ */
+const MAX_PROMPTS = 10_000;
+const MAX_CHARS = 50_000;
 
 interface Row {
   model: string;
@@ -40,16 +47,17 @@ export function registerDemo(program: Command): void {
   program
     .command("demo")
     .description("the default model on long-context retrieval prompts: dense vs SparQ, CLA vs its twin")
-    .option("-m, --model <dir>", "model directory (default: the shipped models/kvslim-tiny)")
-    .option("--prompts <n>", "retrieval prompts to run", intOption("--prompts", 1), 4)
-    .option("--chars <n>", "prompt length in characters (the model was trained on 512-token windows)", intOption("--chars", 200), 1100)
-    .option("--compression <c>", `SparQ's target: each decode step reads 1/c of the KV (r = Hd/c, k = S/2c, at least ${SPARQ_MIN_K} positions)`, floatOption("--compression", 1), 4)
+    .option("-m, --model <dir>", "model directory (default: the shipped models/kvslim-tiny)", pathOption("--model"))
+    .option("--prompts <n>", `retrieval prompts to run (at most ${MAX_PROMPTS})`, intOption("--prompts", 1, MAX_PROMPTS), 4)
+    .option("--chars <n>", `prompt length in characters (the model was trained on 512-token windows; at most ${MAX_CHARS})`, intOption("--chars", 200, MAX_CHARS), 1100)
+    .option("--compression <c>", `SparQ's target: each decode step reads 1/c of the KV (r = Hd/c, k = S/2c, at least ${SPARQ_MIN_K} positions)`, floatOption("--compression", { min: 1 }), 4)
     .option(...threadsOption)
     .action(async (flags: { model?: string; prompts: number; chars: number; compression: number; threads?: number }) => {
       const models = path.join(path.dirname(path.dirname(kernelWasmPath())), "models");
       const main = flags.model ?? path.join(models, DEFAULT_MODEL);
       if (!fs.existsSync(path.join(main, "config.json"))) {
-        throw new UsageError(`no model at ${main} (expected config.json and model.safetensors there); train one with kvslim train, or pass -m DIR`);
+        const given = flags.model === undefined ? "" : "--model: ";
+        throw new UsageError(`${given}no model at ${main} (expected config.json and model.safetensors there); train one with kvslim train, or pass -m DIR`);
       }
       const twin = flags.model === undefined && fs.existsSync(path.join(models, TWIN_MODEL, "config.json")) ? path.join(models, TWIN_MODEL) : null;
       const prompts = retrievalPrompts(flags.prompts, flags.chars);

@@ -7,8 +7,8 @@ import type { Command } from "commander";
 import { FormatError, UsageError, formatBytes } from "../errors.js";
 import { loadModel } from "../model/model.js";
 import { renderChat, type ChatMessage } from "../tokenizer/chat.js";
-import { addAttentionOptions, attentionSpecFrom, kvDtypeFrom, type AttentionFlags } from "./attention-options.js";
-import { collect, floatOption, intOption, threadsOption } from "./options.js";
+import { addAttentionOptions, attentionSpecFrom, checkAttentionForModel, kvDtypeFrom, type AttentionFlags } from "./attention-options.js";
+import { choiceOption, collect, floatOption, intOption, pathOption, seedOption, threadsOption } from "./options.js";
 
 interface GenerateFlags extends AttentionFlags {
   model: string;
@@ -31,28 +31,34 @@ export function registerGenerate(program: Command): void {
   const command = program
     .command("generate")
     .description("generate text from a prompt")
-    .requiredOption("-m, --model <path>", "a .gguf file or a model directory (config.json + model.safetensors + tokenizer.json)")
+    .requiredOption("-m, --model <path>", "a .gguf file or a model directory (config.json + model.safetensors + tokenizer.json)", pathOption("--model"))
     .option("-p, --prompt <text>", "the prompt")
-    .option("-f, --file <path>", "read the prompt from a file")
+    .option("-f, --file <path>", "read the prompt from a file", pathOption("--file"))
     .option("-n, --tokens <n>", "most tokens to generate", intOption("--tokens", 0), 128)
-    .option("--temperature <t>", "0 = greedy", floatOption("--temperature", 0, 100), 0.8)
+    .option("--temperature <t>", "0 = greedy", floatOption("--temperature", { min: 0, max: 100 }), 0.8)
     .option("--top-k <k>", "sample from the k most likely tokens (0 = all)", intOption("--top-k", 0), 40)
-    .option("--top-p <p>", "nucleus sampling mass", floatOption("--top-p", 0, 1), 0.95)
-    .option("--seed <n>", "random seed", intOption("--seed", 0))
+    .option("--top-p <p>", "nucleus sampling mass", floatOption("--top-p", { min: 0, max: 1, minOpen: true }), 0.95)
+    .option(...seedOption("random seed"))
     .option("-c, --context <n>", "context size (default: the model's, at most 4096)", intOption("--context", 1))
-    .option("--stop <text>", "stop when this text is generated (repeatable)", collect, [])
+    .option("--stop <text>", "stop when this text is generated (repeatable)", stopOption, [])
     .option("--chat", "wrap the prompt in the model's chat template")
     .option("--system <text>", "system message for --chat")
-    .option("--kernels <which>", "wasm (default) or reference (slow, for checking)", "wasm")
+    .option("--kernels <which>", "wasm (default) or reference (slow, for checking)", choiceOption("--kernels", ["wasm", "reference"]), "wasm")
     .option(...threadsOption);
   addAttentionOptions(command).action(async (flags: GenerateFlags) => {
       const attention = attentionSpecFrom(flags);
       const kvDtype = kvDtypeFrom(flags);
+      // Without --chat there is no template for a system message to go into: dropping it silently would hide a typo.
+      if (flags.system !== undefined && !flags.chat) throw new UsageError("--system applies only with --chat (the system message goes into the chat template)");
       const prompt = readPrompt(flags);
-      if (flags.kernels !== "wasm" && flags.kernels !== "reference") {
-        throw new UsageError(`--kernels expects wasm or reference, got "${flags.kernels}"`);
-      }
+      if (!fs.existsSync(flags.model)) throw new UsageError(`--model expects a .gguf file or a model directory; ${flags.model} does not exist`);
       const model = await loadModel(flags.model, { contextSize: flags.context, kernels: flags.kernels, kvDtype, attention, threads: flags.threads });
+      try {
+        checkAttentionForModel(attention, model.config.headDim);
+      } catch (e) {
+        model.dispose();
+        throw e;
+      }
       for (const note of model.source.notes) process.stderr.write(`note: ${note}\n`);
       if (model.contextSize > model.config.contextLength) {
         // As llama.cpp does: allowed (RoPE runs at any position), but the model never saw these positions.
@@ -111,15 +117,23 @@ export function registerGenerate(program: Command): void {
   });
 }
 
+/** --stop TEXT (repeatable): an empty stop text would match before the first token and generate nothing. */
+function stopOption(value: string, previous: string[]): string[] {
+  if (value === "") throw new UsageError('--stop expects a non-empty text, got ""');
+  return collect(value, previous);
+}
+
 function readPrompt(flags: GenerateFlags): string {
-  if (flags.prompt !== undefined && flags.file !== undefined) throw new UsageError("give the prompt with -p or -f, not both");
+  if (flags.prompt !== undefined && flags.file !== undefined) throw new UsageError("give the prompt with -p/--prompt or -f/--file, not both");
   if (flags.file !== undefined) {
     try {
       return fs.readFileSync(flags.file, "utf8");
     } catch (e) {
-      throw new UsageError(`cannot read prompt file ${flags.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      const code = (e as NodeJS.ErrnoException).code;
+      const found = code === "ENOENT" ? "found no file" : code === "EISDIR" ? "found a directory" : `cannot read it (${code ?? (e as Error).message})`;
+      throw new UsageError(`--file expects a text file holding the prompt, ${found} at ${flags.file}`);
     }
   }
-  if (flags.prompt === undefined) throw new UsageError("no prompt: give one with -p TEXT or -f FILE");
+  if (flags.prompt === undefined) throw new UsageError("no prompt: give one with -p/--prompt TEXT or -f/--file FILE");
   return flags.prompt;
 }

@@ -14,7 +14,7 @@ import { checkTensors } from "../model/weights.js";
 import { trainingRecord, type TrainingRecord } from "../train/checkpoint.js";
 import { isTrainPreset } from "../train/presets.js";
 import { runShape, type TrainOptions } from "../train/trainer.js";
-import { intOption, parseBytes, threadsOption } from "./options.js";
+import { bytesOption, intOption, threadsOption } from "./options.js";
 import { retrievalText } from "./train.js";
 
 export function registerInfo(program: Command): void {
@@ -22,7 +22,8 @@ export function registerInfo(program: Command): void {
     .command("info")
     .description("describe a model: architecture, parameters, dtypes, KV bytes/token, what fits in memory")
     .argument("<model>", "a .gguf file or a directory with config.json + model.safetensors + tokenizer.json")
-    .option("--memory <size>", "memory budget to fit weights + KV caches into (e.g. 2GiB)", parseBytes)
+    // At most one WebAssembly memory: a model's weights, activations and caches cannot use more.
+    .option("--memory <size>", `memory budget to fit weights + KV caches into (e.g. 2GiB; at most ${formatBytes(MAX_MEMORY)})`, bytesOption("--memory", MAX_MEMORY))
     .option("--context <n>", "context length per sequence for the fit (default: the model's)", intOption("--context", 1))
     .option("--json", "print JSON instead of text")
     .option(...threadsOption)

@@ -3,7 +3,7 @@
  * line and a non-zero exit (never a stack trace for a KvslimError).
  */
 import { Command, CommanderError } from "commander";
-import { KvslimError } from "../errors.js";
+import { KvslimError, UsageError } from "../errors.js";
 import { registerBenchAttention } from "./bench-attention.js";
 import { registerExport } from "./export.js";
 import { registerGenerate } from "./generate.js";
@@ -13,7 +13,8 @@ import { registerTokenizer } from "./tokenizer.js";
 import { registerTrain } from "./train.js";
 import { registerDemo } from "./demo.js";
 
-export async function main(argv: string[]): Promise<number> {
+/** The whole command tree (also for tests that walk every command's options). */
+export function buildProgram(): Command {
   const program = new Command("kvslim")
     .description("Run transformer language models with small, cheap KV caches (CLA, SparQ)")
     .exitOverride()
@@ -27,6 +28,29 @@ export async function main(argv: string[]): Promise<number> {
   registerTrain(program);
   registerDemo(program);
   registerBenchAttention(program.command("bench").description("benchmarks that print measurements (not tests)"));
+  requireSubcommands(program);
+  return program;
+}
+
+/**
+ * A command that only groups others (kvslim, kvslim tokenizer, kvslim bench), run without one of them: one line
+ * naming the commands it has, where commander would print its whole help to stderr as an error.
+ */
+function requireSubcommands(command: Command, prefix = ""): void {
+  const name = `${prefix}${command.name()}`;
+  for (const sub of command.commands) requireSubcommands(sub, `${name} `);
+  if (command.commands.length === 0) return;
+  const names = command.commands.map((c) => c.name());
+  // An action would turn off commander's implicit `help [command]` subcommand: keep it.
+  command.helpCommand(true).allowExcessArguments().action((_flags: unknown, self: Command) => {
+    const given = self.args[0];
+    const what = given === undefined ? "no command" : `"${given}"`;
+    throw new UsageError(`${name} expects a command: ${names.join(", ")} (${name} --help describes them), got ${what}`);
+  });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: "user" });
     return 0;

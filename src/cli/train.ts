@@ -9,6 +9,8 @@
  * per validation. Ctrl-C finishes the current step, writes a checkpoint and exits (a second Ctrl-C exits
  * at once; the last checkpoint stays intact). The run directory loads in `kvslim generate -m`.
  */
+import * as fs from "node:fs";
+import * as path from "node:path";
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import { formatBytes, InterruptedError, UsageError } from "../errors.js";
@@ -18,53 +20,56 @@ import { RETRIEVAL_SHARE } from "../train/data/retrieval.js";
 import { TRAIN_PRESETS, isTrainPreset } from "../train/presets.js";
 import { resumeRun, startRun, type RunResult, type StepInfo, type TrainHooks, type TrainOptions } from "../train/trainer.js";
 import type { RetrievalScore } from "../train/retrieval-eval.js";
-import { intOption, threadsOption } from "./options.js";
+import { currentCheckpoint } from "../train/checkpoint.js";
+import { floatOption, intOption, pathOption, seedOption, threadsOption } from "./options.js";
 
 interface Flags {
   preset?: string;
-  tokens?: string;
+  tokens?: number;
   out?: string;
   resume?: string;
   seed: number;
   threads?: number;
   batch?: number;
   seqLen?: number;
-  lr?: string;
-  warmup: string;
+  lr?: number;
+  warmup: number;
   evalEvery: number;
   evalBatches: number;
   checkpointEvery: number;
   tokenizer?: string;
-  maxTime?: string;
+  maxTime?: number;
   corpusDocuments?: number;
-  retrievalShare?: string;
+  retrievalShare?: number;
 }
 
 export function registerTrain(program: Command): void {
+  const fraction = (flag: string) => floatOption(flag, { min: 0, max: 1, maxOpen: true });
   program
     .command("train")
     .description("train a model from scratch (--preset, --tokens, --out) or continue one (--resume)")
     .option("--preset <name>", `model and batch setup: ${Object.keys(TRAIN_PRESETS).join(", ")}`)
-    .option("--tokens <n>", "training tokens in all, e.g. 20M (sets the number of steps; with --resume, a larger total extends the run)")
-    .option("--out <dir>", "run directory to create")
-    .option("--resume <dir>", "continue the run in this directory")
-    .option("--seed <n>", "seed of the initial weights and the data order", intOption("--seed", 0), 1)
+    .option("--tokens <n>", "training tokens in all, e.g. 20M (sets the number of steps; with --resume, a larger total extends the run)", countOption("--tokens"))
+    .option("--out <dir>", "run directory to create", pathOption("--out"))
+    .option("--resume <dir>", "continue the run in this directory", pathOption("--resume"))
+    .option(...seedOption("seed of the initial weights and the data order"), 1)
     .option(...threadsOption)
     .option("--batch <n>", "sequences per step (default: the preset's)", intOption("--batch", 1))
     .option("--seq-len <n>", "tokens per sequence (default: the preset's)", intOption("--seq-len", 2))
-    .option("--lr <x>", "peak learning rate (default: the preset's)")
-    .option("--retrieval-share <fraction>", `share of the training text's characters that are generated retrieval documents (default: ${RETRIEVAL_SHARE})`)
-    .option("--warmup <fraction>", "warmup steps as a fraction of all steps", "0.05")
+    // Above 1, AdamW moves every weight by more than its typical size each step: no run learns anything.
+    .option("--lr <x>", "peak learning rate, in (0, 1] (default: the preset's)", floatOption("--lr", { min: 0, max: 1, minOpen: true }))
+    .option("--retrieval-share <fraction>", `share of the training text's characters that are generated retrieval documents (default: ${RETRIEVAL_SHARE})`, fraction("--retrieval-share"))
+    .option("--warmup <fraction>", "warmup steps as a fraction of all steps", fraction("--warmup"), 0.05)
     .option("--eval-every <steps>", "steps between evaluations (validation loss and retrieval scores)", intOption("--eval-every", 1), 100)
     .option("--eval-batches <n>", "validation batches (and batch × n held-out retrieval documents)", intOption("--eval-batches", 1), 8)
     .option("--checkpoint-every <steps>", "steps between checkpoints", intOption("--checkpoint-every", 1), 200)
-    .option("--tokenizer <dir>", "use this tokenizer (default: train one on the corpus into <out>/tokenizer)")
-    .option("--max-time <duration>", "stop with a checkpoint after this long, e.g. 50m, 2h, 90s")
+    .option("--tokenizer <dir>", "use this tokenizer (default: train one on the corpus into <out>/tokenizer)", pathOption("--tokenizer"))
+    .option("--max-time <duration>", "stop with a checkpoint after this long, e.g. 50m, 2h, 90s", durationOption("--max-time"))
     .option("--corpus-documents <n>", "use only the first n WordNet documents (for quick trials)", intOption("--corpus-documents", 1))
     .action(async (flags: Flags, command: Command) => {
-      const maxSeconds = flags.maxTime === undefined ? Infinity : parseDuration(flags.maxTime);
+      const maxSeconds = flags.maxTime ?? Infinity;
       const threads = flags.threads === undefined ? undefined : resolveThreads(flags.threads);
-      let result: RunResult;
+      let run: () => Promise<RunResult>;
       if (flags.resume !== undefined) {
         const given = (key: string) => command.getOptionValueSource(key) === "cli";
         const fixed = Object.entries(FIXED_ON_RESUME).filter(([key]) => given(key)).map(([, flag]) => flag);
@@ -74,38 +79,52 @@ export function registerTrain(program: Command): void {
               "it may change --tokens (a larger total), --threads, --max-time, --eval-every and --checkpoint-every",
           );
         }
-        result = await resumeRun(
-          flags.resume,
-          {
-            tokens: flags.tokens === undefined ? undefined : parseCount(flags.tokens, "--tokens"),
-            threads,
-            evalEvery: given("evalEvery") ? flags.evalEvery : undefined,
-            checkpointEvery: given("checkpointEvery") ? flags.checkpointEvery : undefined,
-          },
-          progress(maxSeconds),
-        );
+        if (!fs.existsSync(flags.resume)) throw new UsageError(`--resume: ${flags.resume} does not exist; expected a kvslim training run directory`);
+        if (currentCheckpoint(flags.resume) === null) {
+          throw new UsageError(`--resume: ${flags.resume} is not a kvslim training run (no "current" checkpoint link); start one with kvslim train --out`);
+        }
+        const resume = flags.resume;
+        const overrides = {
+          tokens: flags.tokens,
+          threads,
+          evalEvery: given("evalEvery") ? flags.evalEvery : undefined,
+          checkpointEvery: given("checkpointEvery") ? flags.checkpointEvery : undefined,
+        };
+        run = () => resumeRun(resume, overrides, progress(maxSeconds));
       } else {
         if (flags.out === undefined || flags.preset === undefined || flags.tokens === undefined) {
           throw new UsageError("a new run needs --preset, --tokens and --out (or --resume DIR to continue one)");
         }
-        if (!isTrainPreset(flags.preset)) throw new UsageError(`unknown preset "${flags.preset}"; presets: ${Object.keys(TRAIN_PRESETS).join(", ")}`);
+        if (!isTrainPreset(flags.preset)) throw new UsageError(`--preset: unknown preset "${flags.preset}"; expected one of ${Object.keys(TRAIN_PRESETS).join(", ")}`);
+        if (flags.tokenizer !== undefined && !fs.existsSync(path.join(flags.tokenizer, "tokenizer.json"))) {
+          throw new UsageError(`--tokenizer expects a directory holding tokenizer.json, found none at ${flags.tokenizer}`);
+        }
         const options: TrainOptions = {
           preset: flags.preset,
-          tokens: parseCount(flags.tokens, "--tokens"),
+          tokens: flags.tokens,
           seed: flags.seed,
           threads: threads ?? resolveThreads(undefined),
           batch: flags.batch,
           seqLen: flags.seqLen,
-          lr: flags.lr === undefined ? undefined : parsePositive(flags.lr, "--lr"),
-          warmup: parseFraction(flags.warmup, "--warmup"),
+          lr: flags.lr,
+          warmup: flags.warmup,
           evalEvery: flags.evalEvery,
           evalBatches: flags.evalBatches,
           checkpointEvery: flags.checkpointEvery,
           tokenizer: flags.tokenizer,
           corpusDocuments: flags.corpusDocuments,
-          data: flags.retrievalShare === undefined ? undefined : { retrievalShare: parseFraction(flags.retrievalShare, "--retrieval-share") },
+          data: flags.retrievalShare === undefined ? undefined : { retrievalShare: flags.retrievalShare },
         };
-        result = await startRun(flags.out, options, progress(maxSeconds));
+        const out = flags.out;
+        run = () => startRun(out, options, progress(maxSeconds));
+      }
+      // Ctrl-C is ours only while the run goes (in process, as in the tests, a finished run must not keep it).
+      process.on("SIGINT", onSigint);
+      let result: RunResult;
+      try {
+        result = await run();
+      } finally {
+        process.off("SIGINT", onSigint);
       }
       const dir = flags.resume ?? flags.out;
       const stopped = `stopped at step ${result.step} of ${result.steps} with a checkpoint; continue with: kvslim train --resume ${dir}`;
@@ -136,6 +155,12 @@ const FIXED_ON_RESUME: Partial<Record<keyof Flags, string>> = {
 
 let stopRequested = false;
 
+function onSigint(): void {
+  if (stopRequested) process.exit(130);
+  stopRequested = true;
+  process.stderr.write("\nstopping after this step (Ctrl-C again to quit without a checkpoint)…\n");
+}
+
 /** Hooks that draw the progress and stop on Ctrl-C or after maxSeconds. */
 function progress(maxSeconds: number): TrainHooks {
   const tty = process.stderr.isTTY === true;
@@ -149,11 +174,6 @@ function progress(maxSeconds: number): TrainHooks {
   let retrieval = "";
   let last: StepInfo | null = null;
   const started = Date.now();
-  process.on("SIGINT", () => {
-    if (stopRequested) process.exit(130);
-    stopRequested = true;
-    process.stderr.write("\nstopping after this step (Ctrl-C again to quit without a checkpoint)…\n");
-  });
   return {
     onStart({ steps, startStep, parameters, config, trainTokens }) {
       process.stderr.write(
@@ -193,14 +213,16 @@ export function retrievalText(r: RetrievalScore): string {
   return recall + copy;
 }
 
-/** "20M", "1.5k", "300000" → an integer count. */
-export function parseCount(value: string, flag: string): number {
-  const m = /^\s*([0-9]*\.?[0-9]+)\s*([kKmMgGbB]?)\s*$/.exec(value);
-  if (!m) throw new UsageError(`${flag} expects a count like 20M, 500k or 100000, got "${value}"`);
-  const unit = { "": 1, k: 1e3, m: 1e6, g: 1e9, b: 1e9 }[m[2].toLowerCase()]!;
-  const n = Math.round(Number(m[1]) * unit);
-  if (n < 1) throw new UsageError(`${flag} must be at least 1, got "${value}"`);
-  return n;
+/** "20M", "1.5k", "300000" → an integer count from 1 to 2^53 − 1. */
+export function countOption(flag: string) {
+  return (value: string): number => {
+    const m = /^\s*([0-9]*\.?[0-9]+)\s*([kKmMgGbB]?)\s*$/.exec(value);
+    const n = m ? Math.round(Number(m[1]) * { "": 1, k: 1e3, m: 1e6, g: 1e9, b: 1e9 }[m[2].toLowerCase()]!) : NaN;
+    if (!(n >= 1 && n <= Number.MAX_SAFE_INTEGER)) {
+      throw new UsageError(`${flag} expects a count like 20M, 500k or 100000 (at least 1, below 2^53), got "${value}"`);
+    }
+    return n;
+  };
 }
 
 /** Seconds → "2h 05m", "7m 30s", "12s". */
@@ -213,21 +235,12 @@ function formatDuration(seconds: number): string {
   return `${s}s`;
 }
 
-/** "50m", "2h", "90s", "1.5h" → seconds. */
-function parseDuration(value: string): number {
-  const m = /^\s*([0-9]*\.?[0-9]+)\s*(s|m|h)\s*$/.exec(value);
-  if (!m) throw new UsageError(`--max-time expects a duration like 90s, 50m or 2h, got "${value}"`);
-  return Number(m[1]) * { s: 1, m: 60, h: 3600 }[m[2] as "s" | "m" | "h"];
-}
-
-function parsePositive(value: string, flag: string): number {
-  const x = Number(value);
-  if (!(x > 0) || !Number.isFinite(x)) throw new UsageError(`${flag} expects a positive number, got "${value}"`);
-  return x;
-}
-
-function parseFraction(value: string, flag: string): number {
-  const x = Number(value);
-  if (!(x >= 0 && x < 1)) throw new UsageError(`${flag} expects a number in [0, 1), got "${value}"`);
-  return x;
+/** "50m", "2h", "90s", "1.5h" → seconds, more than 0 (a run stopped before its first step would only be set up). */
+function durationOption(flag: string) {
+  return (value: string): number => {
+    const m = /^\s*([0-9]*\.?[0-9]+)\s*(s|m|h)\s*$/.exec(value);
+    const seconds = m ? Number(m[1]) * { s: 1, m: 60, h: 3600 }[m[2] as "s" | "m" | "h"] : NaN;
+    if (!(seconds > 0)) throw new UsageError(`${flag} expects a duration above 0 like 90s, 50m or 2h, got "${value}"`);
+    return seconds;
+  };
 }

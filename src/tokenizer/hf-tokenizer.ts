@@ -116,7 +116,7 @@ class HfTokenizer implements TextTokenizer, PieceSource {
     }
     for (const fragment of splitOnSpecialTokens(text, options.parseSpecial ? this.specials : [])) {
       if ("id" in fragment) out.push(fragment.id);
-      else out.push(...this.libraryEncode(fragment.text));
+      else for (const id of this.libraryEncode(fragment.text)) out.push(id); // no spread: a long text has 10^5+ ids
     }
     return out;
   }
