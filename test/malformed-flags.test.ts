@@ -140,6 +140,22 @@ interface CommandCases {
   options: Record<string, OptionCases>;
 }
 
+/** --out of a command writing a .gguf file: empty, an existing file without --force, a missing directory. */
+const GGUF_OUT: OptionCases = {
+  values: [""],
+  more: {
+    "an existing file without --force": {
+      argv: (b, o) => [...without(b, "--out"), "--out", o.file()],
+      code: 1,
+      says: ["--out", "exists; pass --force to overwrite"],
+    },
+    "in a directory that does not exist": {
+      argv: (b, o) => [...without(b, "--out"), "--out", o.new("/no/such/x.gguf")],
+      says: ["--out: cannot write", "/no/such does not exist"],
+    },
+  },
+};
+
 const NOT_NUMBERS = ["abc", "", "NaN", "Infinity", "1e400", "0x10", "12abc", " "];
 
 /** Integers from min to max (max: none if undefined). */
@@ -297,20 +313,7 @@ const TABLE: Record<string, CommandCases> = {
   synth: {
     base: (o) => ["synth", "--out", o.new(".gguf"), "--preset", "tiny"],
     options: {
-      "--out": {
-        values: [""],
-        more: {
-          "an existing file without --force": {
-            argv: (b, o) => [...without(b, "--out"), "--out", o.file()],
-            code: 1,
-            says: ["--out", "exists; pass --force to overwrite"],
-          },
-          "in a directory that does not exist": {
-            argv: (b, o) => [...without(b, "--out"), "--out", o.new("/no/such/x.gguf")],
-            says: ["--out: cannot write", "/no/such does not exist"],
-          },
-        },
-      },
+      "--out": GGUF_OUT,
       "--preset": { values: ["unknown", "", "TINY"] },
       "--dtype": {
         values: ["q3", "", "F32", "q4_0"],
@@ -338,20 +341,7 @@ const TABLE: Record<string, CommandCases> = {
           },
         },
       },
-      "--out": {
-        values: [""],
-        more: {
-          "an existing file without --force": {
-            argv: (b, o) => [...without(b, "--out"), "--out", o.file()],
-            code: 1,
-            says: ["--out", "exists; pass --force to overwrite"],
-          },
-          "in a directory that does not exist": {
-            argv: (b, o) => [...without(b, "--out"), "--out", o.new("/no/such/x.gguf")],
-            says: ["--out: cannot write", "/no/such does not exist"],
-          },
-        },
-      },
+      "--out": GGUF_OUT,
       "--dtype": { values: ["q3", "", "bf16", "F16"] },
       "--force": {},
     },

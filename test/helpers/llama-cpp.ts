@@ -4,7 +4,7 @@
  */
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel } from "node-llama-cpp";
 import { expect } from "vitest";
-import { loadModel } from "../../src/model/model.js";
+import { loadModel, type LoadOptions } from "../../src/model/model.js";
 
 let llamaPromise: Promise<Llama> | null = null;
 
@@ -91,38 +91,54 @@ export function expectErrorsByPosition(errors: number[], bounds: { median: numbe
 export type F16Mode = "f32" | "f16";
 
 /**
- * llama.cpp's dot type for f16 weights depends on the ggml CPU variant it loads and, with AMX, on the
- * matrix shape (docs/llama-cpp.md): activations are rounded to f16 first on most x86 CPUs and kept f32 on
- * others. kvslim computes either (its f16Activations load option). This runs both against llama.cpp on
- * short independent sequences and returns each mode's worst |Δ log p| per sequence.
+ * Worst |Δ log p| per sequence between kvslim (loaded with `options`) and llama.cpp, on short independent
+ * sequences: the comparison for dot types that round activations (bf16, q8_0, and f16 on most x86 CPUs).
  *
- * Short, because rounding every activation to f16 makes any two summation orders diverge once one value
- * lands on the other side of an f16 rounding boundary: from then on each later position's K/V differ by
- * ~1e-4 relative, more values flip, and the log-probabilities differ by ~1e-3 for the rest of the
- * sequence (seen between kvslim's own WebAssembly and reference kernels from position 12 on, and against
- * llama.cpp from position 2). Two-token sequences flip rarely (1 in 24 seen), so each mode is judged by
- * its median over sequences, as the bf16 and q8_0 comparisons are judged by their median over positions.
+ * Short, because with rounded activations any two summation orders diverge once one value lands on the
+ * other side of a rounding boundary: from then on each later position's K/V differ by about the rounding
+ * step, more values flip, and the log-probabilities differ by ~1e-3 for the rest of the sequence (seen with
+ * f16 between kvslim's own WebAssembly and reference kernels from position 12 on, and against llama.cpp
+ * from position 2; with bf16 against llama.cpp's SSE4.2 and AVX variants from position 63 on, but not its
+ * AVX2 one). Where the first flip comes depends on the summation order, so on the ggml CPU variant. A
+ * two-token sequence flips rarely (1 in 24 seen), so the median over sequences is held to the exact bound.
  */
-export async function f16ErrorsBySequence(ref: LlamaModel, modelPath: string, sequences: number[][], vocabSize: number): Promise<Record<F16Mode, number[]>> {
-  const errors: Record<F16Mode, number[]> = { f32: [], f16: [] };
+export async function errorsBySequence(ref: LlamaModel, modelPath: string, sequences: number[][], vocabSize: number, options: LoadOptions = {}): Promise<number[]> {
+  const errors: number[] = [];
   const longest = Math.max(...sequences.map((s) => s.length));
-  for (const mode of ["f32", "f16"] as const) {
-    const model = await loadModel(modelPath, { contextSize: longest, f16Activations: mode, threads: 1 });
-    try {
-      for (const tokens of sequences) {
-        const positions = tokens.map((_, p) => p);
-        const expected = await llamaCppLogits(ref, tokens, positions, vocabSize);
-        const session = model.createSession();
-        const all = session.evaluate(tokens, true);
-        const V = vocabSize;
-        errors[mode].push(Math.max(...positions.map((p) => maxAbsDiff(logSoftmax(all.subarray(p * V, (p + 1) * V)), expected.get(p)!))));
-        session.dispose();
-      }
-    } finally {
-      model.dispose();
+  const model = await loadModel(modelPath, { contextSize: longest, threads: 1, ...options });
+  try {
+    for (const tokens of sequences) {
+      const positions = tokens.map((_, p) => p);
+      const expected = await llamaCppLogits(ref, tokens, positions, vocabSize);
+      const session = model.createSession();
+      const all = session.evaluate(tokens, true);
+      const V = vocabSize;
+      errors.push(Math.max(...positions.map((p) => maxAbsDiff(logSoftmax(all.subarray(p * V, (p + 1) * V)), expected.get(p)!))));
+      session.dispose();
     }
+  } finally {
+    model.dispose();
   }
   return errors;
+}
+
+/**
+ * llama.cpp's dot type for f16 weights depends on the ggml CPU variant it loads and, with AMX, on the
+ * matrix shape (docs/llama-cpp.md): activations are rounded to f16 first on most x86 CPUs and kept f32 on
+ * others. kvslim computes either (its f16Activations load option): errorsBySequence for both.
+ */
+export async function f16ErrorsBySequence(ref: LlamaModel, modelPath: string, sequences: number[][], vocabSize: number): Promise<Record<F16Mode, number[]>> {
+  return {
+    f32: await errorsBySequence(ref, modelPath, sequences, vocabSize, { f16Activations: "f32" }),
+    f16: await errorsBySequence(ref, modelPath, sequences, vocabSize, { f16Activations: "f16" }),
+  };
+}
+
+/** errorsBySequence's verdict: the median within `median`, the worst within `max` (a sequence may sit on a flip). */
+export function expectErrorsBySequence(errors: number[], bounds: { median: number; max: number }): void {
+  const report = `worst |Δ log p| by sequence: ${errors.map((e) => e.toExponential(1)).join(" ")}`;
+  expect(median(errors), report).toBeLessThanOrEqual(bounds.median);
+  expect(Math.max(...errors), report).toBeLessThanOrEqual(bounds.max);
 }
 
 /**
