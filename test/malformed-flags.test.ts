@@ -450,6 +450,13 @@ const TABLE: Record<string, CommandCases> = {
       },
       "--max-time": { values: ["abc", "", "0s", "0", "-5m", "5", "5d", "1e400s", "NaN", "Infinity", "90 minutes", "0.0h"] },
       "--corpus-documents": ints(1),
+      "--from": {
+        values: [""],
+        more: {
+          "that does not exist": { argv: (b) => [...b, "--from", nope()], says: ["--from: ", "does not exist; expected a model directory or a .gguf file"] },
+          "a model of another architecture": { argv: (b) => [...b, "--from", fx.gguf], says: ["--from ", "its architecture is not preset"] },
+        },
+      },
     },
   },
 
@@ -475,6 +482,47 @@ const TABLE: Record<string, CommandCases> = {
       "--compression": floats(["0.5", "0", "-1"]),
       "--threads": THREADS,
     },
+  },
+
+  "eval run": {
+    base: (o) => [
+      "eval", "--model", fx.gguf, "--tasks", "needle", "--methods", "dense", "--compression", "1", "--samples", "1", "--lengths", "64",
+      "--depths", "1", "--threads", "1", "--out", o.new(),
+    ],
+    options: {
+      "--model": {
+        values: [""],
+        more: { "that does not exist": { argv: (b) => [...b, "--model", nope("m.gguf")], says: ["--model: ", "does not exist"] } },
+      },
+      "--tasks": { values: ["nope", "", "NEEDLE"] },
+      "--data": {
+        values: [""],
+        more: {
+          "that does not exist": { argv: (b) => [...b, "--data", nope("t.jsonl")], says: ["--data: ", "does not exist"] },
+          // A bad line inside the file is a FormatError naming file and line: test/eval.test.ts.
+        },
+      },
+      "--methods": { values: ["nope", "", "Dense"] },
+      "--compression": { values: ["abc", "", "0", "0.5", "-1", "Infinity", "1e400", "0x10"] },
+      "--samples": ints(1, 100_000),
+      "--seed": SEED,
+      "--lengths": { values: ["abc", "", "8", "1.5k", "99999999", "2m"] },
+      "--depths": ints(1, 100),
+      "--shard": { values: ["", "1", "0/3", "4/3", "a/b", "1/0", "1/2/3"] },
+      "--out": { values: [""] },
+      "--kv-dtype": { values: ["q3", "", "F32"] },
+      "--threads": THREADS,
+    },
+  },
+
+  "eval merge": {
+    base: (o) => ["eval", "merge", fx.dir, "--out", o.new()],
+    options: { "--out": { values: [""] } },
+  },
+
+  "eval report": {
+    base: () => ["eval", "report", fx.dir],
+    options: {},
   },
 
   "bench attention": {
@@ -550,9 +598,10 @@ function plan(name: string, command: Command): Planned[] {
   const add = (title: string, c: Case) => out.push({ title: `${name} ${title}`, argv: (o) => c.argv(entry.base(o), o), check: c });
   const found = (value: string) => (value === "" ? ['""'] : [new RegExp(`"${escape(value)}"|got ${escape(value)}\\b`)]);
   add("--frobnicate (unknown option)", { argv: (b) => [...b, "--frobnicate"], says: ["error: unknown option '--frobnicate'"] });
-  add("with a stray argument", { argv: (b) => [...b, "stray"], says: ["error: too many arguments"] });
+  // A command taking any number of arguments (eval merge DIRS...) has no stray one.
+  if (!command.registeredArguments.some((a) => a.variadic)) add("with a stray argument", { argv: (b) => [...b, "stray"], says: ["error: too many arguments"] });
   for (const arg of command.registeredArguments.filter((a) => a.required)) {
-    add(`without its <${arg.name()}> argument`, { argv: (b) => [b[0]], says: [`error: missing required argument '${arg.name()}'`] });
+    add(`without its <${arg.name()}> argument`, { argv: (b) => b.slice(0, name.split(" ").length), says: [`error: missing required argument '${arg.name()}'`] });
   }
   for (const option of command.options) {
     const flag = flagOf(option);
@@ -615,15 +664,17 @@ describe("coverage", () => {
   });
 });
 
-describe.each(PROGRAM.groups.map(([name]) => [name === "" ? "kvslim" : `kvslim ${name}`, name] as const))("%s", (title, name) => {
+describe.each(PROGRAM.groups.map(([name, command]) => [name === "" ? "kvslim" : `kvslim ${name}`, name, command] as const))("%s", (title, name, command) => {
   const words = name === "" ? [] : name.split(" ");
-  test("without a command: one line naming the commands, exit 2", async () => {
+  // A group with a default command (kvslim eval → eval run) runs it: its own checks answer, in one line.
+  const defaultCommand = (command as unknown as { _defaultCommandName?: string })._defaultCommandName;
+  test("without a command: one line naming the commands (or the default command's refusal), exit 2", async () => {
     const r = await runCli(...words);
-    expectRefused(r, words, { says: [`${title} expects a command: `, "got no command"] });
+    expectRefused(r, words, { says: defaultCommand ? [`${name} needs a model`] : [`${title} expects a command: `, "got no command"] });
   });
-  test("with an unknown command: one line naming the commands, exit 2", async () => {
+  test("with an unknown command: one line naming the commands (or the default command's), exit 2", async () => {
     const r = await runCli(...words, "nope");
-    expectRefused(r, words, { says: [`${title} expects a command: `, 'got "nope"'] });
+    expectRefused(r, words, { says: defaultCommand ? ["error: too many arguments"] : [`${title} expects a command: `, 'got "nope"'] });
   });
   test("with an unknown option: commander's one line, exit 2", async () => {
     const r = await runCli(...words, "--frobnicate");

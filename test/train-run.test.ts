@@ -342,3 +342,29 @@ describe("bad input", () => {
     expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k", "--out", path.join(tempDir(), "x"), "--retrieval-share", "1"]), /--retrieval-share expects a number in \[0, 1\), got "1"/);
   });
 });
+
+describe("continued training (--from)", () => {
+  test("a run --from the shipped CLA model at --seq-len 1024 starts from its weights (after one step at lr 1e-9, logits within 1e-4; random weights differ by ~1) and records the longer context; a preset of another architecture is refused, naming what differs", async () => {
+    const shipped = path.join(ROOT, "models", "kvslim-tiny");
+    const dir = path.join(tempDir(), "run");
+    await startRun(dir, { ...options({ preset: "tiny-mqa-cla2", tokens: 1024, seqLen: 1024, batch: 1, lr: 1e-9, evalBatches: 1, evalEvery: 100 }), tokenizer: shipped, from: shipped, corpusDocuments: undefined });
+    const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as { max_position_embeddings: number };
+    expect(config.max_position_embeddings).toBe(1024);
+    const a = await loadModel(shipped, { contextSize: 64 });
+    const b = await loadModel(dir, { contextSize: 64 });
+    try {
+      for (const [name, t] of a.source.tensors) expect(b.source.tensors.get(name)?.shape).toEqual(t.shape);
+      // One AdamW step at lr 1e-9 moves each weight by about 1e-9: the logits agree to f32 rounding.
+      const tokens = Array.from({ length: 32 }, (_, i) => (i * 37) % 4000);
+      const la = a.createSession().evaluate(tokens, true);
+      const lb = b.createSession().evaluate(tokens, true);
+      let worst = 0;
+      for (let i = 0; i < la.length; i++) worst = Math.max(worst, Math.abs(la[i] - lb[i]));
+      expect(worst).toBeLessThanOrEqual(1e-4);
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+    await expect(startRun(path.join(tempDir(), "run"), { ...options({ preset: "tiny-mqa" }), tokenizer: shipped, from: shipped })).rejects.toThrow(/--from .*kvslim-tiny: its architecture is not preset tiny-mqa's \(kvSource \[0,0,2,2,4,4\], the preset's \[0,1,2,3,4,5\]; kvNorm true, the preset's false\)/);
+  }, 60_000);
+});

@@ -12,6 +12,7 @@ import { registerSynth } from "./synth.js";
 import { registerTokenizer } from "./tokenizer.js";
 import { registerTrain } from "./train.js";
 import { registerDemo } from "./demo.js";
+import { registerEval } from "./eval.js";
 
 /** The whole command tree (also for tests that walk every command's options). */
 export function buildProgram(): Command {
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerExport(program);
   registerTrain(program);
   registerDemo(program);
+  registerEval(program);
   registerBenchAttention(program.command("bench").description("benchmarks that print measurements (not tests)"));
   requireSubcommands(program);
   return program;

@@ -41,6 +41,7 @@ interface Flags {
   maxTime?: number;
   corpusDocuments?: number;
   retrievalShare?: number;
+  from?: string;
 }
 
 export function registerTrain(program: Command): void {
@@ -66,6 +67,7 @@ export function registerTrain(program: Command): void {
     .option("--tokenizer <dir>", "use this tokenizer (default: train one on the corpus into <out>/tokenizer)", pathOption("--tokenizer"))
     .option("--max-time <duration>", "stop with a checkpoint after this long, e.g. 50m, 2h, 90s", durationOption("--max-time"))
     .option("--corpus-documents <n>", "use only the first n WordNet documents (for quick trials)", intOption("--corpus-documents", 1))
+    .option("--from <model>", "start from this model's weights instead of random ones (continued training, e.g. at a longer --seq-len); same architecture as --preset", pathOption("--from"))
     .action(async (flags: Flags, command: Command) => {
       const maxSeconds = flags.maxTime ?? Infinity;
       const threads = flags.threads === undefined ? undefined : resolveThreads(flags.threads);
@@ -96,6 +98,9 @@ export function registerTrain(program: Command): void {
           throw new UsageError("a new run needs --preset, --tokens and --out (or --resume DIR to continue one)");
         }
         if (!isTrainPreset(flags.preset)) throw new UsageError(`--preset: unknown preset "${flags.preset}"; expected one of ${Object.keys(TRAIN_PRESETS).join(", ")}`);
+        if (flags.from !== undefined && !fs.existsSync(flags.from)) {
+          throw new UsageError(`--from: ${flags.from} does not exist; expected a model directory or a .gguf file to start from`);
+        }
         if (flags.tokenizer !== undefined && !fs.existsSync(path.join(flags.tokenizer, "tokenizer.json"))) {
           throw new UsageError(`--tokenizer expects a directory holding tokenizer.json, found none at ${flags.tokenizer}`);
         }
@@ -113,6 +118,7 @@ export function registerTrain(program: Command): void {
           checkpointEvery: flags.checkpointEvery,
           tokenizer: flags.tokenizer,
           corpusDocuments: flags.corpusDocuments,
+          from: flags.from,
           data: flags.retrievalShare === undefined ? undefined : { retrievalShare: flags.retrievalShare },
         };
         const out = flags.out;
@@ -151,6 +157,7 @@ const FIXED_ON_RESUME: Partial<Record<keyof Flags, string>> = {
   evalBatches: "--eval-batches",
   tokenizer: "--tokenizer",
   corpusDocuments: "--corpus-documents",
+  from: "--from",
 };
 
 let stopRequested = false;

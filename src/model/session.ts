@@ -206,6 +206,23 @@ export class Session {
     };
   }
 
+  /**
+   * Forgets the last n tokens (their K/V and positions), as if they had not been evaluated: for asking
+   * several questions against one prefilled context. Sessions whose method evicts cannot rewind.
+   */
+  rewind(n: number): void {
+    this.assertAlive();
+    if (!Number.isInteger(n) || n < 0 || n > this.tokens.length) throw new UsageError(`rewind expects 0 to ${this.tokens.length} tokens, got ${n}`);
+    if (this.cache.layout.positions) throw new UsageError(`a ${this.attention.name} session cannot rewind: what it evicted is gone`);
+    this.cache.rewind(n);
+    this.tokens.length -= n;
+  }
+
+  /** Whether rewind() works: the method does not evict. */
+  get canRewind(): boolean {
+    return !this.cache.layout.positions;
+  }
+
   /** Forgets the context (the cache memory stays with the session). */
   reset(): void {
     this.tokens.length = 0;

@@ -166,6 +166,25 @@ function placeTensor(source: ModelSource, spec: TensorSpec, arena: Arena): Matri
   return { ptr, dtype, rows, cols };
 }
 
+/**
+ * One tensor of the model as f32 in the engine's layout (Q/K rows interleaved for RoPE, whatever the file's
+ * order): what training starts from when it continues a model.
+ */
+export function readTensorF32(source: ModelSource, spec: TensorSpec): Float32Array {
+  const t = source.tensors.get(spec.name)!;
+  const n = spec.shape.reduce((a, b) => a * b, 1);
+  const bytes = new Uint8Array(t.byteLength);
+  readTensorBytes(t, bytes);
+  const values = decode(t.dtype!, bytes, n);
+  if (!(source.permuteQk && spec.ropeRows)) return values;
+  const order = ropeRowOrder(source.config, spec);
+  const rows = spec.shape.length === 2 ? spec.shape[0] : 1;
+  const cols = n / rows;
+  const out = new Float32Array(n);
+  order.forEach((from, i) => out.set(values.subarray(from * cols, (from + 1) * cols), i * cols));
+  return out;
+}
+
 function readVector(t: TensorInfo): Float32Array {
   const bytes = new Uint8Array(t.byteLength);
   readTensorBytes(t, bytes);

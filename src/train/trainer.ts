@@ -11,6 +11,8 @@ import { formatBytes, FormatError, OutOfMemoryError, UsageError } from "../error
 import { loadWasmKernelsSync } from "../kernels/wasm.js";
 import { Arena, MAX_MEMORY, RESERVED } from "../memory/arena.js";
 import type { ModelConfig } from "../model/config.js";
+import { openModelSource } from "../model/source.js";
+import { checkTensors, readTensorF32 } from "../model/weights.js";
 import { Parallel } from "../threads/parallel.js";
 import { hfTokenizer } from "../tokenizer/hf-tokenizer.js";
 import { saveTokenizer, trainBpe } from "../tokenizer/train-bpe.js";
@@ -40,6 +42,11 @@ export interface TrainOptions {
   tokenizer?: string;
   /** Use only the first n WordNet training documents (tests). */
   corpusDocuments?: number;
+  /**
+   * A model directory or GGUF file whose weights the run starts from instead of random ones (continued
+   * training, e.g. at a longer seqLen); its architecture must be the preset's, its vocabulary the tokenizer's.
+   */
+  from?: string;
   /**
    * The data mix, recorded in the run's state so that a resumed run reads the same stream even if the
    * defaults change: share of retrieval characters and their document lengths. What is not given is
@@ -84,6 +91,7 @@ export async function startRun(runDir: string, options: TrainOptions, hooks: Tra
   checkNewRunDir(runDir);
   const vocab = options.tokenizer === undefined ? TRAIN_PRESETS[options.preset]().vocab : trainingTokenizer(options.tokenizer).vocabSize;
   arenaBytes(runConfig(options, vocab), options); // before the directory, the tokenizer and the data
+  if (options.from !== undefined) startingWeights(options.from, runConfig(options, vocab), options.preset);
   const created = !fs.existsSync(runDir);
   fs.mkdirSync(runDir, { recursive: true });
   try {
@@ -163,6 +171,26 @@ export function runShape(o: Pick<TrainOptions, "preset" | "tokens" | "batch" | "
   return { batch, seqLen, steps: Math.ceil(o.tokens / (batch * seqLen)) };
 }
 
+/**
+ * The weights of the model at `from` by tensor name, f32 in the engine's layout, after checking that its
+ * architecture is the run's (everything but the context length, which the run's --seq-len sets).
+ */
+function startingWeights(from: string, config: ModelConfig, preset: string): Map<string, Float32Array> {
+  const source = openModelSource(from);
+  const specs = checkTensors(source);
+  const theirs = { ...source.config, contextLength: config.contextLength } as Record<string, unknown>;
+  const ours = config as unknown as Record<string, unknown>;
+  const differ = Object.keys(ours).filter((key) => JSON.stringify(ours[key]) !== JSON.stringify(theirs[key]));
+  if (differ.length > 0) {
+    throw new UsageError(
+      `--from ${from}: its architecture is not preset ${preset}'s (` +
+        differ.map((key) => `${key} ${JSON.stringify(theirs[key])}, the preset's ${JSON.stringify(ours[key])}`).join("; ") +
+        `); continue it with the preset it was trained with, and its tokenizer (--tokenizer)`,
+    );
+  }
+  return new Map(specs.map((spec) => [spec.name, readTensorF32(source, spec)]));
+}
+
 /** The tokenizer a run trains with: it must have an EOS token, which separates the documents. */
 function trainingTokenizer(dir: string): ReturnType<typeof hfTokenizer> {
   const tokenizer = hfTokenizer(dir);
@@ -220,7 +248,11 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
     let elapsedBefore = 0;
     let sampler: BatchSampler;
     if (resume === null) {
-      initParams(layout, config, f32, model.params >> 2, o.seed);
+      if (o.from === undefined) initParams(layout, config, f32, model.params >> 2, o.seed);
+      else {
+        const from = startingWeights(o.from, config, o.preset);
+        for (const t of layout.tensors) f32.set(from.get(t.name)!, (model.params >> 2) + t.offset);
+      }
       sampler = new BatchSampler(trainStream, shape.batch, shape.seqLen, o.seed);
     } else {
       f32.set(resume.params, model.params >> 2);

@@ -1,0 +1,72 @@
+/**
+ * report.md from results.jsonl: per task, a table of methods × compression ratios (the SparQ paper's Table 2
+ * shape) with each cell's mean score, its 95% interval, and the KV bytes each decode step read against
+ * dense's; the needle task also by length and depth; what a task skipped, and why.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { formatBytes } from "../errors.js";
+import { RESULTS_FILE, readResults, type CellRecord } from "./results.js";
+
+const HIGHER_IS_BETTER: Record<string, boolean> = { bpc: false };
+const UNITS: Record<string, string> = { needle: "fraction answered", repetition: "characters copied", bpc: "bits per character", data: "score" };
+
+export function writeReport(dir: string): string {
+  const records = readResults(path.join(dir, RESULTS_FILE));
+  const lines: string[] = ["# kvslim eval report", ""];
+  if (records.length === 0) lines.push(`No cells in ${path.join(dir, RESULTS_FILE)} yet.`);
+  const byModel = groupBy(records, (r) => `${r.model.name} (${r.model.architecture}, ${r.kvDtype} KV, ${r.model.digest.slice(0, 19)}…)`);
+  for (const [model, cells] of byModel) {
+    lines.push(`## ${model}`, "");
+    for (const [task, taskCells] of groupBy(cells, (r) => r.task)) {
+      const better = HIGHER_IS_BETTER[task] === false ? "lower is better" : "higher is better";
+      lines.push(`### ${task} (${UNITS[task] ?? "score"}, ${better}; ${taskCells[0].score.n} samples per cell, 95% intervals)`, "");
+      lines.push("| method | compression | score | 95% interval | KV read+written / step | vs dense | KV stored / token | decode tok/s |");
+      lines.push("|---|---|---|---|---|---|---|---|");
+      for (const r of [...taskCells].sort((a, b) => a.method.localeCompare(b.method) || a.compression - b.compression)) {
+        lines.push(
+          `| ${r.method} | ${r.method === "dense" ? "—" : `1/${r.compression}`} | ${fmt(r.score.mean)} | ${fmt(r.score.low)}–${fmt(r.score.high)} | ` +
+            `${formatBytes(Math.round(r.kvBytesPerStep))} | ${r.transfer > 0 ? `1/${(1 / r.transfer).toFixed(1)}` : "—"} | ${formatBytes(Math.round(r.kvStoredPerToken))} | ${r.decodeTokensPerSecond.toFixed(1)} |`,
+        );
+      }
+      const skipped = [...new Set(taskCells.flatMap((r) => r.skipped))];
+      if (skipped.length > 0) lines.push("", `Skipped: ${skipped.join("; ")}.`);
+      if (task === "needle") lines.push("", ...needleByLength(taskCells));
+      lines.push("");
+    }
+  }
+  const file = path.join(dir, "report.md");
+  fs.writeFileSync(file, lines.join("\n"));
+  return file;
+}
+
+/** Needle accuracy by context length (rows) for each method and ratio (columns). */
+function needleByLength(cells: CellRecord[]): string[] {
+  const lengths = [...new Set(cells.flatMap((r) => r.samples.map((s) => Number(s.meta.length))))].sort((a, b) => a - b);
+  const columns = cells.map((r) => `${r.method}${r.method === "dense" ? "" : ` 1/${r.compression}`}`);
+  const out = [`| length (tokens) | ${columns.join(" | ")} |`, `|---|${columns.map(() => "---").join("|")}|`];
+  for (const length of lengths) {
+    const row = cells.map((r) => {
+      const s = r.samples.filter((x) => Number(x.meta.length) === length);
+      return s.length === 0 ? "—" : fmt(s.reduce((a, x) => a + x.score, 0) / s.length);
+    });
+    out.push(`| ${length} | ${row.join(" | ")} |`);
+  }
+  return out;
+}
+
+function fmt(x: number): string {
+  if (!Number.isFinite(x)) return "—";
+  return Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(3);
+}
+
+function groupBy<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const list = out.get(k) ?? [];
+    list.push(item);
+    out.set(k, list);
+  }
+  return out;
+}

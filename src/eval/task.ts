@@ -1,0 +1,52 @@
+/**
+ * What an evaluation task produces: samples, each a long context (prefilled, dense for every method, as the
+ * SparQ paper and its baselines do) followed either by questions answered by greedy generation with the
+ * method active, or by a reference text scored token by token with the method active (bits per character).
+ */
+import type { TextTokenizer } from "../tokenizer/tokenizer.js";
+import type { Metric } from "./metrics.js";
+
+export interface Question {
+  /** Appended to the context (after the previous question's turn is forgotten). */
+  prompt: string;
+  /** Accepted answers (the first is the expected continuation for repetition). */
+  answers: string[];
+  maxNewTokens: number;
+  metric: Exclude<Metric, "bpc">;
+}
+
+export interface GenerationSample {
+  kind: "generate";
+  id: string;
+  context: string;
+  questions: Question[];
+  /** What the report groups by: length in tokens, depth, task variant. */
+  meta: Record<string, string | number>;
+}
+
+export interface BpcSample {
+  kind: "bpc";
+  id: string;
+  /** Prefilled before the reference. */
+  context: string;
+  /** Teacher-forced, one token at a time, the method active; scored in bits per character. */
+  reference: string;
+  meta: Record<string, string | number>;
+}
+
+export type Sample = GenerationSample | BpcSample;
+
+/** What a task generator gets: the model's tokenizer and context, the seed, the sample count and its own options. */
+export interface TaskContext {
+  tokenizer: TextTokenizer;
+  /** Positions the model may use: a sample's context, question and answer must fit. */
+  contextSize: number;
+  seed: number;
+  samples: number;
+}
+
+export interface TaskSamples {
+  samples: Sample[];
+  /** What was left out and why (lengths that do not fit the model's context), for the report. */
+  skipped: string[];
+}
