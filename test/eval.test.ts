@@ -233,8 +233,17 @@ describe("eval end to end on a random model", () => {
     const report = await runCli("eval", "report", out);
     expect(report.code, report.err).toBe(0);
     const md = fs.readFileSync(path.join(out, "report.md"), "utf8");
-    for (const task of ["needle", "repetition", "bpc"]) expect(md).toContain(`### ${task}`);
+    for (const task of ["needle", "repetition", "bpc"]) {
+      expect(md).toContain(`### ${task}`);
+      const svg = fs.readFileSync(path.join(out, "plots", `${task}.svg`), "utf8");
+      expect(svg.startsWith("<svg")).toBe(true);
+      for (const label of ["sparq", "h2o", "streaming", "fraction of dense"]) expect(svg).toContain(label);
+      expect(md).toContain(`](plots/${task}.svg)`);
+    }
     expect(md).toMatch(/\| sparq \| 1\/4 \|/);
+    // The heatmap: one panel per method and ratio, each with its length × depth cells.
+    const heatmap = fs.readFileSync(path.join(out, "plots", "needle-heatmap.svg"), "utf8");
+    for (const label of ["1 (dense)", "1/4", "depth of the fact"]) expect(heatmap).toContain(label);
   });
 
   test("shards 1/3, 2/3, 3/3 merged == one run (every cell's key and per-sample scores)", async () => {

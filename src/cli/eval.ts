@@ -112,11 +112,11 @@ export function registerEval(program: Command): void {
     });
   evalCommand
     .command("report")
-    .description("write DIR/report.md (tables per task: method × compression, with 95% intervals) from DIR/results.jsonl")
+    .description("write DIR/report.md (tables per task: method × compression, with 95% intervals) and SVG plots in DIR/plots from DIR/results.jsonl")
     .argument("<dir>", "a directory holding results.jsonl")
-    .action((dir: string) => {
+    .action(async (dir: string) => {
       if (!fs.existsSync(path.join(dir, "results.jsonl"))) throw new UsageError(`eval report: ${dir} has no results.jsonl; run kvslim eval --out ${dir} first`);
-      const file = writeReport(dir);
+      const file = await writeReport(dir);
       process.stdout.write(`${file}\n`);
     });
 }

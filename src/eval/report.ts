@@ -6,21 +6,29 @@
 import fs from "node:fs";
 import path from "node:path";
 import { formatBytes } from "../errors.js";
+import { needleHeatmapSvg, scoreVsBytesSvg } from "./plots.js";
 import { RESULTS_FILE, readResults, type CellRecord } from "./results.js";
 
 const HIGHER_IS_BETTER: Record<string, boolean> = { bpc: false };
 const UNITS: Record<string, string> = { needle: "fraction answered", repetition: "characters copied", bpc: "bits per character", data: "score" };
 
-export function writeReport(dir: string): string {
+export async function writeReport(dir: string): Promise<string> {
   const records = readResults(path.join(dir, RESULTS_FILE));
+  const plots = path.join(dir, "plots");
   const lines: string[] = ["# kvslim eval report", ""];
   if (records.length === 0) lines.push(`No cells in ${path.join(dir, RESULTS_FILE)} yet.`);
   const byModel = groupBy(records, (r) => `${r.model.name} (${r.model.architecture}, ${r.kvDtype} KV, ${r.model.digest.slice(0, 19)}…)`);
+  let modelIndex = 0;
   for (const [model, cells] of byModel) {
     lines.push(`## ${model}`, "");
+    const prefix = byModel.size > 1 ? `m${++modelIndex}-` : "";
     for (const [task, taskCells] of groupBy(cells, (r) => r.task)) {
       const better = HIGHER_IS_BETTER[task] === false ? "lower is better" : "higher is better";
       lines.push(`### ${task} (${UNITS[task] ?? "score"}, ${better}; ${taskCells[0].score.n} samples per cell, 95% intervals)`, "");
+      fs.mkdirSync(plots, { recursive: true });
+      const plot = `${prefix}${task}.svg`;
+      fs.writeFileSync(path.join(plots, plot), await scoreVsBytesSvg(task, taskCells, UNITS[task] ?? "score"));
+      lines.push(`![${task}: score vs KV bytes read](plots/${plot})`, "");
       lines.push("| method | compression | score | 95% interval | KV read+written / step | vs dense | KV stored / token | decode tok/s |");
       lines.push("|---|---|---|---|---|---|---|---|");
       for (const r of [...taskCells].sort((a, b) => a.method.localeCompare(b.method) || a.compression - b.compression)) {
@@ -31,7 +39,11 @@ export function writeReport(dir: string): string {
       }
       const skipped = [...new Set(taskCells.flatMap((r) => r.skipped))];
       if (skipped.length > 0) lines.push("", `Skipped: ${skipped.join("; ")}.`);
-      if (task === "needle") lines.push("", ...needleByLength(taskCells));
+      if (task === "needle") {
+        const heatmap = `${prefix}needle-heatmap.svg`;
+        fs.writeFileSync(path.join(plots, heatmap), await needleHeatmapSvg(taskCells));
+        lines.push("", ...needleByLength(taskCells), "", `![needle: length × depth](plots/${heatmap})`);
+      }
       lines.push("");
     }
   }
