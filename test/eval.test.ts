@@ -16,7 +16,7 @@ import { bpcSamples } from "../src/eval/tasks/bpc.js";
 import { dataSamples } from "../src/eval/tasks/data.js";
 import { needleSamples } from "../src/eval/tasks/needle.js";
 import { repetitionSamples } from "../src/eval/tasks/repetition.js";
-import { tokenCount } from "../src/eval/text.js";
+import { brownParagraphs, tokenCount, untag } from "../src/eval/text.js";
 import { FormatError } from "../src/errors.js";
 import { loadModel } from "../src/model/model.js";
 import { llamaConfig } from "../src/model/synthetic.js";
@@ -76,6 +76,16 @@ describe("metrics", () => {
     expect(b.low).toBeLessThan(b.mean);
     expect(b.high).toBeGreaterThan(b.mean);
     expect(interval(chars)).toEqual(b);
+  });
+});
+
+describe("text", () => {
+  test("Brown corpus paragraphs lose their tags, quotes and punctuation attach to their words", () => {
+    expect(untag("The/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ,/, it/pps did/dod n't/* ./.")).toBe('The jury said "no evidence", it didn\'t.');
+    expect(untag("(/( see/vb page/nn 4/cd )/) ;/. he's/pps+bez")).toBe("(see page 4); he's");
+    const paragraphs = brownParagraphs();
+    expect(paragraphs.length).toBeGreaterThan(10_000);
+    expect(paragraphs.some((p) => /\/[a-z]/.test(p.split(" ")[0]))).toBe(false);
   });
 });
 
@@ -198,7 +208,7 @@ describe("eval end to end on a random model", () => {
   let model: string;
   const args = (out: string, ...more: string[]) => [
     "eval", "-m", model, "--tasks", "needle,repetition,bpc", "--methods", "dense,sparq,h2o,streaming", "--compression", "1,4",
-    "--samples", "2", "--lengths", "96,700", "--depths", "2", "--threads", "1", "--out", out, ...more,
+    "--samples", "2", "--lengths", "96,700", "--depths", "2", "--text", "brown", "--threads", "1", "--out", out, ...more,
   ];
   const keysAndScores = (out: string) =>
     readResults(path.join(out, "results.jsonl"))

@@ -509,6 +509,7 @@ const TABLE: Record<string, CommandCases> = {
       "--lengths": { values: ["abc", "", "8", "1.5k", "99999999", "2m"] },
       "--depths": ints(1, 100),
       "--shard": { values: ["", "1", "0/3", "4/3", "a/b", "1/0", "1/2/3"] },
+      "--text": { values: ["", "wikipedia", "Brown"] },
       "--out": { values: [""] },
       "--kv-dtype": { values: ["q3", "", "F32"] },
       "--threads": THREADS,

@@ -9,6 +9,7 @@ import type { Command } from "commander";
 import { UsageError } from "../errors.js";
 import { EVAL_METHODS, TASKS, gridCells, runGrid, type EvalMethod, type TaskName } from "../eval/grid.js";
 import { mergeResults } from "../eval/merge.js";
+import { TEXT_SOURCES, type TextSource } from "../eval/text.js";
 import { writeReport } from "../eval/report.js";
 import { kernelWasmPath } from "../kernels/wasm.js";
 import { loadModel } from "../model/model.js";
@@ -24,6 +25,7 @@ interface RunFlags {
   lengths: string;
   depths: number;
   data?: string;
+  text: string;
   shard: string;
   out?: string;
   kvDtype: string;
@@ -54,6 +56,7 @@ export function registerEval(program: Command): void {
     .option(...seedOption("seed of the task generators"), 1)
     .option("--lengths <list>", "context lengths in tokens (needle: each; repetition, bpc: the largest)", "512,1k,2k")
     .option("--depths <n>", "needle depths, evenly spaced from the start to the end", intOption("--depths", 1, 100), 10)
+    .option("--text <source>", "filler and held-out text: wordnet (the WordNet half kvslim's models never trained on) or brown (the Brown corpus's prose)", choiceOption("--text", TEXT_SOURCES), "wordnet")
     .option("--shard <i/n>", "run only shard i of n (every n-th cell); merge the shards' results with eval merge", "1/1")
     .option("-o, --out <dir>", "directory for results.jsonl (created if missing)", pathOption("--out"))
     .option("--kv-dtype <dtype>", "KV cache storage", choiceOption("--kv-dtype", ["f32", "bf16"]), "f32")
@@ -81,7 +84,7 @@ export function registerEval(program: Command): void {
         let ranSeconds = 0;
         let ran = 0;
         const result = await runGrid(model, flags.model, {
-          tasks, methods, compressions, samples: flags.samples, seed: flags.seed, lengths, depths: flags.depths, data: flags.data,
+          tasks, methods, compressions, samples: flags.samples, seed: flags.seed, lengths, depths: flags.depths, data: flags.data, text: flags.text as TextSource,
           shard: { index, count }, out: flags.out, flags: { ...command.opts() }, kvslimVersion: version(),
           onCell: ({ done, total: n, cell, skipped, seconds }) => {
             if (skipped) {

