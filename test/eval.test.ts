@@ -15,6 +15,8 @@ import type { TaskContext } from "../src/eval/task.js";
 import { bpcSamples } from "../src/eval/tasks/bpc.js";
 import { dataSamples } from "../src/eval/tasks/data.js";
 import { needleSamples } from "../src/eval/tasks/needle.js";
+import { qaSamples } from "../src/eval/tasks/qa.js";
+import { RULER_TASKS, rulerSamples } from "../src/eval/tasks/ruler.js";
 import { repetitionSamples } from "../src/eval/tasks/repetition.js";
 import { brownParagraphs, tokenCount, untag } from "../src/eval/text.js";
 import { FormatError } from "../src/errors.js";
@@ -131,6 +133,48 @@ describe("tasks", () => {
     expect(bpcSamples(ctx(), { length: 2000 })).toEqual(b);
     expect(b.skipped).toEqual([expect.stringMatching(/bpc at 2000 tokens: shortened to \d+/)]);
     for (const s of b.samples) if (s.kind === "bpc") expect(tokenCount(tokenizer, s.context) + tokenCount(tokenizer, s.reference)).toBeLessThanOrEqual(512);
+  });
+
+  test("qa: 8 passages, each with one person's birthplace; a worked example about another; deterministic; fits the length", () => {
+    const r = qaSamples(ctx(), { length: 480 });
+    expect(qaSamples(ctx(), { length: 480 })).toEqual(r);
+    for (const s of r.samples) {
+      if (s.kind !== "generate") throw new Error("qa samples generate");
+      const q = s.questions[0];
+      const person = /Where was (.+) born\?/.exec(q.prompt)![1];
+      expect(s.context.match(/^Passage \d+:$/gm)).toHaveLength(8);
+      expect(s.context).toContain(`${person} was born in ${q.answers[0]} in `);
+      expect(s.context.split(`${person} was born`)).toHaveLength(2);
+      const worked = /Question: Where was (.+) born\?\nAnswer: (.+)\n$/.exec(s.context)!;
+      expect(worked[1]).not.toBe(person);
+      expect(s.context).toContain(`${worked[1]} was born in ${worked[2]} in `);
+      expect(tokenCount(tokenizer, s.context) + tokenCount(tokenizer, q.prompt)).toBeLessThanOrEqual(480 + 8 * 8);
+    }
+  });
+
+  test("RULER: needles, values, variable chains and common words are where the answers say; deterministic per seed", () => {
+    for (const task of RULER_TASKS) {
+      const r = rulerSamples(task, ctx({ samples: 3, contextSize: 2048 }), { length: 1500 });
+      expect(rulerSamples(task, ctx({ samples: 3, contextSize: 2048 }), { length: 1500 })).toEqual(r);
+      expect(r.samples, task).toHaveLength(3);
+      for (const s of r.samples) {
+        if (s.kind !== "generate") throw new Error("RULER samples generate");
+        const { answers, prompt } = s.questions[0];
+        for (const a of answers) expect(s.context).toContain(a);
+        if (task.startsWith("niah")) expect(s.context).toContain(`One of the special magic numbers for `);
+        if (task === "niah-multivalue") expect(answers).toHaveLength(4);
+        if (task === "vt") {
+          const value = /assigned the value (\d+) in the text/.exec(prompt)![1];
+          expect(s.context).toContain(`VAR ${answers[0]} = ${value}`);
+          for (let i = 1; i < answers.length; i++) expect(s.context.indexOf(`VAR ${answers[i]} = VAR ${answers[i - 1]}`)).toBeGreaterThan(s.context.indexOf(`VAR ${answers[i - 1]} =`));
+        }
+        if (task === "cwe") {
+          const count = (w: string) => s.context.split(/\s+/).filter((x) => x === w).length;
+          const rare = Math.max(...s.context.split(/\s+/).filter((x) => /^[a-z]+$/.test(x) && !answers.includes(x)).map(count));
+          for (const w of answers) expect(count(w)).toBeGreaterThan(rare);
+        }
+      }
+    }
   });
 
   test("--data: lines grouped by context in file order; a bad line is a FormatError naming the file, the line and the column", () => {

@@ -7,7 +7,8 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
 import { UsageError } from "../errors.js";
-import { EVAL_METHODS, TASKS, gridCells, runGrid, type EvalMethod, type TaskName } from "../eval/grid.js";
+import { EVAL_METHODS, PAPER_TASKS, TASKS, gridCells, runGrid, type EvalMethod, type TaskName } from "../eval/grid.js";
+import { RULER_TASKS } from "../eval/tasks/ruler.js";
 import { mergeResults } from "../eval/merge.js";
 import { TEXT_SOURCES, type TextSource } from "../eval/text.js";
 import { writeReport } from "../eval/report.js";
@@ -48,7 +49,7 @@ export function registerEval(program: Command): void {
     .command("run", { isDefault: true })
     .description("run the grid's cells on a model, appending each to OUT/results.jsonl (re-running resumes)")
     .option("-m, --model <path>", "a .gguf file or a model directory", pathOption("--model"))
-    .option("--tasks <list>", `tasks: ${TASKS.join(", ")} (default: all; with --data, none unless given)`)
+    .option("--tasks <list>", `tasks: ${TASKS.join(", ")}, or ruler for RULER's six (default: ${PAPER_TASKS.join(",")}; with --data, none unless given)`)
     .option("--data <file>", "your own tasks: JSON lines with context, question, answer_prefix, answer, max_new_tokens, metric", pathOption("--data"))
     .option("--methods <list>", `attention methods: ${EVAL_METHODS.join(", ")}`, EVAL_METHODS.join(","))
     .option("--compression <list>", "compression ratios c (each decode step reads 1/c of dense's KV); 1 = dense", "1,2,4,8")
@@ -66,7 +67,8 @@ export function registerEval(program: Command): void {
       if (flags.out === undefined) throw new UsageError("eval needs --out DIR for results.jsonl");
       if (!fs.existsSync(flags.model)) throw new UsageError(`--model: ${flags.model} does not exist; expected a .gguf file or a model directory`);
       if (flags.data !== undefined && !fs.existsSync(flags.data)) throw new UsageError(`--data: ${flags.data} does not exist`);
-      const tasks: TaskName[] = flags.tasks !== undefined ? list(flags.tasks).map((t) => choiceOption("--tasks", TASKS)(t) as TaskName) : flags.data !== undefined ? [] : [...TASKS];
+      const named = flags.tasks === undefined ? [] : list(flags.tasks).flatMap((t) => (t === "ruler" ? [...RULER_TASKS] : [choiceOption("--tasks", [...TASKS, "ruler"])(t) as TaskName]));
+      const tasks: TaskName[] = flags.tasks !== undefined ? [...new Set(named)] : flags.data !== undefined ? [] : [...PAPER_TASKS];
       if (flags.data !== undefined) tasks.push("data");
       const methods = list(flags.methods).map((m) => choiceOption("--methods", EVAL_METHODS)(m) as EvalMethod);
       const compressions = list(flags.compression).map((c) => parseFloatIn(c, "--compression", { min: 1, max: 1e6 }));

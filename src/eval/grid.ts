@@ -18,9 +18,13 @@ import { useText, type TextSource } from "./text.js";
 import { bpcSamples } from "./tasks/bpc.js";
 import { dataSamples } from "./tasks/data.js";
 import { needleSamples } from "./tasks/needle.js";
+import { qaSamples } from "./tasks/qa.js";
+import { RULER_TASKS, rulerSamples } from "./tasks/ruler.js";
 import { repetitionSamples } from "./tasks/repetition.js";
 
-export const TASKS = ["repetition", "needle", "bpc"] as const;
+/** The SparQ paper's tasks (the default), then RULER's synthetic ones. */
+export const PAPER_TASKS = ["repetition", "needle", "qa", "bpc"] as const;
+export const TASKS = [...PAPER_TASKS, ...RULER_TASKS] as const;
 export type TaskName = (typeof TASKS)[number] | "data";
 export const EVAL_METHODS = ["dense", "sparq", "h2o", "streaming"] as const;
 export type EvalMethod = (typeof EVAL_METHODS)[number];
@@ -125,6 +129,15 @@ function taskSamples(task: TaskName, ctx: TaskContext, o: GridOptions): TaskSamp
       return repetitionSamples(ctx, { length: Math.max(...o.lengths) });
     case "bpc":
       return bpcSamples(ctx, { length: Math.max(...o.lengths) });
+    case "qa":
+      return qaSamples(ctx, { length: Math.max(...o.lengths) });
+    case "niah-single":
+    case "niah-multikey":
+    case "niah-multivalue":
+    case "niah-multiquery":
+    case "vt":
+    case "cwe":
+      return rulerSamples(task, ctx, { length: Math.max(...o.lengths) });
     case "data":
       return dataSamples(ctx, o.data!);
     default:

@@ -10,7 +10,11 @@ import { needleHeatmapSvg, scoreVsBytesSvg } from "./plots.js";
 import { RESULTS_FILE, readResults, type CellRecord } from "./results.js";
 
 const HIGHER_IS_BETTER: Record<string, boolean> = { bpc: false };
-const UNITS: Record<string, string> = { needle: "fraction answered", repetition: "characters copied", bpc: "bits per character", data: "score" };
+const UNITS: Record<string, string> = {
+  needle: "fraction answered", repetition: "characters copied", bpc: "bits per character", qa: "fraction answered", data: "score",
+  "niah-single": "fraction found", "niah-multikey": "fraction found", "niah-multivalue": "fraction of values found", "niah-multiquery": "fraction of values found",
+  vt: "fraction of variables found", cwe: "fraction of words found",
+};
 
 export async function writeReport(dir: string): Promise<string> {
   const records = readResults(path.join(dir, RESULTS_FILE));
