@@ -5,6 +5,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import { UsageError } from "../errors.js";
 import { EVAL_METHODS, PAPER_TASKS, TASKS, gridCells, runGrid, type EvalMethod, type TaskName } from "../eval/grid.js";
@@ -83,23 +84,34 @@ export function registerEval(program: Command): void {
       const model = await loadModel(flags.model, { kvDtype: flags.kvDtype as "f32" | "bf16", attention: { method: "sparq", compression: 8, reallocation: true }, threads: flags.threads });
       try {
         const start = performance.now();
+        // A bar over every sample of the cells left, with an ETA, on a terminal; a line per cell otherwise.
+        const bar = process.stderr.isTTY
+          ? new cliProgress.SingleBar({ format: "{cell} |{bar}| {value}/{total} samples · cell {done}/{cells} · ETA {eta_formatted}", hideCursor: true, etaBuffer: 200, stream: process.stderr }, cliProgress.Presets.shades_classic)
+          : null;
         let ranSeconds = 0;
         let ran = 0;
+        let cellsTotal = 0;
         const result = await runGrid(model, flags.model, {
           tasks, methods, compressions, samples: flags.samples, seed: flags.seed, lengths, depths: flags.depths, data: flags.data, text: flags.text as TextSource,
           shard: { index, count }, out: flags.out, flags: { ...command.opts() }, kvslimVersion: version(),
+          onStart: ({ cells, samples, skippedCells }) => {
+            cellsTotal = cells;
+            if (skippedCells > 0) process.stderr.write(`eval: ${skippedCells} of ${cells} cells already in results.jsonl\n`);
+            bar?.start(samples, 0, { cell: "", done: skippedCells, cells });
+          },
+          onSample: (cell) => bar?.increment({ cell }),
           onCell: ({ done, total: n, cell, skipped, seconds }) => {
-            if (skipped) {
-              process.stderr.write(`[${done}/${n}] ${cell}: already in results.jsonl\n`);
-              return;
-            }
+            if (skipped) return;
             ran++;
             ranSeconds += seconds!;
+            bar?.update({ done, cells: cellsTotal });
+            if (bar) return;
             const left = n - done;
             const eta = left > 0 ? `, about ${formatDuration((ranSeconds / ran) * left)} left` : "";
             process.stderr.write(`[${done}/${n}] ${cell}: ${seconds!.toFixed(1)} s${eta}\n`);
           },
         });
+        bar?.stop();
         process.stderr.write(`eval: ${result.ran} cells run, ${result.skipped} already done, in ${formatDuration((performance.now() - start) / 1000)}; results in ${path.join(flags.out, "results.jsonl")}\n`);
       } finally {
         model.dispose();

@@ -48,8 +48,10 @@ export interface GridOptions {
   /** The command's flags as given, recorded in every cell. */
   flags: Record<string, unknown>;
   kvslimVersion: string;
-  /** Called as cells start and finish (progress). */
+  /** Called as cells finish or are found done, and after each sample (progress). */
   onCell?: (event: { done: number; total: number; cell: string; skipped: boolean; seconds?: number }) => void;
+  onStart?: (work: { cells: number; samples: number; skippedCells: number }) => void;
+  onSample?: (cell: string) => void;
 }
 
 export interface Cell {
@@ -164,9 +166,13 @@ export async function runGrid(model: Model, modelPath: string, o: GridOptions): 
   const samples = new Map(o.tasks.map((task) => [task, taskSamples(task, ctx, o)]));
   let ran = 0;
   let skipped = 0;
+  const keyOf = (cell: Cell) =>
+    JSON.stringify({ task: cell.task, params: taskParams(cell.task, o), method: cell.method, compression: cell.compression, samples: o.samples, seed: o.seed, digest, kvDtype: model.defaults.kvDtype });
+  const todo = cells.filter((cell) => !done.has(keyOf(cell)));
+  o.onStart?.({ cells: cells.length, samples: todo.reduce((n, cell) => n + samples.get(cell.task)!.samples.length, 0), skippedCells: cells.length - todo.length });
   for (const [i, cell] of cells.entries()) {
     const params = taskParams(cell.task, o);
-    const key = JSON.stringify({ task: cell.task, params, method: cell.method, compression: cell.compression, samples: o.samples, seed: o.seed, digest, kvDtype: model.defaults.kvDtype });
+    const key = keyOf(cell);
     const name = `${cell.task} ${cell.method}${cell.method === "dense" ? "" : ` 1/${cell.compression}`}`;
     if (done.has(key)) {
       skipped++;
@@ -175,7 +181,7 @@ export async function runGrid(model: Model, modelPath: string, o: GridOptions): 
     }
     const task = samples.get(cell.task)!;
     const t0 = performance.now();
-    const m = await runCell(model, (promptTokens) => cellSpec(cell, promptTokens), task.samples);
+    const m = await runCell(model, (promptTokens) => cellSpec(cell, promptTokens), task.samples, () => o.onSample?.(name));
     const seconds = (performance.now() - t0) / 1000;
     const record: CellRecord = {
       key,

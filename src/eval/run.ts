@@ -33,7 +33,7 @@ export interface CellMeasure {
 /** The method for a sample whose prompt (context and question) is n tokens: budgets follow the prompt. */
 export type SpecFor = (promptTokens: number) => AttentionSpec;
 
-export async function runCell(model: Model, spec: SpecFor, samples: readonly Sample[]): Promise<CellMeasure> {
+export async function runCell(model: Model, spec: SpecFor, samples: readonly Sample[], onSample?: () => void): Promise<CellMeasure> {
   const traffic = { steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 };
   let stored = 0;
   let decodeSeconds = 0;
@@ -44,6 +44,7 @@ export async function runCell(model: Model, spec: SpecFor, samples: readonly Sam
     for (const key of Object.keys(traffic) as (keyof typeof traffic)[]) traffic[key] += one.traffic[key];
     stored += one.storedPerToken;
     decodeSeconds += one.decodeSeconds;
+    onSample?.();
   }
   const steps = traffic.steps;
   return {
