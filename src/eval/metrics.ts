@@ -59,6 +59,19 @@ export function repetitionScore(output: string, expected: string): number {
   return n;
 }
 
+/** −log p(token) in nats under the softmax of a logits row (float64), and whether the token is the argmax. */
+export function negativeLogLikelihood(logits: ArrayLike<number>, token: number): number {
+  return tokenScore(logits, token).nats;
+}
+
+export function tokenScore(logits: ArrayLike<number>, token: number): { nats: number; argmax: boolean } {
+  let max = -Infinity;
+  for (let v = 0; v < logits.length; v++) if (logits[v] > max) max = logits[v];
+  let sum = 0;
+  for (let v = 0; v < logits.length; v++) sum += Math.exp(logits[v] - max);
+  return { nats: Math.log(sum) + max - logits[token], argmax: logits[token] === max };
+}
+
 /** Bits per character of a reference of `characters` characters whose tokens cost `nats` (summed). */
 export function bitsPerCharacter(nats: number, characters: number): number {
   return (nats * Math.LOG2E) / characters;

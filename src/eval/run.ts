@@ -7,7 +7,7 @@
 import type { AttentionSpec } from "../attention/method.js";
 import type { Model } from "../model/model.js";
 import type { Session } from "../model/session.js";
-import { bitsPerCharacter, score } from "./metrics.js";
+import { bitsPerCharacter, negativeLogLikelihood, score } from "./metrics.js";
 import type { BpcSample, GenerationSample, Sample } from "./task.js";
 
 export interface SampleResult {
@@ -154,13 +154,4 @@ async function runBpc(model: Model, spec: SpecFor, sample: BpcSample): Promise<O
   } finally {
     session.dispose();
   }
-}
-
-/** −log p(token) in nats under the softmax of logits (float64). */
-export function negativeLogLikelihood(logits: Float32Array, token: number): number {
-  let max = -Infinity;
-  for (const v of logits) if (v > max) max = v;
-  let sum = 0;
-  for (const v of logits) sum += Math.exp(v - max);
-  return Math.log(sum) + max - logits[token];
 }

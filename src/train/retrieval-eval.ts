@@ -8,6 +8,7 @@
  * A window is an EOS (as after the previous document in training), the document, and EOS padding; the
  * scores are read from the logits of a forward pass without a loss.
  */
+import { tokenScore } from "../eval/metrics.js";
 import type { TextTokenizer } from "../tokenizer/tokenizer.js";
 import { Rng } from "../model/sampler.js";
 import { answerStart, RETRIEVAL_GENERATORS, type RetrievalKind } from "./data/retrieval.js";
@@ -86,21 +87,15 @@ export class RetrievalScorer {
 
   /** Scores window w from its logits (seqLen, V): row p − 1 predicts the token at p. */
   add(w: RetrievalWindow, logits: Float32Array, V: number): void {
-    const predict = (p: number) => {
-      const row = logits.subarray((p - 1) * V, p * V);
-      let max = -Infinity;
-      for (let v = 0; v < V; v++) if (row[v] > max) max = row[v];
-      let z = 0;
-      for (let v = 0; v < V; v++) z += Math.exp(row[v] - max);
-      return { loss: max + Math.log(z) - row[w.tokens[p]], best: row[w.tokens[p]] === max };
-    };
+    // kvslim eval's token scoring: −log p in nats, and whether the token is the greedy choice.
+    const predict = (p: number) => tokenScore(logits.subarray((p - 1) * V, p * V), w.tokens[p]);
     const sum = (range: [number, number], into: { loss: number; tokens: number }) => {
-      for (let p = range[0]; p < range[1]; p++) into.loss += predict(p).loss;
+      for (let p = range[0]; p < range[1]; p++) into.loss += predict(p).nats;
       into.tokens += range[1] - range[0];
     };
     if (w.first === null) {
       let all = true;
-      for (let p = w.answer[0]; p < w.answer[1]; p++) all &&= predict(p).best;
+      for (let p = w.answer[0]; p < w.answer[1]; p++) all &&= predict(p).argmax;
       this.asked++;
       if (all) this.recalled++;
     } else {
