@@ -247,6 +247,28 @@ describe("bits per character against a hand computation", () => {
   });
 });
 
+describe("several questions on one context", () => {
+  test("dense and SparQ: answers after one shared prefill (the session rewound between questions) == each question asked alone", async () => {
+    const model = await loadModel(SHIPPED, { contextSize: 512, threads: 1, attention: { method: "sparq", compression: 4, reallocation: true } });
+    try {
+      const { samples } = needleSamples({ tokenizer: model.tokenizer, contextSize: 512, seed: 5, samples: 3 }, { lengths: [300], depths: 3 });
+      const [first, ...rest] = samples;
+      if (first.kind !== "generate") throw new Error("needle samples generate");
+      // One context, three questions: its own and the other samples' (whose answers it does not hold).
+      const questions = [first.questions[0], ...rest.flatMap((s) => (s.kind === "generate" ? s.questions : []))];
+      const together = { ...first, questions };
+      const alone = questions.map((q, i) => ({ ...first, id: `q${i}`, questions: [q] }));
+      for (const spec of [{ method: "dense" as const }, { method: "sparq" as const, compression: 4, minK: 1, minR: 1 }]) {
+        const shared = await runCell(model, () => spec, [together]);
+        const separate = await runCell(model, () => spec, alone);
+        expect(shared.results[0].outputs).toEqual(separate.results.map((r) => r.outputs![0]));
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
 describe("eval end to end on a random model", () => {
   let dir: string;
   let model: string;

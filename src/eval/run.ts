@@ -77,6 +77,13 @@ function prefilled(model: Model, spec: SpecFor, context: string, more: number): 
   }
 }
 
+/**
+ * Each question is asked after the context. With one question (the paper's tasks, RULER), or a method that
+ * evicts, context and question are one prompt: prefilled together, so an evicting method compacts with the
+ * question already seen, as in the SparQ paper's comparison. Several questions on one context (--data) share
+ * its prefill, the session rewinding to the context's end after each answer (kvpress's setting); a method
+ * that evicts cannot rewind, so it prefills context and question again for each.
+ */
 async function runGeneration(model: Model, spec: SpecFor, sample: GenerationSample): Promise<OneSample> {
   const tok = model.tokenizer;
   const outputs: string[] = [];
@@ -84,21 +91,28 @@ async function runGeneration(model: Model, spec: SpecFor, sample: GenerationSamp
   const traffic = { steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 };
   let storedPerToken = 0;
   let decodeSeconds = 0;
+  const contextIds = tok.encode(sample.context, { addBos: tok.addBos });
+  const questionIds = sample.questions.map((q) => tok.encode(q.prompt, { addBos: false }));
+  const method = spec(contextIds.length + Math.max(...questionIds.map((q) => q.length))).method;
+  const shared = sample.questions.length > 1 && method !== "h2o" && method !== "streaming";
   let session: Session | null = null;
-  let contextTokens = 0;
   try {
-    for (const q of sample.questions) {
-      // A method that evicts cannot forget a question's turn: it prefills the context again instead.
-      if (session !== null && session.canRewind) session.rewind(session.tokens.length - contextTokens);
-      else {
+    for (const [i, q] of sample.questions.entries()) {
+      let prompt: number[];
+      if (shared && session !== null) {
+        session.rewind(session.tokens.length - contextIds.length);
+        prompt = questionIds[i];
+      } else if (shared) {
+        session = prefilled(model, spec, sample.context, questionIds[i].length);
+        prompt = questionIds[i];
+      } else {
         session?.dispose();
-        session = prefilled(model, spec, sample.context, tok.encode(q.prompt, { addBos: false }).length);
-        contextTokens = session.tokens.length;
+        session = model.createSession({ attention: spec(contextIds.length + questionIds[i].length) });
+        prompt = [...contextIds, ...questionIds[i]];
       }
       const before = { ...session.cache.traffic };
-      const ids = tok.encode(q.prompt, { addBos: contextTokens === 0 && tok.addBos });
       let text = "";
-      const run = session.generate(ids, { maxTokens: q.maxNewTokens, temperature: 0 });
+      const run = session.generate(prompt, { maxTokens: q.maxNewTokens, temperature: 0 });
       let next = await run.next();
       while (!next.done) {
         text += next.value.text;
