@@ -285,7 +285,7 @@ describe("eval end to end on a random model", () => {
     model = writeTestGguf(dir, "m", llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512, contextLength: 2048 })).path;
   });
   afterAll(() => {
-    if (!process.env.KEEP) fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   test("12 cells (3 tasks × dense and 3 methods at 1/4) appended to results.jsonl, each with score, interval, KV bytes per step (≈ 1/4 of dense's for the methods), stored bytes and flags; a re-run skips them all; report.md has a table per task", async () => {
