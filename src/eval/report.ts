@@ -24,7 +24,7 @@ export async function writeReport(dir: string): Promise<string> {
   const byModel = groupBy(records, (r) => `${r.model.name} (${r.model.architecture}, ${r.kvDtype} KV, ${r.model.digest.slice(0, 19)}…)`);
   let modelIndex = 0;
   for (const [model, cells] of byModel) {
-    lines.push(`## ${model}`, "");
+    lines.push(`## ${model}`, "", ...summaryTable(cells), "");
     const prefix = byModel.size > 1 ? `m${++modelIndex}-` : "";
     for (const [task, taskCells] of groupBy(cells, (r) => r.task)) {
       const better = HIGHER_IS_BETTER[task] === false ? "lower is better" : "higher is better";
@@ -54,6 +54,31 @@ export async function writeReport(dir: string): Promise<string> {
   const file = path.join(dir, "report.md");
   fs.writeFileSync(file, lines.join("\n"));
   return file;
+}
+
+/**
+ * The SparQ paper's Table 2 shape: one row per method and ratio, one column per task (its mean score), and
+ * the KV bytes read per decode step as a fraction of dense's, averaged over the tasks.
+ */
+function summaryTable(cells: CellRecord[]): string[] {
+  const tasks = [...new Set(cells.map((c) => c.task))];
+  const rows = groupBy(cells, (c) => (c.method === "dense" ? "dense —" : `${c.method} 1/${c.compression}`));
+  const order = [...rows.keys()].sort((a, b) => {
+    const [ma, ca] = a.split(" ");
+    const [mb, cb] = b.split(" ");
+    const rank = (m: string) => ["dense", "sparq", "h2o", "streaming"].indexOf(m);
+    return rank(ma) - rank(mb) || (Number(ca.slice(2)) || 0) - (Number(cb.slice(2)) || 0);
+  });
+  const header = tasks.map((t) => `${t} (${HIGHER_IS_BETTER[t] === false ? "↓" : "↑"})`);
+  const out = [`| method | compression | ${header.join(" | ")} | KV read / step vs dense |`, `|---|---|${tasks.map(() => "---").join("|")}|---|`];
+  for (const name of order) {
+    const group = rows.get(name)!;
+    const [method, ratio] = name.split(" ");
+    const byTask = new Map(group.map((c) => [c.task, c]));
+    const transfer = group.reduce((a, c) => a + c.transfer, 0) / group.length;
+    out.push(`| ${method} | ${ratio} | ${tasks.map((t) => (byTask.has(t) ? fmt(byTask.get(t)!.score.mean) : "—")).join(" | ")} | ${method === "dense" ? "1" : `1/${(1 / transfer).toFixed(1)}`} |`);
+  }
+  return out;
 }
 
 /** Needle accuracy by context length (rows) for each method and ratio (columns). */
