@@ -166,12 +166,14 @@ export async function runGrid(model: Model, modelPath: string, o: GridOptions): 
   const samples = new Map(o.tasks.map((task) => [task, taskSamples(task, ctx, o)]));
   let ran = 0;
   let skipped = 0;
+  // A task's parameters once (--data's digest reads the whole file).
+  const paramsOf = new Map(o.tasks.map((task) => [task, taskParams(task, o)]));
   const keyOf = (cell: Cell) =>
-    JSON.stringify({ task: cell.task, params: taskParams(cell.task, o), method: cell.method, compression: cell.compression, samples: o.samples, seed: o.seed, digest, kvDtype: model.defaults.kvDtype });
+    JSON.stringify({ task: cell.task, params: paramsOf.get(cell.task), method: cell.method, compression: cell.compression, samples: o.samples, seed: o.seed, digest, kvDtype: model.defaults.kvDtype });
   const todo = cells.filter((cell) => !done.has(keyOf(cell)));
   o.onStart?.({ cells: cells.length, samples: todo.reduce((n, cell) => n + samples.get(cell.task)!.samples.length, 0), skippedCells: cells.length - todo.length });
   for (const [i, cell] of cells.entries()) {
-    const params = taskParams(cell.task, o);
+    const params = paramsOf.get(cell.task)!;
     const key = keyOf(cell);
     const name = `${cell.task} ${cell.method}${cell.method === "dense" ? "" : ` 1/${cell.compression}`}`;
     if (done.has(key)) {

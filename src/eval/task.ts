@@ -50,3 +50,12 @@ export interface TaskSamples {
   /** What was left out and why (lengths that do not fit the model's context), for the report. */
   skipped: string[];
 }
+
+/**
+ * The context length a task can use: `requested`, or less so that `reserve` tokens (question and answer)
+ * still fit the model's context; shortening is said in `skipped` ("TASK at N tokens: shortened to M to …").
+ */
+export function fitLength(task: string, requested: number, contextSize: number, reserve: number, why: string): { length: number; skipped: string[] } {
+  const length = Math.min(requested, contextSize - reserve);
+  return { length, skipped: length < requested ? [`${task} at ${requested} tokens: shortened to ${length} to ${why}`] : [] };
+}

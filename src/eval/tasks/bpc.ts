@@ -6,7 +6,7 @@
  * public text they may have seen, which the report says.
  */
 import { Rng } from "../../model/sampler.js";
-import type { BpcSample, TaskContext, TaskSamples } from "../task.js";
+import { fitLength, type BpcSample, type TaskContext, type TaskSamples } from "../task.js";
 import { fillerText, fillerTokens } from "../text.js";
 
 export const REFERENCE_CHARS = 400;
@@ -19,9 +19,8 @@ export interface BpcOptions {
 export function bpcSamples(ctx: TaskContext, options: BpcOptions): TaskSamples {
   const rng = new Rng(ctx.seed);
   // The reference's tokens (at most one per character) follow the prefix.
-  const length = Math.min(options.length, ctx.contextSize - REFERENCE_CHARS - 2);
+  const { length, skipped } = fitLength("bpc", options.length, ctx.contextSize, REFERENCE_CHARS + 2, `leave room for the ${REFERENCE_CHARS}-character reference`);
   if (length < 64) return { samples: [], skipped: [`bpc: the model's context of ${ctx.contextSize} tokens leaves no room for a prefix`] };
-  const skipped = length < options.length ? [`bpc at ${options.length} tokens: shortened to ${length} to leave room for the ${REFERENCE_CHARS}-character reference`] : [];
   const samples: BpcSample[] = [];
   for (let i = 0; i < ctx.samples; i++) {
     const context = fillerTokens(rng, ctx.tokenizer, length);

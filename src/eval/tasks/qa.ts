@@ -6,7 +6,7 @@
  * paper's normalised prefix match of the generated text against the answer.
  */
 import { Rng } from "../../model/sampler.js";
-import type { GenerationSample, TaskContext, TaskSamples } from "../task.js";
+import { fitLength, type GenerationSample, type TaskContext, type TaskSamples } from "../task.js";
 import { fillerTokens, randomInt, tokenCount } from "../text.js";
 
 const FIRST = ["Ines", "Tomas", "Aiko", "Bruno", "Leila", "Oskar", "Priya", "Mateo", "Sanna", "Kofi", "Elena", "Dmitri", "Nadia", "Hugo", "Mira", "Jonas"];
@@ -22,8 +22,7 @@ export interface QaOptions {
 
 export function qaSamples(ctx: TaskContext, options: QaOptions): TaskSamples {
   const rng = new Rng(ctx.seed);
-  const length = Math.min(options.length, ctx.contextSize - QA_ANSWER_TOKENS - 1);
-  const skipped = length < options.length ? [`qa at ${options.length} tokens: shortened to ${length} to fit the model's context with the answer`] : [];
+  const { length, skipped } = fitLength("qa", options.length, ctx.contextSize, QA_ANSWER_TOKENS + 1, "fit the model's context with the answer");
   const samples: GenerationSample[] = [];
   for (let i = 0; i < ctx.samples; i++) {
     const people = pick(rng, FIRST.length * LAST.length, PASSAGES).map((p) => `${FIRST[p % FIRST.length]} ${LAST[Math.floor(p / FIRST.length)]}`);

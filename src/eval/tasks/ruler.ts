@@ -11,7 +11,7 @@
  *                    length allows (at least 5 times each) and 40 others 3 times; asked for the 10 most common
  */
 import { Rng } from "../../model/sampler.js";
-import type { GenerationSample, TaskContext, TaskSamples } from "../task.js";
+import { fitLength, type GenerationSample, type TaskContext, type TaskSamples } from "../task.js";
 import { fillerTokens, heldOutDocuments, randomInt, tokenCount } from "../text.js";
 
 export const RULER_TASKS = ["niah-single", "niah-multikey", "niah-multivalue", "niah-multiquery", "vt", "cwe"] as const;
@@ -27,8 +27,7 @@ export interface RulerOptions {
 
 export function rulerSamples(task: RulerTask, ctx: TaskContext, options: RulerOptions): TaskSamples {
   const rng = new Rng(ctx.seed);
-  const length = Math.min(options.length, ctx.contextSize - ANSWER_TOKENS[task] - 1);
-  const skipped = length < options.length ? [`${task} at ${options.length} tokens: shortened to ${length} to fit the model's context with the answer`] : [];
+  const { length, skipped } = fitLength(task, options.length, ctx.contextSize, ANSWER_TOKENS[task] + 1, "fit the model's context with the answer");
   const samples: GenerationSample[] = [];
   for (let i = 0; i < ctx.samples; i++) {
     const { inserts, question, answers, words } = makeTask(task, rng, ctx, length);
