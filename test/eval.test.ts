@@ -11,7 +11,7 @@ import { cellSpec, gridCells } from "../src/eval/grid.js";
 import { bitsPerCharacter, containsAll, containsAny, interval, negativeLogLikelihood, normaliseAnswer, prefixMatch, repetitionScore } from "../src/eval/metrics.js";
 import { readResults } from "../src/eval/results.js";
 import { runCell } from "../src/eval/run.js";
-import type { TaskContext } from "../src/eval/task.js";
+import { promptLength, type TaskContext } from "../src/eval/task.js";
 import { bpcSamples } from "../src/eval/tasks/bpc.js";
 import { dataSamples } from "../src/eval/tasks/data.js";
 import { needleSamples } from "../src/eval/tasks/needle.js";
@@ -114,10 +114,39 @@ describe("tasks", () => {
     }
   });
 
-  test("needle: a length the context cannot hold is skipped and said so", () => {
-    const r = needleSamples(ctx({ contextSize: 300 }), { lengths: [200, 400], depths: 2 });
-    expect(r.samples.every((s) => s.meta.length === 200)).toBe(true);
-    expect(r.skipped).toEqual([expect.stringMatching(/needle at 400 tokens: longer than the model's context of 300/)]);
+  test("needle: a length the context cannot hold with the answer is shortened to what it can, and said so", () => {
+    const r = needleSamples(ctx({ contextSize: 300 }), { lengths: [200, 400, 300], depths: 2 });
+    expect(new Set(r.samples.map((s) => s.meta.length))).toEqual(new Set([200, 293]));
+    expect(r.skipped).toEqual([
+      expect.stringMatching(/needle at 400 tokens: shortened to 293 to fit the model's context/),
+      expect.stringMatching(/needle at 300 tokens: shortened to 293/),
+    ]);
+  });
+
+  test("every task at the model's whole context: BOS + context + question ≤ the length, and + the answer ≤ the context (exact token counts)", () => {
+    for (const contextSize of [300, 512, 1024]) {
+      const c = ctx({ contextSize, samples: 8 });
+      const all = [
+        needleSamples(c, { lengths: [contextSize], depths: 4 }),
+        qaSamples(c, { length: contextSize }),
+        ...(contextSize >= 512 ? [repetitionSamples(c, { length: contextSize })] : []), // 300 cannot hold 384 characters after a context
+        ...RULER_TASKS.filter((t) => t !== "cwe" || contextSize >= 1024).map((t) => rulerSamples(t, c, { length: contextSize })),
+      ];
+      for (const { samples, skipped } of all) {
+        expect(samples.length, `${contextSize}: ${skipped.join("; ")}`).toBeGreaterThan(0);
+        for (const s of samples) {
+          if (s.kind !== "generate") throw new Error("generation samples");
+          const q = s.questions[0];
+          const prompt = promptLength(tokenizer, s.context, q.prompt);
+          expect(prompt, s.id).toBeLessThanOrEqual(Number(s.meta.length) + (s.id.startsWith("repetition") ? q.maxNewTokens + 8 : 0));
+          expect(prompt + q.maxNewTokens, s.id).toBeLessThanOrEqual(contextSize);
+        }
+      }
+      for (const s of bpcSamples(c, { length: contextSize }).samples) {
+        if (s.kind !== "bpc") throw new Error("bpc samples");
+        expect(1 + tokenCount(tokenizer, s.context) + tokenCount(tokenizer, s.reference)).toBeLessThanOrEqual(contextSize);
+      }
+    }
   });
 
   test("repetition: the prompt is copied from the context and the expected continuation follows it there; bpc: deterministic, sized to fit", () => {
@@ -148,7 +177,7 @@ describe("tasks", () => {
       const worked = /Question: Where was (.+) born\?\nAnswer: (.+)\n$/.exec(s.context)!;
       expect(worked[1]).not.toBe(person);
       expect(s.context).toContain(`${worked[1]} was born in ${worked[2]} in `);
-      expect(tokenCount(tokenizer, s.context) + tokenCount(tokenizer, q.prompt)).toBeLessThanOrEqual(480 + 8 * 8);
+      expect(promptLength(tokenizer, s.context, q.prompt)).toBeLessThanOrEqual(480);
     }
   });
 

@@ -59,3 +59,23 @@ export function fitLength(task: string, requested: number, contextSize: number, 
   const length = Math.min(requested, contextSize - reserve);
   return { length, skipped: length < requested ? [`${task} at ${requested} tokens: shortened to ${length} to ${why}`] : [] };
 }
+
+/** Positions a one-question prompt takes as the runner encodes it: BOS if the tokenizer adds one, then the context and the question, each encoded on its own. */
+export function promptLength(tokenizer: TextTokenizer, context: string, question: string): number {
+  return (tokenizer.addBos ? 1 : 0) + tokenizer.encode(context, { addBos: false }).length + tokenizer.encode(question, { addBos: false }).length;
+}
+
+/**
+ * Filler is sized by counting its pieces, and pieces joined can tokenize to a few more tokens than their sum.
+ * This drops filler lines from `lines` (in place), the last one `keep` does not protect first, until
+ * `measure(lines)` is at most `length`; false if only protected lines are left and it is still over.
+ */
+export function dropLinesToFit(lines: string[], keep: (line: string) => boolean, measure: (lines: string[]) => number, length: number): boolean {
+  while (measure(lines) > length) {
+    let i = lines.length - 1;
+    while (i >= 0 && keep(lines[i])) i--;
+    if (i < 0) return false;
+    lines.splice(i, 1);
+  }
+  return true;
+}

@@ -6,7 +6,7 @@
  * depth heatmap per method. A length whose prompt and answer do not fit the context is skipped, and said so.
  */
 import { Rng } from "../../model/sampler.js";
-import type { GenerationSample, TaskContext, TaskSamples } from "../task.js";
+import { dropLinesToFit, fitLength, promptLength, type GenerationSample, type TaskContext, type TaskSamples } from "../task.js";
 import { fillerTokens, randomInt, tokenCount } from "../text.js";
 
 const NAMES = ["Maria", "Ahmed", "Chen", "Olga", "Kwame", "Lucia", "Ravi", "Ingrid", "Tomas", "Yuki", "Amara", "Pierre"];
@@ -28,11 +28,15 @@ export function depthOf(d: number, n: number): number {
 export function needleSamples(ctx: TaskContext, options: NeedleOptions): TaskSamples {
   const rng = new Rng(ctx.seed);
   const skipped: string[] = [];
-  const fits = options.lengths.filter((length) => {
-    const ok = length + NEEDLE_ANSWER_TOKENS + 1 <= ctx.contextSize;
-    if (!ok) skipped.push(`needle at ${length} tokens: longer than the model's context of ${ctx.contextSize} with the answer`);
-    return ok;
-  });
+  // A length the context cannot hold with the answer is shortened to what it can (and said); lengths that
+  // become equal are one.
+  const fits: number[] = [];
+  for (const requested of options.lengths) {
+    const fitted = fitLength("needle", requested, ctx.contextSize, NEEDLE_ANSWER_TOKENS + 1, "fit the model's context with the answer");
+    skipped.push(...fitted.skipped);
+    if (fitted.length < 16) skipped.push(`needle at ${requested} tokens: the model's context of ${ctx.contextSize} leaves no room for filler`);
+    else if (!fits.includes(fitted.length)) fits.push(fitted.length);
+  }
   const cells = fits.length * options.depths;
   const samples: GenerationSample[] = [];
   for (let i = 0; cells > 0 && i < Math.max(ctx.samples, cells); i++) {
@@ -47,7 +51,9 @@ export function needleSamples(ctx: TaskContext, options: NeedleOptions): TaskSam
     const filler = fillerTokens(rng, ctx.tokenizer, room).split("\n");
     // The needle goes between lines, at the line nearest the depth.
     const at = Math.round(depth * filler.length);
-    const context = [...filler.slice(0, at), needle, ...filler.slice(at)].join("\n");
+    const lines = [...filler.slice(0, at), needle, ...filler.slice(at)];
+    dropLinesToFit(lines, (line) => line === needle, (l) => promptLength(ctx.tokenizer, l.join("\n"), question), length);
+    const context = lines.join("\n");
     samples.push({
       kind: "generate",
       id: `needle-${length}-${d}-${i}`,

@@ -6,7 +6,7 @@
  * paper's normalised prefix match of the generated text against the answer.
  */
 import { Rng } from "../../model/sampler.js";
-import { fitLength, type GenerationSample, type TaskContext, type TaskSamples } from "../task.js";
+import { fitLength, promptLength, type GenerationSample, type TaskContext, type TaskSamples } from "../task.js";
 import { fillerTokens, randomInt, tokenCount } from "../text.js";
 
 const FIRST = ["Ines", "Tomas", "Aiko", "Bruno", "Leila", "Oskar", "Priya", "Mateo", "Sanna", "Kofi", "Elena", "Dmitri", "Nadia", "Hugo", "Mira", "Jonas"];
@@ -35,12 +35,21 @@ export function qaSamples(ctx: TaskContext, options: QaOptions): TaskSamples {
     // Each passage gets an equal share of the tokens left, its fact at a random line.
     const fixed = tokenCount(ctx.tokenizer, worked) + tokenCount(ctx.tokenizer, question) + facts.reduce((n, f) => n + tokenCount(ctx.tokenizer, f) + 8, 0);
     const share = Math.max(8, Math.floor((length - fixed) / PASSAGES));
-    const passages = facts.map((fact, k) => {
+    const passages = facts.map((fact) => {
       const lines = fillerTokens(rng, ctx.tokenizer, share).split("\n");
       lines.splice(randomInt(rng, lines.length + 1), 0, fact);
-      return `Passage ${k + 1}:\n${lines.join("\n")}`;
+      return lines;
     });
-    const context = `${passages.join("\n\n")}\n\n${worked}`;
+    const contextOf = () => `${passages.map((lines, k) => `Passage ${k + 1}:\n${lines.join("\n")}`).join("\n\n")}\n\n${worked}`;
+    // Pieces joined can take a few more tokens than counted apart: drop the last filler line of the longest
+    // passage until the prompt fits.
+    while (promptLength(ctx.tokenizer, contextOf(), question) > length) {
+      const longest = passages.map((lines, k) => ({ k, n: lines.length })).sort((a, b) => b.n - a.n || a.k - b.k)[0];
+      if (longest.n <= 1) break;
+      const lines = passages[longest.k];
+      lines.splice(lines[lines.length - 1] === facts[longest.k] ? lines.length - 2 : lines.length - 1, 1);
+    }
+    const context = contextOf();
     samples.push({
       kind: "generate",
       id: `qa-${length}-${i}`,

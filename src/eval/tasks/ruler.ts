@@ -11,7 +11,7 @@
  *                    length allows (at least 5 times each) and 40 others 3 times; asked for the 10 most common
  */
 import { Rng } from "../../model/sampler.js";
-import { fitLength, type GenerationSample, type TaskContext, type TaskSamples } from "../task.js";
+import { dropLinesToFit, fitLength, promptLength, type GenerationSample, type TaskContext, type TaskSamples } from "../task.js";
 import { fillerTokens, heldOutDocuments, randomInt, tokenCount } from "../text.js";
 
 export const RULER_TASKS = ["niah-single", "niah-multikey", "niah-multivalue", "niah-multiquery", "vt", "cwe"] as const;
@@ -44,6 +44,7 @@ export function rulerSamples(task: RulerTask, ctx: TaskContext, options: RulerOp
       // The inserted sentences go in order at random lines (variable tracking's chain must read forwards).
       const at = inserts.map(() => randomInt(rng, lines.length + 1)).sort((a, b) => a - b);
       for (let k = inserts.length - 1; k >= 0; k--) lines.splice(at[k], 0, inserts[k]);
+      dropLinesToFit(lines, (line) => inserts.includes(line), (l) => promptLength(ctx.tokenizer, l.join("\n"), question), length);
       context = lines.join("\n");
     }
     samples.push({
