@@ -344,7 +344,7 @@ describe("bad input", () => {
 });
 
 describe("continued training (--from)", () => {
-  test("a run --from the shipped CLA model at --seq-len 1024 starts from its weights (after one step at lr 1e-9, logits within 1e-4; random weights differ by ~1) and records the longer context; a preset of another architecture is refused, naming what differs", async () => {
+  test("a run --from the shipped CLA model at --seq-len 1024 starts from its weights (after one step at lr 1e-9, logits within 1e-4; random weights differ by ~1) and records the run's context (1,024, where the model's is 2,048); a preset of another architecture is refused, naming what differs", async () => {
     const shipped = path.join(ROOT, "models", "kvslim-tiny");
     const dir = path.join(tempDir(), "run");
     await startRun(dir, { ...options({ preset: "tiny-mqa-cla2", tokens: 1024, seqLen: 1024, batch: 1, lr: 1e-9, evalBatches: 1, evalEvery: 100 }), tokenizer: shipped, from: shipped });
