@@ -42,7 +42,18 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { dtypes: ["f32", "q8_0"], contexts: [512, 8192], decode: 32, prefill: 512, threads: [...new Set([1, availableParallelism()])], kvDtype: "f32", attention: null, llamaKv: ["F16", "F32"], engines: ["kvslim", "llama.cpp"], llamaFlash: false };
+  const args: Args = {
+    dtypes: ["f32", "q8_0"],
+    contexts: [512, 8192],
+    decode: 32,
+    prefill: 512,
+    threads: [...new Set([1, availableParallelism()])],
+    kvDtype: "f32",
+    attention: null,
+    llamaKv: ["F16", "F32"],
+    engines: ["kvslim", "llama.cpp"],
+    llamaFlash: false,
+  };
   let method: string | null = null;
   let compression = 8;
   for (let i = 0; i < argv.length; i += 2) {
@@ -58,7 +69,10 @@ function parseArgs(argv: string[]): Args {
     else if (flag === "--threads") args.threads = value.split(",").map(Number);
     else if (flag === "--engines") args.engines = value.split(",") as Args["engines"];
     else if (flag === "--llama-flash") args.llamaFlash = value === "on";
-    else throw new Error(`unknown flag ${flag}; flags: --dtypes --contexts --decode --prefill --threads --kv-dtype --attention --compression --llama-kv --engines --llama-flash on|off`);
+    else
+      throw new Error(
+        `unknown flag ${flag}; flags: --dtypes --contexts --decode --prefill --threads --kv-dtype --attention --compression --llama-kv --engines --llama-flash on|off`,
+      );
   }
   if (method === "sparq") args.attention = { method, compression };
   else if (method === "h2o" || method === "streaming") args.attention = { method, compression };
@@ -95,7 +109,12 @@ interface Row {
 
 async function benchKvslim(file: string, dtype: DType, a: Args, context: number, threads: number): Promise<Row[]> {
   const evicting = a.attention !== null && a.attention.method !== "sparq";
-  const model = await loadModel(file, { threads, contextSize: context + 2 * a.decode, kvDtype: a.kvDtype, attention: evicting ? undefined : (a.attention ?? undefined) });
+  const model = await loadModel(file, {
+    threads,
+    contextSize: context + 2 * a.decode,
+    kvDtype: a.kvDtype,
+    attention: evicting ? undefined : (a.attention ?? undefined),
+  });
   const V = model.config.vocabSize;
   const rows: Row[] = [];
   const prompt = tokens(context, V);
@@ -121,21 +140,46 @@ async function benchKvslim(file: string, dtype: DType, a: Args, context: number,
     session.setAttention(a.attention);
     const decodeTps = decode(session);
     const ratio = session.kvTraffic().ratio;
-    rows.push({ engine: `kvslim+${a.attention.method}`, threads, dtype, kv: a.kvDtype, context, prefillTps, decodeTps, note: `KV transfer 1/${(1 / ratio).toFixed(1)} of dense` });
+    rows.push({
+      engine: `kvslim+${a.attention.method}`,
+      threads,
+      dtype,
+      kv: a.kvDtype,
+      context,
+      prefillTps,
+      decodeTps,
+      note: `KV transfer 1/${(1 / ratio).toFixed(1)} of dense`,
+    });
   }
   session.dispose();
   if (evicting) {
     const other = model.createSession({ attention: a.attention! });
     const tps = fill(other);
     const decodeTps = decode(other);
-    rows.push({ engine: `kvslim+${a.attention!.method}`, threads, dtype, kv: a.kvDtype, context, prefillTps: tps, decodeTps, note: `KV transfer 1/${(1 / other.kvTraffic().ratio).toFixed(1)} of dense` });
+    rows.push({
+      engine: `kvslim+${a.attention!.method}`,
+      threads,
+      dtype,
+      kv: a.kvDtype,
+      context,
+      prefillTps: tps,
+      decodeTps,
+      note: `KV transfer 1/${(1 / other.kvTraffic().ratio).toFixed(1)} of dense`,
+    });
     other.dispose();
   }
   model.dispose();
   return rows;
 }
 
-async function benchLlamaCpp(file: string, dtype: DType, a: Args, context: number, kv: "F16" | "F32", threads: number): Promise<Row> {
+async function benchLlamaCpp(
+  file: string,
+  dtype: DType,
+  a: Args,
+  context: number,
+  kv: "F16" | "F32",
+  threads: number,
+): Promise<Row> {
   const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, progressLogs: false });
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
   const ctx = await model.createContext({
@@ -161,7 +205,15 @@ async function benchLlamaCpp(file: string, dtype: DType, a: Args, context: numbe
   const decodeTps = count / ((performance.now() - t) / 1000);
   await ctx.dispose();
   await model.dispose();
-  return { engine: a.llamaFlash ? "llama.cpp (FA)" : "llama.cpp", threads, dtype, kv: kv.toLowerCase(), context, prefillTps, decodeTps };
+  return {
+    engine: a.llamaFlash ? "llama.cpp (FA)" : "llama.cpp",
+    threads,
+    dtype,
+    kv: kv.toLowerCase(),
+    context,
+    prefillTps,
+    decodeTps,
+  };
 }
 
 function argmax(x: Float32Array): number {
@@ -173,10 +225,14 @@ function argmax(x: Float32Array): number {
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   const rows: Row[] = [];
-  console.log(`reference model: llama, d_model 768, 12 layers, 12 heads (MHA), FFN 2048, vocab 8192; threads ${a.threads.join(", ")}`);
+  console.log(
+    `reference model: llama, d_model 768, 12 layers, 12 heads (MHA), FFN 2048, vocab 8192; threads ${a.threads.join(", ")}`,
+  );
   console.log(`engine          thr dtype  KV   context  prefill tok/s  decode tok/s`);
   const print = (r: Row) =>
-    console.log(`${r.engine.padEnd(15)} ${String(r.threads).padStart(3)} ${r.dtype.padEnd(6)} ${r.kv.padEnd(4)} ${String(r.context).padStart(7)}  ${r.prefillTps.toFixed(1).padStart(13)}  ${r.decodeTps.toFixed(1).padStart(12)}${r.note ? `  ${r.note}` : ""}`);
+    console.log(
+      `${r.engine.padEnd(15)} ${String(r.threads).padStart(3)} ${r.dtype.padEnd(6)} ${r.kv.padEnd(4)} ${String(r.context).padStart(7)}  ${r.prefillTps.toFixed(1).padStart(13)}  ${r.decodeTps.toFixed(1).padStart(12)}${r.note ? `  ${r.note}` : ""}`,
+    );
   for (const dtype of a.dtypes) {
     const file = modelFile(dtype);
     for (const context of a.contexts) {
@@ -192,14 +248,19 @@ async function main(): Promise<void> {
         rows.push(...ours, ...refs);
         for (const mine of refs.length > 0 ? ours : []) {
           const vs = refs.map((r) => `${(mine.decodeTps / r.decodeTps).toFixed(2)}× vs ${r.kv} KV`).join(", ");
-          console.log(`  ratio ${mine.engine} / llama.cpp at ${threads} thread(s): prefill ${(mine.prefillTps / refs[0].prefillTps).toFixed(2)}×, decode ${vs}`);
+          console.log(
+            `  ratio ${mine.engine} / llama.cpp at ${threads} thread(s): prefill ${(mine.prefillTps / refs[0].prefillTps).toFixed(2)}×, decode ${vs}`,
+          );
         }
       }
       // What more threads gave each engine, same dtype and context.
       const one = rows.filter((r) => r.dtype === dtype && r.context === context && r.threads === 1);
       for (const r of rows.filter((r) => r.dtype === dtype && r.context === context && r.threads > 1)) {
         const base = one.find((o) => o.engine === r.engine && o.kv === r.kv);
-        if (base) console.log(`  scaling ${r.engine} (${r.kv} KV) ${r.threads} threads vs 1: prefill ${(r.prefillTps / base.prefillTps).toFixed(2)}×, decode ${(r.decodeTps / base.decodeTps).toFixed(2)}×`);
+        if (base)
+          console.log(
+            `  scaling ${r.engine} (${r.kv} KV) ${r.threads} threads vs 1: prefill ${(r.prefillTps / base.prefillTps).toFixed(2)}×, decode ${(r.decodeTps / base.decodeTps).toFixed(2)}×`,
+          );
       }
     }
   }

@@ -13,7 +13,9 @@ const SUITES = ["decode", "train", "kernels", "threads"] as const;
 const first = process.argv[2];
 const suite = first !== undefined && !first.startsWith("-") ? first : "decode";
 if (!(SUITES as readonly string[]).includes(suite)) {
-  process.stderr.write(`error: unknown benchmark "${suite}"; expected one of ${SUITES.join(", ")} (or flags for decode)\n`);
+  process.stderr.write(
+    `error: unknown benchmark "${suite}"; expected one of ${SUITES.join(", ")} (or flags for decode)\n`,
+  );
   process.exit(2);
 }
 if (suite === first) process.argv.splice(2, 1); // the suite's own flags start at argv[2]

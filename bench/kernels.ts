@@ -55,11 +55,15 @@ function timePerCall(run: () => void, minSeconds: number): number {
 
 function setup(dtype: DType, n: number, d: number, t: number): void {
   arena.u8.set(encode(dtype, values(n * d, 1)), W);
-  arena.f32.set(values(t * n, 2).map((v) => v * 20), X / 4);
+  arena.f32.set(
+    values(t * n, 2).map((v) => v * 20),
+    X / 4,
+  );
   if (dtype === "q8_0") wasm.quantizeQ8_0(XQ, X, t * n);
 }
 
-const kernelName = (op: "matvec" | "matmul", dtype: DType) => `${op}${dtype === "q8_0" ? "Q8_0" : dtype[0].toUpperCase() + dtype.slice(1)}`;
+const kernelName = (op: "matvec" | "matmul", dtype: DType) =>
+  `${op}${dtype === "q8_0" ? "Q8_0" : dtype[0].toUpperCase() + dtype.slice(1)}`;
 
 function matvecSeconds(k: Kernels, dtype: DType, n: number, d: number, minSeconds: number): number {
   const fn = k[kernelName("matvec", dtype) as "matvecF32"];
@@ -77,40 +81,58 @@ const pad = (s: string, width: number) => s.padEnd(width);
 const DTYPES: DType[] = ["f32", "f16", "bf16", "q8_0"];
 
 console.log("matvec: GB/s of weights read (WASM, reference, ratio)");
-for (const [n, d] of [[768, 2048], [2048, 768], [768, 8192]]) {
+for (const [n, d] of [
+  [768, 2048],
+  [2048, 768],
+  [768, 8192],
+]) {
   for (const dtype of DTYPES) {
     setup(dtype, n, d, 1);
     const bytes = bytesFor(dtype, n * d);
     const wasmGBs = bytes / matvecSeconds(wasm, dtype, n, d, 0.5) / 1e9;
     const refGBs = bytes / matvecSeconds(ref, dtype, n, d, 0.3) / 1e9;
-    console.log(`  ${pad(kernelName("matvec", dtype), 11)} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ` +
-      `${wasmGBs.toFixed(2).padStart(6)} GB/s  reference ${refGBs.toFixed(3).padStart(6)} GB/s  x${(wasmGBs / refGBs).toFixed(0)}`);
+    console.log(
+      `  ${pad(kernelName("matvec", dtype), 11)} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ` +
+        `${wasmGBs.toFixed(2).padStart(6)} GB/s  reference ${refGBs.toFixed(3).padStart(6)} GB/s  x${(wasmGBs / refGBs).toFixed(0)}`,
+    );
   }
 }
 
 console.log("matmul: GFLOP/s (2 t n d per call)");
-for (const [t, n, d] of [[64, 768, 2048], [64, 2048, 768]]) {
+for (const [t, n, d] of [
+  [64, 768, 2048],
+  [64, 2048, 768],
+]) {
   for (const dtype of DTYPES) {
     setup(dtype, n, d, t);
     const flops = 2 * t * n * d;
     const wasmGF = flops / matmulSeconds(wasm, dtype, n, d, t, 0.5) / 1e9;
     const refGF = flops / matmulSeconds(ref, dtype, n, d, t, 0.3) / 1e9;
-    console.log(`  ${pad(kernelName("matmul", dtype), 11)} t=${t} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ` +
-      `${wasmGF.toFixed(2).padStart(6)} GFLOP/s  reference ${refGF.toFixed(3).padStart(6)} GFLOP/s  x${(wasmGF / refGF).toFixed(0)}`);
+    console.log(
+      `  ${pad(kernelName("matmul", dtype), 11)} t=${t} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ` +
+        `${wasmGF.toFixed(2).padStart(6)} GFLOP/s  reference ${refGF.toFixed(3).padStart(6)} GFLOP/s  x${(wasmGF / refGF).toFixed(0)}`,
+    );
   }
 }
 
 console.log("attention: GB/s of K and V read (S 16384, Hd 128, one KV head shared by g query heads)");
 {
-  const S = 16384, Hd = 128;
-  const k = W, v = W + S * Hd * 4, k16 = W + 2 * S * Hd * 4, v16 = k16 + S * Hd * 2; // 24 MB of W
+  const S = 16384,
+    Hd = 128;
+  const k = W,
+    v = W + S * Hd * 4,
+    k16 = W + 2 * S * Hd * 4,
+    v16 = k16 + S * Hd * 2; // 24 MB of W
   arena.f32.set(values(S * Hd, 3), k / 4);
   arena.f32.set(values(S * Hd, 4), v / 4);
   wasm.packBf16(k16, k, S * Hd);
   wasm.packBf16(v16, v, S * Hd);
   for (const dtype of ["f32", "bf16"] as const) {
     for (const g of [1, 4]) {
-      arena.f32.set(values(g * Hd, 5).map((x) => x * 20), X / 4);
+      arena.f32.set(
+        values(g * Hd, 5).map((x) => x * 20),
+        X / 4,
+      );
       const [kPtr, vPtr, bytes] = dtype === "f32" ? [k, v, 2 * S * Hd * 4] : [k16, v16, 2 * S * Hd * 2];
       const seconds = (kernels: Kernels, minSeconds: number) => {
         const fn = dtype === "f32" ? kernels.attentionF32 : kernels.attentionBf16;
@@ -118,25 +140,36 @@ console.log("attention: GB/s of K and V read (S 16384, Hd 128, one KV head share
       };
       const wasmGBs = bytes / seconds(wasm, 0.5) / 1e9;
       const refGBs = bytes / seconds(ref, 0.3) / 1e9;
-      console.log(`  ${pad(dtype === "f32" ? "attentionF32" : "attentionBf16", 13)} g=${g} ` +
-        `${wasmGBs.toFixed(2).padStart(6)} GB/s  reference ${refGBs.toFixed(3).padStart(6)} GB/s  x${(wasmGBs / refGBs).toFixed(0)}`);
+      console.log(
+        `  ${pad(dtype === "f32" ? "attentionF32" : "attentionBf16", 13)} g=${g} ` +
+          `${wasmGBs.toFixed(2).padStart(6)} GB/s  reference ${refGBs.toFixed(3).padStart(6)} GB/s  x${(wasmGBs / refGBs).toFixed(0)}`,
+      );
     }
   }
 }
 
 console.log("topK: GB/s of x read (n 16384, kk n/8)");
 {
-  const n = 16384, kk = n / 8;
+  const n = 16384,
+    kk = n / 8;
   arena.f32.set(values(n, 6), X / 4);
   const wasmSeconds = timePerCall(() => wasm.topK(OUT, X, n, kk, W), 0.5);
   const refSeconds = timePerCall(() => ref.topK(OUT, X, n, kk, W), 0.3);
-  console.log(`  topK          n=${n} ${(4 * n / wasmSeconds / 1e9).toFixed(2).padStart(6)} GB/s (${(wasmSeconds * 1e6).toFixed(1)} µs)  ` +
-    `reference ${(4 * n / refSeconds / 1e9).toFixed(3).padStart(6)} GB/s  x${(refSeconds / wasmSeconds).toFixed(0)}`);
+  console.log(
+    `  topK          n=${n} ${((4 * n) / wasmSeconds / 1e9).toFixed(2).padStart(6)} GB/s (${(wasmSeconds * 1e6).toFixed(1)} µs)  ` +
+      `reference ${((4 * n) / refSeconds / 1e9).toFixed(3).padStart(6)} GB/s  x${(refSeconds / wasmSeconds).toFixed(0)}`,
+  );
 }
 
-console.log("training GEMMs: GFLOP/s (2 t n d per call), Y (t, d) = X (t, n) @ W (d, n)^T and its two backward products");
-for (const [t, n, d] of [[512, 768, 2048], [512, 2048, 768]]) {
-  const w = W, dW = W + (16 << 20); // (d, n) each, 6 MiB
+console.log(
+  "training GEMMs: GFLOP/s (2 t n d per call), Y (t, d) = X (t, n) @ W (d, n)^T and its two backward products",
+);
+for (const [t, n, d] of [
+  [512, 768, 2048],
+  [512, 2048, 768],
+]) {
+  const w = W,
+    dW = W + (16 << 20); // (d, n) each, 6 MiB
   arena.f32.set(values(d * n, 7), w / 4);
   arena.f32.set(values(t * n, 8), T_X / 4);
   arena.f32.set(values(t * d, 9), T_Y / 4);
@@ -149,6 +182,8 @@ for (const [t, n, d] of [[512, 768, 2048], [512, 2048, 768]]) {
   ];
   for (const [name, run] of runs) {
     const gflops = flops / timePerCall(run, 1) / 1e9;
-    console.log(`  ${pad(name, 21)} t=${t} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ${gflops.toFixed(2).padStart(6)} GFLOP/s`);
+    console.log(
+      `  ${pad(name, 21)} t=${t} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ${gflops.toFixed(2).padStart(6)} GFLOP/s`,
+    );
   }
 }

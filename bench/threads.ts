@@ -18,7 +18,8 @@ import { OPS } from "../src/threads/ops.js";
 import { shutdownKernelWorkers } from "../src/threads/pool.js";
 
 const args = process.argv.slice(2);
-const threadCounts = args[0] === "--threads" ? args[1].split(",").map(Number) : [...new Set([1, availableParallelism()])];
+const threadCounts =
+  args[0] === "--threads" ? args[1].split(",").map(Number) : [...new Set([1, availableParallelism()])];
 
 const arena = new Arena(160 << 20, "the threads benchmark");
 const kernels = loadWasmKernelsSync(arena.memory);
@@ -82,7 +83,9 @@ for (const dtype of ["f32", "q8_0"] as const) {
       const mv = bytes.length / time(() => par.matvec(op, OUT, input, W, n, d, rowBytes)) / 1e9;
       const mm = (2 * 64 * n * d) / time(() => par.matmul(op, OUT, input, W, n, d, 64, rowBytes)) / 1e9;
       if (t === threadCounts[0]) base = { mv, mm };
-      line.push(`${t}t ${mv.toFixed(1)} GB/s (${(mv / base.mv).toFixed(2)}×) ${mm.toFixed(1)} GFLOP/s (${(mm / base.mm).toFixed(2)}×)`);
+      line.push(
+        `${t}t ${mv.toFixed(1)} GB/s (${(mv / base.mv).toFixed(2)}×) ${mm.toFixed(1)} GFLOP/s (${(mm / base.mm).toFixed(2)}×)`,
+      );
     }
     console.log(`  ${name.padEnd(20)} ${line.join("   ")}`);
   }

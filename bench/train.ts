@@ -22,7 +22,9 @@ const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i], process.argv[i + 1]);
 const presetName = args.get("--preset") ?? "tiny-mqa-cla2";
 if (!isTrainPreset(presetName)) throw new Error(`unknown preset ${presetName}`);
-const threadCounts = (args.get("--threads") ?? [...new Set([1, availableParallelism()])].join(",")).split(",").map(Number);
+const threadCounts = (args.get("--threads") ?? [...new Set([1, availableParallelism()])].join(","))
+  .split(",")
+  .map(Number);
 const steps = Number(args.get("--steps") ?? 3);
 
 const preset = TRAIN_PRESETS[presetName]();
@@ -44,11 +46,17 @@ for (let i = 0; i < t * widest; i++) arena.f32[(A >> 2) + i] = Math.sin(i) * 0.1
 for (let i = 0; i < widest * widest; i++) arena.f32[(B >> 2) + i] = Math.cos(i) * 0.1;
 
 const gemms = [
-  { name: `attn q (${config.dModel}→${config.nHeads * config.headDim})`, n: config.dModel, d: config.nHeads * config.headDim },
+  {
+    name: `attn q (${config.dModel}→${config.nHeads * config.headDim})`,
+    n: config.dModel,
+    d: config.nHeads * config.headDim,
+  },
   { name: `ffn up (${config.dModel}→${config.ffnDim})`, n: config.dModel, d: config.ffnDim },
   { name: `ffn down (${config.ffnDim}→${config.dModel})`, n: config.ffnDim, d: config.dModel },
 ];
-console.log(`${presetName}: ${(layout.tensors.reduce((s, x) => s + x.size, 0) / 1e6).toFixed(2)}M parameters, batch ${shape.batch} × ${shape.seqLen} tokens; threads ${threadCounts.join(", ")}`);
+console.log(
+  `${presetName}: ${(layout.tensors.reduce((s, x) => s + x.size, 0) / 1e6).toFixed(2)}M parameters, batch ${shape.batch} × ${shape.seqLen} tokens; threads ${threadCounts.join(", ")}`,
+);
 console.log(`GEMMs at t = ${t} rows (GFLOP/s): forward | dX = dY·W | dW += dYᵀ·X`);
 const steady: Record<number, number> = {};
 for (const threads of threadCounts) {
@@ -68,7 +76,9 @@ for (const threads of threadCounts) {
     const fwd = flops / time(() => par.matmul("F32", C, A, B, n, d, t, 4 * n)) / 1e9;
     const dx = flops / time(() => par.matmulBackwardInput(C, A, B, n, d, t, d, 0)) / 1e9;
     const dw = flops / time(() => par.matmulBackwardWeight(dW, A, C, n, d, t, d)) / 1e9;
-    console.log(`  ${threads} thread(s) ${name.padEnd(22)} ${fwd.toFixed(1).padStart(6)} | ${dx.toFixed(1).padStart(6)} | ${dw.toFixed(1).padStart(6)}`);
+    console.log(
+      `  ${threads} thread(s) ${name.padEnd(22)} ${fwd.toFixed(1).padStart(6)} | ${dx.toFixed(1).padStart(6)} | ${dw.toFixed(1).padStart(6)}`,
+    );
   }
   par.dispose();
 }
@@ -96,7 +106,12 @@ for (const threads of threadCounts) {
   }
   const seconds = median(times) / 1000;
   steady[threads] = t / seconds;
-  const ratio = threads === threadCounts[0] ? "" : `  (${(steady[threads] / steady[threadCounts[0]]).toFixed(2)}× ${threadCounts[0]} thread)`;
-  console.log(`  ${threads} thread(s): ${seconds.toFixed(2)} s per step, ${steady[threads].toFixed(0)} tokens/s${ratio}`);
+  const ratio =
+    threads === threadCounts[0]
+      ? ""
+      : `  (${(steady[threads] / steady[threadCounts[0]]).toFixed(2)}× ${threadCounts[0]} thread)`;
+  console.log(
+    `  ${threads} thread(s): ${seconds.toFixed(2)} s per step, ${steady[threads].toFixed(0)} tokens/s${ratio}`,
+  );
   p.dispose();
 }

@@ -11,7 +11,14 @@
  *   model.dispose();
  */
 export { loadModel, Model, type LoadOptions, type MemoryPlan } from "./model/model.js";
-export { Session, type SessionOptions, type GenerateOptions, type GenerateChunk, type GenerateStats, type KvTrafficStats } from "./model/session.js";
+export {
+  Session,
+  type SessionOptions,
+  type GenerateOptions,
+  type GenerateChunk,
+  type GenerateStats,
+  type KvTrafficStats,
+} from "./model/session.js";
 export {
   ATTENTION_METHODS,
   type AttentionSpec,

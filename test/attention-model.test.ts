@@ -13,8 +13,19 @@ import { randomTokens, relMaxDiff, tempDir, writeTestGguf, writeTestHf } from ".
 
 let dir: string;
 const models: Record<string, string> = {};
-const GQA: ModelConfig = llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512, contextLength: 1024 });
-const CLA2: ModelConfig = { ...llamaConfig({ dModel: 64, nLayers: 4, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: 512, contextLength: 1024 }), kvSource: claShare(4, 2) };
+const GQA: ModelConfig = llamaConfig({
+  dModel: 64,
+  nLayers: 2,
+  nHeads: 4,
+  nKvHeads: 2,
+  ffnDim: 128,
+  vocabSize: 512,
+  contextLength: 1024,
+});
+const CLA2: ModelConfig = {
+  ...llamaConfig({ dModel: 64, nLayers: 4, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: 512, contextLength: 1024 }),
+  kvSource: claShare(4, 2),
+};
 
 beforeAll(() => {
   dir = tempDir();
@@ -64,21 +75,24 @@ describe("methods in a model", () => {
     }
   }
 
-  test.each(["h2o", "streaming"] as const)("%s with a budget ≥ every position == dense logits, bit for bit (CLA-2 model)", async (method) => {
-    const tokens = randomTokens(120, 512);
-    const logits = async (attention: AttentionSpec) => {
-      const m = await loadModel(models.cla2, { contextSize: 200, attention });
-      const s = m.createSession();
-      const out = [s.evaluate(tokens.slice(0, 100))];
-      for (const t of tokens.slice(100)) out.push(s.evaluate([t]));
-      s.dispose();
-      m.dispose();
-      return out;
-    };
-    const dense = await logits({ method: "dense" });
-    const evicting = await logits({ method, budget: 150 });
-    evicting.forEach((row, i) => expect(row).toEqual(dense[i]));
-  });
+  test.each(["h2o", "streaming"] as const)(
+    "%s with a budget ≥ every position == dense logits, bit for bit (CLA-2 model)",
+    async (method) => {
+      const tokens = randomTokens(120, 512);
+      const logits = async (attention: AttentionSpec) => {
+        const m = await loadModel(models.cla2, { contextSize: 200, attention });
+        const s = m.createSession();
+        const out = [s.evaluate(tokens.slice(0, 100))];
+        for (const t of tokens.slice(100)) out.push(s.evaluate([t]));
+        s.dispose();
+        m.dispose();
+        return out;
+      };
+      const dense = await logits({ method: "dense" });
+      const evicting = await logits({ method, budget: 150 });
+      evicting.forEach((row, i) => expect(row).toEqual(dense[i]));
+    },
+  );
 
   test("bf16 KV: logits within 2e-2 (relative) of f32 KV after a 200-token prompt and 20 decode steps", async () => {
     const tokens = randomTokens(220, 512);
@@ -145,7 +159,11 @@ describe("methods in a model", () => {
 
   test("setAttention: a SparQ session switched to dense decodes exactly as a dense session; evicting switches are refused", async () => {
     const tokens = randomTokens(150, 512);
-    const m = await loadModel(models.llama, { contextSize: 256, sessions: 2, attention: { method: "sparq", compression: 8 } });
+    const m = await loadModel(models.llama, {
+      contextSize: 256,
+      sessions: 2,
+      attention: { method: "sparq", compression: 8 },
+    });
     const dense = m.createSession({ attention: { method: "dense" } });
     const sparq = m.createSession({ attention: { method: "sparq", compression: 8, minK: 8 } });
     dense.evaluate(tokens.slice(0, 140));

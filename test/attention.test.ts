@@ -54,7 +54,9 @@ class History {
 /** Query heads of KV head g at row t of q (T, H·Hd). */
 function groupQueries(s: HarnessShape, q: Float32Array, t: number, g: number): number[][] {
   const gs = s.H / s.G;
-  return Array.from({ length: gs }, (_, h) => Array.from(q.subarray((t * s.H + g * gs + h) * s.Hd, (t * s.H + g * gs + h + 1) * s.Hd)));
+  return Array.from({ length: gs }, (_, h) =>
+    Array.from(q.subarray((t * s.H + g * gs + h) * s.Hd, (t * s.H + g * gs + h + 1) * s.Hd)),
+  );
 }
 
 /** max |actual − expected| / max |expected| over the group outputs of one row. */
@@ -104,7 +106,13 @@ describe("SparQ", () => {
         const out = harness.step(q, k, v);
         history.add(k, v);
         const expected = Array.from({ length: s.G }, (_, g) =>
-          naiveSparq(groupQueries(s, q, 0, g), history.rows[g], history.vMean(g), { r: 8, k: 40, l: 10, reallocation, groupRanking: "logits" }),
+          naiveSparq(groupQueries(s, q, 0, g), history.rows[g], history.vMean(g), {
+            r: 8,
+            k: 40,
+            l: 10,
+            reallocation,
+            groupRanking: "logits",
+          }),
         );
         expect(relError(s, out, 0, expected)).toBeLessThan(1e-5);
       }
@@ -124,24 +132,33 @@ describe("SparQ", () => {
       const out = harness.step(q, k, v);
       history.add(k, v);
       const expected = Array.from({ length: s.G }, (_, g) =>
-        naiveSparq(groupQueries(s, q, 0, g), history.rows[g], history.vMean(g), { r: 6, k: 30, l: 7, reallocation: true, groupRanking: "probabilities" }),
+        naiveSparq(groupQueries(s, q, 0, g), history.rows[g], history.vMean(g), {
+          r: 6,
+          k: 30,
+          l: 7,
+          reallocation: true,
+          groupRanking: "probabilities",
+        }),
       );
       expect(relError(s, out, 0, expected)).toBeLessThan(1e-5);
     }
   });
 
-  test.each(["f32", "bf16"] as const)("%s: k + 1 ≥ S selects everything and equals dense attention, bit for bit", (dtype) => {
-    for (const s of [MHA(dtype), GQA(dtype)]) {
-      const sparq = new Harness(s, { method: "sparq", r: 4, k: 200, reallocation: true });
-      const dense = new Harness(s, { method: "dense" });
-      const random = makeRandom(3);
-      for (const T of [64, 1, 1, 1, 64, 1]) {
-        const { q, k, v } = randomStep(random, s, T);
-        expect(sparq.step(q, k, v)).toEqual(dense.step(q, k, v));
+  test.each(["f32", "bf16"] as const)(
+    "%s: k + 1 ≥ S selects everything and equals dense attention, bit for bit",
+    (dtype) => {
+      for (const s of [MHA(dtype), GQA(dtype)]) {
+        const sparq = new Harness(s, { method: "sparq", r: 4, k: 200, reallocation: true });
+        const dense = new Harness(s, { method: "dense" });
+        const random = makeRandom(3);
+        for (const T of [64, 1, 1, 1, 64, 1]) {
+          const { q, k, v } = randomStep(random, s, T);
+          expect(sparq.step(q, k, v)).toEqual(dense.step(q, k, v));
+        }
+        expect(sparq.cache.length).toBeLessThanOrEqual(200);
       }
-      expect(sparq.cache.length).toBeLessThanOrEqual(200);
-    }
-  });
+    },
+  );
 
   test("r = Hd: the approximate scores rank positions exactly as dense attention does; the step == exact top-(k+1) attention (rel 1e-5)", () => {
     const s = MHA("f32");
@@ -163,7 +180,12 @@ describe("SparQ", () => {
         const scores = exact.slice();
         scores[rows.length - 1] = Infinity; // the current token is always selected
         const chosen = topIndices(scores, 25);
-        return [naiveDense(qh, chosen.map((i) => rows[i])).out];
+        return [
+          naiveDense(
+            qh,
+            chosen.map((i) => rows[i]),
+          ).out,
+        ];
       });
       expect(relError(s, out, 0, expected)).toBeLessThan(1e-5);
     }
@@ -177,66 +199,109 @@ describe("evicting baselines", () => {
     { policy: "streaming" as const, dtype: "f32" as const, shape: "GQA" },
     { policy: "streaming" as const, dtype: "bf16" as const, shape: "MHA" },
   ];
-  test.each(cases)("$policy $shape $dtype: == naive simulation over prefill + 30 decode steps (rel 1e-5); the cache never holds more than budget + 1 rows", ({ policy, dtype, shape }) => {
-    const s = shape === "MHA" ? MHA(dtype) : GQA(dtype);
-    const budget = 48;
-    const spec: AttentionSpec = policy === "h2o" ? { method: "h2o", budget } : { method: "streaming", budget, sinks: 4 };
-    const harness = new Harness(s, spec);
-    const naive = Array.from({ length: s.G }, () => new NaiveEvicting(policy, budget, policy === "h2o" ? 12 : 4));
-    const random = makeRandom(8);
-    const feed = (T: number) => {
-      const { q, k, v } = randomStep(random, s, T);
-      const out = harness.step(q, k, v);
-      const expected: number[][][][] = naive.map((n, g) => {
-        const keys = Array.from({ length: T }, (_, t) => Array.from(k.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd), (x) => stored(dtype, x)));
-        const values = Array.from({ length: T }, (_, t) => Array.from(v.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd), (x) => stored(dtype, x)));
-        return n.step(Array.from({ length: T }, (_, t) => groupQueries(s, q, t, g)), keys, values);
-      });
-      for (let t = 0; t < T; t++) {
-        expect(relError(s, out, t, expected.map((e) => e[t]))).toBeLessThan(1e-5);
-      }
-      expect(harness.cache.capacity).toBeLessThanOrEqual(Math.max(budget + 1, harness.cache.length));
-    };
-    feed(100); // prompt longer than the budget: dense, then compacted
-    expect(harness.cache.capacity).toBe(budget + 1);
-    expect(harness.cache.heldRows).toBe(budget);
-    for (let i = 0; i < 30; i++) {
-      feed(1);
-      expect(harness.cache.capacity).toBe(budget + 1);
-      expect(harness.cache.heldRows).toBe(budget);
-    }
-    feed(20); // a second prompt: the cache grows for it, then shrinks back
-    expect(harness.cache.heldRows).toBe(budget);
-    feed(1);
-  });
-
-  test.each(["h2o", "streaming"] as const)("%s with budgets around the context (C − 14, C − 1, C, C + 36; C = 64): == naive simulation up to the context (rel 1e-5); the cache never exceeds C rows; it evicts exactly when budget < positions", (policy) => {
-    const C = 64;
-    const s: HarnessShape = { H: 6, G: 2, Hd: 24, maxRows: C, dtype: "f32" };
-    for (const budget of [C - 14, C - 1, C, C + 36]) {
-      const spec: AttentionSpec = policy === "h2o" ? { method: "h2o", budget } : { method: "streaming", budget, sinks: 4 };
+  test.each(cases)(
+    "$policy $shape $dtype: == naive simulation over prefill + 30 decode steps (rel 1e-5); the cache never holds more than budget + 1 rows",
+    ({ policy, dtype, shape }) => {
+      const s = shape === "MHA" ? MHA(dtype) : GQA(dtype);
+      const budget = 48;
+      const spec: AttentionSpec =
+        policy === "h2o" ? { method: "h2o", budget } : { method: "streaming", budget, sinks: 4 };
       const harness = new Harness(s, spec);
-      const naive = Array.from({ length: s.G }, () => new NaiveEvicting(policy, budget, policy === "h2o" ? Math.floor(budget / 4) : 4));
-      const random = makeRandom(budget);
-      for (const T of [40, ...Array<number>(C - 40).fill(1)]) {
+      const naive = Array.from({ length: s.G }, () => new NaiveEvicting(policy, budget, policy === "h2o" ? 12 : 4));
+      const random = makeRandom(8);
+      const feed = (T: number) => {
         const { q, k, v } = randomStep(random, s, T);
         const out = harness.step(q, k, v);
-        const expected = naive.map((n, g) => {
-          const rowsOf = (x: Float32Array) => Array.from({ length: T }, (_, t) => Array.from(x.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd)));
-          return n.step(Array.from({ length: T }, (_, t) => groupQueries(s, q, t, g)), rowsOf(k), rowsOf(v));
+        const expected: number[][][][] = naive.map((n, g) => {
+          const keys = Array.from({ length: T }, (_, t) =>
+            Array.from(k.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd), (x) => stored(dtype, x)),
+          );
+          const values = Array.from({ length: T }, (_, t) =>
+            Array.from(v.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd), (x) => stored(dtype, x)),
+          );
+          return n.step(
+            Array.from({ length: T }, (_, t) => groupQueries(s, q, t, g)),
+            keys,
+            values,
+          );
         });
-        for (let t = 0; t < T; t++) expect(relError(s, out, t, expected.map((e) => e[t])), `budget ${budget}`).toBeLessThan(1e-5);
-        expect(harness.cache.capacity, `budget ${budget}`).toBeLessThanOrEqual(C);
+        for (let t = 0; t < T; t++) {
+          expect(
+            relError(
+              s,
+              out,
+              t,
+              expected.map((e) => e[t]),
+            ),
+          ).toBeLessThan(1e-5);
+        }
+        expect(harness.cache.capacity).toBeLessThanOrEqual(Math.max(budget + 1, harness.cache.length));
+      };
+      feed(100); // prompt longer than the budget: dense, then compacted
+      expect(harness.cache.capacity).toBe(budget + 1);
+      expect(harness.cache.heldRows).toBe(budget);
+      for (let i = 0; i < 30; i++) {
+        feed(1);
+        expect(harness.cache.capacity).toBe(budget + 1);
+        expect(harness.cache.heldRows).toBe(budget);
       }
-      expect(harness.cache.length).toBe(C);
-      // Rows held after the last step: the budget once positions passed it, else every position.
-      expect(harness.cache.heldRows, `budget ${budget}`).toBe(Math.min(budget, C));
-    }
-  });
+      feed(20); // a second prompt: the cache grows for it, then shrinks back
+      expect(harness.cache.heldRows).toBe(budget);
+      feed(1);
+    },
+  );
+
+  test.each(["h2o", "streaming"] as const)(
+    "%s with budgets around the context (C − 14, C − 1, C, C + 36; C = 64): == naive simulation up to the context (rel 1e-5); the cache never exceeds C rows; it evicts exactly when budget < positions",
+    (policy) => {
+      const C = 64;
+      const s: HarnessShape = { H: 6, G: 2, Hd: 24, maxRows: C, dtype: "f32" };
+      for (const budget of [C - 14, C - 1, C, C + 36]) {
+        const spec: AttentionSpec =
+          policy === "h2o" ? { method: "h2o", budget } : { method: "streaming", budget, sinks: 4 };
+        const harness = new Harness(s, spec);
+        const naive = Array.from(
+          { length: s.G },
+          () => new NaiveEvicting(policy, budget, policy === "h2o" ? Math.floor(budget / 4) : 4),
+        );
+        const random = makeRandom(budget);
+        for (const T of [40, ...Array<number>(C - 40).fill(1)]) {
+          const { q, k, v } = randomStep(random, s, T);
+          const out = harness.step(q, k, v);
+          const expected = naive.map((n, g) => {
+            const rowsOf = (x: Float32Array) =>
+              Array.from({ length: T }, (_, t) =>
+                Array.from(x.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd)),
+              );
+            return n.step(
+              Array.from({ length: T }, (_, t) => groupQueries(s, q, t, g)),
+              rowsOf(k),
+              rowsOf(v),
+            );
+          });
+          for (let t = 0; t < T; t++)
+            expect(
+              relError(
+                s,
+                out,
+                t,
+                expected.map((e) => e[t]),
+              ),
+              `budget ${budget}`,
+            ).toBeLessThan(1e-5);
+          expect(harness.cache.capacity, `budget ${budget}`).toBeLessThanOrEqual(C);
+        }
+        expect(harness.cache.length).toBe(C);
+        // Rows held after the last step: the budget once positions passed it, else every position.
+        expect(harness.cache.heldRows, `budget ${budget}`).toBe(Math.min(budget, C));
+      }
+    },
+  );
 
   test.each(["h2o", "streaming"] as const)("%s with budget ≥ S == dense attention, bit for bit", (policy) => {
     const s = GQA("f32");
-    const spec: AttentionSpec = policy === "h2o" ? { method: "h2o", budget: 200 } : { method: "streaming", budget: 200 };
+    const spec: AttentionSpec =
+      policy === "h2o" ? { method: "h2o", budget: 200 } : { method: "streaming", budget: 200 };
     const method = new Harness(s, spec);
     const dense = new Harness(s, { method: "dense" });
     const random = makeRandom(4);
@@ -259,47 +324,51 @@ describe("byte counters", () => {
     dense: (S: number, Hd: number, b: number) => 2 * S * Hd * b + 2 * Hd * b,
     // r columns over S rows, k + 1 rows of K and V (the current token's included), v̄ for the mix; the new
     // rows of K, V and Kᵀ written, v̄ read and written to update it.
-    sparq: (S: number, Hd: number, b: number, r: number, k: number) => S * r * b + 2 * (k + 1) * Hd * b + 4 * Hd + 3 * Hd * b + 2 * 4 * Hd,
+    sparq: (S: number, Hd: number, b: number, r: number, k: number) =>
+      S * r * b + 2 * (k + 1) * Hd * b + 4 * Hd + 3 * Hd * b + 2 * 4 * Hd,
     // The k + 1 rows held (the current token's included); the scores of those rows read and written; the
     // new rows, their position and zeroed score written.
     h2o: (_S: number, Hd: number, b: number, k: number) => 2 * (k + 1) * Hd * b + 2 * (k + 1) * 4 + 2 * Hd * b + 4 + 4,
     streaming: (_S: number, Hd: number, b: number, k: number) => 2 * (k + 1) * Hd * b + 2 * Hd * b + 4,
   };
 
-  test.each(["f32", "bf16"] as const)("%s: counted bytes per step == the bytes each method's kernels are given (dense, sparq, h2o, streaming)", (dtype) => {
-    const s = MHA(dtype);
-    const b = dtype === "f32" ? 4 : 2;
-    const prompt = 200;
-    const steps = 10;
-    const sum = (per: (S: number) => number) => {
-      let total = 0;
-      for (let i = 0; i < steps; i++) total += s.G * per(prompt + i + 1);
-      return total;
-    };
-    const run = (spec: AttentionSpec) => {
-      const h = new Harness(s, spec);
-      const random = makeRandom(2);
-      const p = randomStep(random, s, prompt);
-      h.step(p.q, p.k, p.v);
-      for (let i = 0; i < steps; i++) {
-        const d = randomStep(random, s, 1);
-        h.step(d.q, d.k, d.v);
-      }
-      const t = h.cache.traffic;
-      expect(t.steps).toBe(steps);
-      return t;
-    };
-    const dense = run({ method: "dense" });
-    expect(dense.read + dense.written).toBe(sum((S) => formula.dense(S, s.Hd, b)));
-    const sparq = run({ method: "sparq", r: 8, k: 32, reallocation: true });
-    expect(sparq.read + sparq.written).toBe(sum((S) => formula.sparq(S, s.Hd, b, 8, 32)));
-    expect(sparq.denseRead + sparq.denseWritten).toBe(dense.read + dense.written);
-    const h2o = run({ method: "h2o", budget: 64 });
-    expect(h2o.read + h2o.written).toBe(sum((S) => formula.h2o(S, s.Hd, b, 64)));
-    expect(h2o.denseRead + h2o.denseWritten).toBe(dense.read + dense.written);
-    const streaming = run({ method: "streaming", budget: 64 });
-    expect(streaming.read + streaming.written).toBe(sum((S) => formula.streaming(S, s.Hd, b, 64)));
-  });
+  test.each(["f32", "bf16"] as const)(
+    "%s: counted bytes per step == the bytes each method's kernels are given (dense, sparq, h2o, streaming)",
+    (dtype) => {
+      const s = MHA(dtype);
+      const b = dtype === "f32" ? 4 : 2;
+      const prompt = 200;
+      const steps = 10;
+      const sum = (per: (S: number) => number) => {
+        let total = 0;
+        for (let i = 0; i < steps; i++) total += s.G * per(prompt + i + 1);
+        return total;
+      };
+      const run = (spec: AttentionSpec) => {
+        const h = new Harness(s, spec);
+        const random = makeRandom(2);
+        const p = randomStep(random, s, prompt);
+        h.step(p.q, p.k, p.v);
+        for (let i = 0; i < steps; i++) {
+          const d = randomStep(random, s, 1);
+          h.step(d.q, d.k, d.v);
+        }
+        const t = h.cache.traffic;
+        expect(t.steps).toBe(steps);
+        return t;
+      };
+      const dense = run({ method: "dense" });
+      expect(dense.read + dense.written).toBe(sum((S) => formula.dense(S, s.Hd, b)));
+      const sparq = run({ method: "sparq", r: 8, k: 32, reallocation: true });
+      expect(sparq.read + sparq.written).toBe(sum((S) => formula.sparq(S, s.Hd, b, 8, 32)));
+      expect(sparq.denseRead + sparq.denseWritten).toBe(dense.read + dense.written);
+      const h2o = run({ method: "h2o", budget: 64 });
+      expect(h2o.read + h2o.written).toBe(sum((S) => formula.h2o(S, s.Hd, b, 64)));
+      expect(h2o.denseRead + h2o.denseWritten).toBe(dense.read + dense.written);
+      const streaming = run({ method: "streaming", budget: 64 });
+      expect(streaming.read + streaming.written).toBe(sum((S) => formula.streaming(S, s.Hd, b, 64)));
+    },
+  );
 
   test("sparq with compression c: r = Hd/c and k = S/(2c) track S; ratio ≈ 1/c at long context (±15%)", () => {
     const s: HarnessShape = { H: 2, G: 2, Hd: 64, maxRows: 4200, dtype: "f32" };
@@ -320,45 +389,51 @@ describe("byte counters", () => {
   });
 });
 
-
 describe("KV cache rewind and traffic", () => {
-  test.each(["f32", "bf16"] as const)("%s: rewind(5) after 5 decode steps leaves rows, length and K/V as a cache that never took them, v̄ the float64 mean of the rows left (≤ 1e-6 relative), and the next SparQ step equal to that cache's (≤ 1e-5); traffic is counted for decode steps only", (dtype) => {
-    const s: HarnessShape = { H: 2, G: 2, Hd: 16, maxRows: 128, dtype };
-    const spec: AttentionSpec = { method: "sparq", r: 4, k: 8, reallocation: true };
-    const a = new Harness(s, spec);
-    const b = new Harness(s, spec);
-    const random = makeRandom(5);
-    const prompt = randomStep(random, s, 40);
-    a.step(prompt.q, prompt.k, prompt.v);
-    b.step(prompt.q, prompt.k, prompt.v);
-    expect(a.cache.traffic).toEqual({ steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 }); // prefill is not counted
-    for (let i = 0; i < 5; i++) {
-      const d = randomStep(random, s, 1);
-      a.step(d.q, d.k, d.v);
-    }
-    const counted = { ...a.cache.traffic };
-    expect(counted.steps).toBe(5);
-    a.cache.rewind(5);
-    expect(a.cache.traffic).toEqual(counted);
-    expect([a.cache.rows, a.cache.length]).toEqual([40, 40]);
-    const bytes = (h: Harness) => h.arena.u8.slice(h.cache.keys(0, 0), h.cache.keys(0, 0) + 2 * s.G * 40 * s.Hd * h.cache.bytesPerElement);
-    for (let g = 0; g < s.G; g++) {
-      const mean = a.arena.f32.slice(a.cache.valueMean(0, g) >> 2, (a.cache.valueMean(0, g) >> 2) + s.Hd);
-      for (let j = 0; j < s.Hd; j++) {
-        let sum = 0;
-        for (let t = 0; t < 40; t++) sum += stored(dtype, prompt.v[(t * s.G + g) * s.Hd + j]);
-        expect(Math.abs(mean[j] - sum / 40)).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(sum / 40)));
+  test.each(["f32", "bf16"] as const)(
+    "%s: rewind(5) after 5 decode steps leaves rows, length and K/V as a cache that never took them, v̄ the float64 mean of the rows left (≤ 1e-6 relative), and the next SparQ step equal to that cache's (≤ 1e-5); traffic is counted for decode steps only",
+    (dtype) => {
+      const s: HarnessShape = { H: 2, G: 2, Hd: 16, maxRows: 128, dtype };
+      const spec: AttentionSpec = { method: "sparq", r: 4, k: 8, reallocation: true };
+      const a = new Harness(s, spec);
+      const b = new Harness(s, spec);
+      const random = makeRandom(5);
+      const prompt = randomStep(random, s, 40);
+      a.step(prompt.q, prompt.k, prompt.v);
+      b.step(prompt.q, prompt.k, prompt.v);
+      expect(a.cache.traffic).toEqual({ steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 }); // prefill is not counted
+      for (let i = 0; i < 5; i++) {
+        const d = randomStep(random, s, 1);
+        a.step(d.q, d.k, d.v);
       }
-    }
-    expect(bytes(a).subarray(0, s.G * 40 * s.Hd)).toEqual(bytes(b).subarray(0, s.G * 40 * s.Hd));
-    const next = randomStep(random, s, 1);
-    const outA = a.step(next.q, next.k, next.v);
-    const outB = b.step(next.q, next.k, next.v);
-    for (let i = 0; i < outA.length; i++) expect(Math.abs(outA[i] - outB[i])).toBeLessThanOrEqual(1e-5);
-  });
+      const counted = { ...a.cache.traffic };
+      expect(counted.steps).toBe(5);
+      a.cache.rewind(5);
+      expect(a.cache.traffic).toEqual(counted);
+      expect([a.cache.rows, a.cache.length]).toEqual([40, 40]);
+      const bytes = (h: Harness) =>
+        h.arena.u8.slice(h.cache.keys(0, 0), h.cache.keys(0, 0) + 2 * s.G * 40 * s.Hd * h.cache.bytesPerElement);
+      for (let g = 0; g < s.G; g++) {
+        const mean = a.arena.f32.slice(a.cache.valueMean(0, g) >> 2, (a.cache.valueMean(0, g) >> 2) + s.Hd);
+        for (let j = 0; j < s.Hd; j++) {
+          let sum = 0;
+          for (let t = 0; t < 40; t++) sum += stored(dtype, prompt.v[(t * s.G + g) * s.Hd + j]);
+          expect(Math.abs(mean[j] - sum / 40)).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(sum / 40)));
+        }
+      }
+      expect(bytes(a).subarray(0, s.G * 40 * s.Hd)).toEqual(bytes(b).subarray(0, s.G * 40 * s.Hd));
+      const next = randomStep(random, s, 1);
+      const outA = a.step(next.q, next.k, next.v);
+      const outB = b.step(next.q, next.k, next.v);
+      for (let i = 0; i < outA.length; i++) expect(Math.abs(outA[i] - outB[i])).toBeLessThanOrEqual(1e-5);
+    },
+  );
 
   test("an evicting cache refuses to rewind; rewinding more rows than held is refused", () => {
-    const h = new Harness({ H: 2, G: 2, Hd: 16, maxRows: 64, dtype: "f32" }, { method: "streaming", budget: 8, sinks: 4 });
+    const h = new Harness(
+      { H: 2, G: 2, Hd: 16, maxRows: 64, dtype: "f32" },
+      { method: "streaming", budget: 8, sinks: 4 },
+    );
     const p = randomStep(makeRandom(1), h.shape, 12);
     h.step(p.q, p.k, p.v);
     expect(() => h.cache.rewind(1)).toThrow(/an evicting cache cannot rewind/);
@@ -369,31 +444,35 @@ describe("KV cache rewind and traffic", () => {
 });
 
 describe("KV cache resize", () => {
-  test.each(["f32", "bf16"] as const)("%s: a resize the pool cannot hold throws OutOfMemoryError and leaves the cache exactly as it was (capacity, rows, every byte); free() then returns all of the pool", (dtype) => {
-    const shape = { nSlots: 2, nKvHeads: 2, headDim: 8 };
-    const layout = layoutFor({ method: "h2o", budget: 8 }, dtype, 1);
-    const C = 16;
-    const bytes = alignUp(KvCache.bytesFor(shape, layout, C), ALIGN);
-    const arena = new Arena(bytes + 4 * PAGE, "a KV cache test");
-    const kernels = createReferenceKernels(arena.memory);
-    const io = arena.alloc(2 * 4 * shape.nKvHeads * shape.headDim);
-    const pool = new Pool(arena.alloc(bytes), bytes); // room for one cache of C rows and no more
-    const cache = new KvCache(arena, pool, kernels, shape, layout, C);
-    const random = makeRandom(3);
-    for (let t = 0; t < 10; t++) {
-      arena.f32.set(gaussian(random, 2 * shape.nKvHeads * shape.headDim, 1), io >> 2);
-      for (let slot = 0; slot < shape.nSlots; slot++) cache.store(slot, 0, io, io + 4 * shape.nKvHeads * shape.headDim);
-      cache.advance(1);
-    }
-    const before = arena.u8.slice(cache.keys(0, 0), cache.keys(0, 0) + bytes);
-    expect(() => cache.resize(C + 20)).toThrow(OutOfMemoryError);
-    expect(cache.capacity).toBe(C);
-    expect(cache.rows).toBe(10);
-    expect(cache.heldRows).toBe(10);
-    expect(arena.u8.slice(cache.keys(0, 0), cache.keys(0, 0) + bytes)).toEqual(before);
-    cache.free();
-    expect(pool.inUse).toBe(0);
-    // The pool is whole again: a cache of C rows fits.
-    new KvCache(arena, pool, kernels, shape, layout, C).free();
-  });
+  test.each(["f32", "bf16"] as const)(
+    "%s: a resize the pool cannot hold throws OutOfMemoryError and leaves the cache exactly as it was (capacity, rows, every byte); free() then returns all of the pool",
+    (dtype) => {
+      const shape = { nSlots: 2, nKvHeads: 2, headDim: 8 };
+      const layout = layoutFor({ method: "h2o", budget: 8 }, dtype, 1);
+      const C = 16;
+      const bytes = alignUp(KvCache.bytesFor(shape, layout, C), ALIGN);
+      const arena = new Arena(bytes + 4 * PAGE, "a KV cache test");
+      const kernels = createReferenceKernels(arena.memory);
+      const io = arena.alloc(2 * 4 * shape.nKvHeads * shape.headDim);
+      const pool = new Pool(arena.alloc(bytes), bytes); // room for one cache of C rows and no more
+      const cache = new KvCache(arena, pool, kernels, shape, layout, C);
+      const random = makeRandom(3);
+      for (let t = 0; t < 10; t++) {
+        arena.f32.set(gaussian(random, 2 * shape.nKvHeads * shape.headDim, 1), io >> 2);
+        for (let slot = 0; slot < shape.nSlots; slot++)
+          cache.store(slot, 0, io, io + 4 * shape.nKvHeads * shape.headDim);
+        cache.advance(1);
+      }
+      const before = arena.u8.slice(cache.keys(0, 0), cache.keys(0, 0) + bytes);
+      expect(() => cache.resize(C + 20)).toThrow(OutOfMemoryError);
+      expect(cache.capacity).toBe(C);
+      expect(cache.rows).toBe(10);
+      expect(cache.heldRows).toBe(10);
+      expect(arena.u8.slice(cache.keys(0, 0), cache.keys(0, 0) + bytes)).toEqual(before);
+      cache.free();
+      expect(pool.inUse).toBe(0);
+      // The pool is whole again: a cache of C rows fits.
+      new KvCache(arena, pool, kernels, shape, layout, C).free();
+    },
+  );
 });

@@ -7,7 +7,13 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { writeGguf } from "../src/io/gguf-writer.js";
 import { claShare } from "../src/model/config.js";
-import { llamaConfig, ggufModelMetadata, randomWeights, syntheticVocab, tensorsToWrite } from "../src/model/synthetic.js";
+import {
+  llamaConfig,
+  ggufModelMetadata,
+  randomWeights,
+  syntheticVocab,
+  tensorsToWrite,
+} from "../src/model/synthetic.js";
 import { gguf } from "../src/io/gguf-writer.js";
 import { expectFailure, runCli } from "./helpers/cli.js";
 import { SHAPES, tempDir, writeTestGguf, writeTestHf } from "./helpers/models.js";
@@ -24,7 +30,12 @@ afterAll(() => {
 
 const run = runCli;
 
-function writeVariant(name: string, edit: (t: ReturnType<typeof tensorsToWrite>) => ReturnType<typeof tensorsToWrite>, config = SHAPES["llama-gqa"], meta?: (m: ReturnType<typeof ggufModelMetadata>) => ReturnType<typeof ggufModelMetadata>): string {
+function writeVariant(
+  name: string,
+  edit: (t: ReturnType<typeof tensorsToWrite>) => ReturnType<typeof tensorsToWrite>,
+  config = SHAPES["llama-gqa"],
+  meta?: (m: ReturnType<typeof ggufModelMetadata>) => ReturnType<typeof ggufModelMetadata>,
+): string {
   const file = path.join(dir, `${name}.gguf`);
   const tensors = edit(tensorsToWrite(config, randomWeights(config), "f32", false));
   const metadata = ggufModelMetadata(config, syntheticVocab(config.vocabSize), "f32");
@@ -44,7 +55,9 @@ describe("working commands", () => {
     const r = await run("generate", "-m", good, "-p", "hello world", "-n", "8", "--seed", "3");
     expect(r.code, r.err).toBe(0);
     expect(r.out.length).toBeGreaterThan(1);
-    expect(r.err).toMatch(/prompt \d+ tokens at [\d.]+ tok\/s · generated 8 tokens at [\d.]+ tok\/s · KV [\d.]+ \w+ stored/);
+    expect(r.err).toMatch(
+      /prompt \d+ tokens at [\d.]+ tok\/s · generated 8 tokens at [\d.]+ tok\/s · KV [\d.]+ \w+ stored/,
+    );
   });
 
   test.each([
@@ -53,9 +66,26 @@ describe("working commands", () => {
     ["h2o", "--kv-budget", "24"],
     ["streaming", "--kv-budget", "24", "--sinks", "4"],
   ])("generate --attention %s … --kv-dtype bf16 prints the method's KV traffic vs dense", async (method, ...flags) => {
-    const r = await run("generate", "-m", good, "-f", prompt150(), "-n", "6", "--temperature", "0", "--attention", method, ...flags, "--kv-dtype", "bf16");
+    const r = await run(
+      "generate",
+      "-m",
+      good,
+      "-f",
+      prompt150(),
+      "-n",
+      "6",
+      "--temperature",
+      "0",
+      "--attention",
+      method,
+      ...flags,
+      "--kv-dtype",
+      "bf16",
+    );
     expect(r.code, r.err).toBe(0);
-    expect(r.err).toMatch(new RegExp(`attention ${method}: KV read\\+written [\\d.]+ \\w+/token vs dense [\\d.]+ \\w+/token \\(0\\.\\d+×`));
+    expect(r.err).toMatch(
+      new RegExp(`attention ${method}: KV read\\+written [\\d.]+ \\w+/token vs dense [\\d.]+ \\w+/token \\(0\\.\\d+×`),
+    );
     expect(r.err).toContain("bf16");
   });
 
@@ -63,22 +93,46 @@ describe("working commands", () => {
   test.each([
     ["h2o", "4096", [], 1.125],
     ["streaming", "1200", ["-c", "1200"], 1],
-  ] as const)("generate --attention %s --kv-budget %s ≥ the context: runs, says it never evicts, and moves what dense moves plus its bookkeeping (the ratio expected, to +0.01)", async (method, budget, context, expected) => {
-    const r = await run("generate", "-m", good, "-f", prompt150(), "-n", "4", "--temperature", "0", "--attention", method, "--kv-budget", budget, ...context);
-    expect(r.code, r.err).toBe(0);
-    expect(r.err).toMatch(new RegExp(`note: --kv-budget ${budget} is at least the \\d+-token context: ${method} never evicts, attention is dense`));
-    // Every row read, as dense reads them; H2O adds its scores, both a position per new row.
-    const ratio = Number(/vs dense [\d.]+ \w+\/token \(([\d.]+)×/.exec(r.err)?.[1]);
-    expect(ratio).toBeGreaterThanOrEqual(expected);
-    expect(ratio).toBeLessThanOrEqual(expected + 0.01);
-  });
+  ] as const)(
+    "generate --attention %s --kv-budget %s ≥ the context: runs, says it never evicts, and moves what dense moves plus its bookkeeping (the ratio expected, to +0.01)",
+    async (method, budget, context, expected) => {
+      const r = await run(
+        "generate",
+        "-m",
+        good,
+        "-f",
+        prompt150(),
+        "-n",
+        "4",
+        "--temperature",
+        "0",
+        "--attention",
+        method,
+        "--kv-budget",
+        budget,
+        ...context,
+      );
+      expect(r.code, r.err).toBe(0);
+      expect(r.err).toMatch(
+        new RegExp(
+          `note: --kv-budget ${budget} is at least the \\d+-token context: ${method} never evicts, attention is dense`,
+        ),
+      );
+      // Every row read, as dense reads them; H2O adds its scores, both a position per new row.
+      const ratio = Number(/vs dense [\d.]+ \w+\/token \(([\d.]+)×/.exec(r.err)?.[1]);
+      expect(ratio).toBeGreaterThanOrEqual(expected);
+      expect(ratio).toBeLessThanOrEqual(expected + 0.01);
+    },
+  );
 
   test("generate -c beyond the model's trained context runs and notes it on stderr (once); within it, no note", async () => {
     const trained = SHAPES["llama-gqa"].contextLength;
     const beyond = await run("generate", "-m", good, "-p", "hello", "-n", "2", "-c", String(2 * trained));
     expect(beyond.code, beyond.err).toBe(0);
     expect(beyond.err.match(/^note: /gm)).toHaveLength(1);
-    expect(beyond.err).toContain(`note: --context ${2 * trained} is longer than the ${trained} positions the model was trained on`);
+    expect(beyond.err).toContain(
+      `note: --context ${2 * trained} is longer than the ${trained} positions the model was trained on`,
+    );
     const within = await run("generate", "-m", good, "-p", "hello", "-n", "2", "-c", String(trained));
     expect(within.code, within.err).toBe(0);
     expect(within.err).not.toContain("note:");
@@ -101,8 +155,26 @@ describe("working commands", () => {
 
   test("--chat renders the file's template and reads its special tokens as tokens", async () => {
     const template = "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}";
-    const file = writeVariant("chat", (t) => t, SHAPES["llama-gqa"], (m) => [...m, ["tokenizer.chat_template", gguf.str(template)]]);
-    const r = await run("generate", "-m", file, "--chat", "--system", "be brief", "-p", "hi", "-n", "2", "--temperature", "0");
+    const file = writeVariant(
+      "chat",
+      (t) => t,
+      SHAPES["llama-gqa"],
+      (m) => [...m, ["tokenizer.chat_template", gguf.str(template)]],
+    );
+    const r = await run(
+      "generate",
+      "-m",
+      file,
+      "--chat",
+      "--system",
+      "be brief",
+      "-p",
+      "hi",
+      "-n",
+      "2",
+      "--temperature",
+      "0",
+    );
     expect(r.code, r.err).toBe(0);
     const { tokenizerFromGguf } = await import("../src/tokenizer/tokenizer.js");
     const { readGguf } = await import("../src/io/gguf.js");
@@ -113,7 +185,10 @@ describe("working commands", () => {
   });
 
   test("info reports KV bytes/token = 2 × producers × G × Hd × 4 and the fit in a budget", async () => {
-    const config = { ...llamaConfig({ dModel: 64, nLayers: 4, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: 512 }), kvSource: claShare(4, 2) };
+    const config = {
+      ...llamaConfig({ dModel: 64, nLayers: 4, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: 512 }),
+      kvSource: claShare(4, 2),
+    };
     const cla = writeTestHf(dir, "cla-info", config).path;
     const r = await run("info", cla, "--json", "--memory", "64MiB", "--context", "1000");
     expect(r.code, r.err).toBe(0);
@@ -142,10 +217,14 @@ describe("demo", () => {
     const r = await run("demo", "--prompts", "2", "--threads", "1");
     expect(r.code, r.err).toBe(0);
     expect(r.out).toContain("2 retrieval prompts (key-value, needle), answers: 7550, 4883");
-    expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+dense\s+2\/2\s+\d+\s+768 B\s+[\d.]+ KiB \(1\/1\.0\)\s+7550 4883\n/);
+    expect(r.out).toMatch(
+      /kvslim-tiny \(H64-MQA-CLA2\)\s+dense\s+2\/2\s+\d+\s+768 B\s+[\d.]+ KiB \(1\/1\.0\)\s+7550 4883\n/,
+    );
     // Greedy decoding on fixed weights and prompts is deterministic: this is the models' measured output.
     expect(r.out).toMatch(/kvslim-tiny \(H64-MQA-CLA2\)\s+sparq\s+2\/2\s+.*\(1\/[34]\.\d\)\s+7550 4883\n/);
-    expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+dense\s+2\/2\s+\d+\s+1\.50 KiB\s+[\d.]+ KiB \(1\/1\.0\)\s+7550 4883\n/);
+    expect(r.out).toMatch(
+      /kvslim-tiny-mqa \(H64-MQA\)\s+dense\s+2\/2\s+\d+\s+1\.50 KiB\s+[\d.]+ KiB \(1\/1\.0\)\s+7550 4883\n/,
+    );
     expect(r.out).toMatch(/kvslim-tiny-mqa \(H64-MQA\)\s+sparq\s+2\/2\s+.*\(1\/[34]\.\d\)\s+7550 4883\n/);
     expect(r.out).toMatch(/CLA keeps 1\/2\.0\); with SparQ each decode step reads 1\/(3\.9|4\.\d)/);
   });
@@ -163,11 +242,21 @@ describe("demo", () => {
   });
 
   test("demo --chars too long for the model's 2,048-token context: UsageError naming --chars, the context and a length that fits, one line", async () => {
-    expectFailure(await run("demo", "--chars", "12000", "--prompts", "1", "--threads", "1"), 2, "UsageError", /--chars 12000 makes prompts of up to \d+ tokens, .* exceed the 2048-token context of kvslim-tiny; use --chars [4-7][0-9]{3} or less/);
+    expectFailure(
+      await run("demo", "--chars", "12000", "--prompts", "1", "--threads", "1"),
+      2,
+      "UsageError",
+      /--chars 12000 makes prompts of up to \d+ tokens, .* exceed the 2048-token context of kvslim-tiny; use --chars [4-7][0-9]{3} or less/,
+    );
   });
 
   test("demo -m with no model there: named error, one line", async () => {
-    expectFailure(await run("demo", "-m", path.join(dir, "nothing-here")), 2, "UsageError", /no model at .*nothing-here/);
+    expectFailure(
+      await run("demo", "-m", path.join(dir, "nothing-here")),
+      2,
+      "UsageError",
+      /no model at .*nothing-here/,
+    );
   });
 });
 
@@ -192,7 +281,12 @@ describe("bad input: one line, named error, non-zero exit", () => {
   });
 
   test("unsupported architecture names the supported ones", async () => {
-    const file = writeVariant("arch", (t) => t, SHAPES["llama-gqa"], (m) => m.map(([k, v]) => (k === "general.architecture" ? [k, gguf.str("gpt2")] : [k, v])));
+    const file = writeVariant(
+      "arch",
+      (t) => t,
+      SHAPES["llama-gqa"],
+      (m) => m.map(([k, v]) => (k === "general.architecture" ? [k, gguf.str("gpt2")] : [k, v])),
+    );
     expectFailure(await run("info", file), 1, "UnsupportedError", /"gpt2"/, /llama, qwen2/);
   });
 
@@ -207,7 +301,9 @@ describe("bad input: one line, named error, non-zero exit", () => {
   });
 
   test("shape that disagrees with the config", async () => {
-    const file = writeVariant("shape", (t) => t.map((x) => (x.name === "blk.0.attn_q.weight" ? { ...x, shape: [32, 128] } : x)));
+    const file = writeVariant("shape", (t) =>
+      t.map((x) => (x.name === "blk.0.attn_q.weight" ? { ...x, shape: [32, 128] } : x)),
+    );
     expectFailure(await run("info", file), 1, "ModelMismatchError", /shape \[32,128\], expected \[64,64\]/);
   });
 
@@ -220,11 +316,21 @@ describe("bad input: one line, named error, non-zero exit", () => {
 
   test("CLA producer lacking K/V weights", async () => {
     const file = writeVariant("producer-no-kv", (t) => t.filter((x) => x.name !== "blk.1.attn_v.weight"));
-    expectFailure(await run("info", file), 1, "ModelMismatchError", /blk\.1\.attn_v\.weight is missing \(layer 1 is a K\/V producer\)/);
+    expectFailure(
+      await run("info", file),
+      1,
+      "ModelMismatchError",
+      /blk\.1\.attn_v\.weight is missing \(layer 1 is a K\/V producer\)/,
+    );
   });
 
   test("prompt longer than the context", async () => {
-    expectFailure(await run("generate", "-m", good, "-p", "word ".repeat(200), "-c", "32", "-n", "1"), 1, "ContextOverflowError", /exceed the context size of 32/);
+    expectFailure(
+      await run("generate", "-m", good, "-p", "word ".repeat(200), "-c", "32", "-n", "1"),
+      1,
+      "ContextOverflowError",
+      /exceed the context size of 32/,
+    );
   });
 
   test("a context that does not fit in 4 GiB", async () => {
@@ -245,9 +351,18 @@ describe("bad input: one line, named error, non-zero exit", () => {
     [["--attention", "h2o"], /h2o needs a KV budget/],
     [["--attention", "h2o", "--kv-budget", "8", "--sparq-r", "4"], /--sparq-r does not apply to --attention h2o/],
     [["--kv-budget", "8"], /--kv-budget does not apply to --attention dense/],
-    [["--attention", "streaming", "--kv-budget", "4"], /--kv-budget expects more rows than the default 16 sink tokens \(--sinks\) for --attention streaming, got "4"/],
-    [["--attention", "sparq", "--sparq-r", "99", "--sparq-k", "8"], /--sparq-r expects at most the model's head dimension \(16\), got "99"/],
-    [["--attention", "sparq", "--compression", "4", "--sparq-layout", "triple"], /--sparq-layout expects double or single/],
+    [
+      ["--attention", "streaming", "--kv-budget", "4"],
+      /--kv-budget expects more rows than the default 16 sink tokens \(--sinks\) for --attention streaming, got "4"/,
+    ],
+    [
+      ["--attention", "sparq", "--sparq-r", "99", "--sparq-k", "8"],
+      /--sparq-r expects at most the model's head dimension \(16\), got "99"/,
+    ],
+    [
+      ["--attention", "sparq", "--compression", "4", "--sparq-layout", "triple"],
+      /--sparq-layout expects double or single/,
+    ],
     [["--kv-dtype", "f16"], /--kv-dtype expects one of f32, bf16, got "f16"/],
   ])("bad attention flags %j: UsageError, exit 2", async (flags, message) => {
     expectFailure(await run("generate", "-m", good, "-p", "x", ...flags), 2, "UsageError", message);

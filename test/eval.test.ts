@@ -8,7 +8,16 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { cellSpec, gridCells } from "../src/eval/grid.js";
-import { bitsPerCharacter, containsAll, containsAny, interval, negativeLogLikelihood, normaliseAnswer, prefixMatch, repetitionScore } from "../src/eval/metrics.js";
+import {
+  bitsPerCharacter,
+  containsAll,
+  containsAny,
+  interval,
+  negativeLogLikelihood,
+  normaliseAnswer,
+  prefixMatch,
+  repetitionScore,
+} from "../src/eval/metrics.js";
 import { readResults } from "../src/eval/results.js";
 import { runCell } from "../src/eval/run.js";
 import { promptLength, type TaskContext } from "../src/eval/task.js";
@@ -83,7 +92,9 @@ describe("metrics", () => {
 
 describe("text", () => {
   test("Brown corpus paragraphs lose their tags, quotes and punctuation attach to their words", () => {
-    expect(untag("The/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ,/, it/pps did/dod n't/* ./.")).toBe('The jury said "no evidence", it didn\'t.');
+    expect(untag("The/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ,/, it/pps did/dod n't/* ./.")).toBe(
+      'The jury said "no evidence", it didn\'t.',
+    );
     expect(untag("(/( see/vb page/nn 4/cd )/) ;/. he's/pps+bez")).toBe("(see page 4); he's");
     const paragraphs = brownParagraphs();
     expect(paragraphs.length).toBeGreaterThan(10_000);
@@ -93,7 +104,13 @@ describe("text", () => {
 
 describe("tasks", () => {
   const tokenizer = hfTokenizer(SHIPPED);
-  const ctx = (over: Partial<TaskContext> = {}): TaskContext => ({ tokenizer, contextSize: 512, seed: 7, samples: 6, ...over });
+  const ctx = (over: Partial<TaskContext> = {}): TaskContext => ({
+    tokenizer,
+    contextSize: 512,
+    seed: 7,
+    samples: 6,
+    ...over,
+  });
 
   test("needle: deterministic per seed; the number appears once in the context, at the depth asked; prompt + answer fit the length", () => {
     const a = needleSamples(ctx(), { lengths: [200, 400], depths: 3 });
@@ -130,7 +147,9 @@ describe("tasks", () => {
         needleSamples(c, { lengths: [contextSize], depths: 4 }),
         qaSamples(c, { length: contextSize }),
         ...(contextSize >= 512 ? [repetitionSamples(c, { length: contextSize })] : []), // 300 cannot hold 384 characters after a context
-        ...RULER_TASKS.filter((t) => t !== "cwe" || contextSize >= 1024).map((t) => rulerSamples(t, c, { length: contextSize })),
+        ...RULER_TASKS.filter((t) => t !== "cwe" || contextSize >= 1024).map((t) =>
+          rulerSamples(t, c, { length: contextSize }),
+        ),
       ];
       for (const { samples, skipped } of all) {
         expect(samples.length, `${contextSize}: ${skipped.join("; ")}`).toBeGreaterThan(0);
@@ -138,13 +157,17 @@ describe("tasks", () => {
           if (s.kind !== "generate") throw new Error("generation samples");
           const q = s.questions[0];
           const prompt = promptLength(tokenizer, s.context, q.prompt);
-          expect(prompt, s.id).toBeLessThanOrEqual(Number(s.meta.length) + (s.id.startsWith("repetition") ? q.maxNewTokens + 8 : 0));
+          expect(prompt, s.id).toBeLessThanOrEqual(
+            Number(s.meta.length) + (s.id.startsWith("repetition") ? q.maxNewTokens + 8 : 0),
+          );
           expect(prompt + q.maxNewTokens, s.id).toBeLessThanOrEqual(contextSize);
         }
       }
       for (const s of bpcSamples(c, { length: contextSize }).samples) {
         if (s.kind !== "bpc") throw new Error("bpc samples");
-        expect(1 + tokenCount(tokenizer, s.context) + tokenCount(tokenizer, s.reference)).toBeLessThanOrEqual(contextSize);
+        expect(1 + tokenCount(tokenizer, s.context) + tokenCount(tokenizer, s.reference)).toBeLessThanOrEqual(
+          contextSize,
+        );
       }
     }
   });
@@ -161,7 +184,9 @@ describe("tasks", () => {
     const b = bpcSamples(ctx(), { length: 2000 });
     expect(bpcSamples(ctx(), { length: 2000 })).toEqual(b);
     expect(b.skipped).toEqual([expect.stringMatching(/bpc at 2000 tokens: shortened to \d+/)]);
-    for (const s of b.samples) if (s.kind === "bpc") expect(tokenCount(tokenizer, s.context) + tokenCount(tokenizer, s.reference)).toBeLessThanOrEqual(512);
+    for (const s of b.samples)
+      if (s.kind === "bpc")
+        expect(tokenCount(tokenizer, s.context) + tokenCount(tokenizer, s.reference)).toBeLessThanOrEqual(512);
   });
 
   test("qa: 8 passages, each with one person's birthplace; a worked example about another; deterministic; fits the length", () => {
@@ -195,11 +220,19 @@ describe("tasks", () => {
         if (task === "vt") {
           const value = /assigned the value (\d+) in the text/.exec(prompt)![1];
           expect(s.context).toContain(`VAR ${answers[0]} = ${value}`);
-          for (let i = 1; i < answers.length; i++) expect(s.context.indexOf(`VAR ${answers[i]} = VAR ${answers[i - 1]}`)).toBeGreaterThan(s.context.indexOf(`VAR ${answers[i - 1]} =`));
+          for (let i = 1; i < answers.length; i++)
+            expect(s.context.indexOf(`VAR ${answers[i]} = VAR ${answers[i - 1]}`)).toBeGreaterThan(
+              s.context.indexOf(`VAR ${answers[i - 1]} =`),
+            );
         }
         if (task === "cwe") {
           const count = (w: string) => s.context.split(/\s+/).filter((x) => x === w).length;
-          const rare = Math.max(...s.context.split(/\s+/).filter((x) => /^[a-z]+$/.test(x) && !answers.includes(x)).map(count));
+          const rare = Math.max(
+            ...s.context
+              .split(/\s+/)
+              .filter((x) => /^[a-z]+$/.test(x) && !answers.includes(x))
+              .map(count),
+          );
           for (const w of answers) expect(count(w)).toBeGreaterThan(rare);
         }
       }
@@ -209,8 +242,17 @@ describe("tasks", () => {
   test("--data: lines grouped by context in file order; a bad line is a FormatError naming the file, the line and the column", () => {
     const dir = tempDir();
     const file = path.join(dir, "tasks.jsonl");
-    const row = (over: Record<string, unknown>) => JSON.stringify({ context: "The sky is blue.", question: "What colour is the sky?", answer: "blue", ...over });
-    fs.writeFileSync(file, [row({}), "", row({ question: "Is it?", answer: ["yes", "blue"], metric: "contains-any", answer_prefix: "Answer:" }), row({ context: "Other." })].join("\n"));
+    const row = (over: Record<string, unknown>) =>
+      JSON.stringify({ context: "The sky is blue.", question: "What colour is the sky?", answer: "blue", ...over });
+    fs.writeFileSync(
+      file,
+      [
+        row({}),
+        "",
+        row({ question: "Is it?", answer: ["yes", "blue"], metric: "contains-any", answer_prefix: "Answer:" }),
+        row({ context: "Other." }),
+      ].join("\n"),
+    );
     const r = dataSamples(ctx(), file);
     expect(r.samples).toHaveLength(2);
     const first = r.samples[0];
@@ -220,12 +262,21 @@ describe("tasks", () => {
     const cases: [string, RegExp][] = [
       ["{not json", /tasks\.jsonl:2: not valid JSON/],
       ["[1]", /tasks\.jsonl:2: expected a JSON object/],
-      [JSON.stringify({ question: "q", answer: "a" }), /tasks\.jsonl:2: "context" must be a string, found nothing \(the key is missing\)/],
+      [
+        JSON.stringify({ question: "q", answer: "a" }),
+        /tasks\.jsonl:2: "context" must be a string, found nothing \(the key is missing\)/,
+      ],
       [row({ answer: 7 }), /tasks\.jsonl:2: "answer" must be a non-empty string or a list of strings, found 7/],
       [row({ answer: [] }), /"answer" must be a non-empty string or a list of strings, found \[\]/],
       [row({ max_new_tokens: 0 }), /tasks\.jsonl:2: "max_new_tokens" must be an integer from 1 to 4096, found 0/],
-      [row({ metric: "rouge" }), /tasks\.jsonl:2: "metric" must be one of contains-all, contains-any, prefix, found "rouge"/],
-      [row({ context: "word ".repeat(2000) }), /tasks\.jsonl:2: the context, question and max_new_tokens need \d+ tokens but the model's context is 512/],
+      [
+        row({ metric: "rouge" }),
+        /tasks\.jsonl:2: "metric" must be one of contains-all, contains-any, prefix, found "rouge"/,
+      ],
+      [
+        row({ context: "word ".repeat(2000) }),
+        /tasks\.jsonl:2: the context, question and max_new_tokens need \d+ tokens but the model's context is 512/,
+      ],
     ];
     for (const [line, message] of cases) {
       fs.writeFileSync(file, row({}) + "\n" + line + "\n");
@@ -238,12 +289,29 @@ describe("tasks", () => {
   test("the grid: dense once per task, then every method at every ratio above 1; matched bytes per method", () => {
     const cells = gridCells({ tasks: ["needle", "bpc"], methods: ["dense", "sparq", "h2o"], compressions: [1, 2, 8] });
     expect(cells.map((c) => `${c.task} ${c.method} ${c.compression}`)).toEqual([
-      "needle dense 1", "needle sparq 2", "needle h2o 2", "needle sparq 8", "needle h2o 8",
-      "bpc dense 1", "bpc sparq 2", "bpc h2o 2", "bpc sparq 8", "bpc h2o 8",
+      "needle dense 1",
+      "needle sparq 2",
+      "needle h2o 2",
+      "needle sparq 8",
+      "needle h2o 8",
+      "bpc dense 1",
+      "bpc sparq 2",
+      "bpc h2o 2",
+      "bpc sparq 8",
+      "bpc h2o 8",
     ]);
     expect(cellSpec({ task: "needle", method: "h2o", compression: 8 }, 2000)).toEqual({ method: "h2o", budget: 250 });
-    expect(cellSpec({ task: "needle", method: "streaming", compression: 8 }, 80)).toEqual({ method: "streaming", budget: 10, sinks: 2 });
-    expect(cellSpec({ task: "needle", method: "sparq", compression: 8 }, 80)).toEqual({ method: "sparq", compression: 8, minK: 1, minR: 1 });
+    expect(cellSpec({ task: "needle", method: "streaming", compression: 8 }, 80)).toEqual({
+      method: "streaming",
+      budget: 10,
+      sinks: 2,
+    });
+    expect(cellSpec({ task: "needle", method: "sparq", compression: 8 }, 80)).toEqual({
+      method: "sparq",
+      compression: 8,
+      minK: 1,
+      minR: 1,
+    });
   });
 });
 
@@ -278,16 +346,26 @@ describe("bits per character against a hand computation", () => {
 
 describe("several questions on one context", () => {
   test("dense and SparQ: answers after one shared prefill (the session rewound between questions) == each question asked alone", async () => {
-    const model = await loadModel(SHIPPED, { contextSize: 512, threads: 1, attention: { method: "sparq", compression: 4, reallocation: true } });
+    const model = await loadModel(SHIPPED, {
+      contextSize: 512,
+      threads: 1,
+      attention: { method: "sparq", compression: 4, reallocation: true },
+    });
     try {
-      const { samples } = needleSamples({ tokenizer: model.tokenizer, contextSize: 512, seed: 5, samples: 3 }, { lengths: [300], depths: 3 });
+      const { samples } = needleSamples(
+        { tokenizer: model.tokenizer, contextSize: 512, seed: 5, samples: 3 },
+        { lengths: [300], depths: 3 },
+      );
       const [first, ...rest] = samples;
       if (first.kind !== "generate") throw new Error("needle samples generate");
       // One context, three questions: its own and the other samples' (whose answers it does not hold).
       const questions = [first.questions[0], ...rest.flatMap((s) => (s.kind === "generate" ? s.questions : []))];
       const together = { ...first, questions };
       const alone = questions.map((q, i) => ({ ...first, id: `q${i}`, questions: [q] }));
-      for (const spec of [{ method: "dense" as const }, { method: "sparq" as const, compression: 4, minK: 1, minR: 1 }]) {
+      for (const spec of [
+        { method: "dense" as const },
+        { method: "sparq" as const, compression: 4, minK: 1, minR: 1 },
+      ]) {
         const shared = await runCell(model, () => spec, [together]);
         const separate = await runCell(model, () => spec, alone);
         expect(shared.results[0].outputs).toEqual(separate.results.map((r) => r.outputs![0]));
@@ -302,8 +380,28 @@ describe("eval end to end on a random model", () => {
   let dir: string;
   let model: string;
   const args = (out: string, ...more: string[]) => [
-    "eval", "-m", model, "--tasks", "needle,repetition,bpc", "--methods", "dense,sparq,h2o,streaming", "--compression", "1,4",
-    "--samples", "2", "--lengths", "96,700", "--depths", "2", "--text", "brown", "--threads", "1", "--out", out, ...more,
+    "eval",
+    "-m",
+    model,
+    "--tasks",
+    "needle,repetition,bpc",
+    "--methods",
+    "dense,sparq,h2o,streaming",
+    "--compression",
+    "1,4",
+    "--samples",
+    "2",
+    "--lengths",
+    "96,700",
+    "--depths",
+    "2",
+    "--text",
+    "brown",
+    "--threads",
+    "1",
+    "--out",
+    out,
+    ...more,
   ];
   const keysAndScores = (out: string) =>
     readResults(path.join(out, "results.jsonl"))
@@ -311,7 +409,11 @@ describe("eval end to end on a random model", () => {
       .sort();
   beforeAll(() => {
     dir = tempDir("kvslim-eval-");
-    model = writeTestGguf(dir, "m", llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512, contextLength: 2048 })).path;
+    model = writeTestGguf(
+      dir,
+      "m",
+      llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512, contextLength: 2048 }),
+    ).path;
   });
   afterAll(() => {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -395,9 +497,29 @@ describe("eval end to end on a random model", () => {
 
   test("--data with a bad line: one FormatError naming the file and line before any cell runs; no results file", async () => {
     const data = path.join(dir, "bad.jsonl");
-    fs.writeFileSync(data, JSON.stringify({ context: "x", question: "y", answer: "z" }) + "\n" + JSON.stringify({ context: "x", question: 5, answer: "z" }) + "\n");
+    fs.writeFileSync(
+      data,
+      JSON.stringify({ context: "x", question: "y", answer: "z" }) +
+        "\n" +
+        JSON.stringify({ context: "x", question: 5, answer: "z" }) +
+        "\n",
+    );
     const out = path.join(dir, "bad");
-    const r = await runCli("eval", "-m", model, "--data", data, "--methods", "dense", "--compression", "1", "--threads", "1", "--out", out);
+    const r = await runCli(
+      "eval",
+      "-m",
+      model,
+      "--data",
+      data,
+      "--methods",
+      "dense",
+      "--compression",
+      "1",
+      "--threads",
+      "1",
+      "--out",
+      out,
+    );
     expect(r.code).toBe(1);
     expect(r.err.trim().split("\n")).toHaveLength(1);
     expect(r.err).toMatch(/FormatError: .*bad\.jsonl:2: "question" must be a string, found 5/);

@@ -31,8 +31,16 @@ import { llamaConfig, randomWeights, tensorsToWrite } from "../src/model/synthet
 import { loadHfTokenizer, tokenizerFromGguf, type TextTokenizer } from "../src/tokenizer/tokenizer.js";
 import { saveTokenizer, trainBpe, type TrainedBpe } from "../src/tokenizer/train-bpe.js";
 import {
-  errorsBySequence, expectErrorsByPosition, expectErrorsBySequence, expectF16Mode, f16ErrorsBySequence, llamaCppLogits, loadLlamaCppModel, logSoftmax,
-  maxAbsDiff, type F16Mode,
+  errorsBySequence,
+  expectErrorsByPosition,
+  expectErrorsBySequence,
+  expectF16Mode,
+  f16ErrorsBySequence,
+  llamaCppLogits,
+  loadLlamaCppModel,
+  logSoftmax,
+  maxAbsDiff,
+  type F16Mode,
 } from "./helpers/llama-cpp.js";
 import { tempDir } from "./helpers/models.js";
 
@@ -48,20 +56,95 @@ const VOCAB = 360;
 
 /** Strings for the tokenizer comparison: ASCII, punctuation, digits, spaces, non-ASCII. */
 const STRINGS = [
-  "", " ", "Hello world", "The quick brown fox jumps over the lazy dog.", " leading", "trailing   ", "many     inner   spaces",
-  "line\nbreak\n\n\nand\r\ncrlf", "\ttab\tseparated", "It's", "don't", "we'LL", "rock 'n' roll", "Hello, world!", "wait... what?!",
-  "(parens) [brackets] {braces} <angles>", "a+b=c; x*y/z", "$5 & 10%", "#tag @user", "email@example.com", "snake_case kebab-case",
-  "0", "12", "123", "1234567", "3.14159", "1,000,000", "2024-06-01", "x86_64", "café naïve résumé", "straße", "Ελληνικά", "русский текст",
-  "中文字符", "日本語のテキスト", "한국어", "🙂", "👍🏽", "🙂text🙂", "e\u0301", "\u00a0nbsp\u3000", "\u200b", "<s>", "</s>", "<pad>", "Ġ", "Ċ",
+  "",
+  " ",
+  "Hello world",
+  "The quick brown fox jumps over the lazy dog.",
+  " leading",
+  "trailing   ",
+  "many     inner   spaces",
+  "line\nbreak\n\n\nand\r\ncrlf",
+  "\ttab\tseparated",
+  "It's",
+  "don't",
+  "we'LL",
+  "rock 'n' roll",
+  "Hello, world!",
+  "wait... what?!",
+  "(parens) [brackets] {braces} <angles>",
+  "a+b=c; x*y/z",
+  "$5 & 10%",
+  "#tag @user",
+  "email@example.com",
+  "snake_case kebab-case",
+  "0",
+  "12",
+  "123",
+  "1234567",
+  "3.14159",
+  "1,000,000",
+  "2024-06-01",
+  "x86_64",
+  "café naïve résumé",
+  "straße",
+  "Ελληνικά",
+  "русский текст",
+  "中文字符",
+  "日本語のテキスト",
+  "한국어",
+  "🙂",
+  "👍🏽",
+  "🙂text🙂",
+  "e\u0301",
+  "\u00a0nbsp\u3000",
+  "\u200b",
+  "<s>",
+  "</s>",
+  "<pad>",
+  "Ġ",
+  "Ċ",
 ];
 
 /** Random strings over risky pieces (none of the known differences above). */
-const PIECES = [" ", "  ", "\n", "\t", "\r\n", "\u00a0", "\u3000", "'s", "'ll", "'", "é", "e\u0301", "中", "🙂", ".", ",", "!", "...", "7", "123", "½", "Ⅻ", "a", "the", "quick", "Dog", "_", "-", "$", "<s>", "\u00ad", "\x00"];
+const PIECES = [
+  " ",
+  "  ",
+  "\n",
+  "\t",
+  "\r\n",
+  "\u00a0",
+  "\u3000",
+  "'s",
+  "'ll",
+  "'",
+  "é",
+  "e\u0301",
+  "中",
+  "🙂",
+  ".",
+  ",",
+  "!",
+  "...",
+  "7",
+  "123",
+  "½",
+  "Ⅻ",
+  "a",
+  "the",
+  "quick",
+  "Dog",
+  "_",
+  "-",
+  "$",
+  "<s>",
+  "\u00ad",
+  "\x00",
+];
 const RANDOM_STRINGS = 300;
 
 function randomStrings(n: number, seed = 5): string[] {
   let s = seed;
-  const next = (k: number) => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) % k);
+  const next = (k: number) => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) % k;
   return Array.from({ length: n }, () => Array.from({ length: next(10) }, () => PIECES[next(PIECES.length)]).join(""));
 }
 
@@ -125,10 +208,43 @@ afterAll(() => {
  * matrix on every CPU. The f16 export itself is checked bit for bit for any V below.
  */
 const SHAPES: Record<string, (V: number) => ModelConfig> = {
-  "llama tied MQA": (V) => llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: V, tiedEmbeddings: true, contextLength: 256 }),
-  "llama tied GQA, vocab padded to 384": () => llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 384, tiedEmbeddings: true, contextLength: 256 }),
-  "llama GQA Hd 24, vocab padded to 384": () => llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 24, ffnDim: 96, vocabSize: 384 }),
-  "qwen2 with biases": (V) => llamaConfig({ architecture: "qwen2", dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: V, qkvBias: true, ropeTheta: 1e6, normEps: 1e-6 }),
+  "llama tied MQA": (V) =>
+    llamaConfig({
+      dModel: 64,
+      nLayers: 2,
+      nHeads: 4,
+      nKvHeads: 1,
+      ffnDim: 128,
+      vocabSize: V,
+      tiedEmbeddings: true,
+      contextLength: 256,
+    }),
+  "llama tied GQA, vocab padded to 384": () =>
+    llamaConfig({
+      dModel: 64,
+      nLayers: 2,
+      nHeads: 4,
+      nKvHeads: 2,
+      ffnDim: 128,
+      vocabSize: 384,
+      tiedEmbeddings: true,
+      contextLength: 256,
+    }),
+  "llama GQA Hd 24, vocab padded to 384": () =>
+    llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 24, ffnDim: 96, vocabSize: 384 }),
+  "qwen2 with biases": (V) =>
+    llamaConfig({
+      architecture: "qwen2",
+      dModel: 64,
+      nLayers: 2,
+      nHeads: 4,
+      nKvHeads: 2,
+      ffnDim: 128,
+      vocabSize: V,
+      qkvBias: true,
+      ropeTheta: 1e6,
+      normEps: 1e-6,
+    }),
 };
 
 const TOLERANCE = 1e-5;
@@ -180,14 +296,24 @@ describe("exported GGUF runs like the directory", () => {
       let expected: Map<number, Float32Array>;
       let f16Activations: F16Mode = "f32";
       try {
-        if (dtype === "f16") f16Activations = expectF16Mode(await f16ErrorsBySequence(ref, out, sequences, V), { median: TOLERANCE, max: FLIP_BOUND });
-        if (dtype === "q8_0") expectErrorsBySequence(await errorsBySequence(ref, out, sequences, V), { median: TOLERANCE, max: FLIP_BOUND });
+        if (dtype === "f16")
+          f16Activations = expectF16Mode(await f16ErrorsBySequence(ref, out, sequences, V), {
+            median: TOLERANCE,
+            max: FLIP_BOUND,
+          });
+        if (dtype === "q8_0")
+          expectErrorsBySequence(await errorsBySequence(ref, out, sequences, V), {
+            median: TOLERANCE,
+            max: FLIP_BOUND,
+          });
         expected = await llamaCppLogits(ref, tokens, POSITIONS, V);
       } finally {
         await ref.dispose();
       }
       const fromGguf = await kvslimLogits(out, tokens, { f16Activations });
-      const errors = POSITIONS.map((p) => maxAbsDiff(logSoftmax(fromGguf.subarray(p * V, (p + 1) * V)), expected.get(p)!));
+      const errors = POSITIONS.map((p) =>
+        maxAbsDiff(logSoftmax(fromGguf.subarray(p * V, (p + 1) * V)), expected.get(p)!),
+      );
       const exact = dtype !== "q8_0" && f16Activations === "f32";
       expectErrorsByPosition(errors, { median: exact ? TOLERANCE : FLIP_BOUND, max: exact ? TOLERANCE : FLIP_BOUND });
     });
@@ -222,7 +348,9 @@ describe("exported GGUF runs like the directory", () => {
     // 3.2e-6): by position 4.1e-6 to 1.8e-5 (median 9.6e-6) on one x86 CPU, 3.1e-6 to 1.4e-5 (median 1.0e-5)
     // on an AVX2-only one, whose ggml variant sums in another order. The bounds sit 2–5× above both and 10×
     // below the smallest real difference seen (f16-rounded activations: 1e-3).
-    const errors = POSITIONS.map((p) => maxAbsDiff(logSoftmax(fromGguf.subarray(p * V, (p + 1) * V)), expected.get(p)!));
+    const errors = POSITIONS.map((p) =>
+      maxAbsDiff(logSoftmax(fromGguf.subarray(p * V, (p + 1) * V)), expected.get(p)!),
+    );
     expectErrorsByPosition(errors, { median: 3e-5, max: 1e-4 });
   });
 
@@ -230,7 +358,9 @@ describe("exported GGUF runs like the directory", () => {
     const config = SHAPES["llama tied MQA"](bpe.tokens.length);
     const hf = path.join(dir, "encodings");
     writeHfDir(hf, config, bpe);
-    const files = Object.fromEntries((["f32", "f16", "q8_0"] as const).map((d) => [d, readGguf(exportGguf(hf, `${hf}-${d}.gguf`, { dtype: d }).path)]));
+    const files = Object.fromEntries(
+      (["f32", "f16", "q8_0"] as const).map((d) => [d, readGguf(exportGguf(hf, `${hf}-${d}.gguf`, { dtype: d }).path)]),
+    );
     const bytes = (t: { byteLength: number }) => {
       const b = new Uint8Array(t.byteLength);
       readTensorBytes(t as Parameters<typeof readTensorBytes>[0], b);
@@ -266,7 +396,9 @@ describe("exported tokenizer tokenizes like tokenizer.json", () => {
 
   const strings = [...STRINGS, ...randomStrings(RANDOM_STRINGS)];
   test(`(c) llama.cpp and kvslim's GGUF tokenizer give tokenizer.json's ids on ${STRINGS.length} chosen and ${RANDOM_STRINGS} random strings (exact)`, () => {
-    const merged = strings.filter((s) => hfTok.encode(s, { addBos: false }).length < new TextEncoder().encode(s).length);
+    const merged = strings.filter(
+      (s) => hfTok.encode(s, { addBos: false }).length < new TextEncoder().encode(s).length,
+    );
     expect(merged.length, "strings where merges apply").toBeGreaterThan(strings.length / 3);
     for (const text of strings) {
       const want = hfTok.encode(text, { addBos: false });
@@ -289,7 +421,16 @@ describe("exported tokenizer tokenizes like tokenizer.json", () => {
 
 describe("refusals leave no output file", () => {
   test("(d) a CLA directory (model_type kvslim, consumer layers) is refused with UnsupportedError, in the API and the CLI", async () => {
-    const config = llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: bpe.tokens.length, kvSource: claShare(2, 2), kvNorm: true });
+    const config = llamaConfig({
+      dModel: 64,
+      nLayers: 2,
+      nHeads: 4,
+      nKvHeads: 1,
+      ffnDim: 128,
+      vocabSize: bpe.tokens.length,
+      kvSource: claShare(2, 2),
+      kvNorm: true,
+    });
     const hf = path.join(dir, "cla");
     writeHfDir(hf, config, bpe);
     expect(JSON.parse(fs.readFileSync(path.join(hf, "config.json"), "utf8")).model_type).toBe("kvslim");
@@ -297,7 +438,12 @@ describe("refusals leave no output file", () => {
     fs.mkdirSync(path.dirname(out));
     expect(() => exportGguf(hf, out)).toThrow(UnsupportedError);
     expect(() => exportGguf(hf, out)).toThrow(/cross-layer K\/V sharing/);
-    expectFailure(await cli("export", "-m", hf, "-o", out), 1, "UnsupportedError", /layer 1 has no K\/V of its own.*train without CLA/);
+    expectFailure(
+      await cli("export", "-m", hf, "-o", out),
+      1,
+      "UnsupportedError",
+      /layer 1 has no K\/V of its own.*train without CLA/,
+    );
     expect(fs.readdirSync(path.dirname(out))).toEqual([]);
 
     // model_type "kvslim" alone (no sharing) is refused too: it marks a kvslim-only file.
@@ -320,8 +466,18 @@ describe("refusals leave no output file", () => {
     expect(() => exportGguf(hf, out)).toThrow(FileExistsError);
     expectFailure(await cli("export", "-m", hf, "-o", out), 1, "FileExistsError", /--force/);
     expect(fs.readFileSync(out, "utf8")).toBe("keep me");
-    expectFailure(await cli("export", "-m", hf, "-o", out, "--dtype", "q4_0", "--force"), 2, "UsageError", /--dtype expects f32, f16, q8_0/);
-    expectFailure(await cli("export", "-m", path.join(dir, "missing"), "-o", out, "--force"), 2, "UsageError", /does not exist/);
+    expectFailure(
+      await cli("export", "-m", hf, "-o", out, "--dtype", "q4_0", "--force"),
+      2,
+      "UsageError",
+      /--dtype expects f32, f16, q8_0/,
+    );
+    expectFailure(
+      await cli("export", "-m", path.join(dir, "missing"), "-o", out, "--force"),
+      2,
+      "UsageError",
+      /does not exist/,
+    );
     expect(fs.readFileSync(out, "utf8")).toBe("keep me");
     expect(fs.readdirSync(outDir)).toEqual(["model.gguf"]);
 

@@ -20,7 +20,11 @@ const tmp = (name = "t.gguf") => path.join(dir, `${fileCounter++}-${name}`);
 function randomValues(n: number, seed: number): number[] {
   let s = seed >>> 0 || 1;
   return Array.from({ length: n }, () => {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
     return (s / 2 ** 32) * 4 - 2;
   });
 }
@@ -76,7 +80,11 @@ const TENSORS = [
 describe("GGUF round trip (writeGguf -> readGguf)", () => {
   it("returns every metadata value type unchanged, including u64 above 2^53 as bigint and a leading BOM", () => {
     const file = tmp();
-    writeGguf(file, ALL_TYPES.map(([k, e]) => [k, e]), []);
+    writeGguf(
+      file,
+      ALL_TYPES.map(([k, e]) => [k, e]),
+      [],
+    );
     const read = readGguf(file);
     expect(read.version).toBe(3);
     expect([...read.metadata.keys()]).toEqual(ALL_TYPES.map(([k]) => k));
@@ -133,7 +141,10 @@ describe("GGUF round trip (writeGguf -> readGguf)", () => {
 describe("GGUF against independent references (llama.cpp via node-llama-cpp)", () => {
   it("readGgufFileInfo agrees with readGguf on every metadata value and every tensor's dims, ggml type and offsets", async () => {
     const file = tmp();
-    const metadata: [string, GgufEntry][] = [["general.architecture", gguf.str("llama")], ...ALL_TYPES.map(([k, e]) => [k, e] as [string, GgufEntry])];
+    const metadata: [string, GgufEntry][] = [
+      ["general.architecture", gguf.str("llama")],
+      ...ALL_TYPES.map(([k, e]) => [k, e] as [string, GgufEntry]),
+    ];
     writeGguf(file, metadata, TENSORS, { alignment: 64 });
     const mine = readGguf(file);
     const ref = await readGgufFileInfo(file, { sourceType: "filesystem", logWarnings: false });
@@ -161,7 +172,11 @@ describe("GGUF against independent references (llama.cpp via node-llama-cpp)", (
     try {
       const bindings = (llama as any)._bindings;
       for (const [id, type] of GGML_TYPES) {
-        expect([id, bindings.getBlockSizeForGgmlType(id), bindings.getTypeSizeForGgmlType(id)]).toEqual([id, type.blockSize, type.blockBytes]);
+        expect([id, bindings.getBlockSizeForGgmlType(id), bindings.getTypeSizeForGgmlType(id)]).toEqual([
+          id,
+          type.blockSize,
+          type.blockBytes,
+        ]);
       }
     } finally {
       await llama.dispose();
@@ -174,21 +189,57 @@ class Raw {
   private chunks: Buffer[] = [];
   length = 0;
   marks: Record<string, number> = {};
-  push(b: Buffer): this { this.chunks.push(b); this.length += b.length; return this; }
-  mark(name: string): this { this.marks[name] = this.length; return this; }
-  u8(v: number) { const b = Buffer.alloc(1); b.writeUInt8(v); return this.push(b); }
-  u32(v: number) { const b = Buffer.alloc(4); b.writeUInt32LE(v); return this.push(b); }
-  u64(v: number | bigint) { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return this.push(b); }
-  str(s: string | Buffer) { const b = typeof s === "string" ? Buffer.from(s) : s; return this.u64(b.length).push(b); }
-  pad(alignment: number) { return this.push(Buffer.alloc((alignment - (this.length % alignment)) % alignment)); }
-  build(): Buffer { return Buffer.concat(this.chunks); }
+  push(b: Buffer): this {
+    this.chunks.push(b);
+    this.length += b.length;
+    return this;
+  }
+  mark(name: string): this {
+    this.marks[name] = this.length;
+    return this;
+  }
+  u8(v: number) {
+    const b = Buffer.alloc(1);
+    b.writeUInt8(v);
+    return this.push(b);
+  }
+  u32(v: number) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    return this.push(b);
+  }
+  u64(v: number | bigint) {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    return this.push(b);
+  }
+  str(s: string | Buffer) {
+    const b = typeof s === "string" ? Buffer.from(s) : s;
+    return this.u64(b.length).push(b);
+  }
+  pad(alignment: number) {
+    return this.push(Buffer.alloc((alignment - (this.length % alignment)) % alignment));
+  }
+  build(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
 }
 
-interface CraftTensor { name: string; ne: (number | bigint)[]; type: number; offset: number | bigint }
+interface CraftTensor {
+  name: string;
+  ne: (number | bigint)[];
+  type: number;
+  offset: number | bigint;
+}
 interface Craft {
-  magic?: string; version?: number; tensorCount?: bigint; kvCount?: bigint;
+  magic?: string;
+  version?: number;
+  tensorCount?: bigint;
+  kvCount?: bigint;
   kv?: (r: Raw) => number; // writes pairs, returns how many
-  tensors?: CraftTensor[]; alignment?: number; dataBytes?: number;
+  tensors?: CraftTensor[];
+  alignment?: number;
+  dataBytes?: number;
 }
 const kvStr = (key: string, value: string) => (r: Raw) => (r.str(key).u32(8).str(value), 1);
 
@@ -196,17 +247,23 @@ const kvStr = (key: string, value: string) => (r: Raw) => (r.str(key).u32(8).str
 function craft(c: Craft = {}): { bytes: Buffer; marks: Record<string, number> } {
   const tensors = c.tensors ?? [{ name: "a", ne: [8], type: 0, offset: 0 }];
   const r = new Raw().mark("magic").push(Buffer.from(c.magic ?? "GGUF", "latin1"));
-  r.mark("version").u32(c.version ?? 3).mark("counts");
+  r.mark("version")
+    .u32(c.version ?? 3)
+    .mark("counts");
   const kvBody = new Raw();
   const kvCount = (c.kv ?? kvStr("general.name", "tiny"))(kvBody);
-  r.u64(c.tensorCount ?? BigInt(tensors.length)).u64(c.kvCount ?? BigInt(kvCount)).mark("kv");
+  r.u64(c.tensorCount ?? BigInt(tensors.length))
+    .u64(c.kvCount ?? BigInt(kvCount))
+    .mark("kv");
   r.push(kvBody.build()).mark("tensors");
   for (const t of tensors) {
     r.str(t.name).u32(t.ne.length);
     for (const d of t.ne) r.u64(d);
     r.u32(t.type).u64(t.offset);
   }
-  r.mark("infoEnd").pad(c.alignment ?? 32).mark("data");
+  r.mark("infoEnd")
+    .pad(c.alignment ?? 32)
+    .mark("data");
   r.push(Buffer.alloc(c.dataBytes ?? 32)).mark("end");
   return { bytes: r.build(), marks: r.marks };
 }
@@ -240,7 +297,11 @@ describe("GGUF reader rejects bad files with named errors stating expected and f
   });
 
   it("wrong magic: FormatError showing the 4 bytes found", () => {
-    expectError(craft({ magic: "GGML" }).bytes, FormatError, /expected the magic "GGUF" \(47 47 55 46\), found "GGML" \(47 47 4d 4c\)/);
+    expectError(
+      craft({ magic: "GGML" }).bytes,
+      FormatError,
+      /expected the magic "GGUF" \(47 47 55 46\), found "GGML" \(47 47 4d 4c\)/,
+    );
   });
 
   it("version 1: UnsupportedError naming version 1 and the supported 2 or 3", () => {
@@ -257,11 +318,17 @@ describe("GGUF reader rejects bad files with named errors stating expected and f
   });
 
   it("unknown tensor type id 31: UnsupportedError naming the tensor and the id", () => {
-    expectError(craft({ tensors: [{ name: "blk.0.w", ne: [8], type: 31, offset: 0 }] }).bytes, UnsupportedError, /tensor blk\.0\.w has ggml type id 31/);
+    expectError(
+      craft({ tensors: [{ name: "blk.0.w", ne: [8], type: 31, offset: 0 }] }).bytes,
+      UnsupportedError,
+      /tensor blk\.0\.w has ggml type id 31/,
+    );
   });
 
   it("a known but non-kvslim type (q4_k) is read with dtype null", () => {
-    const read = readBytes(craft({ tensors: [{ name: "q", ne: [256, 2], type: 12, offset: 0 }], dataBytes: 288 }).bytes)();
+    const read = readBytes(
+      craft({ tensors: [{ name: "q", ne: [256, 2], type: 12, offset: 0 }], dataBytes: 288 }).bytes,
+    )();
     expect(read.tensors[0]).toMatchObject({ type: "q4_k", dtype: null, shape: [2, 256], byteLength: 288 });
   });
 
@@ -280,55 +347,149 @@ describe("GGUF reader rejects bad files with named errors stating expected and f
 
   it("truncated in the data: FormatError giving the tensor's byte range and the file size", () => {
     const cut = marks.data + 16;
-    expectError(whole.subarray(0, cut), FormatError, new RegExp(`tensor a needs bytes \\[${marks.data}, ${marks.data + 32}\\) but the file is only ${cut} bytes.*the file is truncated`));
+    expectError(
+      whole.subarray(0, cut),
+      FormatError,
+      new RegExp(
+        `tensor a needs bytes \\[${marks.data}, ${marks.data + 32}\\) but the file is only ${cut} bytes.*the file is truncated`,
+      ),
+    );
   });
 
   it("misaligned tensor offset: FormatError naming offset and alignment", () => {
-    expectError(craft({ tensors: [{ name: "a", ne: [4], type: 0, offset: 8 }] }).bytes, FormatError, /tensor a has data offset 8, which is not a multiple of the alignment 32/);
+    expectError(
+      craft({ tensors: [{ name: "a", ne: [4], type: 0, offset: 8 }] }).bytes,
+      FormatError,
+      /tensor a has data offset 8, which is not a multiple of the alignment 32/,
+    );
   });
 
   it("duplicate tensor name: FormatError naming it", () => {
     const t = { name: "dup", ne: [8], type: 0, offset: 0 };
-    expectError(craft({ tensors: [t, { ...t, offset: 32 }], dataBytes: 64 }).bytes, FormatError, /tensor dup appears twice/);
+    expectError(
+      craft({ tensors: [t, { ...t, offset: 32 }], dataBytes: 64 }).bytes,
+      FormatError,
+      /tensor dup appears twice/,
+    );
   });
 
   it("overlapping tensor data: FormatError naming both tensors and their byte ranges", () => {
-    const tensors = [{ name: "x", ne: [16], type: 0, offset: 0 }, { name: "y", ne: [8], type: 0, offset: 32 }];
-    expectError(craft({ tensors, dataBytes: 64 }).bytes, FormatError, /tensors x \(bytes \[\d+, \d+\)\) and y .* overlap/);
+    const tensors = [
+      { name: "x", ne: [16], type: 0, offset: 0 },
+      { name: "y", ne: [8], type: 0, offset: 32 },
+    ];
+    expectError(
+      craft({ tensors, dataBytes: 64 }).bytes,
+      FormatError,
+      /tensors x \(bytes \[\d+, \d+\)\) and y .* overlap/,
+    );
   });
 
   it("absurd tensor count and metadata count: FormatError stating the claimed counts and the bytes available", () => {
-    expectError(craft({ tensorCount: 2n ** 40n }).bytes, FormatError, /claims 1099511627776 tensors and 1 metadata entries.*only \d+ bytes follow/);
+    expectError(
+      craft({ tensorCount: 2n ** 40n }).bytes,
+      FormatError,
+      /claims 1099511627776 tensors and 1 metadata entries.*only \d+ bytes follow/,
+    );
     expectError(craft({ kvCount: 2n ** 64n - 1n }).bytes, FormatError, /18446744073709551615 metadata entries/);
   });
 
   it("absurd string length and array length: FormatError stating the claimed length and the bytes left", () => {
-    expectError(craft({ kv: (r) => (r.str("k").u32(8).u64(2n ** 62n), 1) }).bytes, FormatError, /metadata key "k" claims a length of 4611686018427387904 bytes, but only \d+ bytes remain/);
-    expectError(craft({ kv: (r) => (r.str("k").u32(9).u32(4).u64(10n ** 12n), 1) }).bytes, FormatError, /metadata key "k" claims 1000000000000 items/);
+    expectError(
+      craft({
+        kv: (r) => (
+          r
+            .str("k")
+            .u32(8)
+            .u64(2n ** 62n),
+          1
+        ),
+      }).bytes,
+      FormatError,
+      /metadata key "k" claims a length of 4611686018427387904 bytes, but only \d+ bytes remain/,
+    );
+    expectError(
+      craft({
+        kv: (r) => (
+          r
+            .str("k")
+            .u32(9)
+            .u32(4)
+            .u64(10n ** 12n),
+          1
+        ),
+      }).bytes,
+      FormatError,
+      /metadata key "k" claims 1000000000000 items/,
+    );
   });
 
   it("duplicate metadata key, empty key, unknown value type, nested array, bool 2: FormatError each", () => {
     const two = (r: Raw) => (r.str("k").u32(4).u32(1).str("k").u32(4).u32(2), 2);
     expectError(craft({ kv: two }).bytes, FormatError, /metadata key "k" appears twice/);
     expectError(craft({ kv: kvStr("", "x") }).bytes, FormatError, /metadata key #0 is empty/);
-    expectError(craft({ kv: (r) => (r.str("k").u32(13).u32(0), 1) }).bytes, FormatError, /metadata key "k" has value type 13; expected 0 to 12/);
-    expectError(craft({ kv: (r) => (r.str("k").u32(9).u32(9).u64(0), 1) }).bytes, FormatError, /array with item type 9/);
-    expectError(craft({ kv: (r) => (r.str("k").u32(7).u8(2), 1) }).bytes, FormatError, /bool stored as 2; expected 0 or 1/);
+    expectError(
+      craft({ kv: (r) => (r.str("k").u32(13).u32(0), 1) }).bytes,
+      FormatError,
+      /metadata key "k" has value type 13; expected 0 to 12/,
+    );
+    expectError(
+      craft({ kv: (r) => (r.str("k").u32(9).u32(9).u64(0), 1) }).bytes,
+      FormatError,
+      /array with item type 9/,
+    );
+    expectError(
+      craft({ kv: (r) => (r.str("k").u32(7).u8(2), 1) }).bytes,
+      FormatError,
+      /bool stored as 2; expected 0 or 1/,
+    );
   });
 
   it("invalid UTF-8 in a key: FormatError", () => {
-    expectError(craft({ kv: (r) => (r.str(Buffer.from([0x61, 0xff, 0x62])).u32(4).u32(0), 1) }).bytes, FormatError, /metadata key #0 is not valid UTF-8/);
+    expectError(
+      craft({
+        kv: (r) => (
+          r
+            .str(Buffer.from([0x61, 0xff, 0x62]))
+            .u32(4)
+            .u32(0),
+          1
+        ),
+      }).bytes,
+      FormatError,
+      /metadata key #0 is not valid UTF-8/,
+    );
   });
 
   it("bad dimensions: n_dims 0 and 5, a zero dimension, a row not a multiple of the block size", () => {
-    expectError(craft({ tensors: [{ name: "a", ne: [], type: 0, offset: 0 }] }).bytes, FormatError, /tensor a has 0 dimensions; expected 1 to 4/);
-    expectError(craft({ tensors: [{ name: "a", ne: [1, 1, 1, 1, 8], type: 0, offset: 0 }] }).bytes, FormatError, /tensor a has 5 dimensions/);
-    expectError(craft({ tensors: [{ name: "a", ne: [8, 0], type: 0, offset: 0 }] }).bytes, FormatError, /tensor a has ne\[1\] = 0; expected a positive integer/);
-    expectError(craft({ tensors: [{ name: "a", ne: [33], type: 8, offset: 0 }], dataBytes: 64 }).bytes, FormatError, /ne\[0\] = 33 elements; expected a multiple of the q8_0 block size 32/);
+    expectError(
+      craft({ tensors: [{ name: "a", ne: [], type: 0, offset: 0 }] }).bytes,
+      FormatError,
+      /tensor a has 0 dimensions; expected 1 to 4/,
+    );
+    expectError(
+      craft({ tensors: [{ name: "a", ne: [1, 1, 1, 1, 8], type: 0, offset: 0 }] }).bytes,
+      FormatError,
+      /tensor a has 5 dimensions/,
+    );
+    expectError(
+      craft({ tensors: [{ name: "a", ne: [8, 0], type: 0, offset: 0 }] }).bytes,
+      FormatError,
+      /tensor a has ne\[1\] = 0; expected a positive integer/,
+    );
+    expectError(
+      craft({ tensors: [{ name: "a", ne: [33], type: 8, offset: 0 }], dataBytes: 64 }).bytes,
+      FormatError,
+      /ne\[0\] = 33 elements; expected a multiple of the q8_0 block size 32/,
+    );
   });
 
   it("general.alignment that is not a power of two: FormatError", () => {
-    expectError(craft({ kv: (r) => (r.str("general.alignment").u32(4).u32(48), 1) }).bytes, FormatError, /general\.alignment is a number 48; expected a power of two/);
+    expectError(
+      craft({ kv: (r) => (r.str("general.alignment").u32(4).u32(48), 1) }).bytes,
+      FormatError,
+      /general\.alignment is a number 48; expected a power of two/,
+    );
   });
 
   it("readTensorBytes on a file truncated after its header was read: FormatError giving range and file size", () => {
@@ -337,7 +498,9 @@ describe("GGUF reader rejects bad files with named errors stating expected and f
     const info = readGguf(file).tensors[0];
     fs.truncateSync(file, info.offset + 4);
     expect(() => bytesOf(info)).toThrow(FormatError);
-    expect(() => bytesOf(info)).toThrow(new RegExp(`needs bytes \\[${info.offset}, ${info.offset + 32}\\).*ends at byte ${info.offset + 4}`));
+    expect(() => bytesOf(info)).toThrow(
+      new RegExp(`needs bytes \\[${info.offset}, ${info.offset + 32}\\).*ends at byte ${info.offset + 4}`),
+    );
   });
 });
 
@@ -345,8 +508,12 @@ describe("GGUF writer refuses inputs that would make a bad file", () => {
   it("data length, row length, duplicate names, long names, bad alignment: named errors, and no file is left", () => {
     const file = tmp();
     const t = tensor("w", "f32", [2, 3]);
-    expect(() => writeGguf(file, {}, [{ ...t, data: t.data.subarray(4) }])).toThrow(/shape \[2, 3\] in f32 needs 24 bytes, the data has 20/);
-    expect(() => writeGguf(file, {}, [{ ...tensor("q", "q8_0", [32]), shape: [2, 16] }])).toThrow(/last dimension 16 is not a multiple of the block size 32/);
+    expect(() => writeGguf(file, {}, [{ ...t, data: t.data.subarray(4) }])).toThrow(
+      /shape \[2, 3\] in f32 needs 24 bytes, the data has 20/,
+    );
+    expect(() => writeGguf(file, {}, [{ ...tensor("q", "q8_0", [32]), shape: [2, 16] }])).toThrow(
+      /last dimension 16 is not a multiple of the block size 32/,
+    );
     expect(() => writeGguf(file, {}, [t, t])).toThrow(/tensor w twice/);
     expect(() => writeGguf(file, {}, [{ ...t, name: "x".repeat(64) }])).toThrow(/llama\.cpp allows at most 63/);
     expect(() => writeGguf(file, {}, [t], { alignment: 48 })).toThrow(UsageError);
@@ -378,10 +545,23 @@ describe("writeFileAtomic", () => {
     const sub = fs.mkdtempSync(path.join(dir, "atomic-"));
     const target = path.join(sub, "out.bin");
     const boom = new Error("boom");
-    expect(() => writeFileAtomic(target, (fd) => { fs.writeSync(fd, "partial"); throw boom; })).toThrow(boom);
+    expect(() =>
+      writeFileAtomic(target, (fd) => {
+        fs.writeSync(fd, "partial");
+        throw boom;
+      }),
+    ).toThrow(boom);
     expect(fs.readdirSync(sub)).toEqual([]);
     fs.writeFileSync(target, "old");
-    expect(() => writeFileAtomic(target, () => { throw boom; }, { overwrite: true })).toThrow(boom);
+    expect(() =>
+      writeFileAtomic(
+        target,
+        () => {
+          throw boom;
+        },
+        { overwrite: true },
+      ),
+    ).toThrow(boom);
     expect(fs.readdirSync(sub)).toEqual(["out.bin"]);
     expect(fs.readFileSync(target, "utf8")).toBe("old");
   });
@@ -389,7 +569,16 @@ describe("writeFileAtomic", () => {
 
 describe("GGUF reader under random corruption (fast-check, 200 runs each)", () => {
   const base = tmp();
-  writeGguf(base, [["general.architecture", gguf.str("llama")], ["t.arr", gguf.arr("string", ["a", "bc", "def"])], ["t.n", gguf.u32(7)], ["t.big", gguf.u64(2n ** 63n)]], TENSORS.slice(0, 3));
+  writeGguf(
+    base,
+    [
+      ["general.architecture", gguf.str("llama")],
+      ["t.arr", gguf.arr("string", ["a", "bc", "def"])],
+      ["t.n", gguf.u32(7)],
+      ["t.big", gguf.u64(2n ** 63n)],
+    ],
+    TENSORS.slice(0, 3),
+  );
   const valid = new Uint8Array(fs.readFileSync(base));
   const headerEnd = readGguf(base).dataOffset;
   const target = tmp();
@@ -401,10 +590,12 @@ describe("GGUF reader under random corruption (fast-check, 200 runs each)", () =
       const read = readGguf(target);
       for (const t of read.tensors) expect(t.offset + t.byteLength).toBeLessThanOrEqual(bytes.length);
     } catch (error) {
-      if (!(error instanceof KvslimError)) throw new Error(`expected a KvslimError, got ${String(error)}`, { cause: error });
+      if (!(error instanceof KvslimError))
+        throw new Error(`expected a KvslimError, got ${String(error)}`, { cause: error });
     }
   }
-  const edits = (max: number) => fc.array(fc.tuple(fc.nat(max - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 });
+  const edits = (max: number) =>
+    fc.array(fc.tuple(fc.nat(max - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 });
   const apply = (list: [number, number][]) => {
     const bytes = valid.slice();
     for (const [at, v] of list) bytes[at] = v;
@@ -412,13 +603,29 @@ describe("GGUF reader under random corruption (fast-check, 200 runs each)", () =
   };
 
   it("truncated at a random length: succeeds or throws a KvslimError", () => {
-    fc.assert(fc.property(fc.nat(valid.length - 1), (n) => survives(valid.subarray(0, n))), { numRuns: 200 });
+    fc.assert(
+      fc.property(fc.nat(valid.length - 1), (n) => survives(valid.subarray(0, n))),
+      { numRuns: 200 },
+    );
   });
   it("1-8 random bytes overwritten in the header: succeeds or throws a KvslimError", () => {
-    fc.assert(fc.property(edits(headerEnd), (list) => survives(apply(list))), { numRuns: 200 });
+    fc.assert(
+      fc.property(edits(headerEnd), (list) => survives(apply(list))),
+      { numRuns: 200 },
+    );
   });
   it("1-8 random bytes overwritten anywhere, or a u64 field set to all ones: succeeds or throws a KvslimError", () => {
-    fc.assert(fc.property(edits(valid.length), (list) => survives(apply(list))), { numRuns: 200 });
-    fc.assert(fc.property(fc.nat(headerEnd - 8), (at) => { const b = valid.slice(); b.fill(0xff, at, at + 8); survives(b); }), { numRuns: 200 });
+    fc.assert(
+      fc.property(edits(valid.length), (list) => survives(apply(list))),
+      { numRuns: 200 },
+    );
+    fc.assert(
+      fc.property(fc.nat(headerEnd - 8), (at) => {
+        const b = valid.slice();
+        b.fill(0xff, at, at + 8);
+        survives(b);
+      }),
+      { numRuns: 200 },
+    );
   });
 });

@@ -11,11 +11,49 @@ import { describe, expect, test } from "vitest";
 import { bf16ToF32, f32BitsToBf16, f32ToBf16 } from "../src/memory/dtype.js";
 import type { Ptr } from "../src/memory/arena.js";
 import {
-  awkwardFloats, expectBitExact, expectWithin, firstByteDifference, gaussian, makeRandom, naiveAttention, naiveOrder,
-  naiveSparqScores, naiveTopK, range, rowIndices,
+  awkwardFloats,
+  expectBitExact,
+  expectWithin,
+  firstByteDifference,
+  gaussian,
+  makeRandom,
+  naiveAttention,
+  naiveOrder,
+  naiveSparqScores,
+  naiveTopK,
+  range,
+  rowIndices,
 } from "./helpers/kernels-helpers.js";
 import {
-  arena, wasm, ref, K, V, K16, V16, KG, VG, Q, IDX, SCALE, OUT_WASM, OUT_REF, OUT_2, SCORES_WASM, SCORES_REF, SCORES_2, SCRATCH, QT, SCORES_T, SCORES_T2, putF32, putI32, getF32, getI32, getU16, putBf16, decodedBf16,
+  arena,
+  wasm,
+  ref,
+  K,
+  V,
+  K16,
+  V16,
+  KG,
+  VG,
+  Q,
+  IDX,
+  SCALE,
+  OUT_WASM,
+  OUT_REF,
+  OUT_2,
+  SCORES_WASM,
+  SCORES_REF,
+  SCORES_2,
+  SCRATCH,
+  QT,
+  SCORES_T,
+  SCORES_T2,
+  putF32,
+  putI32,
+  getF32,
+  getI32,
+  getU16,
+  putBf16,
+  decodedBf16,
 } from "./helpers/attention-kernels.js";
 import { type Dtype, SEQ, HEAD_DIMS, GROUPS, ALL_GROUPS, shapes } from "./helpers/attention-kernels.js";
 
@@ -26,7 +64,8 @@ import { type Dtype, SEQ, HEAD_DIMS, GROUPS, ALL_GROUPS, shapes } from "./helper
 function setupAttention(dtype: Dtype, S: number, Hd: number, g: number, seed: number) {
   const random = makeRandom(seed);
   const q = gaussian(random, g * Hd);
-  let k = gaussian(random, S * Hd), v = gaussian(random, S * Hd);
+  let k = gaussian(random, S * Hd),
+    v = gaussian(random, S * Hd);
   putF32(Q, q);
   if (dtype === "Bf16") {
     putBf16(K16, k);
@@ -50,7 +89,12 @@ describe("attention", () => {
         ref[`attention${dtype}`](OUT_REF, SCORES_REF, Q, kv[0], kv[1], S, Hd, g, scale);
         const naive = naiveAttention(q, k, v, range(S), Hd, g, scale);
         const what = `S=${S} Hd=${Hd} g=${g}`;
-        expectWithin(getF32(OUT_WASM, g * Hd), getF32(OUT_REF, g * Hd), naive.outBound, `${what} out wasm vs reference`);
+        expectWithin(
+          getF32(OUT_WASM, g * Hd),
+          getF32(OUT_REF, g * Hd),
+          naive.outBound,
+          `${what} out wasm vs reference`,
+        );
         expectWithin(getF32(OUT_WASM, g * Hd), naive.out, naive.outBound, `${what} out wasm vs naive`);
         expectWithin(getF32(OUT_REF, g * Hd), naive.out, naive.outBound, `${what} out reference vs naive`);
         expectWithin(getF32(SCORES_WASM, g * S), naive.p, naive.pBound, `${what} p wasm vs naive`);
@@ -64,7 +108,8 @@ describe("attention", () => {
       setupAttention("F32", S, Hd, g, seed);
       const scale = 1 / Math.sqrt(Hd);
       wasm.attentionF32(OUT_WASM, SCORES_WASM, Q, K, V, S, Hd, g, scale);
-      for (let h = 0; h < g; h++) wasm.attendF32(OUT_2 + 4 * h * Hd, SCORES_2 + 4 * h * S, Q + 4 * h * Hd, K, V, S, Hd, scale);
+      for (let h = 0; h < g; h++)
+        wasm.attendF32(OUT_2 + 4 * h * Hd, SCORES_2 + 4 * h * S, Q + 4 * h * Hd, K, V, S, Hd, scale);
       const what = `S=${S} Hd=${Hd} g=${g}`;
       expectBitExact(getF32(OUT_WASM, g * Hd), getF32(OUT_2, g * Hd), `${what} out`);
       expectBitExact(getF32(SCORES_WASM, g * S), getF32(SCORES_2, g * S), `${what} p`);
@@ -84,7 +129,9 @@ describe("attention", () => {
   });
 
   test("attention of equal scores averages V, p = 1/S (rel 1e-6)", () => {
-    const S = 7, Hd = 5, g = 2;
+    const S = 7,
+      Hd = 5,
+      g = 2;
     const values = gaussian(makeRandom(1), S * Hd);
     putF32(Q, range(g * Hd));
     putF32(K, new Float32Array(S * Hd).fill(0.5));
@@ -129,7 +176,10 @@ describe("softmax", () => {
       const naive = Array.from(x, (v) => Math.exp(v - max) / sum);
       const spread = naive.reduce((acc, p, i) => acc + (p === 0 ? 0 : p * (max - x[i])), 0);
       const bound = naive.map((p, i) => p * (1e-6 + 2 ** -24 * (max - x[i] + spread)) + 1e-38);
-      for (const [k, out] of [[wasm, OUT_WASM], [ref, OUT_REF]] as const) {
+      for (const [k, out] of [
+        [wasm, OUT_WASM],
+        [ref, OUT_REF],
+      ] as const) {
         putF32(out, x);
         k.softmaxF32(out, n);
         expectWithin(getF32(out, n), naive, bound, `n=${n} ${k === wasm ? "wasm" : "reference"} vs naive`);
@@ -206,7 +256,9 @@ const CAUSAL_HD = [7, 24, 64, 128];
 
 /** Every (S0, T, Hd, g) of the grids, with a seed. */
 function* causalShapes(s0s = CAUSAL_S0, ts = CAUSAL_T, heads = CAUSAL_HD, groups = [1, 2, 4]) {
-  for (const S0 of s0s) for (const T of ts) for (const Hd of heads) for (const g of groups) yield { S0, T, Hd, g, seed: S0 * 1e5 + T * 1e3 + Hd * 10 + g };
+  for (const S0 of s0s)
+    for (const T of ts)
+      for (const Hd of heads) for (const g of groups) yield { S0, T, Hd, g, seed: S0 * 1e5 + T * 1e3 + Hd * 10 + g };
 }
 
 /**
@@ -234,13 +286,18 @@ describe("attentionCausal", () => {
         wasm[`attentionCausal${dtype}`](OUT_WASM, SCORES_T, QT, kv[0], kv[1], S0, T, Hd, g, qStride, scale);
         const what = `S0=${S0} T=${T} Hd=${Hd} g=${g}`;
         for (let t = 0; t < T; t++) {
-          const S = S0 + t + 1, at = 4 * t * qStride;
+          const S = S0 + t + 1,
+            at = 4 * t * qStride;
           wasm[`attention${dtype}`](OUT_2 + at, SCORES_2, QT + at, kv[0], kv[1], S, Hd, g, scale);
           for (let h = 0; h < g; h++) {
             const row = SCORES_T + 4 * (t * g + h) * Sall;
             expectBitExact(getF32(row, S), getF32(SCORES_2 + 4 * h * S, S), `${what} t=${t} h=${h} p`);
             const rest = 4 * (t * g + h) * Sall + 4 * S;
-            expectBitExact(getF32(SCORES_T + rest, Sall - S), getF32(SCORES_T2 + rest, Sall - S), `${what} t=${t} h=${h} past p`);
+            expectBitExact(
+              getF32(SCORES_T + rest, Sall - S),
+              getF32(SCORES_T2 + rest, Sall - S),
+              `${what} t=${t} h=${h} past p`,
+            );
           }
         }
         expectBitExact(getF32(OUT_WASM, T * qStride), getF32(OUT_2, T * qStride), `${what} out`);
@@ -253,14 +310,22 @@ describe("attentionCausal", () => {
         wasm[`attentionCausal${dtype}`](OUT_WASM, SCORES_T, QT, kv[0], kv[1], S0, T, Hd, g, qStride, scale);
         ref[`attentionCausal${dtype}`](OUT_REF, SCORES_T2, QT, kv[0], kv[1], S0, T, Hd, g, qStride, scale);
         for (let t = 0; t < T; t++) {
-          const S = S0 + t + 1, at = 4 * t * qStride;
+          const S = S0 + t + 1,
+            at = 4 * t * qStride;
           const naive = naiveAttention(q.subarray(t * qStride, t * qStride + g * Hd), k, v, range(S), Hd, g, scale);
           const what = `S0=${S0} T=${T} Hd=${Hd} g=${g} t=${t}`;
-          expectWithin(getF32(OUT_WASM + at, g * Hd), getF32(OUT_REF + at, g * Hd), naive.outBound, `${what} out wasm vs reference`);
+          expectWithin(
+            getF32(OUT_WASM + at, g * Hd),
+            getF32(OUT_REF + at, g * Hd),
+            naive.outBound,
+            `${what} out wasm vs reference`,
+          );
           expectWithin(getF32(OUT_WASM + at, g * Hd), naive.out, naive.outBound, `${what} out wasm vs naive`);
           expectWithin(getF32(OUT_REF + at, g * Hd), naive.out, naive.outBound, `${what} out reference vs naive`);
           for (let h = 0; h < g; h++) {
-            const row = 4 * (t * g + h) * (S0 + T), p = naive.p.subarray(h * S, (h + 1) * S), bound = naive.pBound.subarray(h * S, (h + 1) * S);
+            const row = 4 * (t * g + h) * (S0 + T),
+              p = naive.p.subarray(h * S, (h + 1) * S),
+              bound = naive.pBound.subarray(h * S, (h + 1) * S);
             expectWithin(getF32(SCORES_T + row, S), p, bound, `${what} h=${h} p wasm vs naive`);
             expectWithin(getF32(SCORES_T2 + row, S), p, bound, `${what} h=${h} p reference vs naive`);
           }
@@ -269,4 +334,3 @@ describe("attentionCausal", () => {
     });
   }
 });
-

@@ -6,11 +6,49 @@ import { describe, expect, test } from "vitest";
 import { bf16ToF32, f32BitsToBf16, f32ToBf16 } from "../src/memory/dtype.js";
 import type { Ptr } from "../src/memory/arena.js";
 import {
-  awkwardFloats, expectBitExact, expectWithin, firstByteDifference, gaussian, makeRandom, naiveAttention, naiveOrder,
-  naiveSparqScores, naiveTopK, range, rowIndices,
+  awkwardFloats,
+  expectBitExact,
+  expectWithin,
+  firstByteDifference,
+  gaussian,
+  makeRandom,
+  naiveAttention,
+  naiveOrder,
+  naiveSparqScores,
+  naiveTopK,
+  range,
+  rowIndices,
 } from "./helpers/kernels-helpers.js";
 import {
-  arena, wasm, ref, K, V, K16, V16, KG, VG, Q, IDX, SCALE, OUT_WASM, OUT_REF, OUT_2, SCORES_WASM, SCORES_REF, SCORES_2, SCRATCH, QT, SCORES_T, SCORES_T2, putF32, putI32, getF32, getI32, getU16, putBf16, decodedBf16,
+  arena,
+  wasm,
+  ref,
+  K,
+  V,
+  K16,
+  V16,
+  KG,
+  VG,
+  Q,
+  IDX,
+  SCALE,
+  OUT_WASM,
+  OUT_REF,
+  OUT_2,
+  SCORES_WASM,
+  SCORES_REF,
+  SCORES_2,
+  SCRATCH,
+  QT,
+  SCORES_T,
+  SCORES_T2,
+  putF32,
+  putI32,
+  getF32,
+  getI32,
+  getU16,
+  putBf16,
+  decodedBf16,
 } from "./helpers/attention-kernels.js";
 import { type Dtype, SEQ, HEAD_DIMS, GROUPS, ALL_GROUPS, shapes } from "./helpers/attention-kernels.js";
 /**
@@ -44,7 +82,8 @@ function setupSparq(dtype: Dtype, S: number, Hd: number, g: number, r: number, l
 }
 
 /** r values for head dim Hd: one component, a few, about an eighth, half, all. */
-const componentCounts = (Hd: number) => [...new Set([1, 3, Math.max(1, Math.floor(Hd / 8)), Math.floor(Hd / 2), Hd])].filter((r) => r <= Hd);
+const componentCounts = (Hd: number) =>
+  [...new Set([1, 3, Math.max(1, Math.floor(Hd / 8)), Math.floor(Hd / 2), Hd])].filter((r) => r <= Hd);
 
 describe("sparqScores", () => {
   for (const dtype of ["F32", "Bf16"] as const) {
@@ -82,7 +121,10 @@ describe("sparqScores", () => {
 
   test("sparqScoresF32 depends on the order of idx (the sum is in idx order, not sorted) (bit-exact to the reference)", () => {
     // Components of very different sizes, so summation order changes the rounding.
-    const S = 16, Hd = 8, g = 1, ldk = 16;
+    const S = 16,
+      Hd = 8,
+      g = 1,
+      ldk = 16;
     putF32(Q, [1e8, 1, -1e8, 1, 1, 1, 1, 1]);
     putF32(KG, new Float32Array(Hd * ldk).fill(1));
     putF32(SCALE, [1]);
@@ -112,7 +154,8 @@ function topKInputs(n: number, seed: number): [string, Float32Array][] {
   ];
 }
 
-const kks = (n: number) => [...new Set([1, 2, 3, Math.ceil(n / 8), Math.floor(n / 2), n - 1, n])].filter((kk) => kk >= 1 && kk <= n);
+const kks = (n: number) =>
+  [...new Set([1, 2, 3, Math.ceil(n / 8), Math.floor(n / 2), n - 1, n])].filter((kk) => kk >= 1 && kk <= n);
 
 describe("topK", () => {
   const SCRATCH_CANARY = 0x5a5a5a5a;
@@ -125,14 +168,21 @@ describe("topK", () => {
         for (const kk of n > 5000 ? [1, Math.ceil(n / 8), n] : kks(n)) {
           const expected = naiveTopK(order, kk);
           const what = `${name} n=${n} kk=${kk}`;
-          for (const [k, label] of [[wasm, "wasm"], [ref, "reference"]] as const) {
+          for (const [k, label] of [
+            [wasm, "wasm"],
+            [ref, "reference"],
+          ] as const) {
             // Canaries right past the output and past the scratch the doc comment promises.
             arena.i32.fill(SCRATCH_CANARY, (OUT_WASM >> 2) + kk, (OUT_WASM >> 2) + kk + 4);
             arena.i32.fill(SCRATCH_CANARY, (SCRATCH >> 2) + n + 2048, (SCRATCH >> 2) + n + 2048 + 64);
             k.topK(OUT_WASM, Q, n, kk, SCRATCH);
             expect(getI32(OUT_WASM, kk), `${what} ${label}`).toEqual(expected);
-            expect(getI32(OUT_WASM + 4 * kk, 4), `${what} ${label} wrote past outIdx (kk)`).toEqual(new Array(4).fill(SCRATCH_CANARY));
-            expect(getI32(SCRATCH + 4 * (n + 2048), 64), `${what} ${label} scratch`).toEqual(new Array(64).fill(SCRATCH_CANARY));
+            expect(getI32(OUT_WASM + 4 * kk, 4), `${what} ${label} wrote past outIdx (kk)`).toEqual(
+              new Array(4).fill(SCRATCH_CANARY),
+            );
+            expect(getI32(SCRATCH + 4 * (n + 2048), 64), `${what} ${label} scratch`).toEqual(
+              new Array(64).fill(SCRATCH_CANARY),
+            );
           }
         }
       }
@@ -157,10 +207,34 @@ describe("topK", () => {
 
 /** f32 bit patterns the bf16 rounding must get right: NaN payloads and signs, halfway cases, overflow, subnormals. */
 const AWKWARD_BITS = [
-  0x7f800001, 0xff800001, 0x7fc00000, 0xffc00000, 0x7fffffff, 0xffffffff, 0x7f80ffff, 0x7fbf8000, // NaNs
-  0x7f800000, 0xff800000, 0x7f7fffff, 0x7f7f7fff, 0x7f7f8000, 0xff7f8000, // infinities, overflow, largest finite
-  0x3f808000, 0x3f818000, 0x3f808001, 0x3f80ffff, 0xbf808000, 0xbf818000, // halfway: to even, above, below
-  0x00000000, 0x80000000, 0x00000001, 0x00008000, 0x00018000, 0x807fffff, 0x00800000, 0x007f8000, // ±0, subnormals
+  0x7f800001,
+  0xff800001,
+  0x7fc00000,
+  0xffc00000,
+  0x7fffffff,
+  0xffffffff,
+  0x7f80ffff,
+  0x7fbf8000, // NaNs
+  0x7f800000,
+  0xff800000,
+  0x7f7fffff,
+  0x7f7f7fff,
+  0x7f7f8000,
+  0xff7f8000, // infinities, overflow, largest finite
+  0x3f808000,
+  0x3f818000,
+  0x3f808001,
+  0x3f80ffff,
+  0xbf808000,
+  0xbf818000, // halfway: to even, above, below
+  0x00000000,
+  0x80000000,
+  0x00000001,
+  0x00008000,
+  0x00018000,
+  0x807fffff,
+  0x00800000,
+  0x007f8000, // ±0, subnormals
 ];
 
 describe("bf16 packing and d-major columns", () => {
@@ -186,26 +260,44 @@ describe("bf16 packing and d-major columns", () => {
     expect(expected.slice(0, 4)).toEqual([0x7fc0, 0xffc0, 0x7fc0, 0xffc0]);
     expect(expected.slice(14, 16)).toEqual([0x3f80, 0x3f82]);
     expect(expected[10]).toBe(0x7f80);
-    for (const [k, out] of [[wasm, OUT_WASM], [ref, OUT_REF]] as const) {
+    for (const [k, out] of [
+      [wasm, OUT_WASM],
+      [ref, OUT_REF],
+    ] as const) {
       k.packBf16(out, Q, n);
-      expect(getU16(out, n).map((b) => b.toString(16)), k === wasm ? "wasm" : "reference").toEqual(expected.map((b) => b.toString(16)));
+      expect(
+        getU16(out, n).map((b) => b.toString(16)),
+        k === wasm ? "wasm" : "reference",
+      ).toEqual(expected.map((b) => b.toString(16)));
     }
   });
 
   for (const dtype of ["F32", "Bf16"] as const) {
     test(`storeColumn${dtype} writes kT[i·ldk] = x[i] and nothing else, wasm == reference (bit-exact)`, () => {
       const bytes = dtype === "F32" ? 4 : 2;
-      for (const [n, ldk, column] of [[1, 1, 0], [7, 9, 3], [24, 100, 99], [128, 1031, 500], [20, 4, 1]]) {
+      for (const [n, ldk, column] of [
+        [1, 1, 0],
+        [7, 9, 3],
+        [24, 100, 99],
+        [128, 1031, 500],
+        [20, 4, 1],
+      ]) {
         const values = new Uint32Array([...AWKWARD_BITS, ...new Uint32Array(awkwardFloats(n, n).buffer)].slice(0, n));
         u32.set(values, Q / 4);
         const tableBytes = n * ldk * bytes;
-        for (const [k, table] of [[wasm, KG], [ref, VG]] as const) {
+        for (const [k, table] of [
+          [wasm, KG],
+          [ref, VG],
+        ] as const) {
           arena.u8.fill(0xab, table, table + tableBytes + 64);
           k[`storeColumn${dtype}`](table + column * bytes, Q, n, ldk);
         }
         const what = `n=${n} ldk=${ldk} column=${column}`;
         const wasmTable = arena.u8.subarray(KG, KG + tableBytes + 64);
-        expect(firstByteDifference(wasmTable, arena.u8.subarray(VG, VG + tableBytes + 64)), `${what} wasm vs reference`).toBe(-1);
+        expect(
+          firstByteDifference(wasmTable, arena.u8.subarray(VG, VG + tableBytes + 64)),
+          `${what} wasm vs reference`,
+        ).toBe(-1);
         const expectedTable = new Uint8Array(tableBytes + 64).fill(0xab);
         const view = new DataView(expectedTable.buffer);
         for (let i = 0; i < n; i++) {

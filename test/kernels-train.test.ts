@@ -14,8 +14,16 @@ import type { Kernels } from "../src/kernels/kernels.js";
 import { Arena, type Ptr } from "../src/memory/arena.js";
 import { expectBitExact, expectWithin, gaussian, makeRandom } from "./helpers/kernels-helpers.js";
 import {
-  type AttentionLayout, expectFiniteDifference, naiveCausalAttention, naiveCrossEntropy, naiveEmbedding, naiveLinear,
-  naiveRmsnorm, naiveRope, naiveSwiglu, project,
+  type AttentionLayout,
+  expectFiniteDifference,
+  naiveCausalAttention,
+  naiveCrossEntropy,
+  naiveEmbedding,
+  naiveLinear,
+  naiveRmsnorm,
+  naiveRope,
+  naiveSwiglu,
+  project,
 } from "./helpers/train-naive.js";
 
 const arena = new Arena(48 << 20, "the training kernel tests");
@@ -37,7 +45,10 @@ const putF32 = (ptr: Ptr, values: ArrayLike<number>) => arena.f32.set(values, pt
 const putI32 = (ptr: Ptr, values: ArrayLike<number>) => arena.i32.set(values, ptr / 4);
 const getF32 = (ptr: Ptr, n: number) => arena.f32.slice(ptr / 4, ptr / 4 + n);
 const maxAbs = (x: ArrayLike<number>) => Array.from(x).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-const BOTH = [["wasm", wasm], ["reference", ref]] as const;
+const BOTH = [
+  ["wasm", wasm],
+  ["reference", ref],
+] as const;
 
 /**
  * Finite-difference tolerances, relative to Σ|grad·Δ|: an f32 gradient is good to ~1e-7, and the central
@@ -48,13 +59,23 @@ const FD_TOL_ATTENTION = 1e-4;
 
 describe("GEMM backward", () => {
   // (t, n, d): ragged, and one past the kernel's 256-deep K blocks and 128-column blocks.
-  const SHAPES = [[1, 1, 1], [3, 5, 2], [4, 8, 7], [5, 9, 33], [13, 17, 8], [7, 130, 5], [6, 261, 300]];
+  const SHAPES = [
+    [1, 1, 1],
+    [3, 5, 2],
+    [4, 8, 7],
+    [5, 9, 33],
+    [13, 17, 8],
+    [7, 130, 5],
+    [6, 261, 300],
+  ];
 
   test("matmulBackwardInput wasm == reference bit for bit, ≈ float64 dY @ W (|err| ≤ 1e-6·√(d+1)·(|dX0| + Σ|dy·w|)), = and +=, ldy > d", () => {
     for (const [t, n, d] of SHAPES) {
       const random = makeRandom(t * 1e6 + n * 1e3 + d);
       const ldy = d + 3;
-      const dY = gaussian(random, t * ldy), w = gaussian(random, d * n), dX0 = gaussian(random, t * n);
+      const dY = gaussian(random, t * ldy),
+        w = gaussian(random, d * n),
+        dX0 = gaussian(random, t * n);
       putF32(A, dY);
       putF32(B, w);
       for (const accumulate of [0, 1]) {
@@ -64,10 +85,12 @@ describe("GEMM backward", () => {
         ref.matmulBackwardInput(OUT_REF, A, B, n, d, t, ldy, accumulate);
         const what = `t=${t} n=${n} d=${d} accumulate=${accumulate}`;
         expectBitExact(getF32(OUT_WASM, t * n), getF32(OUT_REF, t * n), what);
-        const value = new Float64Array(t * n), bound = new Float64Array(t * n);
+        const value = new Float64Array(t * n),
+          bound = new Float64Array(t * n);
         for (let i = 0; i < t; i++) {
           for (let j = 0; j < n; j++) {
-            let sum = accumulate ? dX0[i * n + j] : 0, abs = Math.abs(sum);
+            let sum = accumulate ? dX0[i * n + j] : 0,
+              abs = Math.abs(sum);
             for (let r = 0; r < d; r++) {
               sum += dY[i * ldy + r] * w[r * n + j];
               abs += Math.abs(dY[i * ldy + r] * w[r * n + j]);
@@ -85,7 +108,9 @@ describe("GEMM backward", () => {
     for (const [d, n, t] of SHAPES) {
       const random = makeRandom(t * 1e6 + n * 1e3 + d + 7);
       const ldy = d + 2;
-      const dY = gaussian(random, t * ldy), x = gaussian(random, t * n), dW0 = gaussian(random, d * n);
+      const dY = gaussian(random, t * ldy),
+        x = gaussian(random, t * n),
+        dW0 = gaussian(random, d * n);
       putF32(A, dY);
       putF32(B, x);
       putF32(OUT_WASM, dW0);
@@ -94,10 +119,12 @@ describe("GEMM backward", () => {
       ref.matmulBackwardWeight(OUT_REF, A, B, n, d, t, ldy);
       const what = `t=${t} n=${n} d=${d}`;
       expectBitExact(getF32(OUT_WASM, d * n), getF32(OUT_REF, d * n), what);
-      const value = new Float64Array(d * n), bound = new Float64Array(d * n);
+      const value = new Float64Array(d * n),
+        bound = new Float64Array(d * n);
       for (let r = 0; r < d; r++) {
         for (let j = 0; j < n; j++) {
-          let sum = dW0[r * n + j], abs = Math.abs(sum);
+          let sum = dW0[r * n + j],
+            abs = Math.abs(sum);
           for (let i = 0; i < t; i++) {
             sum += dY[i * ldy + r] * x[i * n + j];
             abs += Math.abs(dY[i * ldy + r] * x[i * n + j]);
@@ -111,7 +138,10 @@ describe("GEMM backward", () => {
   });
 
   test("both split by rows of their output (as threads would) give the same bits as one call", () => {
-    const t = 11, n = 37, d = 13, ldy = d;
+    const t = 11,
+      n = 37,
+      d = 13,
+      ldy = d;
     const random = makeRandom(99);
     putF32(A, gaussian(random, t * ldy));
     putF32(B, gaussian(random, d * n));
@@ -126,14 +156,25 @@ describe("GEMM backward", () => {
     putF32(OUT2_WASM, dW0);
     putF32(OUT2_REF, dW0);
     wasm.matmulBackwardWeight(OUT2_WASM, A, C, n, d, t, ldy);
-    for (const [r0, r1] of [[0, 3], [3, 10], [10, 13]]) wasm.matmulBackwardWeight(OUT2_REF + 4 * r0 * n, A + 4 * r0, C, n, r1 - r0, t, ldy);
+    for (const [r0, r1] of [
+      [0, 3],
+      [3, 10],
+      [10, 13],
+    ])
+      wasm.matmulBackwardWeight(OUT2_REF + 4 * r0 * n, A + 4 * r0, C, n, r1 - r0, t, ldy);
     expectBitExact(getF32(OUT2_REF, d * n), getF32(OUT2_WASM, d * n), "dW rows");
   });
 
   test(`dX and dW of Y = X W^T == central finite differences of float64 Σ r·Y (rel ${FD_TOL})`, () => {
-    for (const [t, n, d] of [[3, 5, 7], [5, 17, 9], [9, 33, 6]]) {
+    for (const [t, n, d] of [
+      [3, 5, 7],
+      [5, 17, 9],
+      [9, 33, 6],
+    ]) {
       const random = makeRandom(t + n + d);
-      const x = gaussian(random, t * n), w = gaussian(random, d * n), r = gaussian(random, t * d);
+      const x = gaussian(random, t * n),
+        w = gaussian(random, d * n),
+        r = gaussian(random, t * d);
       putF32(A, r);
       putF32(B, w);
       putF32(C, x);
@@ -142,8 +183,22 @@ describe("GEMM backward", () => {
         k.matmulBackwardInput(OUT_WASM, A, B, n, d, t, d, 0);
         k.matmulBackwardWeight(OUT2_WASM, A, C, n, d, t, d);
         const what = `${name} t=${t} n=${n} d=${d}`;
-        expectFiniteDifference((xp) => project(r, naiveLinear(xp, w, n, d, t)), x, getF32(OUT_WASM, t * n), random, FD_TOL, `${what} dX`);
-        expectFiniteDifference((wp) => project(r, naiveLinear(x, wp, n, d, t)), w, getF32(OUT2_WASM, d * n), random, FD_TOL, `${what} dW`);
+        expectFiniteDifference(
+          (xp) => project(r, naiveLinear(xp, w, n, d, t)),
+          x,
+          getF32(OUT_WASM, t * n),
+          random,
+          FD_TOL,
+          `${what} dX`,
+        );
+        expectFiniteDifference(
+          (wp) => project(r, naiveLinear(x, wp, n, d, t)),
+          w,
+          getF32(OUT2_WASM, d * n),
+          random,
+          FD_TOL,
+          `${what} dW`,
+        );
       }
     }
   });
@@ -163,21 +218,42 @@ describe("GEMM backward", () => {
 });
 
 describe("RMSNorm", () => {
-  const SHAPES = [[1, 1], [3, 3], [2, 7], [5, 17], [3, 100], [2, 333]];
+  const SHAPES = [
+    [1, 1],
+    [3, 3],
+    [2, 7],
+    [5, 17],
+    [3, 100],
+    [2, 333],
+  ];
   const eps = 1e-5;
 
   test("rmsnormForward wasm == reference == float64 (out rel 1e-6·|x·rstd·w|, rstd rel 1e-6); wasm rows == rmsnorm bit for bit", () => {
     for (const [t, n] of SHAPES) {
       const random = makeRandom(t * 1000 + n);
-      const x = gaussian(random, t * n, 3), w = gaussian(random, n);
+      const x = gaussian(random, t * n, 3),
+        w = gaussian(random, n);
       putF32(A, x);
       putF32(B, w);
       const naive = naiveRmsnorm(x, w, n, t, eps);
       const what = `t=${t} n=${n}`;
-      for (const [name, k, out, rstd] of [["wasm", wasm, OUT_WASM, OUT2_WASM], ["reference", ref, OUT_REF, OUT2_REF]] as const) {
+      for (const [name, k, out, rstd] of [
+        ["wasm", wasm, OUT_WASM, OUT2_WASM],
+        ["reference", ref, OUT_REF, OUT2_REF],
+      ] as const) {
         k.rmsnormForward(out, rstd, A, B, n, t, eps);
-        expectWithin(getF32(out, t * n), naive.out, naive.out.map((v) => 1e-6 * Math.abs(v)), `${what} ${name} out`);
-        expectWithin(getF32(rstd, t), naive.rstd, naive.rstd.map((v) => 1e-6 * v), `${what} ${name} rstd`);
+        expectWithin(
+          getF32(out, t * n),
+          naive.out,
+          naive.out.map((v) => 1e-6 * Math.abs(v)),
+          `${what} ${name} out`,
+        );
+        expectWithin(
+          getF32(rstd, t),
+          naive.rstd,
+          naive.rstd.map((v) => 1e-6 * v),
+          `${what} ${name} rstd`,
+        );
       }
       for (let i = 0; i < t; i++) wasm.rmsnorm(OUT3_WASM + 4 * i * n, A + 4 * i * n, B, n, eps);
       expectBitExact(getF32(OUT_WASM, t * n), getF32(OUT3_WASM, t * n), `${what} vs rmsnorm`);
@@ -187,33 +263,62 @@ describe("RMSNorm", () => {
   test(`rmsnormBackward wasm == reference (|err| ≤ 1e-5·max|grad|), dX and dW == central finite differences (rel ${FD_TOL} of the terms before cancellation), = and +=`, () => {
     for (const [t, n] of SHAPES) {
       const random = makeRandom(t * 1000 + n + 1);
-      const x = gaussian(random, t * n, 3), w = gaussian(random, n), r = gaussian(random, t * n);
-      const dX0 = gaussian(random, t * n), dW0 = gaussian(random, n);
+      const x = gaussian(random, t * n, 3),
+        w = gaussian(random, n),
+        r = gaussian(random, t * n);
+      const dX0 = gaussian(random, t * n),
+        dW0 = gaussian(random, n);
       putF32(A, x);
       putF32(B, w);
       putF32(D, r);
       wasm.rmsnormForward(OUT3_WASM, C, A, B, n, t, eps); // rstd in C
       const what = `t=${t} n=${n}`;
       for (const accumulate of [0, 1]) {
-        for (const [out, out2, k] of [[OUT_WASM, OUT2_WASM, wasm], [OUT_REF, OUT2_REF, ref]] as const) {
+        for (const [out, out2, k] of [
+          [OUT_WASM, OUT2_WASM, wasm],
+          [OUT_REF, OUT2_REF, ref],
+        ] as const) {
           putF32(out, dX0);
           putF32(out2, dW0);
           k.rmsnormBackward(out, out2, D, A, B, C, n, t, accumulate);
         }
-        const dX = getF32(OUT_WASM, t * n), dW = getF32(OUT2_WASM, n);
-        expectWithin(dX, getF32(OUT_REF, t * n), 1e-5 * maxAbs(dX), `${what} accumulate=${accumulate} dX wasm vs reference`);
+        const dX = getF32(OUT_WASM, t * n),
+          dW = getF32(OUT2_WASM, n);
+        expectWithin(
+          dX,
+          getF32(OUT_REF, t * n),
+          1e-5 * maxAbs(dX),
+          `${what} accumulate=${accumulate} dX wasm vs reference`,
+        );
         expectWithin(dW, getF32(OUT2_REF, n), 1e-5 * maxAbs(dW), `${what} dW wasm vs reference`);
         if (accumulate) continue;
         const dWOnly = dW.map((v, j) => v - dW0[j]);
         // dX = rstd · (dOut·w − x̂ · mean(dOut·w·x̂)): its size before the two terms cancel.
-        const rstd = getF32(C, t), terms = new Float64Array(t * n);
+        const rstd = getF32(C, t),
+          terms = new Float64Array(t * n);
         for (let i = 0; i < t; i++) {
           let mean = 0;
           for (let j = 0; j < n; j++) mean += Math.abs(r[i * n + j] * w[j] * x[i * n + j] * rstd[i]) / n;
-          for (let j = 0; j < n; j++) terms[i * n + j] = rstd[i] * (Math.abs(r[i * n + j] * w[j]) + Math.abs(x[i * n + j] * rstd[i]) * mean);
+          for (let j = 0; j < n; j++)
+            terms[i * n + j] = rstd[i] * (Math.abs(r[i * n + j] * w[j]) + Math.abs(x[i * n + j] * rstd[i]) * mean);
         }
-        expectFiniteDifference((xp) => project(r, naiveRmsnorm(xp, w, n, t, eps).out), x, dX, random, FD_TOL, `${what} dX`, { terms });
-        expectFiniteDifference((wp) => project(r, naiveRmsnorm(x, wp, n, t, eps).out), w, dWOnly, random, FD_TOL, `${what} dW`);
+        expectFiniteDifference(
+          (xp) => project(r, naiveRmsnorm(xp, w, n, t, eps).out),
+          x,
+          dX,
+          random,
+          FD_TOL,
+          `${what} dX`,
+          { terms },
+        );
+        expectFiniteDifference(
+          (wp) => project(r, naiveRmsnorm(x, wp, n, t, eps).out),
+          w,
+          dWOnly,
+          random,
+          FD_TOL,
+          `${what} dW`,
+        );
       }
       // dX may equal dOut.
       putF32(OUT_WASM, r);
@@ -225,16 +330,27 @@ describe("RMSNorm", () => {
 });
 
 describe("element-wise backward", () => {
-  const ROPE_SHAPES = [[1, 2, 2], [3, 8, 8], [2, 64, 64], [4, 64, 32], [2, 100, 50], [1, 6, 6], [2, 10, 2], [3, 14, 14]];
+  const ROPE_SHAPES = [
+    [1, 2, 2],
+    [3, 8, 8],
+    [2, 64, 64],
+    [4, 64, 32],
+    [2, 100, 50],
+    [1, 6, 6],
+    [2, 10, 2],
+    [3, 14, 14],
+  ];
 
   test(`ropeInterleavedBackward and ropeHalvesBackward wasm == reference bit for bit, invert the forward (abs 1e-6·max|x|), == finite differences (rel ${FD_TOL})`, () => {
     for (const [nHeads, Hd, nRot] of ROPE_SHAPES) {
       const random = makeRandom(Hd * 100 + nRot + nHeads);
-      const x = gaussian(random, nHeads * Hd), r = gaussian(random, nHeads * Hd);
+      const x = gaussian(random, nHeads * Hd),
+        r = gaussian(random, nHeads * Hd);
       const angles = Array.from({ length: nRot / 2 }, () => random() * 2 * Math.PI);
       putF32(C, angles.map(Math.cos));
       putF32(D, angles.map(Math.sin));
-      const cos = getF32(C, nRot / 2), sin = getF32(D, nRot / 2);
+      const cos = getF32(C, nRot / 2),
+        sin = getF32(D, nRot / 2);
       for (const halves of [false, true]) {
         const name = halves ? "ropeHalves" : "ropeInterleaved";
         const backwardName = `${name}Backward` as const;
@@ -244,7 +360,14 @@ describe("element-wise backward", () => {
         wasm[backwardName](OUT_WASM, C, D, nHeads, Hd, nRot);
         ref[backwardName](OUT_REF, C, D, nHeads, Hd, nRot);
         expectBitExact(getF32(OUT_WASM, nHeads * Hd), getF32(OUT_REF, nHeads * Hd), what);
-        expectFiniteDifference((xp) => project(r, naiveRope(xp, cos, sin, nHeads, Hd, nRot, halves)), x, getF32(OUT_WASM, nHeads * Hd), random, FD_TOL, what);
+        expectFiniteDifference(
+          (xp) => project(r, naiveRope(xp, cos, sin, nHeads, Hd, nRot, halves)),
+          x,
+          getF32(OUT_WASM, nHeads * Hd),
+          random,
+          FD_TOL,
+          what,
+        );
         // Forward then backward is the identity (cos² + sin² = 1 up to f32 rounding).
         putF32(OUT_WASM, x);
         wasm[name](OUT_WASM, C, D, nHeads, Hd, nRot);
@@ -269,19 +392,26 @@ describe("element-wise backward", () => {
   test(`swigluBackward wasm == reference == float64 derivative (rel 1e-6·|dOut|·(|up| + |gate|), abs 1e-37), == finite differences (rel ${FD_TOL}), in place`, () => {
     for (const n of [1, 3, 7, 17, 100, 333]) {
       const random = makeRandom(n + 5);
-      const gate = gaussian(random, n, 4), up = gaussian(random, n), dOut = gaussian(random, n);
+      const gate = gaussian(random, n, 4),
+        up = gaussian(random, n),
+        dOut = gaussian(random, n);
       if (n > 10) gate.set([0, -0, 100, -100, 88, -88, 1e-30, -1e-30, 20, -20]);
       putF32(A, gate);
       putF32(B, up);
       putF32(C, dOut);
-      const dGate = new Float64Array(n), dUp = new Float64Array(n), bound = new Float64Array(n);
+      const dGate = new Float64Array(n),
+        dUp = new Float64Array(n),
+        bound = new Float64Array(n);
       for (let j = 0; j < n; j++) {
         const s = 1 / (1 + Math.exp(-gate[j]));
         dUp[j] = dOut[j] * gate[j] * s;
         dGate[j] = dOut[j] * up[j] * s * (1 + gate[j] * (1 - s));
         bound[j] = 1e-6 * Math.abs(dOut[j]) * (Math.abs(up[j]) + Math.abs(gate[j])) + 1e-37;
       }
-      for (const [name, k, out, out2] of [["wasm", wasm, OUT_WASM, OUT2_WASM], ["reference", ref, OUT_REF, OUT2_REF]] as const) {
+      for (const [name, k, out, out2] of [
+        ["wasm", wasm, OUT_WASM, OUT2_WASM],
+        ["reference", ref, OUT_REF, OUT2_REF],
+      ] as const) {
         k.swigluBackward(out, out2, C, A, B, n);
         expectWithin(getF32(out, n), dGate, bound, `n=${n} ${name} dGate`);
         expectWithin(getF32(out2, n), dUp, bound, `n=${n} ${name} dUp`);
@@ -291,8 +421,22 @@ describe("element-wise backward", () => {
       const gate2 = gaussian(fdRandom, n, 3);
       putF32(A, gate2);
       wasm.swigluBackward(OUT_WASM, OUT2_WASM, C, A, B, n);
-      expectFiniteDifference((g) => project(dOut, naiveSwiglu(g, up)), gate2, getF32(OUT_WASM, n), fdRandom, FD_TOL, `n=${n} dGate`);
-      expectFiniteDifference((u) => project(dOut, naiveSwiglu(gate2, u)), up, getF32(OUT2_WASM, n), fdRandom, FD_TOL, `n=${n} dUp`);
+      expectFiniteDifference(
+        (g) => project(dOut, naiveSwiglu(g, up)),
+        gate2,
+        getF32(OUT_WASM, n),
+        fdRandom,
+        FD_TOL,
+        `n=${n} dGate`,
+      );
+      expectFiniteDifference(
+        (u) => project(dOut, naiveSwiglu(gate2, u)),
+        up,
+        getF32(OUT2_WASM, n),
+        fdRandom,
+        FD_TOL,
+        `n=${n} dUp`,
+      );
       // dGate may equal gate, dUp may equal up.
       putF32(OUT3_WASM, gate2);
       putF32(OUT3_REF, up);
@@ -303,10 +447,16 @@ describe("element-wise backward", () => {
   });
 
   test(`embeddingBackward wasm == reference bit for bit, ≈ float64 scatter-add (|err| ≤ 1e-6·Σ|terms|), == finite differences (rel ${FD_TOL})`, () => {
-    for (const [rows, n, t] of [[5, 1, 3], [7, 9, 12], [50, 67, 30]]) {
+    for (const [rows, n, t] of [
+      [5, 1, 3],
+      [7, 9, 12],
+      [50, 67, 30],
+    ]) {
       const random = makeRandom(rows * n + t);
       const tokens = Array.from({ length: t }, () => Math.floor(random() * rows)); // repeats included
-      const table = gaussian(random, rows * n), dOut = gaussian(random, t * n), dTable0 = gaussian(random, rows * n);
+      const table = gaussian(random, rows * n),
+        dOut = gaussian(random, t * n),
+        dTable0 = gaussian(random, rows * n);
       putI32(A, tokens);
       putF32(B, dOut);
       putF32(OUT_WASM, dTable0);
@@ -315,17 +465,30 @@ describe("element-wise backward", () => {
       ref.embeddingBackward(OUT_REF, B, A, n, t);
       const what = `rows=${rows} n=${n} t=${t}`;
       expectBitExact(getF32(OUT_WASM, rows * n), getF32(OUT_REF, rows * n), what);
-      const value = Float64Array.from(dTable0), magnitude = Float64Array.from(dTable0, Math.abs);
+      const value = Float64Array.from(dTable0),
+        magnitude = Float64Array.from(dTable0, Math.abs);
       tokens.forEach((row, i) => {
         for (let j = 0; j < n; j++) {
           value[row * n + j] += dOut[i * n + j];
           magnitude[row * n + j] += Math.abs(dOut[i * n + j]);
         }
       });
-      expectWithin(getF32(OUT_WASM, rows * n), value, magnitude.map((m) => 1e-6 * m), `${what} vs naive`);
+      expectWithin(
+        getF32(OUT_WASM, rows * n),
+        value,
+        magnitude.map((m) => 1e-6 * m),
+        `${what} vs naive`,
+      );
       arena.f32.fill(0, OUT_WASM / 4, OUT_WASM / 4 + rows * n);
       wasm.embeddingBackward(OUT_WASM, B, A, n, t);
-      expectFiniteDifference((tp) => project(dOut, naiveEmbedding(tp, tokens, n)), table, getF32(OUT_WASM, rows * n), random, FD_TOL, what);
+      expectFiniteDifference(
+        (tp) => project(dOut, naiveEmbedding(tp, tokens, n)),
+        table,
+        getF32(OUT_WASM, rows * n),
+        random,
+        FD_TOL,
+        what,
+      );
     }
   });
 });
@@ -336,26 +499,58 @@ describe("attention", () => {
    * second KV head's group, with padding), K, V (T, 2·Hd + 1) from float Hd.
    */
   function layout(T: number, Hd: number, g: number): AttentionLayout {
-    return { T, Hd, g, qStride: 2 * g * Hd + 3, kvStride: 2 * Hd + 1, qAt: g * Hd + 1, kvAt: Hd, scale: 1 / Math.sqrt(Hd) };
+    return {
+      T,
+      Hd,
+      g,
+      qStride: 2 * g * Hd + 3,
+      kvStride: 2 * Hd + 1,
+      qAt: g * Hd + 1,
+      kvAt: Hd,
+      scale: 1 / Math.sqrt(Hd),
+    };
   }
-  const SHAPES = [[1, 4, 1], [5, 4, 1], [7, 5, 3], [13, 8, 1], [13, 12, 3], [10, 16, 2], [37, 7, 2]];
+  const SHAPES = [
+    [1, 4, 1],
+    [5, 4, 1],
+    [7, 5, 3],
+    [13, 8, 1],
+    [13, 12, 3],
+    [10, 16, 2],
+    [37, 7, 2],
+  ];
 
   /** Random q, K, V and dOut written to A, B, C, D; the buffers' floats (padding included). */
   function setup(L: AttentionLayout, seed: number) {
     const random = makeRandom(seed);
-    const q = gaussian(random, L.T * L.qStride, 1.5), k = gaussian(random, L.T * L.kvStride, 1.5);
-    const v = gaussian(random, L.T * L.kvStride), r = gaussian(random, L.T * L.qStride);
+    const q = gaussian(random, L.T * L.qStride, 1.5),
+      k = gaussian(random, L.T * L.kvStride, 1.5);
+    const v = gaussian(random, L.T * L.kvStride),
+      r = gaussian(random, L.T * L.qStride);
     putF32(A, q);
     putF32(B, k);
     putF32(C, v);
     putF32(D, r);
     return { random, q, k, v, r };
   }
-  const qAt = (L: AttentionLayout) => 4 * L.qAt, kvAt = (L: AttentionLayout) => 4 * L.kvAt;
+  const qAt = (L: AttentionLayout) => 4 * L.qAt,
+    kvAt = (L: AttentionLayout) => 4 * L.kvAt;
 
   /** attentionForward of k into out, p (A, B, C hold q, K, V). */
   function forward(k: Kernels, L: AttentionLayout, out: Ptr, p: Ptr) {
-    k.attentionForward(out + qAt(L), p, A + qAt(L), B + kvAt(L), C + kvAt(L), L.T, L.Hd, L.g, L.qStride, L.kvStride, L.scale);
+    k.attentionForward(
+      out + qAt(L),
+      p,
+      A + qAt(L),
+      B + kvAt(L),
+      C + kvAt(L),
+      L.T,
+      L.Hd,
+      L.g,
+      L.qStride,
+      L.kvStride,
+      L.scale,
+    );
   }
 
   test("attentionForward wasm == reference == float64 (out: 1e-5·Σ p|v| + 1e-6·max|v|, p: 2e-6 + 1e-5·p), strided slices", () => {
@@ -365,13 +560,21 @@ describe("attention", () => {
       const naive = naiveCausalAttention(q, k, v, L);
       const what = `T=${T} Hd=${Hd} g=${g}`;
       const outBound = naive.magnitude.map((m) => 1e-5 * m + 1e-6 * maxAbs(v));
-      for (const [name, kernels, out, p] of [["wasm", wasm, OUT_WASM, OUT3_WASM], ["reference", ref, OUT_REF, OUT3_REF]] as const) {
+      for (const [name, kernels, out, p] of [
+        ["wasm", wasm, OUT_WASM, OUT3_WASM],
+        ["reference", ref, OUT_REF, OUT3_REF],
+      ] as const) {
         arena.f32.fill(0, out / 4, out / 4 + T * L.qStride);
         forward(kernels, L, out, p);
         expectWithin(getF32(out, T * L.qStride), naive.out, outBound, `${what} ${name} out`);
         const pGot = getF32(p, g * T * T);
         for (let i = 0; i < g * T * T; i++) if (i % T > Math.floor(i / T) % T) pGot[i] = 0; // u > t: not written
-        expectWithin(pGot, naive.p, naive.p.map((x) => 2e-6 + 1e-5 * x), `${what} ${name} p`);
+        expectWithin(
+          pGot,
+          naive.p,
+          naive.p.map((x) => 2e-6 + 1e-5 * x),
+          `${what} ${name} p`,
+        );
       }
     }
   });
@@ -387,7 +590,8 @@ describe("attention", () => {
       for (let h = 0; h < g; h++) {
         for (let t = 0; t < T; t++) {
           // P (g, T, T) row (h, t) vs scores (T, g, T) row (t, h), first t + 1 floats.
-          const mine = getF32(OUT3_WASM + 4 * (h * T + t) * T, t + 1), theirs = getF32(OUT3_REF + 4 * (t * g + h) * T, t + 1);
+          const mine = getF32(OUT3_WASM + 4 * (h * T + t) * T, t + 1),
+            theirs = getF32(OUT3_REF + 4 * (t * g + h) * T, t + 1);
           expectBitExact(mine, theirs, `${what} p h=${h} t=${t}`);
         }
       }
@@ -398,15 +602,46 @@ describe("attention", () => {
    * Runs attentionForward, then attentionBackwardPV and attentionBackwardQK with dOut = r (in D) on
    * `kernels`: dQ, dK, dV in outs (dK, dV starting from dK0, dV0), out and P in SCRATCH, dS over P.
    */
-  function backward(kernels: Kernels, L: AttentionLayout, outs: readonly [Ptr, Ptr, Ptr], dK0: Float32Array, dV0: Float32Array) {
+  function backward(
+    kernels: Kernels,
+    L: AttentionLayout,
+    outs: readonly [Ptr, Ptr, Ptr],
+    dK0: Float32Array,
+    dV0: Float32Array,
+  ) {
     const [dQ, dK, dV] = outs;
-    const out = SCRATCH, p = SCRATCH + (2 << 20);
+    const out = SCRATCH,
+      p = SCRATCH + (2 << 20);
     arena.f32.fill(0, dQ / 4, dQ / 4 + L.T * L.qStride);
     putF32(dK, dK0);
     putF32(dV, dV0);
     forward(kernels, L, out, p);
-    kernels.attentionBackwardPV(p, dV + kvAt(L), D + qAt(L), out + qAt(L), C + kvAt(L), p, L.T, L.Hd, L.g, L.qStride, L.kvStride);
-    kernels.attentionBackwardQK(dQ + qAt(L), dK + kvAt(L), p, A + qAt(L), B + kvAt(L), L.T, L.Hd, L.g, L.qStride, L.kvStride, L.scale);
+    kernels.attentionBackwardPV(
+      p,
+      dV + kvAt(L),
+      D + qAt(L),
+      out + qAt(L),
+      C + kvAt(L),
+      p,
+      L.T,
+      L.Hd,
+      L.g,
+      L.qStride,
+      L.kvStride,
+    );
+    kernels.attentionBackwardQK(
+      dQ + qAt(L),
+      dK + kvAt(L),
+      p,
+      A + qAt(L),
+      B + kvAt(L),
+      L.T,
+      L.Hd,
+      L.g,
+      L.qStride,
+      L.kvStride,
+      L.scale,
+    );
     return { dQ: getF32(dQ, L.T * L.qStride), dK: getF32(dK, L.T * L.kvStride), dV: getF32(dV, L.T * L.kvStride) };
   }
 
@@ -418,8 +653,12 @@ describe("attention", () => {
       const inQ = (i: number) => i % L.qStride >= L.qAt && i % L.qStride < L.qAt + g * Hd;
       const inKV = (i: number) => i % L.kvStride >= L.kvAt && i % L.kvStride < L.kvAt + Hd;
       const rGroup = r.map((x, i) => (inQ(i) ? x : 0));
-      const loss = (qp: ArrayLike<number>, kp: ArrayLike<number>, vp: ArrayLike<number>) => project(rGroup, naiveCausalAttention(qp, kp, vp, L).out);
-      for (const [name, kernels, outs] of [["wasm", wasm, [OUT_WASM, OUT2_WASM, OUT3_WASM]], ["reference", ref, [OUT_REF, OUT2_REF, OUT3_REF]]] as const) {
+      const loss = (qp: ArrayLike<number>, kp: ArrayLike<number>, vp: ArrayLike<number>) =>
+        project(rGroup, naiveCausalAttention(qp, kp, vp, L).out);
+      for (const [name, kernels, outs] of [
+        ["wasm", wasm, [OUT_WASM, OUT2_WASM, OUT3_WASM]],
+        ["reference", ref, [OUT_REF, OUT2_REF, OUT3_REF]],
+      ] as const) {
         const { dQ, dK, dV } = backward(kernels, L, outs, zeros, zeros);
         const what = `${name} T=${T} Hd=${Hd} g=${g}`;
         expectFiniteDifference((qp) => loss(qp, k, v), q, dQ, random, FD_TOL_ATTENTION, `${what} dQ`, { mask: inQ });
@@ -427,7 +666,10 @@ describe("attention", () => {
         expectFiniteDifference((vp) => loss(q, k, vp), v, dV, random, FD_TOL_ATTENTION, `${what} dV`, { mask: inKV });
         // Nothing outside the group's slots is written.
         expect(maxAbs(dQ.filter((_, i) => !inQ(i))), `${what} dQ padding`).toBe(0);
-        expect(maxAbs(dK.filter((_, i) => !inKV(i))) + maxAbs(dV.filter((_, i) => !inKV(i))), `${what} dK, dV padding`).toBe(0);
+        expect(
+          maxAbs(dK.filter((_, i) => !inKV(i))) + maxAbs(dV.filter((_, i) => !inKV(i))),
+          `${what} dK, dV padding`,
+        ).toBe(0);
       }
     }
   });
@@ -436,17 +678,34 @@ describe("attention", () => {
     for (const [T, Hd, g] of SHAPES) {
       const L = layout(T, Hd, g);
       const { random } = setup(L, T * 11 + Hd + g);
-      const dK0 = gaussian(random, T * L.kvStride), dV0 = gaussian(random, T * L.kvStride);
+      const dK0 = gaussian(random, T * L.kvStride),
+        dV0 = gaussian(random, T * L.kvStride);
       const got = backward(wasm, L, [OUT_WASM, OUT2_WASM, OUT3_WASM], dK0, dV0);
       const expected = backward(ref, L, [OUT_REF, OUT2_REF, OUT3_REF], dK0, dV0);
-      const fresh = backward(ref, L, [OUT_REF, OUT2_REF, OUT3_REF], new Float32Array(dK0.length), new Float32Array(dV0.length));
+      const fresh = backward(
+        ref,
+        L,
+        [OUT_REF, OUT2_REF, OUT3_REF],
+        new Float32Array(dK0.length),
+        new Float32Array(dV0.length),
+      );
       const what = `T=${T} Hd=${Hd} g=${g}`;
       for (const key of ["dQ", "dK", "dV"] as const) {
         const scale = Math.max(maxAbs(expected[key]), maxAbs(fresh[key]));
         expectWithin(got[key], expected[key], 1e-5 * scale, `${what} ${key}`);
       }
-      expectWithin(expected.dK, fresh.dK.map((x, i) => x + dK0[i]), 1e-5 * maxAbs(expected.dK), `${what} dK accumulates`);
-      expectWithin(expected.dV, fresh.dV.map((x, i) => x + dV0[i]), 1e-5 * maxAbs(expected.dV), `${what} dV accumulates`);
+      expectWithin(
+        expected.dK,
+        fresh.dK.map((x, i) => x + dK0[i]),
+        1e-5 * maxAbs(expected.dK),
+        `${what} dK accumulates`,
+      );
+      expectWithin(
+        expected.dV,
+        fresh.dV.map((x, i) => x + dV0[i]),
+        1e-5 * maxAbs(expected.dV),
+        `${what} dV accumulates`,
+      );
     }
   });
 
@@ -473,7 +732,13 @@ describe("attention", () => {
 
 describe("cross-entropy", () => {
   test(`crossEntropy wasm == reference == float64 (loss: 1e-6·(1 + |loss|), dLogits: 1e-6·scale), ignored rows, == finite differences (rel ${FD_TOL})`, () => {
-    for (const [t, V] of [[1, 1], [3, 5], [4, 17], [6, 100], [5, 1003]]) {
+    for (const [t, V] of [
+      [1, 1],
+      [3, 5],
+      [4, 17],
+      [6, 100],
+      [5, 1003],
+    ]) {
       const random = makeRandom(t * 1000 + V);
       const logits = gaussian(random, t * V, 3);
       const targets = Array.from({ length: t }, (_, i) => (i % 3 === 1 ? -1 : Math.floor(random() * V)));
@@ -486,12 +751,21 @@ describe("cross-entropy", () => {
       for (let i = 0; i < t; i++) {
         if (targets[i] < 0) continue;
         const lse = naive[i] + logits[i * V + targets[i]];
-        for (let j = 0; j < V; j++) dNaive[i * V + j] = (Math.exp(logits[i * V + j] - lse) - (j === targets[i] ? 1 : 0)) * scale;
+        for (let j = 0; j < V; j++)
+          dNaive[i * V + j] = (Math.exp(logits[i * V + j] - lse) - (j === targets[i] ? 1 : 0)) * scale;
       }
       const what = `t=${t} V=${V}`;
-      for (const [name, k, losses, d] of [["wasm", wasm, OUT2_WASM, OUT_WASM], ["reference", ref, OUT2_REF, OUT_REF]] as const) {
+      for (const [name, k, losses, d] of [
+        ["wasm", wasm, OUT2_WASM, OUT_WASM],
+        ["reference", ref, OUT2_REF, OUT_REF],
+      ] as const) {
         k.crossEntropy(losses, d, A, B, V, t, scale);
-        expectWithin(getF32(losses, t), naive, naive.map((l) => 1e-6 * (1 + Math.abs(l))), `${what} ${name} loss`);
+        expectWithin(
+          getF32(losses, t),
+          naive,
+          naive.map((l) => 1e-6 * (1 + Math.abs(l))),
+          `${what} ${name} loss`,
+        );
         expectWithin(getF32(d, t * V), dNaive, 1e-6 * scale, `${what} ${name} dLogits`);
         const lossOf = (x: Float64Array) => scale * naiveCrossEntropy(x, targets, V).reduce((a, b) => a + b, 0);
         expectFiniteDifference(lossOf, logits, getF32(d, t * V), random, FD_TOL, `${what} ${name}`);
@@ -504,14 +778,20 @@ describe("cross-entropy", () => {
   });
 
   test("crossEntropy of huge logits (±1e4, equal maxima) stays finite == float64 (rel 1e-6)", () => {
-    const V = 9, logits = [1e4, -1e4, 1e4, 0, 5, -3, 1e4 - 1, 2, 1, 3e4, 3e4, -3e4, 0, 0, 0, 0, 0, 0];
+    const V = 9,
+      logits = [1e4, -1e4, 1e4, 0, 5, -3, 1e4 - 1, 2, 1, 3e4, 3e4, -3e4, 0, 0, 0, 0, 0, 0];
     const targets = [3, 1];
     putF32(A, logits);
     putI32(B, targets);
     const naive = naiveCrossEntropy(Float32Array.from(logits), targets, V);
     for (const [name, k] of BOTH) {
       k.crossEntropy(OUT2_WASM, OUT_WASM, A, B, V, 2, 0.5);
-      expectWithin(getF32(OUT2_WASM, 2), naive, naive.map((l) => 1e-6 * l), `${name} loss`);
+      expectWithin(
+        getF32(OUT2_WASM, 2),
+        naive,
+        naive.map((l) => 1e-6 * l),
+        `${name} loss`,
+      );
       expect(getF32(OUT_WASM, 2 * V).every(Number.isFinite), `${name} dLogits finite`).toBe(true);
     }
   });
@@ -524,12 +804,18 @@ describe("optimizer", () => {
     for (const n of SIZES) {
       for (const step of [1, 2, 1000]) {
         const random = makeRandom(n * 10 + step);
-        const p = gaussian(random, n), g = gaussian(random, n, 0.1), m = gaussian(random, n, 0.01);
+        const p = gaussian(random, n),
+          g = gaussian(random, n, 0.1),
+          m = gaussian(random, n, 0.01);
         const v = Float32Array.from(gaussian(random, n, 0.01), (x) => x * x);
         const [lr, beta1, beta2, eps, wd] = [3e-4, 0.9, 0.95, 1e-8, 0.1];
-        const bc1 = 1 - beta1 ** step, bc2 = 1 - beta2 ** step;
+        const bc1 = 1 - beta1 ** step,
+          bc2 = 1 - beta2 ** step;
         putF32(A, g);
-        for (const [pp, mm, vv] of [[OUT_WASM, OUT2_WASM, OUT3_WASM], [OUT_REF, OUT2_REF, OUT3_REF]]) {
+        for (const [pp, mm, vv] of [
+          [OUT_WASM, OUT2_WASM, OUT3_WASM],
+          [OUT_REF, OUT2_REF, OUT3_REF],
+        ]) {
           putF32(pp, p);
           putF32(mm, m);
           putF32(vv, v);
@@ -542,11 +828,26 @@ describe("optimizer", () => {
         expectBitExact(getF32(OUT3_WASM, n), getF32(OUT3_REF, n), `${what} v`);
         const mNew = m.map((x, j) => beta1 * x + (1 - beta1) * g[j]);
         const vNew = Array.from(v, (x, j) => beta2 * x + (1 - beta2) * g[j] * g[j]);
-        const step64 = p.map((_, j) => (mNew[j] / bc1) / (Math.sqrt(vNew[j] / bc2) + eps) + wd * p[j]);
+        const step64 = p.map((_, j) => mNew[j] / bc1 / (Math.sqrt(vNew[j] / bc2) + eps) + wd * p[j]);
         const pNew = p.map((x, j) => x - lr * step64[j]);
-        expectWithin(getF32(OUT2_WASM, n), mNew, m.map((x, j) => 1e-6 * (Math.abs(beta1 * x) + Math.abs((1 - beta1) * g[j]))), `${what} m vs naive`);
-        expectWithin(getF32(OUT3_WASM, n), vNew, vNew.map((x) => 1e-6 * x + 1e-15), `${what} v vs naive`);
-        expectWithin(getF32(OUT_WASM, n), pNew, p.map((x, j) => 1e-6 * Math.abs(x) + 1e-6 * lr * Math.abs(step64[j])), `${what} p vs naive`);
+        expectWithin(
+          getF32(OUT2_WASM, n),
+          mNew,
+          m.map((x, j) => 1e-6 * (Math.abs(beta1 * x) + Math.abs((1 - beta1) * g[j]))),
+          `${what} m vs naive`,
+        );
+        expectWithin(
+          getF32(OUT3_WASM, n),
+          vNew,
+          vNew.map((x) => 1e-6 * x + 1e-15),
+          `${what} v vs naive`,
+        );
+        expectWithin(
+          getF32(OUT_WASM, n),
+          pNew,
+          p.map((x, j) => 1e-6 * Math.abs(x) + 1e-6 * lr * Math.abs(step64[j])),
+          `${what} p vs naive`,
+        );
       }
     }
   });
@@ -566,7 +867,11 @@ describe("optimizer", () => {
       wasm.scale(OUT_WASM, n, 0.3);
       ref.scale(OUT_REF, n, 0.3);
       expectBitExact(getF32(OUT_WASM, n), getF32(OUT_REF, n), `n=${n} scale`);
-      expectBitExact(getF32(OUT_WASM, n), x.map((v) => v * Math.fround(0.3)), `n=${n} scale vs naive`);
+      expectBitExact(
+        getF32(OUT_WASM, n),
+        x.map((v) => v * Math.fround(0.3)),
+        `n=${n} scale vs naive`,
+      );
     }
   });
 });

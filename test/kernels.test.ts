@@ -11,7 +11,14 @@ import type { Kernels } from "../src/kernels/kernels.js";
 import { Arena, type Ptr } from "../src/memory/arena.js";
 import { type DType, bytesFor, decode, encode, f32ToBf16, bf16ToF32, roundF16 } from "../src/memory/dtype.js";
 import {
-  activationsFor, awkwardFloats, expectBitExact, expectWithin, gaussian, makeRandom, naiveMatmul, weights,
+  activationsFor,
+  awkwardFloats,
+  expectBitExact,
+  expectWithin,
+  gaussian,
+  makeRandom,
+  naiveMatmul,
+  weights,
 } from "./helpers/kernels-helpers.js";
 
 const arena = new Arena(64 << 20, "the kernel tests");
@@ -105,14 +112,20 @@ describe("matvec", () => {
         runMatvec(ref, "q8_0", OUT_REF, n, d);
         expectBitExact(getF32(OUT_WASM, d), getF32(OUT_REF, d), `q8_0 n=${n} d=${d}`);
         const naive = naiveMatmul(x, w, n, d, 1);
-        expectWithin(getF32(OUT_WASM, d), naive.value, naive.magnitude.map((m) => m * dotBound(n)), `q8_0 n=${n} d=${d} vs naive`);
+        expectWithin(
+          getF32(OUT_WASM, d),
+          naive.value,
+          naive.magnitude.map((m) => m * dotBound(n)),
+          `q8_0 n=${n} d=${d} vs naive`,
+        );
       }
     }
   });
 
   test("a matvec row is the same alone or in a group of 4 rows (bit-exact)", () => {
     for (const dtype of [...FLOAT_DTYPES, "q8_0"] as const) {
-      const n = dtype === "q8_0" ? 96 : 333, d = 7;
+      const n = dtype === "q8_0" ? 96 : 333,
+        d = 7;
       setupProduct(dtype, n, d, 1, 5);
       runMatvec(wasm, dtype, OUT_WASM, n, d);
       for (let r = 0; r < d; r++) {
@@ -175,11 +188,18 @@ describe("matmul", () => {
   }
 
   test("matmulF32 spanning several W panels == reference (|err| ≤ 1e-6·√n·Σ|w·x|)", () => {
-    const n = 4096, d = 70, t = 9; // 64-row panels of 16 KiB rows
+    const n = 4096,
+      d = 70,
+      t = 9; // 64-row panels of 16 KiB rows
     const { w, x } = setupProduct("f32", n, d, t, 7);
     runMatmul(wasm, "f32", OUT_WASM, n, d, t);
     const naive = naiveMatmul(x, w, n, d, t);
-    expectWithin(getF32(OUT_WASM, t * d), naive.value, naive.magnitude.map((m) => m * dotBound(n)), "panels");
+    expectWithin(
+      getF32(OUT_WASM, t * d),
+      naive.value,
+      naive.magnitude.map((m) => m * dotBound(n)),
+      "panels",
+    );
   });
 
   test("matmulQ8_0 wasm == reference bit for bit, == matvecQ8_0 per row, ≈ float64 naive (1e-6·√n·Σ|w·x|)", () => {
@@ -195,7 +215,12 @@ describe("matmul", () => {
           for (let i = 0; i < t; i++) wasm.matvecQ8_0(SCRATCH_WASM + i * d * 4, XQ + i * rowBytes, W, n, d);
           expectBitExact(getF32(OUT_WASM, t * d), getF32(SCRATCH_WASM, t * d), `${what} matmul vs matvec`);
           const naive = naiveMatmul(x, w, n, d, t);
-          expectWithin(getF32(OUT_WASM, t * d), naive.value, naive.magnitude.map((m) => m * dotBound(n)), `${what} vs naive`);
+          expectWithin(
+            getF32(OUT_WASM, t * d),
+            naive.value,
+            naive.magnitude.map((m) => m * dotBound(n)),
+            `${what} vs naive`,
+          );
         }
       }
     }
@@ -208,7 +233,10 @@ describe("conversions", () => {
       const values = awkwardFloats(n, n);
       const expectF16 = Float32Array.from(values, roundF16);
       const expectBf16 = Float32Array.from(values, (v) => bf16ToF32(f32ToBf16(v)));
-      for (const [name, expected] of [["roundF16", expectF16], ["roundBf16", expectBf16]] as const) {
+      for (const [name, expected] of [
+        ["roundF16", expectF16],
+        ["roundBf16", expectBf16],
+      ] as const) {
         for (const k of [wasm, ref]) {
           putF32(X, values);
           k[name](OUT_WASM, X, n);
@@ -245,7 +273,8 @@ describe("conversions", () => {
   test("getRow (f32, f16, bf16, q8_0) wasm == reference == dtype.ts decode, bit for bit", () => {
     for (const dtype of ["f32", "f16", "bf16", "q8_0"] as const) {
       for (const n of dtype === "q8_0" ? Q8_SIZES : SIZES) {
-        const rows = 5, row = 3;
+        const rows = 5,
+          row = 3;
         const table = encode(dtype, weights(makeRandom(n), rows * n));
         put(W, table);
         const rowBytes = bytesFor(dtype, n);
@@ -283,23 +312,44 @@ describe("element-wise", () => {
 
   test("rmsnorm of a constant vector c is c / sqrt(c² + eps) · w (rel 1e-6)", () => {
     putF32(X, new Float32Array(100).fill(2));
-    putF32(AUX, Float32Array.from({ length: 100 }, (_, i) => i));
+    putF32(
+      AUX,
+      Float32Array.from({ length: 100 }, (_, i) => i),
+    );
     for (const k of [wasm, ref]) {
       k.rmsnorm(OUT_WASM, X, AUX, 100, 1e-5);
       const expected = Array.from({ length: 100 }, (_, i) => (2 / Math.sqrt(4 + 1e-5)) * i);
-      expectWithin(getF32(OUT_WASM, 100), expected, expected.map((v) => 1e-6 * v), "constant");
+      expectWithin(
+        getF32(OUT_WASM, 100),
+        expected,
+        expected.map((v) => 1e-6 * v),
+        "constant",
+      );
     }
   });
 
   test("ropeInterleaved and ropeHalves wasm == reference bit for bit, ≈ float64 rotation (abs 1e-6·|x|)", () => {
-    for (const [nHeads, Hd, nRot] of [[1, 2, 2], [3, 8, 8], [2, 64, 64], [4, 64, 32], [2, 100, 50], [1, 6, 6], [5, 128, 128], [2, 10, 2]]) {
+    for (const [nHeads, Hd, nRot] of [
+      [1, 2, 2],
+      [3, 8, 8],
+      [2, 64, 64],
+      [4, 64, 32],
+      [2, 100, 50],
+      [1, 6, 6],
+      [5, 128, 128],
+      [2, 10, 2],
+    ]) {
       const random = makeRandom(Hd * 100 + nRot);
       const x = gaussian(random, nHeads * Hd);
       const angles = Array.from({ length: nRot / 2 }, () => random() * 2 * Math.PI);
       putF32(XQ, angles.map(Math.cos));
       putF32(AUX, angles.map(Math.sin));
-      const cos = getF32(XQ, nRot / 2), sin = getF32(AUX, nRot / 2);
-      for (const [name, pairOf] of [["ropeInterleaved", (i: number) => [2 * i, 2 * i + 1]], ["ropeHalves", (i: number) => [i, i + nRot / 2]]] as const) {
+      const cos = getF32(XQ, nRot / 2),
+        sin = getF32(AUX, nRot / 2);
+      for (const [name, pairOf] of [
+        ["ropeInterleaved", (i: number) => [2 * i, 2 * i + 1]],
+        ["ropeHalves", (i: number) => [i, i + nRot / 2]],
+      ] as const) {
         const naive = Array.from(x);
         for (let h = 0; h < nHeads; h++) {
           for (let i = 0; i < nRot / 2; i++) {
@@ -390,18 +440,26 @@ describe("attention", () => {
     for (const S of [1, 2, 3, 7, 17, 100, 333]) {
       for (const Hd of [1, 3, 7, 17, 64, 100]) {
         const random = makeRandom(S * 1000 + Hd);
-        const q = gaussian(random, Hd), K = gaussian(random, S * Hd), V = gaussian(random, S * Hd);
+        const q = gaussian(random, Hd),
+          K = gaussian(random, S * Hd),
+          V = gaussian(random, S * Hd);
         const scale = 1 / Math.sqrt(Hd);
         putF32(X, q);
         putF32(W, K);
         putF32(AUX, V);
-        const scores = Array.from({ length: S }, (_, s) => q.reduce((acc, qj, j) => acc + qj * K[s * Hd + j], 0) * scale);
+        const scores = Array.from(
+          { length: S },
+          (_, s) => q.reduce((acc, qj, j) => acc + qj * K[s * Hd + j], 0) * scale,
+        );
         const max = Math.max(...scores);
         const e = scores.map((v) => Math.exp(v - max));
         const sum = e.reduce((a, b) => a + b, 0);
         const p = e.map((v) => v / sum);
         const out = Array.from({ length: Hd }, (_, j) => p.reduce((acc, ps, s) => acc + ps * V[s * Hd + j], 0));
-        const outBound = Array.from({ length: Hd }, (_, j) => 1e-5 * p.reduce((acc, ps, s) => acc + ps * Math.abs(V[s * Hd + j]), 0));
+        const outBound = Array.from(
+          { length: Hd },
+          (_, j) => 1e-5 * p.reduce((acc, ps, s) => acc + ps * Math.abs(V[s * Hd + j]), 0),
+        );
         const pBound = p.map((v) => 1e-5 * v);
         wasm.attendF32(OUT_WASM, SCRATCH_WASM, X, W, AUX, S, Hd, scale);
         ref.attendF32(OUT_REF, SCRATCH_REF, X, W, AUX, S, Hd, scale);
@@ -415,7 +473,8 @@ describe("attention", () => {
   });
 
   test("softmax of equal scores averages V (rel 1e-6)", () => {
-    const S = 7, Hd = 5;
+    const S = 7,
+      Hd = 5;
     const V = gaussian(makeRandom(1), S * Hd);
     putF32(X, [1, 2, 3, 4, 5]);
     putF32(W, new Float32Array(S * Hd).fill(0.5));

@@ -22,8 +22,16 @@ import { afterAll, beforeAll, describe, test } from "vitest";
 import type { DType } from "../src/memory/dtype.js";
 import { loadModel } from "../src/model/model.js";
 import {
-  errorsBySequence, expectErrorsByPosition, expectErrorsBySequence, expectF16Mode, f16ErrorsBySequence, llamaCppLogits, loadLlamaCppModel, logSoftmax,
-  maxAbsDiff, type F16Mode,
+  errorsBySequence,
+  expectErrorsByPosition,
+  expectErrorsBySequence,
+  expectF16Mode,
+  f16ErrorsBySequence,
+  llamaCppLogits,
+  loadLlamaCppModel,
+  logSoftmax,
+  maxAbsDiff,
+  type F16Mode,
 } from "./helpers/llama-cpp.js";
 import { SHAPES, randomTokens, tempDir, writeTestGguf } from "./helpers/models.js";
 
@@ -71,13 +79,23 @@ describe("next-token probabilities match llama.cpp", () => {
       const m = writeTestGguf(dir, `${shape}-${dtype}`, SHAPES[shape], dtype);
       const V = m.config.vocabSize;
       const tokens = randomTokens(CONTEXT, V);
-      const sequences = Array.from({ length: SHORT.sequences }, (_, i) => tokens.slice(i * SHORT.length, (i + 1) * SHORT.length));
+      const sequences = Array.from({ length: SHORT.sequences }, (_, i) =>
+        tokens.slice(i * SHORT.length, (i + 1) * SHORT.length),
+      );
       const ref = await loadLlamaCppModel(m.path);
       let expected: Map<number, Float32Array>;
       let f16Activations: F16Mode = "f32";
       try {
-        if (dtype === "f16") f16Activations = expectF16Mode(await f16ErrorsBySequence(ref, m.path, sequences, V), { median: TOLERANCE, max: FLIP_BOUND });
-        if (rounded) expectErrorsBySequence(await errorsBySequence(ref, m.path, sequences, V), { median: TOLERANCE, max: FLIP_BOUND });
+        if (dtype === "f16")
+          f16Activations = expectF16Mode(await f16ErrorsBySequence(ref, m.path, sequences, V), {
+            median: TOLERANCE,
+            max: FLIP_BOUND,
+          });
+        if (rounded)
+          expectErrorsBySequence(await errorsBySequence(ref, m.path, sequences, V), {
+            median: TOLERANCE,
+            max: FLIP_BOUND,
+          });
         expected = await llamaCppLogits(ref, tokens, POSITIONS, V);
       } finally {
         await ref.dispose();

@@ -98,7 +98,11 @@ class Outputs {
 function snapshot(target: string): string {
   const stat = fs.statSync(target);
   if (!stat.isDirectory()) return `${target} ${stat.size} ${stat.mtimeMs}`;
-  return fs.readdirSync(target).sort().map((name) => snapshot(path.join(target, name))).join("\n");
+  return fs
+    .readdirSync(target)
+    .sort()
+    .map((name) => snapshot(path.join(target, name)))
+    .join("\n");
 }
 
 /** argv without a flag and its value. */
@@ -110,8 +114,23 @@ function without(argv: string[], flag: string): string[] {
 
 function trainBase(out: string): string[] {
   return [
-    "train", "--preset", "micro-cla2", "--tokens", "128", "--out", out, "--tokenizer", SHIPPED_TOKENIZER,
-    "--corpus-documents", "20", "--threads", "1", "--eval-every", "1000", "--checkpoint-every", "1000",
+    "train",
+    "--preset",
+    "micro-cla2",
+    "--tokens",
+    "128",
+    "--out",
+    out,
+    "--tokenizer",
+    SHIPPED_TOKENIZER,
+    "--corpus-documents",
+    "20",
+    "--threads",
+    "1",
+    "--eval-every",
+    "1000",
+    "--checkpoint-every",
+    "1000",
   ];
 }
 
@@ -170,9 +189,15 @@ function floats(outOfRange: string[], context?: string[]): OptionCases {
   return { values: [...NOT_NUMBERS, "-Infinity", "1.5x", "1,5", ...outOfRange], context, numeric: true };
 }
 
-const with_ = (cases: OptionCases, more: Record<string, Case>): OptionCases => ({ ...cases, more: { ...cases.more, ...more } });
+const with_ = (cases: OptionCases, more: Record<string, Case>): OptionCases => ({
+  ...cases,
+  more: { ...cases.more, ...more },
+});
 const THREADS = with_(ints(1, 64), {
-  "1000 threads": { argv: (b) => [...b, "--threads", "1000"], says: ["--threads expects an integer from 1 to 64", '"1000"'] },
+  "1000 threads": {
+    argv: (b) => [...b, "--threads", "1000"],
+    says: ["--threads expects an integer from 1 to 64", '"1000"'],
+  },
 });
 const SEED = ints(0, MAX_SEED);
 const nope = (name = "nope") => path.join(fx.dir, "missing", name);
@@ -188,7 +213,21 @@ const TABLE: Record<string, CommandCases> = {
     base: () => ["info", fx.gguf],
     options: {
       "--memory": {
-        values: ["lots", "-1GiB", "1e99GiB", "", "0", "0.4", "8GiB", "99999999999999999999TiB", "2 GiB 3", "NaN", "Infinity", "0x10", "5XB"],
+        values: [
+          "lots",
+          "-1GiB",
+          "1e99GiB",
+          "",
+          "0",
+          "0.4",
+          "8GiB",
+          "99999999999999999999TiB",
+          "2 GiB 3",
+          "NaN",
+          "Infinity",
+          "0x10",
+          "5XB",
+        ],
       },
       "--context": ints(1),
       "--json": {},
@@ -238,10 +277,21 @@ const TABLE: Record<string, CommandCases> = {
       "--context": ints(1),
       "--stop": { values: [""] },
       "--chat": {
-        more: { "a model without a chat template": { argv: (b) => [...b, "--chat"], code: 1, says: ["has no chat template; run without --chat"] } },
+        more: {
+          "a model without a chat template": {
+            argv: (b) => [...b, "--chat"],
+            code: 1,
+            says: ["has no chat template; run without --chat"],
+          },
+        },
       },
       "--system": {
-        more: { "without --chat": { argv: (b) => [...b, "--system", "be brief"], says: ["--system applies only with --chat"] } },
+        more: {
+          "without --chat": {
+            argv: (b) => [...b, "--system", "be brief"],
+            says: ["--system applies only with --chat"],
+          },
+        },
       },
       "--kernels": { values: ["gpu", "", "WASM"] },
       "--threads": THREADS,
@@ -285,7 +335,9 @@ const TABLE: Record<string, CommandCases> = {
         "with sparq": notFor(SPARQ, "--kv-budget", "8", "sparq"),
         "not above the default sinks, streaming": {
           argv: (b) => [...b, "--attention", "streaming", "--kv-budget", "16"],
-          says: ['--kv-budget expects more rows than the default 16 sink tokens (--sinks) for --attention streaming, got "16"'],
+          says: [
+            '--kv-budget expects more rows than the default 16 sink tokens (--sinks) for --attention streaming, got "16"',
+          ],
         },
         "h2o with neither a budget nor a compression": {
           argv: (b) => [...b, "--attention", "h2o"],
@@ -353,8 +405,14 @@ const TABLE: Record<string, CommandCases> = {
       "--corpus": {
         values: ["", "nope", "notes.md"],
         more: {
-          "a .txt file that does not exist": { argv: (b) => [...b, "--corpus", nope("c.txt")], says: ["--corpus expects", "found no file at"] },
-          "a directory named .txt": { argv: (b, o) => [...b, "--corpus", o.dir("c.txt")], says: ["--corpus expects", "found a directory at"] },
+          "a .txt file that does not exist": {
+            argv: (b) => [...b, "--corpus", nope("c.txt")],
+            says: ["--corpus expects", "found no file at"],
+          },
+          "a directory named .txt": {
+            argv: (b, o) => [...b, "--corpus", o.dir("c.txt")],
+            says: ["--corpus expects", "found a directory at"],
+          },
         },
       },
       "--vocab": ints(259, 2 ** 20),
@@ -370,7 +428,10 @@ const TABLE: Record<string, CommandCases> = {
       },
       // --corpus wordnet, where --seed applies (every value here is refused before the corpus is read).
       "--seed": with_(ints(0, MAX_SEED, ["--corpus", "wordnet"]), {
-        "with a text file corpus": { argv: (b) => [...b, "--seed", "2"], says: ["--seed applies only to --corpus wordnet"] },
+        "with a text file corpus": {
+          argv: (b) => [...b, "--seed", "2"],
+          says: ["--seed applies only to --corpus wordnet"],
+        },
       }),
       "--force": {},
     },
@@ -381,12 +442,33 @@ const TABLE: Record<string, CommandCases> = {
     options: {
       "--preset": {
         values: ["nope", "", "MICRO-CLA2"],
-        more: { "a new run without it": { argv: (b) => without(b, "--preset"), says: ["a new run needs --preset, --tokens and --out"] } },
+        more: {
+          "a new run without it": {
+            argv: (b) => without(b, "--preset"),
+            says: ["a new run needs --preset, --tokens and --out"],
+          },
+        },
       },
       "--tokens": {
-        values: ["abc", "", "0", "-1", "0.4", "1e400", "99999999999999999999", "NaN", "Infinity", "0x10", "5T", "1.5.5"],
+        values: [
+          "abc",
+          "",
+          "0",
+          "-1",
+          "0.4",
+          "1e400",
+          "99999999999999999999",
+          "NaN",
+          "Infinity",
+          "0x10",
+          "5T",
+          "1.5.5",
+        ],
         more: {
-          "a new run without it": { argv: (b) => without(b, "--tokens"), says: ["a new run needs --preset, --tokens and --out"] },
+          "a new run without it": {
+            argv: (b) => without(b, "--tokens"),
+            says: ["a new run needs --preset, --tokens and --out"],
+          },
           "fewer than a resumed run's": {
             argv: () => ["train", "--resume", fx.run, "--tokens", "64", "--threads", "1"],
             says: ["--tokens 64 is less than the 128 tokens"],
@@ -400,7 +482,10 @@ const TABLE: Record<string, CommandCases> = {
       "--out": {
         values: [""],
         more: {
-          "a new run without it": { argv: (b) => without(b, "--out"), says: ["a new run needs --preset, --tokens and --out"] },
+          "a new run without it": {
+            argv: (b) => without(b, "--out"),
+            says: ["a new run needs --preset, --tokens and --out"],
+          },
           "a non-empty directory": {
             argv: (b, o) => [...without(b, "--out"), "--out", o.dir()],
             code: 1,
@@ -424,7 +509,11 @@ const TABLE: Record<string, CommandCases> = {
       "--seed": SEED,
       "--threads": THREADS,
       "--batch": with_(ints(1), {
-        "too large for memory": { argv: (b) => [...b, "--batch", "100000"], code: 1, says: ["--batch 100000", "use a smaller --batch or --seq-len"] },
+        "too large for memory": {
+          argv: (b) => [...b, "--batch", "100000"],
+          code: 1,
+          says: ["--batch 100000", "use a smaller --batch or --seq-len"],
+        },
       }),
       "--seq-len": with_(ints(2), {
         "too large for memory": {
@@ -448,13 +537,21 @@ const TABLE: Record<string, CommandCases> = {
           },
         },
       },
-      "--max-time": { values: ["abc", "", "0s", "0", "-5m", "5", "5d", "1e400s", "NaN", "Infinity", "90 minutes", "0.0h"] },
+      "--max-time": {
+        values: ["abc", "", "0s", "0", "-5m", "5", "5d", "1e400s", "NaN", "Infinity", "90 minutes", "0.0h"],
+      },
       "--corpus-documents": ints(1),
       "--from": {
         values: [""],
         more: {
-          "that does not exist": { argv: (b) => [...b, "--from", nope()], says: ["--from: ", "does not exist; expected a model directory or a .gguf file"] },
-          "a model of another architecture": { argv: (b) => [...b, "--from", fx.gguf], says: ["--from ", "its architecture is not preset"] },
+          "that does not exist": {
+            argv: (b) => [...b, "--from", nope()],
+            says: ["--from: ", "does not exist; expected a model directory or a .gguf file"],
+          },
+          "a model of another architecture": {
+            argv: (b) => [...b, "--from", fx.gguf],
+            says: ["--from ", "its architecture is not preset"],
+          },
         },
       },
     },
@@ -476,7 +573,9 @@ const TABLE: Record<string, CommandCases> = {
       "--chars": with_(ints(200, 50_000), {
         "too long for the model's context": {
           argv: (b) => [...b, "--chars", "20000"],
-          says: [/--chars 20000 makes prompts of up to \d+ tokens, .* exceed the 2048-token context of hf; use --chars \d+ or less/],
+          says: [
+            /--chars 20000 makes prompts of up to \d+ tokens, .* exceed the 2048-token context of hf; use --chars \d+ or less/,
+          ],
         },
       }),
       "--compression": floats(["0.5", "0", "-1"]),
@@ -486,19 +585,44 @@ const TABLE: Record<string, CommandCases> = {
 
   "eval run": {
     base: (o) => [
-      "eval", "--model", fx.gguf, "--tasks", "needle", "--methods", "dense", "--compression", "1", "--samples", "1", "--lengths", "64",
-      "--depths", "1", "--threads", "1", "--out", o.new(),
+      "eval",
+      "--model",
+      fx.gguf,
+      "--tasks",
+      "needle",
+      "--methods",
+      "dense",
+      "--compression",
+      "1",
+      "--samples",
+      "1",
+      "--lengths",
+      "64",
+      "--depths",
+      "1",
+      "--threads",
+      "1",
+      "--out",
+      o.new(),
     ],
     options: {
       "--model": {
         values: [""],
-        more: { "that does not exist": { argv: (b) => [...b, "--model", nope("m.gguf")], says: ["--model: ", "does not exist"] } },
+        more: {
+          "that does not exist": {
+            argv: (b) => [...b, "--model", nope("m.gguf")],
+            says: ["--model: ", "does not exist"],
+          },
+        },
       },
       "--tasks": { values: ["nope", "", "NEEDLE"] },
       "--data": {
         values: [""],
         more: {
-          "that does not exist": { argv: (b) => [...b, "--data", nope("t.jsonl")], says: ["--data: ", "does not exist"] },
+          "that does not exist": {
+            argv: (b) => [...b, "--data", nope("t.jsonl")],
+            says: ["--data: ", "does not exist"],
+          },
           // A bad line inside the file is a FormatError naming file and line: test/eval.test.ts.
         },
       },
@@ -528,13 +652,34 @@ const TABLE: Record<string, CommandCases> = {
 
   "bench attention": {
     base: () => [
-      "bench", "attention", "--contexts", "64", "--head-dims", "16", "--shapes", "mha", "--kv-dtypes", "f32", "--ratios", "2",
-      "--methods", "h2o", "--seconds", "0.001", "--threads", "1",
+      "bench",
+      "attention",
+      "--contexts",
+      "64",
+      "--head-dims",
+      "16",
+      "--shapes",
+      "mha",
+      "--kv-dtypes",
+      "f32",
+      "--ratios",
+      "2",
+      "--methods",
+      "h2o",
+      "--seconds",
+      "0.001",
+      "--threads",
+      "1",
     ],
     options: {
       "--contexts": {
         values: ["abc", "", "0", "-1", "NaN", "1.5", "0x10", "1e400", "99999999999999999999", String((1 << 22) + 1)],
-        more: { "with one bad element": { argv: (b) => [...b, "--contexts", "64,abc"], says: ['--contexts expects an integer from 1 to 4194304, got "abc"'] } },
+        more: {
+          "with one bad element": {
+            argv: (b) => [...b, "--contexts", "64,abc"],
+            says: ['--contexts expects an integer from 1 to 4194304, got "abc"'],
+          },
+        },
       },
       // The benchmark's input buffers hold 128 components per head.
       "--head-dims": { values: ["abc", "", "0", "-1", "1.5", "129", "4096", "0x10"] },
@@ -543,7 +688,12 @@ const TABLE: Record<string, CommandCases> = {
       "--ratios": { values: ["abc", "", "0", "-2", "NaN", "0.5", "Infinity", "1e400"] },
       "--methods": {
         values: ["nope", ""],
-        more: { "with one bad element": { argv: (b) => [...b, "--methods", "sparq,nope"], says: ['--methods expects a comma-separated list of dense, sparq, h2o, streaming, got "nope"'] } },
+        more: {
+          "with one bad element": {
+            argv: (b) => [...b, "--methods", "sparq,nope"],
+            says: ['--methods expects a comma-separated list of dense, sparq, h2o, streaming, got "nope"'],
+          },
+        },
       },
       "--seconds": { values: ["abc", "", "0", "-1", "NaN", "Infinity", "1e400", "0x1", "3601"] },
       "--threads": { values: ["0", "abc", "", "2.5", "1000", "65", "-1", "NaN"] },
@@ -554,9 +704,17 @@ const TABLE: Record<string, CommandCases> = {
 
 /** The flags that set a run up, with valid values: a resume refuses each (it continues the run as it was set up). */
 const SET_UP_FLAGS: [string, (o: Outputs) => string][] = [
-  ["--out", (o) => o.new()], ["--preset", () => "micro-cla2"], ["--seed", () => "2"], ["--batch", () => "2"], ["--seq-len", () => "32"],
-  ["--lr", () => "0.001"], ["--retrieval-share", () => "0.5"], ["--warmup", () => "0.1"], ["--eval-batches", () => "2"],
-  ["--tokenizer", () => SHIPPED_TOKENIZER], ["--corpus-documents", () => "10"],
+  ["--out", (o) => o.new()],
+  ["--preset", () => "micro-cla2"],
+  ["--seed", () => "2"],
+  ["--batch", () => "2"],
+  ["--seq-len", () => "32"],
+  ["--lr", () => "0.001"],
+  ["--retrieval-share", () => "0.5"],
+  ["--warmup", () => "0.1"],
+  ["--eval-batches", () => "2"],
+  ["--tokenizer", () => SHIPPED_TOKENIZER],
+  ["--corpus-documents", () => "10"],
 ];
 for (const [flag, value] of SET_UP_FLAGS) {
   TABLE.train.options[flag] = with_(TABLE.train.options[flag], {
@@ -579,7 +737,10 @@ function walk(command: Command, prefix: string[] = []): { groups: [string, Comma
   const here = prefix.length === 0 && command.name() === "kvslim" ? [] : [...prefix, command.name()];
   if (command.commands.length === 0) return { groups: [], leaves: [[here.join(" "), command]] };
   const below = command.commands.map((c) => walk(c, here));
-  return { groups: [[here.join(" "), command], ...below.flatMap((b) => b.groups)], leaves: below.flatMap((b) => b.leaves) };
+  return {
+    groups: [[here.join(" "), command], ...below.flatMap((b) => b.groups)],
+    leaves: below.flatMap((b) => b.leaves),
+  };
 }
 
 const PROGRAM = walk(buildProgram());
@@ -596,26 +757,46 @@ function plan(name: string, command: Command): Planned[] {
   const entry = TABLE[name];
   if (entry === undefined) return [];
   const out: Planned[] = [];
-  const add = (title: string, c: Case) => out.push({ title: `${name} ${title}`, argv: (o) => c.argv(entry.base(o), o), check: c });
+  const add = (title: string, c: Case) =>
+    out.push({ title: `${name} ${title}`, argv: (o) => c.argv(entry.base(o), o), check: c });
   const found = (value: string) => (value === "" ? ['""'] : [new RegExp(`"${escape(value)}"|got ${escape(value)}\\b`)]);
-  add("--frobnicate (unknown option)", { argv: (b) => [...b, "--frobnicate"], says: ["error: unknown option '--frobnicate'"] });
+  add("--frobnicate (unknown option)", {
+    argv: (b) => [...b, "--frobnicate"],
+    says: ["error: unknown option '--frobnicate'"],
+  });
   // A command taking any number of arguments (eval merge DIRS...) has no stray one.
-  if (!command.registeredArguments.some((a) => a.variadic)) add("with a stray argument", { argv: (b) => [...b, "stray"], says: ["error: too many arguments"] });
+  if (!command.registeredArguments.some((a) => a.variadic))
+    add("with a stray argument", { argv: (b) => [...b, "stray"], says: ["error: too many arguments"] });
   for (const arg of command.registeredArguments.filter((a) => a.required)) {
-    add(`without its <${arg.name()}> argument`, { argv: (b) => b.slice(0, name.split(" ").length), says: [`error: missing required argument '${arg.name()}'`] });
+    add(`without its <${arg.name()}> argument`, {
+      argv: (b) => b.slice(0, name.split(" ").length),
+      says: [`error: missing required argument '${arg.name()}'`],
+    });
   }
   for (const option of command.options) {
     const flag = flagOf(option);
     const cases = entry.options[flag] ?? {};
     const context = cases.context ?? [];
-    if (option.mandatory) add(`without ${flag}`, { argv: (b) => without(b, flag), says: [`error: required option '`, flag, "not specified"] });
+    if (option.mandatory)
+      add(`without ${flag}`, {
+        argv: (b) => without(b, flag),
+        says: [`error: required option '`, flag, "not specified"],
+      });
     if (option.required) {
-      add(`${flag} without its value`, { argv: (b) => [...b, ...context, flag], says: [`error: option '`, flag, "argument missing"] });
+      add(`${flag} without its value`, {
+        argv: (b) => [...b, ...context, flag],
+        says: [`error: option '`, flag, "argument missing"],
+      });
     }
-    if (option.isBoolean()) add(`${flag}=yes`, { argv: (b) => [...b, `${flag}=yes`], says: [`error: unknown option '${flag}=yes'`] });
-    const bad = (value: string): Case => ({ argv: (b) => [...b, ...context, flag, value], says: [flag, ...found(value)] });
+    if (option.isBoolean())
+      add(`${flag}=yes`, { argv: (b) => [...b, `${flag}=yes`], says: [`error: unknown option '${flag}=yes'`] });
+    const bad = (value: string): Case => ({
+      argv: (b) => [...b, ...context, flag, value],
+      says: [flag, ...found(value)],
+    });
     for (const value of cases.values ?? []) add(`${flag} ${JSON.stringify(value)}`, bad(value));
-    for (const [title, c] of Object.entries(cases.more ?? {})) add(`${flag}: ${title}`, { ...c, says: [flag, ...c.says] });
+    for (const [title, c] of Object.entries(cases.more ?? {}))
+      add(`${flag}: ${title}`, { ...c, says: [flag, ...c.says] });
   }
   return out;
 }
@@ -652,30 +833,39 @@ describe("coverage", () => {
   });
 
   const leaves = PROGRAM.leaves.map(([name, command]) => [name, command] as const);
-  test.each(leaves)("%s: every option has bad-value cases in the table, and the table names no other", (name, command) => {
-    const options = command.options.map(flagOf).sort();
-    const entry = TABLE[name];
-    expect(Object.keys(entry.options).sort()).toEqual(options);
-    for (const option of command.options) {
-      const cases = entry.options[flagOf(option)];
-      const count = (cases.values?.length ?? 0) + Object.keys(cases.more ?? {}).length;
-      // A boolean flag's bad case is "--flag=yes", generated; a flag taking a value needs values of its own.
-      if (!option.isBoolean()) expect(count, `${name} ${flagOf(option)} has no bad-value cases`).toBeGreaterThan(0);
-    }
-  });
+  test.each(leaves)(
+    "%s: every option has bad-value cases in the table, and the table names no other",
+    (name, command) => {
+      const options = command.options.map(flagOf).sort();
+      const entry = TABLE[name];
+      expect(Object.keys(entry.options).sort()).toEqual(options);
+      for (const option of command.options) {
+        const cases = entry.options[flagOf(option)];
+        const count = (cases.values?.length ?? 0) + Object.keys(cases.more ?? {}).length;
+        // A boolean flag's bad case is "--flag=yes", generated; a flag taking a value needs values of its own.
+        if (!option.isBoolean()) expect(count, `${name} ${flagOf(option)} has no bad-value cases`).toBeGreaterThan(0);
+      }
+    },
+  );
 });
 
-describe.each(PROGRAM.groups.map(([name, command]) => [name === "" ? "kvslim" : `kvslim ${name}`, name, command] as const))("%s", (title, name, command) => {
+describe.each(
+  PROGRAM.groups.map(([name, command]) => [name === "" ? "kvslim" : `kvslim ${name}`, name, command] as const),
+)("%s", (title, name, command) => {
   const words = name === "" ? [] : name.split(" ");
   // A group with a default command (kvslim eval → eval run) runs it: its own checks answer, in one line.
   const defaultCommand = (command as unknown as { _defaultCommandName?: string })._defaultCommandName;
   test("without a command: one line naming the commands (or the default command's refusal), exit 2", async () => {
     const r = await runCli(...words);
-    expectRefused(r, words, { says: defaultCommand ? [`${name} needs a model`] : [`${title} expects a command: `, "got no command"] });
+    expectRefused(r, words, {
+      says: defaultCommand ? [`${name} needs a model`] : [`${title} expects a command: `, "got no command"],
+    });
   });
   test("with an unknown command: one line naming the commands (or the default command's), exit 2", async () => {
     const r = await runCli(...words, "nope");
-    expectRefused(r, words, { says: defaultCommand ? ["error: too many arguments"] : [`${title} expects a command: `, 'got "nope"'] });
+    expectRefused(r, words, {
+      says: defaultCommand ? ["error: too many arguments"] : [`${title} expects a command: `, 'got "nope"'],
+    });
   });
   test("with an unknown option: commander's one line, exit 2", async () => {
     const r = await runCli(...words, "--frobnicate");
@@ -709,13 +899,16 @@ describe("a prompt far longer than the context", () => {
 
 describe("the base command lines", () => {
   // bench attention's is left out: it would measure the memory bandwidth (seconds) and print a table.
-  test.each(["generate", "info", "synth", "export", "tokenizer train", "demo"])("%s: succeeds, so each case fails for its own flag", async (name) => {
-    const o = new Outputs();
-    const r = await runCli(...TABLE[name].base(o));
-    expect(r.code, r.err).toBe(0);
-    // The writers' outputs appear: the check each case makes after a refusal would see a partial output.
-    if (o.fresh.length > 0) expect(() => o.check()).toThrow(/was written/);
-  });
+  test.each(["generate", "info", "synth", "export", "tokenizer train", "demo"])(
+    "%s: succeeds, so each case fails for its own flag",
+    async (name) => {
+      const o = new Outputs();
+      const r = await runCli(...TABLE[name].base(o));
+      expect(r.code, r.err).toBe(0);
+      // The writers' outputs appear: the check each case makes after a refusal would see a partial output.
+      if (o.fresh.length > 0) expect(() => o.check()).toThrow(/was written/);
+    },
+  );
 });
 
 describe("property", () => {

@@ -15,9 +15,24 @@ import { tempDir, writeTestHf } from "./helpers/models.js";
 
 /** Every key of config.json kvslim reads (src/model/files.ts). */
 const CONFIG_KEYS = [
-  "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-  "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "partial_rotary_factor",
-  "rope_scaling", "tie_word_embeddings", "attention_bias", "kv_source", "cla_share_factor", "cla_kv_norm",
+  "model_type",
+  "vocab_size",
+  "hidden_size",
+  "intermediate_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+  "num_key_value_heads",
+  "head_dim",
+  "max_position_embeddings",
+  "rms_norm_eps",
+  "rope_theta",
+  "partial_rotary_factor",
+  "rope_scaling",
+  "tie_word_embeddings",
+  "attention_bias",
+  "kv_source",
+  "cla_share_factor",
+  "cla_kv_norm",
 ] as const;
 
 let dir: string;
@@ -25,7 +40,15 @@ let good: string;
 let goodInfo: string;
 beforeAll(async () => {
   dir = tempDir("kvslim-malformed-");
-  const config = llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 384, contextLength: 256 });
+  const config = llamaConfig({
+    dModel: 64,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    ffnDim: 128,
+    vocabSize: 384,
+    contextLength: 256,
+  });
   good = writeTestHf(dir, "good", config).path;
   const r = await runCli("info", good);
   expect(r.code, r.err).toBe(0);
@@ -37,11 +60,19 @@ afterAll(() => {
 
 let serial = 0;
 /** A copy of the good directory (weights and tokenizer linked) with config.json / tokenizer files edited. */
-function variant(edit: { config?: (c: Record<string, unknown>) => void; tokenizerConfig?: (c: Record<string, unknown>) => void; tokenizer?: (t: Record<string, unknown>) => void }): string {
+function variant(edit: {
+  config?: (c: Record<string, unknown>) => void;
+  tokenizerConfig?: (c: Record<string, unknown>) => void;
+  tokenizer?: (t: Record<string, unknown>) => void;
+}): string {
   const out = path.join(dir, `v${serial++}`);
   fs.mkdirSync(out);
   for (const file of fs.readdirSync(good)) {
-    const edits = { "config.json": edit.config, "tokenizer_config.json": edit.tokenizerConfig, "tokenizer.json": edit.tokenizer } as Record<string, ((c: Record<string, unknown>) => void) | undefined>;
+    const edits = {
+      "config.json": edit.config,
+      "tokenizer_config.json": edit.tokenizerConfig,
+      "tokenizer.json": edit.tokenizer,
+    } as Record<string, ((c: Record<string, unknown>) => void) | undefined>;
     const change = edits[file];
     if (change) {
       const json = JSON.parse(fs.readFileSync(path.join(good, file), "utf8")) as Record<string, unknown>;
@@ -82,13 +113,16 @@ describe("config.json", () => {
     ["rope_scaling", [1], /"rope_scaling" must be an object, found \[1\]/],
     ["num_key_value_heads", 3, /query heads \(4\) must be a multiple of the KV heads \(3\)/],
   ];
-  test.each(cases)("%s = %j: FormatError / UnsupportedError naming the key, the value and what is allowed, one line, exit 1", async (key, value, message) => {
-    const r = await runCli("info", variant({ config: (c) => (c[key] = value) }));
-    expectCleanOutcome(r);
-    expect(r.code).toBe(1);
-    expect(r.err).toMatch(/config\.json/);
-    expect(r.err).toMatch(message);
-  });
+  test.each(cases)(
+    "%s = %j: FormatError / UnsupportedError naming the key, the value and what is allowed, one line, exit 1",
+    async (key, value, message) => {
+      const r = await runCli("info", variant({ config: (c) => (c[key] = value) }));
+      expectCleanOutcome(r);
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(/config\.json/);
+      expect(r.err).toMatch(message);
+    },
+  );
 
   test("config.json holding null, a list or a string: FormatError naming the file", async () => {
     for (const text of ["null", "[]", '"llama"']) {
@@ -109,7 +143,11 @@ describe("config.json", () => {
         fs.rmSync(out, { recursive: true });
         // A value equal to what the file had (or a harmless one) runs; the output may differ only if the value changed the model.
         expectCleanOutcome(r);
-        if (r.code === 0 && JSON.stringify(value) === JSON.stringify(JSON.parse(fs.readFileSync(path.join(good, "config.json"), "utf8"))[key])) {
+        if (
+          r.code === 0 &&
+          JSON.stringify(value) ===
+            JSON.stringify(JSON.parse(fs.readFileSync(path.join(good, "config.json"), "utf8"))[key])
+        ) {
           expect(r.out.split("\n").slice(1)).toEqual(goodInfo.split("\n").slice(1)); // all but the line naming the directory
         }
       }),
@@ -134,22 +172,33 @@ describe("tokenizer files", () => {
   test("a Unigram tokenizer.json missing its vocab: FormatError in kvslim's words, not the library's", async () => {
     const r = await runCli("info", variant({ tokenizer: (t) => (t.model = { type: "Unigram" }) }));
     expectCleanOutcome(r);
-    expect(r.err).toMatch(/tokenizer\.json: "model" "vocab" must be an object of token ids \(or a list of \[token, score\] for Unigram\), found nothing \(the key is missing\)/);
+    expect(r.err).toMatch(
+      /tokenizer\.json: "model" "vocab" must be an object of token ids \(or a list of \[token, score\] for Unigram\), found nothing \(the key is missing\)/,
+    );
   });
 
   test("added tokens past the embedding: FormatError naming both sizes", async () => {
-    const out = variant({ tokenizer: (t) => (t.added_tokens as unknown[]).push({ id: 384, content: "<extra>", special: true }) });
+    const out = variant({
+      tokenizer: (t) => (t.added_tokens as unknown[]).push({ id: 384, content: "<extra>", special: true }),
+    });
     const r = await runCli("info", out);
     expectCleanOutcome(r);
     expect(r.err).toMatch(/the tokenizer has 385 tokens but the model's embedding has 384 rows/);
-    const gap = await runCli("info", variant({ tokenizer: (t) => (t.added_tokens as unknown[]).push({ id: 500, content: "<extra>", special: true }) }));
+    const gap = await runCli(
+      "info",
+      variant({ tokenizer: (t) => (t.added_tokens as unknown[]).push({ id: 500, content: "<extra>", special: true }) }),
+    );
     expectCleanOutcome(gap);
     expect(gap.err).toMatch(/token ids run to 500, but id 384 has no token/);
   });
 
   test("an embedding padded beyond the tokenizer (384 rows, fewer tokens), sampled at temperature 5 for 200 tokens: exit 0, never a padding id", async () => {
     // The same model with the tokenizer of a 300-token model: embedding rows 300–383 have no text.
-    const small = writeTestHf(dir, "small", llamaConfig({ dModel: 64, nLayers: 1, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 300 })).path;
+    const small = writeTestHf(
+      dir,
+      "small",
+      llamaConfig({ dModel: 64, nLayers: 1, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 300 }),
+    ).path;
     const out = variant({});
     for (const file of ["tokenizer.json", "tokenizer_config.json"]) {
       fs.rmSync(path.join(out, file));
@@ -162,34 +211,61 @@ describe("tokenizer files", () => {
 });
 
 describe("output paths", () => {
-  test.each(["export", "synth"])("%s -o in a directory that does not exist: UsageError naming the directory, no file left", async (command) => {
-    const target = path.join(dir, "no", "such", "dir", "x.gguf");
-    const r = await runCli(...(command === "export" ? ["export", "-m", good, "-o", target] : ["synth", "--preset", "tiny", "-o", target]));
-    expectCleanOutcome(r);
-    expect(r.code).toBe(2);
-    expect(r.err).toContain(`directory ${path.dirname(target)} does not exist`);
-    expect(fs.existsSync(path.join(dir, "no"))).toBe(false);
-  });
+  test.each(["export", "synth"])(
+    "%s -o in a directory that does not exist: UsageError naming the directory, no file left",
+    async (command) => {
+      const target = path.join(dir, "no", "such", "dir", "x.gguf");
+      const r = await runCli(
+        ...(command === "export" ? ["export", "-m", good, "-o", target] : ["synth", "--preset", "tiny", "-o", target]),
+      );
+      expectCleanOutcome(r);
+      expect(r.code).toBe(2);
+      expect(r.err).toContain(`directory ${path.dirname(target)} does not exist`);
+      expect(fs.existsSync(path.join(dir, "no"))).toBe(false);
+    },
+  );
 });
 
 /** Paths into tokenizer.json that kvslim or the library reads, with the library's own keys under "model". */
 const TOKENIZER_PATHS = [
-  ["model"], ["model", "type"], ["model", "vocab"], ["model", "merges"], ["model", "byte_fallback"], ["model", "unk_token"],
-  ["model", "ignore_merges"], ["model", "fuse_unk"], ["added_tokens"], ["normalizer"], ["pre_tokenizer"], ["post_processor"],
-  ["decoder"], ["truncation"], ["padding"], ["version"],
+  ["model"],
+  ["model", "type"],
+  ["model", "vocab"],
+  ["model", "merges"],
+  ["model", "byte_fallback"],
+  ["model", "unk_token"],
+  ["model", "ignore_merges"],
+  ["model", "fuse_unk"],
+  ["added_tokens"],
+  ["normalizer"],
+  ["pre_tokenizer"],
+  ["post_processor"],
+  ["decoder"],
+  ["truncation"],
+  ["padding"],
+  ["version"],
 ] as const;
 /** Keys of tokenizer_config.json and generation_config.json kvslim reads. */
-const TOKENIZER_CONFIG_KEYS = ["bos_token", "eos_token", "add_bos_token", "clean_up_tokenization_spaces", "chat_template"] as const;
+const TOKENIZER_CONFIG_KEYS = [
+  "bos_token",
+  "eos_token",
+  "add_bos_token",
+  "clean_up_tokenization_spaces",
+  "chat_template",
+] as const;
 
 describe("tokenizer files: types", () => {
-  const generate = (model: string) => runCli("generate", "-m", model, "-p", "hi", "-n", "3", "--temperature", "0", "--threads", "1");
+  const generate = (model: string) =>
+    runCli("generate", "-m", model, "-p", "hi", "-n", "3", "--temperature", "0", "--threads", "1");
 
   test(`property: any JSON value at any of ${TOKENIZER_PATHS.length} places in tokenizer.json (300 runs): exit 0 or one named error line in kvslim's words`, async () => {
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...TOKENIZER_PATHS), fc.jsonValue({ maxDepth: 2 }), async (at, value) => {
         const out = variant({
           tokenizer: (t) => {
-            const parent = at.slice(0, -1).reduce<Record<string, unknown>>((o, k) => o[k] as Record<string, unknown>, t);
+            const parent = at
+              .slice(0, -1)
+              .reduce<Record<string, unknown>>((o, k) => o[k] as Record<string, unknown>, t);
             parent[at[at.length - 1]] = value;
           },
         });
@@ -202,7 +278,14 @@ describe("tokenizer files: types", () => {
   });
 
   test("tokenizer.json added_tokens with an id that is not an integer, a content that is not a string, or a duplicate id: FormatError naming the entry", async () => {
-    for (const bad of [{ id: "7", content: "<x>", special: true }, { id: 1.5, content: "<x>", special: true }, { id: 7, content: 7, special: true }, { id: -1, content: "<x>", special: true }, null, "x"]) {
+    for (const bad of [
+      { id: "7", content: "<x>", special: true },
+      { id: 1.5, content: "<x>", special: true },
+      { id: 7, content: 7, special: true },
+      { id: -1, content: "<x>", special: true },
+      null,
+      "x",
+    ]) {
       const r = await generate(variant({ tokenizer: (t) => (t.added_tokens as unknown[]).push(bad) }));
       expectCleanOutcome(r);
       expect(r.code, r.err).not.toBe(0);
@@ -212,23 +295,44 @@ describe("tokenizer files: types", () => {
 
   test(`property: any JSON value for any of ${TOKENIZER_CONFIG_KEYS.length} tokenizer_config.json keys, and generation_config.json eos_token_id (300 runs, with --chat): exit 0 or one named error line`, async () => {
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom<string>(...TOKENIZER_CONFIG_KEYS, "generation_config.json"), fc.jsonValue({ maxDepth: 2 }), async (key, value) => {
-        let out: string;
-        if (key === "generation_config.json") {
-          out = variant({});
-          fs.writeFileSync(path.join(out, "generation_config.json"), JSON.stringify({ eos_token_id: value }));
-        } else out = variant({ tokenizerConfig: (c) => (c[key] = value) });
-        for (const chat of [false, true]) {
-          const r = await runCli("generate", "-m", out, "-p", "hi", "-n", "3", "--temperature", "0", "--threads", "1", ...(chat ? ["--chat"] : []));
-          expectCleanOutcome(r);
-        }
-        fs.rmSync(out, { recursive: true });
-      }),
+      fc.asyncProperty(
+        fc.constantFrom<string>(...TOKENIZER_CONFIG_KEYS, "generation_config.json"),
+        fc.jsonValue({ maxDepth: 2 }),
+        async (key, value) => {
+          let out: string;
+          if (key === "generation_config.json") {
+            out = variant({});
+            fs.writeFileSync(path.join(out, "generation_config.json"), JSON.stringify({ eos_token_id: value }));
+          } else out = variant({ tokenizerConfig: (c) => (c[key] = value) });
+          for (const chat of [false, true]) {
+            const r = await runCli(
+              "generate",
+              "-m",
+              out,
+              "-p",
+              "hi",
+              "-n",
+              "3",
+              "--temperature",
+              "0",
+              "--threads",
+              "1",
+              ...(chat ? ["--chat"] : []),
+            );
+            expectCleanOutcome(r);
+          }
+          fs.rmSync(out, { recursive: true });
+        },
+      ),
       { numRuns: 300, seed: 18 },
     );
   });
 
-  test.each([["tokenizer.json", /tokenizer\.json/], ["tokenizer_config.json", /tokenizer_config\.json/], ["generation_config.json", /generation_config\.json/]])("%s that is not JSON, null, a list or a number: FormatError naming the file", async (file, message) => {
+  test.each([
+    ["tokenizer.json", /tokenizer\.json/],
+    ["tokenizer_config.json", /tokenizer_config\.json/],
+    ["generation_config.json", /generation_config\.json/],
+  ])("%s that is not JSON, null, a list or a number: FormatError naming the file", async (file, message) => {
     for (const text of ["{", "null", "[]", "42", ""]) {
       const out = variant({});
       fs.rmSync(path.join(out, file), { force: true });
@@ -245,7 +349,8 @@ describe("model.safetensors", () => {
   let valid: Buffer;
   let headerEnd: number;
   let expected: string;
-  const generate = (model: string) => runCli("generate", "-m", model, "-p", "hi", "-n", "3", "--temperature", "0", "--threads", "1");
+  const generate = (model: string) =>
+    runCli("generate", "-m", model, "-p", "hi", "-n", "3", "--temperature", "0", "--threads", "1");
   async function runWith(bytes: Uint8Array) {
     const out = variant({});
     fs.rmSync(path.join(out, "model.safetensors"));
@@ -263,9 +368,13 @@ describe("model.safetensors", () => {
   });
 
   test("truncated at every structural boundary (inside the length, inside the header, at each tensor's first and last byte): FormatError naming the file", async () => {
-    const header = JSON.parse(valid.subarray(8, headerEnd).toString("utf8")) as Record<string, { data_offsets?: [number, number] }>;
+    const header = JSON.parse(valid.subarray(8, headerEnd).toString("utf8")) as Record<
+      string,
+      { data_offsets?: [number, number] }
+    >;
     const cuts = [0, 4, 7, 8, 9, Math.floor(headerEnd / 2), headerEnd - 1, headerEnd];
-    for (const entry of Object.values(header)) if (entry.data_offsets) cuts.push(headerEnd + entry.data_offsets[0] + 1, headerEnd + entry.data_offsets[1] - 1);
+    for (const entry of Object.values(header))
+      if (entry.data_offsets) cuts.push(headerEnd + entry.data_offsets[0] + 1, headerEnd + entry.data_offsets[1] - 1);
     for (const at of cuts) {
       const r = await runWith(valid.subarray(0, at));
       expectCleanOutcome(r);
@@ -286,11 +395,17 @@ describe("model.safetensors", () => {
 
   test("property: 1-4 random bytes of the JSON header changed (names, dtypes, shapes, offsets, padding; 300 runs): the original's output or one named error line", async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.tuple(fc.integer({ min: 8, max: headerEnd - 1 }), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }), async (edits) => {
-        const bytes = Buffer.from(valid);
-        for (const [at, v] of edits) bytes[at] = v;
-        expectCleanOutcome(await runWith(bytes), expected);
-      }),
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.integer({ min: 8, max: headerEnd - 1 }), fc.integer({ min: 0, max: 255 })), {
+          minLength: 1,
+          maxLength: 4,
+        }),
+        async (edits) => {
+          const bytes = Buffer.from(valid);
+          for (const [at, v] of edits) bytes[at] = v;
+          expectCleanOutcome(await runWith(bytes), expected);
+        },
+      ),
       { numRuns: 300, seed: 18 },
     );
   });

@@ -16,7 +16,21 @@ let base: string;
 beforeAll(async () => {
   dir = tempDir("kvslim-malformed-run-");
   base = path.join(dir, "run");
-  const r = await runCli("train", "--preset", "micro-cla2", "--tokens", "320", "--out", base, "--corpus-documents", "1500", "--threads", "1", "--eval-every", "100");
+  const r = await runCli(
+    "train",
+    "--preset",
+    "micro-cla2",
+    "--tokens",
+    "320",
+    "--out",
+    base,
+    "--corpus-documents",
+    "1500",
+    "--threads",
+    "1",
+    "--eval-every",
+    "100",
+  );
   expect(r.code, r.err).toBe(0);
 }, 120_000);
 afterAll(() => {
@@ -76,18 +90,34 @@ function expectClean(r: Outcome, label: string): void {
 
 describe("a damaged training run", () => {
   test("the layout the cases cover: a checkpoint with its six files, the log, the tokenizer directory", () => {
-    expect.soft(runFiles(base)).toEqual([
-      "ckpt-000005/config.json", "ckpt-000005/model.safetensors", "ckpt-000005/state.json", "ckpt-000005/tokenizer.json",
-      "ckpt-000005/tokenizer_config.json", "ckpt-000005/training.safetensors", "log.jsonl", "tokenizer/tokenizer.json",
-      "tokenizer/tokenizer_config.json",
-    ]);
+    expect
+      .soft(runFiles(base))
+      .toEqual([
+        "ckpt-000005/config.json",
+        "ckpt-000005/model.safetensors",
+        "ckpt-000005/state.json",
+        "ckpt-000005/tokenizer.json",
+        "ckpt-000005/tokenizer_config.json",
+        "ckpt-000005/training.safetensors",
+        "log.jsonl",
+        "tokenizer/tokenizer.json",
+        "tokenizer/tokenizer_config.json",
+      ]);
   });
 
   // The files a resume cannot do without: the checkpoint's optimizer state (weights and moments) and settings,
   // and its tokenizer (config.json and model.safetensors are written from them at every checkpoint).
-  const NEEDED_BY_RESUME = new Set(["ckpt-000005/state.json", "ckpt-000005/training.safetensors", "ckpt-000005/tokenizer.json"]);
+  const NEEDED_BY_RESUME = new Set([
+    "ckpt-000005/state.json",
+    "ckpt-000005/training.safetensors",
+    "ckpt-000005/tokenizer.json",
+  ]);
   // The files loading the run as a model reads (through the links at the top of the run).
-  const NEEDED_BY_MODEL = new Set(["ckpt-000005/config.json", "ckpt-000005/model.safetensors", "ckpt-000005/tokenizer.json"]);
+  const NEEDED_BY_MODEL = new Set([
+    "ckpt-000005/config.json",
+    "ckpt-000005/model.safetensors",
+    "ckpt-000005/tokenizer.json",
+  ]);
 
   test(`every file × ${DAMAGES.length} damages, read by info, generate and train --resume: exit 0 or one named error line; a failed resume changes nothing; the files a command needs make it fail`, async () => {
     let cases = 0;
@@ -106,7 +136,19 @@ describe("a damaged training run", () => {
 
         const info = await runCli("info", run);
         expectClean(info, `info: ${label}`);
-        const generate = await runCli("generate", "-m", run, "-p", "the", "-n", "2", "--temperature", "0", "--threads", "1");
+        const generate = await runCli(
+          "generate",
+          "-m",
+          run,
+          "-p",
+          "the",
+          "-n",
+          "2",
+          "--temperature",
+          "0",
+          "--threads",
+          "1",
+        );
         expectClean(generate, `generate: ${label}`);
         if (NEEDED_BY_MODEL.has(file) && !same) expect.soft(generate.code, `generate: ${label} ran`).not.toBe(0);
 

@@ -21,7 +21,12 @@ afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function logitsOf(modelPath: string, tokens: number[], mode: "prefill" | "decode", kernels: "wasm" | "reference" = "wasm"): Promise<Float32Array> {
+async function logitsOf(
+  modelPath: string,
+  tokens: number[],
+  mode: "prefill" | "decode",
+  kernels: "wasm" | "reference" = "wasm",
+): Promise<Float32Array> {
   const model = await loadModel(modelPath, { contextSize: tokens.length, kernels });
   const session = model.createSession();
   const V = model.config.vocabSize;
@@ -46,8 +51,15 @@ function rowDiffs(a: Float32Array, b: ArrayLike<number>[] | Float32Array, V: num
   return worst;
 }
 
-const CLA2: ModelConfig = { ...llamaConfig({ dModel: 64, nLayers: 4, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512 }), kvSource: claShare(4, 2) };
-const CLA3_KVNORM: ModelConfig = { ...llamaConfig({ dModel: 64, nLayers: 5, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: 512 }), kvSource: claShare(5, 3), kvNorm: true };
+const CLA2: ModelConfig = {
+  ...llamaConfig({ dModel: 64, nLayers: 4, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512 }),
+  kvSource: claShare(4, 2),
+};
+const CLA3_KVNORM: ModelConfig = {
+  ...llamaConfig({ dModel: 64, nLayers: 5, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: 512 }),
+  kvSource: claShare(5, 3),
+  kvNorm: true,
+};
 
 describe("forward pass", () => {
   test("cached decode one token at a time == chunked prefill of the whole sequence (rel 1e-5)", async () => {
@@ -66,7 +78,10 @@ describe("forward pass", () => {
     expect(rowDiffs(wasm, ref, m.config.vocabSize, tokens.length)).toBeLessThanOrEqual(1e-5);
   });
 
-  for (const [name, config] of [["CLA-2 GQA", CLA2], ["CLA-3 MQA with kv norm (short last group)", CLA3_KVNORM]] as const) {
+  for (const [name, config] of [
+    ["CLA-2 GQA", CLA2],
+    ["CLA-3 MQA with kv norm (short last group)", CLA3_KVNORM],
+  ] as const) {
     test(`${name}: prefill and cached decode == naive float64 forward without cache (rel 1e-5)`, async () => {
       const m = writeTestHf(dir, `naive-${config.nLayers}`, config);
       const tokens = randomTokens(40, config.vocabSize);
@@ -96,7 +111,12 @@ describe("formats and CLA", () => {
     const share1 = path.join(dir, "share1");
     fs.cpSync(plain.path, share1, { recursive: true });
     // Same weights, declared through kvslim's CLA keys.
-    const json = { ...hfConfigFor(SHAPES["llama-gqa"], "f32"), model_type: "kvslim", architectures: ["KvslimForCausalLM"], cla_share_factor: 1 };
+    const json = {
+      ...hfConfigFor(SHAPES["llama-gqa"], "f32"),
+      model_type: "kvslim",
+      architectures: ["KvslimForCausalLM"],
+      cla_share_factor: 1,
+    };
     fs.writeFileSync(path.join(share1, "config.json"), JSON.stringify(json));
     const tokens = randomTokens(50, 512);
     const a = await logitsOf(plain.path, tokens, "prefill");

@@ -75,7 +75,11 @@ describe("matrix products split by rows", () => {
 describe("training products split by output rows", () => {
   test("matmulBackwardInput (by rows of dX, = and +=) and matmulBackwardWeight (by rows of dW): 2 and 3 threads == 1, bit for bit", () => {
     const random = makeRandom(21);
-    for (const { n, d, t, ldy } of [{ n: 40, d: 37, t: 23, ldy: 37 }, { n: 96, d: 130, t: 64, ldy: 136 }, { n: 256, d: 260, t: 130, ldy: 260 }]) {
+    for (const { n, d, t, ldy } of [
+      { n: 40, d: 37, t: 23, ldy: 37 },
+      { n: 96, d: 130, t: 64, ldy: 136 },
+      { n: 256, d: 260, t: 130, ldy: 260 },
+    ]) {
       const dY = gaussian(random, t * ldy);
       const w = gaussian(random, d * n);
       const x = gaussian(random, t * n);
@@ -89,7 +93,11 @@ describe("training products split by output rows", () => {
         else par.matmulBackwardWeight(out, X, XQ, n, d, t, ldy);
         return arena.u8.slice(out, out + 4 * (kind === "input" ? t : d) * n);
       };
-      for (const [kind, accumulate] of [["input", 0], ["input", 1], ["weight", 1]] as const) {
+      for (const [kind, accumulate] of [
+        ["input", 0],
+        ["input", 1],
+        ["weight", 1],
+      ] as const) {
         const expected = run(serial, OUT1, kind, accumulate);
         for (const par of [two, three]) expect(run(par, OUT2, kind, accumulate)).toEqual(expected);
       }
@@ -217,8 +225,13 @@ describe("pool", () => {
 
 describe("process lifecycle", () => {
   const dir = tempDir();
-  const model = writeTestGguf(dir, "tiny", llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512 }));
-  const cli = (args: string[]) => spawn(process.execPath, [path.join(ROOT, "bin/kvslim.js"), ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const model = writeTestGguf(
+    dir,
+    "tiny",
+    llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512 }),
+  );
+  const cli = (args: string[]) =>
+    spawn(process.execPath, [path.join(ROOT, "bin/kvslim.js"), ...args], { stdio: ["ignore", "pipe", "pipe"] });
 
   test("kvslim generate --threads 2 exits on its own when done (workers never keep the process alive)", async () => {
     const child = cli(["generate", "-m", model.path, "-p", "hi", "-n", "8", "--threads", "2", "--seed", "1"]);
@@ -248,7 +261,9 @@ describe("process lifecycle", () => {
     });
     const started = Date.now();
     child.kill("SIGINT");
-    const exited = await new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+    const exited = await new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+      child.on("exit", (code, signal) => resolve({ code, signal })),
+    );
     expect(Date.now() - started).toBeLessThan(5000);
     expect(exited.code === 130 || exited.signal === "SIGINT").toBe(true);
   });

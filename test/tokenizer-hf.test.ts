@@ -14,9 +14,22 @@ import { llama2Vocab, llama3Vocab, metadataMap, tokenizerEntries, type TinyVocab
 
 /** Ordinary text (the HF regex engine and llama.cpp's Unicode tables differ on exotic code points). */
 const TEXTS = [
-  "Hello world", " Hello", "  two  spaces  ", "line\nbreak\n\n", "\ttab", "12345 3.14", "It's don't I'LL we've",
-  "Hello, world! (yes) [no] {maybe}", "café naïve", "中文字符 and 日本語", "🙂 👍🏽", "a+b=c; x*y", "https://x.org/a?b=1",
-  "<s> and <|eot_id|> as text", "mixed\r\nline endings\r", "trailing  ",
+  "Hello world",
+  " Hello",
+  "  two  spaces  ",
+  "line\nbreak\n\n",
+  "\ttab",
+  "12345 3.14",
+  "It's don't I'LL we've",
+  "Hello, world! (yes) [no] {maybe}",
+  "café naïve",
+  "中文字符 and 日本語",
+  "🙂 👍🏽",
+  "a+b=c; x*y",
+  "https://x.org/a?b=1",
+  "<s> and <|eot_id|> as text",
+  "mixed\r\nline endings\r",
+  "trailing  ",
 ];
 const asciiText = fc.string({ unit: "grapheme-ascii", maxLength: 40 });
 
@@ -24,11 +37,23 @@ const LLAMA3_SPLIT =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const CHAT_TEMPLATE = "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}";
 
-const added = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+const added = (id: number, content: string) => ({
+  id,
+  content,
+  single_word: false,
+  lstrip: false,
+  rstrip: false,
+  normalized: false,
+  special: true,
+});
 const templateWith = (bos: string) => ({
   type: "TemplateProcessing",
   single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
-  pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { Sequence: { id: "B", type_id: 1 } }],
+  pair: [
+    { SpecialToken: { id: bos, type_id: 0 } },
+    { Sequence: { id: "A", type_id: 0 } },
+    { Sequence: { id: "B", type_id: 1 } },
+  ],
   special_tokens: {},
 });
 
@@ -47,11 +72,31 @@ function llama3Files(v: TinyVocab): Record<string, object> {
           { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
         ],
       },
-      post_processor: { type: "Sequence", processors: [{ type: "ByteLevel", add_prefix_space: true, trim_offsets: false, use_regex: true }, templateWith("<|begin_of_text|>")] },
+      post_processor: {
+        type: "Sequence",
+        processors: [
+          { type: "ByteLevel", add_prefix_space: true, trim_offsets: false, use_regex: true },
+          templateWith("<|begin_of_text|>"),
+        ],
+      },
       decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
-      model: { type: "BPE", dropout: null, unk_token: null, fuse_unk: false, byte_fallback: false, ignore_merges: true, vocab, merges: v.merges },
+      model: {
+        type: "BPE",
+        dropout: null,
+        unk_token: null,
+        fuse_unk: false,
+        byte_fallback: false,
+        ignore_merges: true,
+        vocab,
+        merges: v.merges,
+      },
     },
-    "tokenizer_config.json": { bos_token: "<|begin_of_text|>", eos_token: "<|eot_id|>", clean_up_tokenization_spaces: true, chat_template: CHAT_TEMPLATE },
+    "tokenizer_config.json": {
+      bos_token: "<|begin_of_text|>",
+      eos_token: "<|eot_id|>",
+      clean_up_tokenization_spaces: true,
+      chat_template: CHAT_TEMPLATE,
+    },
     "generation_config.json": { bos_token_id: 128000, eos_token_id: [128001, 128008, 128009] },
   };
 }
@@ -62,19 +107,41 @@ function llama2Files(v: TinyVocab): Record<string, object> {
     "tokenizer.json": {
       version: "1.0",
       added_tokens: [added(0, "<unk>"), added(1, "<s>"), added(2, "</s>")],
-      normalizer: { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "\u2581" }, { type: "Replace", pattern: { String: " " }, content: "\u2581" }] },
+      normalizer: {
+        type: "Sequence",
+        normalizers: [
+          { type: "Prepend", prepend: "\u2581" },
+          { type: "Replace", pattern: { String: " " }, content: "\u2581" },
+        ],
+      },
       pre_tokenizer: null,
       post_processor: templateWith("<s>"),
       decoder: {
         type: "Sequence",
         decoders: [
-          { type: "Replace", pattern: { String: "\u2581" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" },
+          { type: "Replace", pattern: { String: "\u2581" }, content: " " },
+          { type: "ByteFallback" },
+          { type: "Fuse" },
           { type: "Strip", content: " ", start: 1, stop: 0 },
         ],
       },
-      model: { type: "BPE", dropout: null, unk_token: "<unk>", fuse_unk: true, byte_fallback: true, vocab: Object.fromEntries(v.tokens.map((t, i) => [t, i])), merges: mergesOf(v) },
+      model: {
+        type: "BPE",
+        dropout: null,
+        unk_token: "<unk>",
+        fuse_unk: true,
+        byte_fallback: true,
+        vocab: Object.fromEntries(v.tokens.map((t, i) => [t, i])),
+        merges: mergesOf(v),
+      },
     },
-    "tokenizer_config.json": { add_bos_token: true, add_eos_token: false, bos_token: "<s>", eos_token: "</s>", clean_up_tokenization_spaces: false },
+    "tokenizer_config.json": {
+      add_bos_token: true,
+      add_eos_token: false,
+      bos_token: "<s>",
+      eos_token: "</s>",
+      clean_up_tokenization_spaces: false,
+    },
   };
 }
 
@@ -96,7 +163,8 @@ let dir: string;
 const write = (name: string, files: Record<string, object | string>) => {
   const at = path.join(dir, name);
   fs.mkdirSync(at, { recursive: true });
-  for (const [file, content] of Object.entries(files)) fs.writeFileSync(path.join(at, file), typeof content === "string" ? content : JSON.stringify(content));
+  for (const [file, content] of Object.entries(files))
+    fs.writeFileSync(path.join(at, file), typeof content === "string" ? content : JSON.stringify(content));
   return at;
 };
 beforeAll(() => void (dir = fs.mkdtempSync(path.join(os.tmpdir(), "kvslim-hf-tokenizer-"))));
@@ -118,13 +186,19 @@ for (const [name, vocabOf, filesOf] of [
     it("gives the GGUF path's ids on ordinary strings, with and without special tokens (exact)", () => {
       for (const text of TEXTS) {
         for (const parseSpecial of [false, true]) {
-          expect({ text, ids: hf.encode(text, { parseSpecial }) }).toEqual({ text, ids: gguf.encode(text, { parseSpecial }) });
+          expect({ text, ids: hf.encode(text, { parseSpecial }) }).toEqual({
+            text,
+            ids: gguf.encode(text, { parseSpecial }),
+          });
         }
       }
     });
 
     it("gives the GGUF path's ids on 100 random ASCII strings (exact)", () => {
-      fc.assert(fc.property(asciiText, (text) => void expect(hf.encode(text)).toEqual(gguf.encode(text))), { numRuns: 100, seed: 11 });
+      fc.assert(
+        fc.property(asciiText, (text) => void expect(hf.encode(text)).toEqual(gguf.encode(text))),
+        { numRuns: 100, seed: 11 },
+      );
     });
 
     it("reads BOS, EOS, the BOS default and the vocabulary size like the GGUF path", () => {
@@ -138,10 +212,14 @@ for (const [name, vocabOf, filesOf] of [
 
     it("pushes + flush equal decode for 200 random id sequences", () => {
       fc.assert(
-        fc.property(fc.array(fc.nat({ max: hf.vocabSize - 1 }), { maxLength: 16 }), fc.boolean(), (ids, skipSpecial) => {
-          const stream = hf.createStreamDecoder({ skipSpecial });
-          expect(ids.map((id) => stream.push(id)).join("") + stream.flush()).toBe(hf.decode(ids, { skipSpecial }));
-        }),
+        fc.property(
+          fc.array(fc.nat({ max: hf.vocabSize - 1 }), { maxLength: 16 }),
+          fc.boolean(),
+          (ids, skipSpecial) => {
+            const stream = hf.createStreamDecoder({ skipSpecial });
+            expect(ids.map((id) => stream.push(id)).join("") + stream.flush()).toBe(hf.decode(ids, { skipSpecial }));
+          },
+        ),
         { numRuns: 200, seed: 13 },
       );
     });
@@ -167,9 +245,14 @@ describe("Hugging Face files", () => {
     const badJson = write("bad-json", { "tokenizer.json": "{ not json" });
     expect(() => loadHfTokenizer(badJson)).toThrow(FormatError);
     expect(() => loadHfTokenizer(badJson)).toThrow(/tokenizer\.json is not valid JSON/);
-    const badConfig = write("bad-config", { "tokenizer.json": { model: { type: "BPE", vocab: {}, merges: [] } }, "tokenizer_config.json": "[1," });
+    const badConfig = write("bad-config", {
+      "tokenizer.json": { model: { type: "BPE", vocab: {}, merges: [] } },
+      "tokenizer_config.json": "[1,",
+    });
     expect(() => loadHfTokenizer(badConfig)).toThrow(/tokenizer_config\.json is not valid JSON/);
     const noModel = write("no-model", { "tokenizer.json": { added_tokens: [] } });
-    expect(() => loadHfTokenizer(noModel)).toThrow(/"model" must be an object \(the tokenizer.s model\), found nothing \(the key is missing\)/);
+    expect(() => loadHfTokenizer(noModel)).toThrow(
+      /"model" must be an object \(the tokenizer.s model\), found nothing \(the key is missing\)/,
+    );
   });
 });

@@ -12,7 +12,14 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { expectFailure, runCli } from "./helpers/cli.js";
 import { UsageError } from "../src/errors.js";
 import { hfTokenizer } from "../src/tokenizer/hf-tokenizer.js";
-import { BpeEncoder, MIN_VOCAB_SIZE, saveTokenizer, tokenizerJson, trainBpe, type TrainedBpe } from "../src/tokenizer/train-bpe.js";
+import {
+  BpeEncoder,
+  MIN_VOCAB_SIZE,
+  saveTokenizer,
+  tokenizerJson,
+  trainBpe,
+  type TrainedBpe,
+} from "../src/tokenizer/train-bpe.js";
 import { trainingStream } from "../src/train/data/retrieval.js";
 import { wordnetTrain } from "../src/train/data/wordnet.js";
 import { tempDir } from "./helpers/models.js";
@@ -20,10 +27,25 @@ import { naiveTrainBpe } from "./helpers/naive-bpe.js";
 
 /** Varied text: non-ASCII, emoji (with modifiers and ZWJ), whitespace runs, digits, contractions, specials as text. */
 const TEXTS = [
-  "Hello world", " leading space", "  two  spaces  ", "line\nbreak\n\n", "\ttab\r\n", "12345 3.14 1e-9",
-  "It's don't I'LL we've you'd", "Hello, world! (yes) [no] {maybe} <s> </s> <pad>", "café naïve Ünïcödé",
-  "中文字符 and 日本語のテキスト", "🙂 👍🏽 👨‍👩‍👧 🇫🇷", "a+b=c; x*y <= z", "https://x.org/a?b=1&c=%20", "Ελληνικά русский עברית",
-  "\u00a0non-breaking\u2003em space\u3000ideographic", "The code of the blue door is 4821.", "", " ", "\n",
+  "Hello world",
+  " leading space",
+  "  two  spaces  ",
+  "line\nbreak\n\n",
+  "\ttab\r\n",
+  "12345 3.14 1e-9",
+  "It's don't I'LL we've you'd",
+  "Hello, world! (yes) [no] {maybe} <s> </s> <pad>",
+  "café naïve Ünïcödé",
+  "中文字符 and 日本語のテキスト",
+  "🙂 👍🏽 👨‍👩‍👧 🇫🇷",
+  "a+b=c; x*y <= z",
+  "https://x.org/a?b=1&c=%20",
+  "Ελληνικά русский עברית",
+  "\u00a0non-breaking\u2003em space\u3000ideographic",
+  "The code of the blue door is 4821.",
+  "",
+  " ",
+  "\n",
 ];
 
 let dir: string;
@@ -35,7 +57,11 @@ let library: Tokenizer;
 beforeAll(() => {
   dir = tempDir("kvslim-tok-");
   // A small slice of the real corpus, retrieval documents and some non-ASCII text, so merges span bytes.
-  corpus = [...trainingStream(wordnetTrain().slice(0, 3000), { seed: 7, minChars: 800, maxChars: 1500 }), ...TEXTS, ...TEXTS];
+  corpus = [
+    ...trainingStream(wordnetTrain().slice(0, 3000), { seed: 7, minChars: 800, maxChars: 1500 }),
+    ...TEXTS,
+    ...TEXTS,
+  ];
   bpe = trainBpe(corpus, { vocabSize: 1200 });
   encoder = new BpeEncoder(bpe);
   library = new Tokenizer(tokenizerJson(bpe) as Record<string, unknown>, {});
@@ -47,7 +73,11 @@ afterAll(() => {
 describe("training", () => {
   test("learns a a, then a b, then aa ab on 'aaabdaaabac' (hand-counted: 4, then 2 tied with 'aa a', then 2)", () => {
     const trained = trainBpe(["aaabdaaabac"], { vocabSize: 300 });
-    expect(trained.merges).toEqual([["a", "a"], ["a", "b"], ["aa", "ab"]]); // then every pair is seen once: stop
+    expect(trained.merges).toEqual([
+      ["a", "a"],
+      ["a", "b"],
+      ["aa", "ab"],
+    ]); // then every pair is seen once: stop
     expect(trained.tokens.length).toBe(MIN_VOCAB_SIZE + 3);
   });
 
@@ -67,10 +97,13 @@ describe("training", () => {
     expect(bpe.tokens.slice(3, 259).every((t) => t.length === 1)).toBe(true);
   });
 
-  test.each([0, 258, 12.5, Number.NaN, 2 ** 21])("vocabSize %s is refused with a UsageError naming the minimum 259", (vocabSize) => {
-    expect(() => trainBpe(["abc"], { vocabSize })).toThrow(UsageError);
-    expect(() => trainBpe(["abc"], { vocabSize })).toThrow(/259/);
-  });
+  test.each([0, 258, 12.5, Number.NaN, 2 ** 21])(
+    "vocabSize %s is refused with a UsageError naming the minimum 259",
+    (vocabSize) => {
+      expect(() => trainBpe(["abc"], { vocabSize })).toThrow(UsageError);
+      expect(() => trainBpe(["abc"], { vocabSize })).toThrow(/259/);
+    },
+  );
 });
 
 describe("encoding", () => {
@@ -78,15 +111,20 @@ describe("encoding", () => {
     // The library alone matches special-token text ("<s>") as the special token; hfTokenizer does not (below).
     const plain = TEXTS.filter((t) => !t.includes("<s>"));
     for (const text of [...plain, ...corpus.slice(3000, 3050)]) {
-      expect(library.encode(text, { add_special_tokens: false }).ids, JSON.stringify(text)).toEqual(encoder.encode(text));
+      expect(library.encode(text, { add_special_tokens: false }).ids, JSON.stringify(text)).toEqual(
+        encoder.encode(text),
+      );
     }
   });
 
   test("@huggingface/tokenizers gives exactly the trainer encoder's ids on random strings (fast-check, all of Unicode)", () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ unit: "binary", maxLength: 60 }), fc.string({ unit: "grapheme", maxLength: 60 })), (text) => {
-        expect(library.encode(text, { add_special_tokens: false }).ids).toEqual(encoder.encode(text));
-      }),
+      fc.property(
+        fc.oneof(fc.string({ unit: "binary", maxLength: 60 }), fc.string({ unit: "grapheme", maxLength: 60 })),
+        (text) => {
+          expect(library.encode(text, { add_special_tokens: false }).ids).toEqual(encoder.encode(text));
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -124,8 +162,12 @@ describe("the written directory", () => {
     expect(json.model.merges).toHaveLength(bpe.merges.length);
     expect(json.pre_tokenizer).toMatchObject({ type: "ByteLevel", add_prefix_space: false, use_regex: true });
     expect(json.decoder.type).toBe("ByteLevel");
-    expect(json.added_tokens.map((t: { id: number; content: string; special: boolean }) => [t.id, t.content, t.special])).toEqual([
-      [0, "<s>", true], [1, "</s>", true], [2, "<pad>", true],
+    expect(
+      json.added_tokens.map((t: { id: number; content: string; special: boolean }) => [t.id, t.content, t.special]),
+    ).toEqual([
+      [0, "<s>", true],
+      [1, "</s>", true],
+      [2, "<pad>", true],
     ]);
     const config = JSON.parse(fs.readFileSync(path.join(out, "tokenizer_config.json"), "utf8"));
     expect(config).toMatchObject({ bos_token: "<s>", eos_token: "</s>", add_bos_token: true });
@@ -167,14 +209,21 @@ describe("kvslim tokenizer train", () => {
     expect(r.out).toMatch(/time: [\d.]+ s/);
     const tok = hfTokenizer(out);
     expect(tok.vocabSize).toBe(400);
-    expect(tok.decode(tok.encode("The code of the blue door is 4821. 🙂"))).toBe("The code of the blue door is 4821. 🙂");
+    expect(tok.decode(tok.encode("The code of the blue door is 4821. 🙂"))).toBe(
+      "The code of the blue door is 4821. 🙂",
+    );
   });
 
   test("refuses a non-empty --out without --force (FileExistsError, exit 1, one line) and overwrites with --force", async () => {
     const out = path.join(dir, "occupied");
     fs.mkdirSync(out);
     fs.writeFileSync(path.join(out, "notes.txt"), "keep me");
-    expectFailure(await run("tokenizer", "train", "--corpus", txt, "--vocab", "300", "--out", out), 1, "FileExistsError", /--force/);
+    expectFailure(
+      await run("tokenizer", "train", "--corpus", txt, "--vocab", "300", "--out", out),
+      1,
+      "FileExistsError",
+      /--force/,
+    );
     expect(fs.readdirSync(out)).toEqual(["notes.txt"]);
     const r = await run("tokenizer", "train", "--corpus", txt, "--vocab", "300", "--out", out, "--force");
     expect(r.code, r.err).toBe(0);
@@ -194,13 +243,31 @@ describe("kvslim tokenizer train", () => {
     expect(learned).toEqual(shipped.slice(0, learned.length));
   });
 
-  test.each(["abc", "258", "12.5", "0", "-5", "99999999"])("--vocab %s fails with a UsageError (exit 2, one line) naming --vocab", async (vocab) => {
-    expectFailure(await run("tokenizer", "train", "--corpus", txt, "--vocab", vocab, "--out", path.join(dir, "never")), 2, "UsageError", /--vocab/);
-    expect(fs.existsSync(path.join(dir, "never"))).toBe(false);
-  });
+  test.each(["abc", "258", "12.5", "0", "-5", "99999999"])(
+    "--vocab %s fails with a UsageError (exit 2, one line) naming --vocab",
+    async (vocab) => {
+      expectFailure(
+        await run("tokenizer", "train", "--corpus", txt, "--vocab", vocab, "--out", path.join(dir, "never")),
+        2,
+        "UsageError",
+        /--vocab/,
+      );
+      expect(fs.existsSync(path.join(dir, "never"))).toBe(false);
+    },
+  );
 
   test("--corpus that is neither 'wordnet' nor an existing .txt file fails with a UsageError", async () => {
-    expectFailure(await run("tokenizer", "train", "--corpus", path.join(dir, "missing.txt"), "--out", path.join(dir, "never")), 2, "UsageError", /no file/);
-    expectFailure(await run("tokenizer", "train", "--corpus", "shakespeare", "--out", path.join(dir, "never")), 2, "UsageError", /\.txt/);
+    expectFailure(
+      await run("tokenizer", "train", "--corpus", path.join(dir, "missing.txt"), "--out", path.join(dir, "never")),
+      2,
+      "UsageError",
+      /no file/,
+    );
+    expectFailure(
+      await run("tokenizer", "train", "--corpus", "shakespeare", "--out", path.join(dir, "never")),
+      2,
+      "UsageError",
+      /\.txt/,
+    );
   });
 });

@@ -21,14 +21,26 @@ beforeAll(async () => {
 
 describe("GGUF metadata", () => {
   it("Llama 2 (SPM) reads vocab size, BOS/EOS, stop ids, BOS default and chat template", () => {
-    expect([spm.vocabSize, spm.bos, spm.eos, spm.addBos, spm.chatTemplate]).toEqual([32000, 1, 2, true, "{{ bos_token }}"]);
+    expect([spm.vocabSize, spm.bos, spm.eos, spm.addBos, spm.chatTemplate]).toEqual([
+      32000,
+      1,
+      2,
+      true,
+      "{{ bos_token }}",
+    ]);
     expect([...spm.stopIds]).toEqual([2]);
     expect(spm.encode("Hello")).toEqual([1, 15043]);
     expect(spm.encode("Hello", { addBos: false })).toEqual([15043]);
   });
 
   it("Llama 3 (BPE) adds BOS by default and stops on <|eot_id|>, <|eom_id|>, <|end_of_text|> and EOS", () => {
-    expect([bpe.vocabSize, bpe.bos, bpe.eos, bpe.addBos, bpe.chatTemplate]).toEqual([128256, 128000, 128009, true, null]);
+    expect([bpe.vocabSize, bpe.bos, bpe.eos, bpe.addBos, bpe.chatTemplate]).toEqual([
+      128256,
+      128000,
+      128009,
+      true,
+      null,
+    ]);
     expect([...bpe.stopIds].sort()).toEqual([128001, 128008, 128009]);
     expect(bpe.encode("Hello world")).toEqual([128000, 9906, 1917]);
   });
@@ -95,11 +107,20 @@ describe("stream decoder", () => {
   it("holds a space that Llama 3's clean-up may still remove, and releases it when it stays", () => {
     const [space, comma, word] = [" ", ",", "world"].map((t) => bpe.encode(t, { addBos: false })[0]);
     const stream = bpe.createStreamDecoder();
-    expect([stream.push(word), stream.push(space), stream.push(comma), stream.push(space), stream.push(word)]).toEqual(["world", "", ",", "", " world"]);
+    expect([stream.push(word), stream.push(space), stream.push(comma), stream.push(space), stream.push(word)]).toEqual([
+      "world",
+      "",
+      ",",
+      "",
+      " world",
+    ]);
     expect(bpe.decode([word, space, comma, space, word])).toBe("world, world");
   });
 
-  for (const [name, get, bytes] of [["Llama 2", () => spm, [3, 259]], ["Llama 3", () => bpe, [0, 256]]] as const) {
+  for (const [name, get, bytes] of [
+    ["Llama 2", () => spm, [3, 259]],
+    ["Llama 3", () => bpe, [0, 256]],
+  ] as const) {
     it(`${name}: pushes + flush equal decode for 300 random id sequences (bytes, text, specials)`, () => {
       const tok = get();
       const id = fc.oneof(fc.integer({ min: bytes[0], max: bytes[1] - 1 }), fc.nat({ max: tok.vocabSize - 1 }));
@@ -146,7 +167,11 @@ describe("chat templates", () => {
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
   it("renders a Llama 3 template with BOS and the generation prompt", () => {
-    const text = renderChat(LLAMA3, messages.slice(0, 2), { bosToken: "<|begin_of_text|>", eosToken: "<|eot_id|>", addGenerationPrompt: true });
+    const text = renderChat(LLAMA3, messages.slice(0, 2), {
+      bosToken: "<|begin_of_text|>",
+      eosToken: "<|eot_id|>",
+      addGenerationPrompt: true,
+    });
     expect(text).toBe(
       "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>" +
         "<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",

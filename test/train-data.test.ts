@@ -6,29 +6,49 @@
 import { describe, expect, test } from "vitest";
 import { Rng } from "../src/model/sampler.js";
 import {
-  DEFAULT_MAX_CHARS, DEFAULT_MIN_CHARS, keyValueDocument, needleDocument, repeatDocument, RETRIEVAL_GENERATORS, RETRIEVAL_SHARE, retrievalLengths,
-  trainingStream, type RetrievalKind,
+  DEFAULT_MAX_CHARS,
+  DEFAULT_MIN_CHARS,
+  keyValueDocument,
+  needleDocument,
+  repeatDocument,
+  RETRIEVAL_GENERATORS,
+  RETRIEVAL_SHARE,
+  retrievalLengths,
+  trainingStream,
+  type RetrievalKind,
 } from "../src/train/data/retrieval.js";
 import {
-  corpusSize, fnv1a32, isValidationSynset, loadWordnet, parseSynsetLine, readWordnetSynsets, synsetDocument, VALIDATION_ONE_IN,
+  corpusSize,
+  fnv1a32,
+  isValidationSynset,
+  loadWordnet,
+  parseSynsetLine,
+  readWordnetSynsets,
+  synsetDocument,
+  VALIDATION_ONE_IN,
 } from "../src/train/data/wordnet.js";
 
 // Lines in the layout of WordNet 3.1's data files (pointer lists shortened; the parser skips them).
 const BREATHE =
   "00001740 29 v 04 breathe 0 take_a_breath 0 respire 0 suspire 3 002 * 00005041 v 0000 $ 00002325 v 0000 02 + 02 00 + 08 00 | " +
   'draw air into, and expel out of, the lungs; "I can breathe better when the air is clean"; "The patient is respiring"  ';
-const GALORE = '00014377 00 s 02 abounding 0 galore(ip) 0 001 & 00013906 a 0000 | existing in abundance; "abounding confidence"; "whiskey galore"  ';
+const GALORE =
+  '00014377 00 s 02 abounding 0 galore(ip) 0 001 & 00013906 a 0000 | existing in abundance; "abounding confidence"; "whiskey galore"  ';
 const SEETHING =
   '00089013 00 s 01 seething 0 001 & 00088039 a 0000 | in constant agitation; "a seething mass of maggots"; "lovers and madmen have such seething brains"- Shakespeare  ';
-const COMMUTATIVE = '00999999 00 a 01 commutative 0 000 | (of a binary operation) independent of order; as in e.g. "a x b = b x a"  ';
+const COMMUTATIVE =
+  '00999999 00 a 01 commutative 0 000 | (of a binary operation) independent of order; as in e.g. "a x b = b x a"  ';
 const PRANG = "00123456 04 n 01 prang 0 000 | crash  ";
 
 describe("WordNet documents", () => {
   test("a synset line becomes '<lemmas>: <definition>. <example>. <example>.' with underscores as spaces", () => {
     const s = parseSynsetLine(BREATHE, "v", "test");
     expect(s).toEqual({
-      pos: "v", offset: "00001740", lemmas: ["breathe", "take a breath", "respire", "suspire"],
-      definition: "draw air into, and expel out of, the lungs", examples: ["I can breathe better when the air is clean", "The patient is respiring"],
+      pos: "v",
+      offset: "00001740",
+      lemmas: ["breathe", "take a breath", "respire", "suspire"],
+      definition: "draw air into, and expel out of, the lungs",
+      examples: ["I can breathe better when the air is clean", "The patient is respiring"],
     });
     expect(synsetDocument(s)).toBe(
       "breathe, take a breath, respire, suspire: draw air into, and expel out of, the lungs. I can breathe better when the air is clean. The patient is respiring.",
@@ -36,11 +56,15 @@ describe("WordNet documents", () => {
   });
 
   test("adjective markers, attributions after examples, trailing 'as in e.g.' are dropped; a gloss without examples works", () => {
-    expect(synsetDocument(parseSynsetLine(GALORE, "a", "test"))).toBe("abounding, galore: existing in abundance. abounding confidence. whiskey galore.");
+    expect(synsetDocument(parseSynsetLine(GALORE, "a", "test"))).toBe(
+      "abounding, galore: existing in abundance. abounding confidence. whiskey galore.",
+    );
     expect(synsetDocument(parseSynsetLine(SEETHING, "a", "test"))).toBe(
       "seething: in constant agitation. a seething mass of maggots. lovers and madmen have such seething brains.",
     );
-    expect(synsetDocument(parseSynsetLine(COMMUTATIVE, "a", "test"))).toBe("commutative: (of a binary operation) independent of order. a x b = b x a.");
+    expect(synsetDocument(parseSynsetLine(COMMUTATIVE, "a", "test"))).toBe(
+      "commutative: (of a binary operation) independent of order. a x b = b x a.",
+    );
     expect(synsetDocument(parseSynsetLine(PRANG, "n", "test"))).toBe("prang: crash.");
   });
 
@@ -94,17 +118,21 @@ describe("retrieval documents", () => {
   const filler = loadWordnet().train.slice(0, 4000);
   const longestFiller = Math.max(...filler.map((d) => d.length));
   const kinds = Object.keys(RETRIEVAL_GENERATORS) as RetrievalKind[];
-  const make = (kind: RetrievalKind, seed: number, chars: number) => RETRIEVAL_GENERATORS[kind](new Rng(seed), filler, chars);
+  const make = (kind: RetrievalKind, seed: number, chars: number) =>
+    RETRIEVAL_GENERATORS[kind](new Rng(seed), filler, chars);
 
-  test.each(kinds)("%s: length ≥ the target and < target + the longest filler document + 2, for 20 seeds and 4 targets", (kind) => {
-    for (let seed = 1; seed <= 20; seed++) {
-      for (const chars of [300, 1000, 4000, 9000]) {
-        const { text } = make(kind, seed, chars);
-        expect(text.length).toBeGreaterThanOrEqual(chars);
-        expect(text.length).toBeLessThan(chars + longestFiller + 2);
+  test.each(kinds)(
+    "%s: length ≥ the target and < target + the longest filler document + 2, for 20 seeds and 4 targets",
+    (kind) => {
+      for (let seed = 1; seed <= 20; seed++) {
+        for (const chars of [300, 1000, 4000, 9000]) {
+          const { text } = make(kind, seed, chars);
+          expect(text.length).toBeGreaterThanOrEqual(chars);
+          expect(text.length).toBeLessThan(chars + longestFiller + 2);
+        }
       }
-    }
-  });
+    },
+  );
 
   test("key-value: the first line lists 4–8 codes; the last 1–3 lines ask for distinct listed facts, each answered 'A: the code of <key> is <its code>', the last one's code is the answer", () => {
     const askedCounts = new Set<number>();
@@ -115,7 +143,9 @@ describe("retrieval documents", () => {
       expect(facts.length).toBeGreaterThanOrEqual(4);
       expect(facts.length).toBeLessThanOrEqual(8);
       expect(facts.map((f) => f[0]).join(" ")).toBe(lines[0]);
-      const questions = lines.map((l) => /^Q: What is the code of (the \w+ \w+)\? A: the code of \1 is (\d{4})$/.exec(l)).filter((m) => m !== null);
+      const questions = lines
+        .map((l) => /^Q: What is the code of (the \w+ \w+)\? A: the code of \1 is (\d{4})$/.exec(l))
+        .filter((m) => m !== null);
       expect(questions.length).toBeGreaterThanOrEqual(1);
       expect(questions.length).toBeLessThanOrEqual(3);
       askedCounts.add(questions.length);
@@ -145,13 +175,17 @@ describe("retrieval documents", () => {
     for (let seed = 1; seed <= 30; seed++) {
       const doc = needleDocument(new Rng(seed), filler, 3000);
       const lines = doc.text.split("\n");
-      const needles = lines.map((l, i) => [i, /^The secret number of (\w+) is (\d{4})\.$/.exec(l)] as const).filter(([, m]) => m !== null);
+      const needles = lines
+        .map((l, i) => [i, /^The secret number of (\w+) is (\d{4})\.$/.exec(l)] as const)
+        .filter(([, m]) => m !== null);
       expect(needles).toHaveLength(1);
       const [at, needle] = needles[0];
       const depth = doc.text.indexOf(lines[at]) / doc.text.length;
       expect(depth).toBeGreaterThan(0.05);
       expect(depth).toBeLessThan(0.95);
-      expect(lines[lines.length - 1]).toBe(`Q: What is the secret number of ${needle![1]}? A: the secret number of ${needle![1]} is ${doc.answer}`);
+      expect(lines[lines.length - 1]).toBe(
+        `Q: What is the secret number of ${needle![1]}? A: the secret number of ${needle![1]} is ${doc.answer}`,
+      );
       expect(needle![2]).toBe(doc.answer);
     }
   });
@@ -173,7 +207,11 @@ describe("retrieval documents", () => {
     const retrieval = stream.filter((d) => !known.has(d));
     // Lengths in [min, max + one filler document]: short enough to fit in a 512-token training window.
     const longestFiller = Math.max(...wordnet.map((d) => d.length));
-    expect(retrieval.every((d) => d.length >= DEFAULT_MIN_CHARS && d.length <= DEFAULT_MAX_CHARS + longestFiller && d.includes("\n"))).toBe(true);
+    expect(
+      retrieval.every(
+        (d) => d.length >= DEFAULT_MIN_CHARS && d.length <= DEFAULT_MAX_CHARS + longestFiller && d.includes("\n"),
+      ),
+    ).toBe(true);
     const share = corpusSize(retrieval).chars / corpusSize(stream).chars;
     expect(Math.abs(share - RETRIEVAL_SHARE)).toBeLessThan(0.01);
   });
@@ -181,7 +219,10 @@ describe("retrieval documents", () => {
   test("retrievalLengths scales the defaults (for 512-token windows) with the window", () => {
     expect(retrievalLengths(512)).toEqual({ minChars: DEFAULT_MIN_CHARS, maxChars: DEFAULT_MAX_CHARS });
     expect(retrievalLengths(1024)).toEqual({ minChars: 2 * DEFAULT_MIN_CHARS, maxChars: 2 * DEFAULT_MAX_CHARS });
-    expect(retrievalLengths(32)).toEqual({ minChars: Math.round(DEFAULT_MIN_CHARS / 16), maxChars: Math.round(DEFAULT_MAX_CHARS / 16) });
+    expect(retrievalLengths(32)).toEqual({
+      minChars: Math.round(DEFAULT_MIN_CHARS / 16),
+      maxChars: Math.round(DEFAULT_MAX_CHARS / 16),
+    });
   });
 
   test("trainingStream with retrievalShare 0 yields the WordNet documents only", () => {

@@ -21,7 +21,16 @@ import { naiveForward } from "./helpers/naive-forward.js";
 type Weights = Map<string, { shape: number[]; values: Float32Array }>;
 
 const gqaCla2 = (over: Partial<ModelConfig> = {}): ModelConfig => ({
-  ...llamaConfig({ dModel: 32, nLayers: 4, nHeads: 4, nKvHeads: 2, headDim: 8, ffnDim: 48, vocabSize: 64, contextLength: 64 }),
+  ...llamaConfig({
+    dModel: 32,
+    nLayers: 4,
+    nHeads: 4,
+    nKvHeads: 2,
+    headDim: 8,
+    ffnDim: 48,
+    vocabSize: 64,
+    contextLength: 64,
+  }),
   kvSource: claShare(4, 2),
   ...over,
 });
@@ -30,7 +39,10 @@ async function setup(config: ModelConfig, shape: BatchShape, threads = 1) {
   const layout = paramLayout(config);
   const arena = new Arena(TrainModel.bytesFor(config, layout, shape) + (1 << 20), "a training test");
   const kernels = loadWasmKernelsSync(arena.memory);
-  const par = threads === 1 ? Parallel.serial(kernels, arena.memory) : await Parallel.create(kernels, arena.memory, "wasm", threads, 0);
+  const par =
+    threads === 1
+      ? Parallel.serial(kernels, arena.memory)
+      : await Parallel.create(kernels, arena.memory, "wasm", threads, 0);
   const model = new TrainModel(kernels, par, arena, config, layout, shape);
   const optimizer = new AdamW(kernels, par, arena, layout, model, arena.alloc(64));
   return { arena, kernels, par, model, optimizer, layout };
@@ -49,7 +61,12 @@ function feed(arena: Arena, model: TrainModel, b: { tokens: Int32Array; targets:
 }
 
 /** Mean cross-entropy of the float64 naive forward, sequence by sequence. */
-function naiveLoss(config: ModelConfig, w: Weights, b: { tokens: Int32Array; targets: Int32Array }, shape: BatchShape): number {
+function naiveLoss(
+  config: ModelConfig,
+  w: Weights,
+  b: { tokens: Int32Array; targets: Int32Array },
+  shape: BatchShape,
+): number {
   let sum = 0;
   let n = 0;
   for (let s = 0; s < shape.batch; s++) {
@@ -87,7 +104,8 @@ describe("training forward", () => {
       const session = engine.createSession();
       const expected = session.evaluate(Array.from(b.tokens.subarray(s * shape.seqLen, (s + 1) * shape.seqLen)), true);
       const scale = Math.max(...expected.map(Math.abs));
-      for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(expected[i] - logits[s * expected.length + i]) / scale);
+      for (let i = 0; i < expected.length; i++)
+        worst = Math.max(worst, Math.abs(expected[i] - logits[s * expected.length + i]) / scale);
       session.dispose();
     }
     engine.dispose();
@@ -129,7 +147,9 @@ describe("whole-model gradient vs central finite differences of a float64 forwar
         w.values[i] = original;
         const fd = (up - down) / (hUp + hDown);
         const grad = grads.get(name)!.values[i];
-        expect(Math.abs(grad - fd), `${name}[${i}]: grad ${grad} fd ${fd}`).toBeLessThanOrEqual(2e-3 * Math.max(Math.abs(fd), 0.01));
+        expect(Math.abs(grad - fd), `${name}[${i}]: grad ${grad} fd ${fd}`).toBeLessThanOrEqual(
+          2e-3 * Math.max(Math.abs(fd), 0.01),
+        );
       }
     }
   });
@@ -194,52 +214,61 @@ describe("the optimizer recipe (specs/cla.md)", () => {
   test.each([
     ["0.4 (no clipping)", 0.4],
     ["25 (clipped to 1)", 25],
-  ])("AdamW.step with gradient norm %s == float64 AdamW over all tensors (each change to 1e-5 of itself + f32 rounding); weight decay on matrices only", async (_, norm) => {
-    const config = gqaCla2({ kvNorm: true });
-    const { arena, model, optimizer, layout, par } = await setup(config, { batch: 1, seqLen: 4 });
-    const decayed = layout.tensors.filter((t) => t.decay).map((t) => t.name);
-    expect(decayed.length).toBeGreaterThan(0);
-    for (const t of layout.tensors) expect(t.decay, t.name).toBe(t.shape.length === 2); // norms (vectors) are not decayed
-    const random = makeRandom(11);
-    const f32 = arena.f32;
-    const region = (ptr: number, f: () => number) => {
-      const values = layout.tensors.map((t) => Array.from({ length: t.size }, f));
-      layout.tensors.forEach((t, i) => f32.set(values[i], (ptr >> 2) + t.offset));
-      return values.map((v) => Float64Array.from(v, Math.fround));
-    };
-    const params = region(model.params, () => random() * 2 - 1);
-    const grads = region(model.grads, () => random() * 2 - 1);
-    const m = region(model.m, () => 0.01 * (random() * 2 - 1));
-    const v = region(model.v, () => 1e-4 * random());
-    const raw = Math.sqrt(grads.reduce((acc, g) => acc + g.reduce((a, x) => a + x * x, 0), 0));
-    // Scale the gradients to the wanted norm (in the arena too).
-    for (const [i, t] of layout.tensors.entries()) {
-      grads[i] = grads[i].map((x) => Math.fround((x * norm) / raw));
-      f32.set(grads[i], (model.grads >> 2) + t.offset);
-    }
-    const gNorm = Math.sqrt(grads.reduce((acc, g) => acc + g.reduce((a, x) => a + x * x, 0), 0));
-    const [step, lr, { beta1, beta2, eps, weightDecay }] = [7, 1e-3, ADAMW_DEFAULTS];
-    expect(optimizer.step(step, lr)).toBeCloseTo(gNorm, 4);
-    const clip = gNorm > 1 ? 1 / gNorm : 1;
-    const [bc1, bc2] = [1 - beta1 ** step, 1 - beta2 ** step];
-    let worstP = 0;
-    let worstM = 0;
-    for (const [i, t] of layout.tensors.entries()) {
-      const wd = t.shape.length === 2 ? weightDecay : 0;
-      for (let j = 0; j < t.size; j++) {
-        const g = grads[i][j] * clip;
-        const mNew = beta1 * m[i][j] + (1 - beta1) * g;
-        const vNew = beta2 * v[i][j] + (1 - beta2) * g * g;
-        const update = mNew / bc1 / (Math.sqrt(vNew / bc2) + eps) + wd * params[i][j];
-        const expected = params[i][j] - lr * update;
-        const got = f32[(model.params >> 2) + t.offset + j];
-        worstP = Math.max(worstP, Math.abs(got - expected) / (1e-5 * lr * Math.abs(update) + 1e-7 * Math.abs(params[i][j])));
-        const gotM = f32[(model.m >> 2) + t.offset + j];
-        worstM = Math.max(worstM, Math.abs(gotM - mNew) / (1e-5 * (Math.abs(beta1 * m[i][j]) + Math.abs((1 - beta1) * g)) + 1e-12));
+  ])(
+    "AdamW.step with gradient norm %s == float64 AdamW over all tensors (each change to 1e-5 of itself + f32 rounding); weight decay on matrices only",
+    async (_, norm) => {
+      const config = gqaCla2({ kvNorm: true });
+      const { arena, model, optimizer, layout, par } = await setup(config, { batch: 1, seqLen: 4 });
+      const decayed = layout.tensors.filter((t) => t.decay).map((t) => t.name);
+      expect(decayed.length).toBeGreaterThan(0);
+      for (const t of layout.tensors) expect(t.decay, t.name).toBe(t.shape.length === 2); // norms (vectors) are not decayed
+      const random = makeRandom(11);
+      const f32 = arena.f32;
+      const region = (ptr: number, f: () => number) => {
+        const values = layout.tensors.map((t) => Array.from({ length: t.size }, f));
+        layout.tensors.forEach((t, i) => f32.set(values[i], (ptr >> 2) + t.offset));
+        return values.map((v) => Float64Array.from(v, Math.fround));
+      };
+      const params = region(model.params, () => random() * 2 - 1);
+      const grads = region(model.grads, () => random() * 2 - 1);
+      const m = region(model.m, () => 0.01 * (random() * 2 - 1));
+      const v = region(model.v, () => 1e-4 * random());
+      const raw = Math.sqrt(grads.reduce((acc, g) => acc + g.reduce((a, x) => a + x * x, 0), 0));
+      // Scale the gradients to the wanted norm (in the arena too).
+      for (const [i, t] of layout.tensors.entries()) {
+        grads[i] = grads[i].map((x) => Math.fround((x * norm) / raw));
+        f32.set(grads[i], (model.grads >> 2) + t.offset);
       }
-    }
-    expect(worstP, "params: |got − float64| / (1e-5·|lr·update| + 1e-7·|p|)").toBeLessThanOrEqual(1);
-    expect(worstM, "m: |got − float64| / 1e-5 of its terms").toBeLessThanOrEqual(1);
-    par.dispose();
-  });
+      const gNorm = Math.sqrt(grads.reduce((acc, g) => acc + g.reduce((a, x) => a + x * x, 0), 0));
+      const [step, lr, { beta1, beta2, eps, weightDecay }] = [7, 1e-3, ADAMW_DEFAULTS];
+      expect(optimizer.step(step, lr)).toBeCloseTo(gNorm, 4);
+      const clip = gNorm > 1 ? 1 / gNorm : 1;
+      const [bc1, bc2] = [1 - beta1 ** step, 1 - beta2 ** step];
+      let worstP = 0;
+      let worstM = 0;
+      for (const [i, t] of layout.tensors.entries()) {
+        const wd = t.shape.length === 2 ? weightDecay : 0;
+        for (let j = 0; j < t.size; j++) {
+          const g = grads[i][j] * clip;
+          const mNew = beta1 * m[i][j] + (1 - beta1) * g;
+          const vNew = beta2 * v[i][j] + (1 - beta2) * g * g;
+          const update = mNew / bc1 / (Math.sqrt(vNew / bc2) + eps) + wd * params[i][j];
+          const expected = params[i][j] - lr * update;
+          const got = f32[(model.params >> 2) + t.offset + j];
+          worstP = Math.max(
+            worstP,
+            Math.abs(got - expected) / (1e-5 * lr * Math.abs(update) + 1e-7 * Math.abs(params[i][j])),
+          );
+          const gotM = f32[(model.m >> 2) + t.offset + j];
+          worstM = Math.max(
+            worstM,
+            Math.abs(gotM - mNew) / (1e-5 * (Math.abs(beta1 * m[i][j]) + Math.abs((1 - beta1) * g)) + 1e-12),
+          );
+        }
+      }
+      expect(worstP, "params: |got − float64| / (1e-5·|lr·update| + 1e-7·|p|)").toBeLessThanOrEqual(1);
+      expect(worstM, "m: |got − float64| / 1e-5 of its terms").toBeLessThanOrEqual(1);
+      par.dispose();
+    },
+  );
 });

@@ -21,7 +21,17 @@ describe("retrieval windows", () => {
   const windows = retrievalWindows(filler, tokenizer, 512, 9, retrievalLengths(512), 5);
 
   test("9 windows of 512 tokens, key-value, needle, repeat in turn, each an EOS, the document, EOS padding", () => {
-    expect(windows.map((w) => w.kind)).toEqual(["key-value", "needle", "repeat", "key-value", "needle", "repeat", "key-value", "needle", "repeat"]);
+    expect(windows.map((w) => w.kind)).toEqual([
+      "key-value",
+      "needle",
+      "repeat",
+      "key-value",
+      "needle",
+      "repeat",
+      "key-value",
+      "needle",
+      "repeat",
+    ]);
     for (const w of windows) {
       expect(w.tokens).toHaveLength(512);
       expect(w.tokens[0]).toBe(eos);
@@ -55,7 +65,9 @@ describe("retrieval windows", () => {
 
   test("deterministic in the seed, different across seeds", () => {
     expect(retrievalWindows(filler, tokenizer, 512, 3, retrievalLengths(512), 5)).toEqual(windows.slice(0, 3));
-    expect(retrievalWindows(filler, tokenizer, 512, 3, retrievalLengths(512), 6)[0].tokens).not.toEqual(windows[0].tokens);
+    expect(retrievalWindows(filler, tokenizer, 512, 3, retrievalLengths(512), 6)[0].tokens).not.toEqual(
+      windows[0].tokens,
+    );
   });
 
   test("windows too short for a kind leave it out, without an error: 32 tokens hold needles only", () => {

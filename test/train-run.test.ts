@@ -33,7 +33,11 @@ const options = (over: Partial<TrainOptions> = {}): TrainOptions => ({
 });
 
 const losses = (dir: string) =>
-  fs.readFileSync(path.join(dir, "log.jsonl"), "utf8").trim().split("\n").map((line) => (JSON.parse(line) as { loss: number }).loss);
+  fs
+    .readFileSync(path.join(dir, "log.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((line) => (JSON.parse(line) as { loss: number }).loss);
 
 describe("a run", () => {
   test("trains: loss falls over 40 steps; the run directory loads in the engine and generates", async () => {
@@ -56,7 +60,11 @@ describe("a run", () => {
     const dir = path.join(tempDir(), "run");
     const tokenizer = path.join(ROOT, "models/kvslim-tiny"); // 4,096 tokens: a needle document fits in 64
     await startRun(dir, options({ tokens: 4 * 2 * 64, seqLen: 64, evalEvery: 2, tokenizer }));
-    const log = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
+    const log = fs
+      .readFileSync(path.join(dir, "log.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
     const evals = log.filter((e) => "valLoss" in e);
     expect(evals.map((e) => e.step)).toEqual([2, 4]);
     for (const e of evals) {
@@ -71,11 +79,33 @@ describe("a run", () => {
     const info = spawnSync(process.execPath, [CLI, "info", dir, "--json"], { encoding: "utf8" });
     expect(info.status).toBe(0);
     const training = (JSON.parse(info.stdout) as { training: Record<string, unknown> }).training;
-    expect(training).toMatchObject({ preset: "micro-cla2", seed: 3, step: 4, steps: 4, tokensSeen: 4 * 2 * 64, batch: 2, seqLen: 64, checkpoint: "ckpt-000004" });
-    expect(training.evals).toEqual(evals.map(({ step, tokensSeen, valLoss, recalled, asked, copyLoss }) => ({ step, tokensSeen, valLoss, recalled, asked, copyLoss })));
+    expect(training).toMatchObject({
+      preset: "micro-cla2",
+      seed: 3,
+      step: 4,
+      steps: 4,
+      tokensSeen: 4 * 2 * 64,
+      batch: 2,
+      seqLen: 64,
+      checkpoint: "ckpt-000004",
+    });
+    expect(training.evals).toEqual(
+      evals.map(({ step, tokensSeen, valLoss, recalled, asked, copyLoss }) => ({
+        step,
+        tokensSeen,
+        valLoss,
+        recalled,
+        asked,
+        copyLoss,
+      })),
+    );
     const text = spawnSync(process.execPath, [CLI, "info", path.join(dir, "current")], { encoding: "utf8" }).stdout;
-    expect(text).toMatch(/^training +micro-cla2 seed 3: step 4 of 4, 512 of 512 tokens, 2 × 64 tokens a step, .* \(checkpoint ckpt-000004\)$/m);
-    expect(text).toMatch(/^last eval +step 4: validation loss \d+\.\d{3} · recall [0-2]\/2 · copy ×\d\.\d\d · 2 evaluations in log\.jsonl/m);
+    expect(text).toMatch(
+      /^training +micro-cla2 seed 3: step 4 of 4, 512 of 512 tokens, 2 × 64 tokens a step, .* \(checkpoint ckpt-000004\)$/m,
+    );
+    expect(text).toMatch(
+      /^last eval +step 4: validation loss \d+\.\d{3} · recall [0-2]\/2 · copy ×\d\.\d\d · 2 evaluations in log\.jsonl/m,
+    );
   });
 
   test("stopped at step 17 and resumed == the uninterrupted 40-step run, bit for bit (weights, AdamW moments, losses)", async () => {
@@ -101,7 +131,9 @@ describe("a run", () => {
   test("--seq-len longer than the preset's context (64 → 96): the run's config.json says 96", async () => {
     const dir = path.join(tempDir(), "run");
     await startRun(dir, options({ tokens: 2 * 96, seqLen: 96, batch: 2 }));
-    const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as { max_position_embeddings: number };
+    const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as {
+      max_position_embeddings: number;
+    };
     expect(TRAIN_PRESETS["micro-cla2"]().model.contextLength).toBe(64);
     expect(config.max_position_embeddings).toBe(96);
   });
@@ -120,11 +152,29 @@ describe("resume", () => {
     const dir = path.join(tempDir(), "run");
     const tokenizer = path.join(tempDir(), "tok");
     fs.mkdirSync(tokenizer);
-    for (const file of ["tokenizer.json", "tokenizer_config.json"]) fs.copyFileSync(path.join(ROOT, "models/kvslim-tiny", file), path.join(tokenizer, file));
+    for (const file of ["tokenizer.json", "tokenizer_config.json"])
+      fs.copyFileSync(path.join(ROOT, "models/kvslim-tiny", file), path.join(tokenizer, file));
     const cli = (args: string[]) => spawnSync(process.execPath, [CLI, "train", ...args], { encoding: "utf8" });
-    const first = cli(["--preset", "micro-cla2", "--tokens", String(100_000 * 64), "--out", dir, "--tokenizer", tokenizer, "--corpus-documents", "1500", "--threads", "1", "--max-time", "1s"]);
+    const first = cli([
+      "--preset",
+      "micro-cla2",
+      "--tokens",
+      String(100_000 * 64),
+      "--out",
+      dir,
+      "--tokenizer",
+      tokenizer,
+      "--corpus-documents",
+      "1500",
+      "--threads",
+      "1",
+      "--max-time",
+      "1s",
+    ]);
     expect(first.status, first.stderr).toBe(0);
-    const stopped = /stopped at step (\d+) of 100000 with a checkpoint; continue with: kvslim train --resume /.exec(first.stderr);
+    const stopped = /stopped at step (\d+) of 100000 with a checkpoint; continue with: kvslim train --resume /.exec(
+      first.stderr,
+    );
     expect(stopped, first.stderr).not.toBeNull();
     const step = Number(stopped![1]);
     expect(currentCheckpoint(dir)).toBe(`ckpt-${String(step).padStart(6, "0")}`);
@@ -132,7 +182,18 @@ describe("resume", () => {
     // Stopped by Ctrl-C after its second evaluation, not by a time budget: on a loaded machine a few seconds
     // may not reach three steps. --max-time 120s only keeps a hung run from hanging the suite.
     const second = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [CLI, "train", "--resume", dir, "--threads", "1", "--eval-every", "3", "--max-time", "120s"]);
+      const child = spawn(process.execPath, [
+        CLI,
+        "train",
+        "--resume",
+        dir,
+        "--threads",
+        "1",
+        "--eval-every",
+        "3",
+        "--max-time",
+        "120s",
+      ]);
       let stderr = "";
       let interrupted = false;
       child.stderr.setEncoding("utf8");
@@ -147,16 +208,27 @@ describe("resume", () => {
     });
     expect(second.status, second.stderr).toBe(130);
     expect(second.stderr).toContain("stopping after this step");
-    const resumed = /\nkvslim: InterruptedError: Ctrl-C: stopped at step (\d+) of 100000 with a checkpoint; continue with: kvslim train --resume /.exec(second.stderr);
+    const resumed =
+      /\nkvslim: InterruptedError: Ctrl-C: stopped at step (\d+) of 100000 with a checkpoint; continue with: kvslim train --resume /.exec(
+        second.stderr,
+      );
     expect(resumed, second.stderr).not.toBeNull();
     const last = Number(resumed![1]);
     expect(last).toBeGreaterThan(step + 3);
     // Non-terminal progress: a line per evaluation, with the ETA.
-    expect(second.stderr).toMatch(/^step \d+\/100000 loss \d+\.\d{4} val \d+\.\d{3}.* tok\/s ETA (\d+h \d\dm|\d+m \d\ds|\d+s)$/m);
-    const log = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line) as { step: number; valLoss?: number });
+    expect(second.stderr).toMatch(
+      /^step \d+\/100000 loss \d+\.\d{4} val \d+\.\d{3}.* tok\/s ETA (\d+h \d\dm|\d+m \d\ds|\d+s)$/m,
+    );
+    const log = fs
+      .readFileSync(path.join(dir, "log.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { step: number; valLoss?: number });
     const evalSteps = log.filter((e) => e.step > step && e.valLoss !== undefined).map((e) => e.step);
     expect(evalSteps).toEqual(Array.from({ length: last - step }, (_, i) => step + 1 + i).filter((s) => s % 3 === 0));
-    expect(fs.readFileSync(path.join(dir, "current", "tokenizer.json"))).toEqual(fs.readFileSync(path.join(ROOT, "models/kvslim-tiny/tokenizer.json")));
+    expect(fs.readFileSync(path.join(dir, "current", "tokenizer.json"))).toEqual(
+      fs.readFileSync(path.join(ROOT, "models/kvslim-tiny/tokenizer.json")),
+    );
   });
 });
 
@@ -164,23 +236,50 @@ describe("presets", () => {
   test("the CLA paper's comparisons: tiny-mqa-cla2 stores half of tiny-mqa's KV and the same as tiny-h32-mqa (768 B), with parameters within 3%, all under 20 MB of f32", () => {
     // 768 B/token, counted by hand: K and V × 3 K/V layers × 64 × 2 bytes (CLA2), and × 6 layers × 32 (H32).
     const model = (name: TrainPresetName) => TRAIN_PRESETS[name]().model;
-    const cla = model("tiny-mqa-cla2"), twin = model("tiny-mqa"), small = model("tiny-h32-mqa");
-    expect([attentionName(cla), attentionName(twin), attentionName(small)]).toEqual(["H64-MQA-CLA2", "H64-MQA", "H32-MQA"]);
+    const cla = model("tiny-mqa-cla2"),
+      twin = model("tiny-mqa"),
+      small = model("tiny-h32-mqa");
+    expect([attentionName(cla), attentionName(twin), attentionName(small)]).toEqual([
+      "H64-MQA-CLA2",
+      "H64-MQA",
+      "H32-MQA",
+    ]);
     expect(kvBytesPerToken(cla, 2)).toBe(768);
     expect(kvBytesPerToken(twin, 2)).toBe(2 * 768);
     expect(kvBytesPerToken(small, 2)).toBe(768);
     const params = (c: typeof cla) => paramLayout(c).tensors.reduce((n, t) => n + t.size, 0);
     for (const c of [twin, small]) expect(Math.abs(params(c) / params(cla) - 1)).toBeLessThan(0.03);
-    for (const name of Object.keys(TRAIN_PRESETS) as TrainPresetName[]) expect(params(model(name)) * 4).toBeLessThan(20e6);
+    for (const name of Object.keys(TRAIN_PRESETS) as TrainPresetName[])
+      expect(params(model(name)) * 4).toBeLessThan(20e6);
   });
 });
 
 describe("kill safety", () => {
   test("SIGKILL at random moments (checkpoint every step) always leaves a current checkpoint that loads and resumes; the finished run == an uninterrupted one, bit for bit", async () => {
     const dir = path.join(tempDir(), "killed");
-    const args = ["train", "--preset", "micro-cla2", "--tokens", String(400 * 64), "--out", dir, "--corpus-documents", "1500", "--checkpoint-every", "1", "--eval-every", "1000", "--threads", "1"];
+    const args = [
+      "train",
+      "--preset",
+      "micro-cla2",
+      "--tokens",
+      String(400 * 64),
+      "--out",
+      dir,
+      "--corpus-documents",
+      "1500",
+      "--checkpoint-every",
+      "1",
+      "--eval-every",
+      "1000",
+      "--threads",
+      "1",
+    ];
     for (let round = 0; round < 4; round++) {
-      const child = spawn(process.execPath, [CLI, ...(round === 0 ? args : ["train", "--resume", dir, "--threads", "1"])], { stdio: "ignore" });
+      const child = spawn(
+        process.execPath,
+        [CLI, ...(round === 0 ? args : ["train", "--resume", dir, "--threads", "1"])],
+        { stdio: "ignore" },
+      );
       // Let it get going (a checkpoint per step, a few ms each), then kill it mid-whatever.
       const until = Date.now() + 60_000;
       while (Date.now() < until && currentCheckpoint(dir) === null) await new Promise((r) => setTimeout(r, 20));
@@ -201,7 +300,10 @@ describe("kill safety", () => {
     }
     // Four kills and resumes later, the same weights as a run that was never interrupted (the CLI's defaults).
     const straight = path.join(tempDir(), "straight");
-    await startRun(straight, options({ tokens: 400 * 64, seed: 1, warmup: 0.05, evalEvery: 1000, evalBatches: 8, checkpointEvery: 1000 }));
+    await startRun(
+      straight,
+      options({ tokens: 400 * 64, seed: 1, warmup: 0.05, evalEvery: 1000, evalBatches: 8, checkpointEvery: 1000 }),
+    );
     expect(loadCheckpoint(dir, paramLayout).ckpt.params).toEqual(loadCheckpoint(straight, paramLayout).ckpt.params);
     expect(fs.readdirSync(dir).filter((entry) => entry.endsWith(".tmp"))).toEqual([]); // what the kills left behind is gone
   });
@@ -221,17 +323,25 @@ describe("bad input", () => {
   test("--out into a non-empty directory: named error, nothing overwritten", () => {
     const dir = tempDir();
     fs.writeFileSync(path.join(dir, "keep.txt"), "mine");
-    expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k", "--out", dir]), /already exists and is not empty/);
+    expectNamedError(
+      run(["--preset", "micro-cla2", "--tokens", "1k", "--out", dir]),
+      /already exists and is not empty/,
+    );
     expect(fs.readdirSync(dir)).toEqual(["keep.txt"]);
   });
   test("--batch or --seq-len too large for one WebAssembly memory: OutOfMemoryError (exit 1) naming both flags, at once, before any directory or data", () => {
     const parent = tempDir();
-    for (const flags of [["--batch", "3000"], ["--seq-len", "100000"]]) {
+    for (const flags of [
+      ["--batch", "3000"],
+      ["--seq-len", "100000"],
+    ]) {
       const start = performance.now();
       const r = run(["--preset", "tiny-mqa", "--tokens", "1M", "--out", path.join(parent, "run"), ...flags]);
       expect(r.status).toBe(1);
       expect(r.stderr.trim().split("\n")).toHaveLength(1);
-      expect(r.stderr).toMatch(/OutOfMemoryError: training tiny-mqa at --batch \d+ × --seq-len \d+ needs [\d.]+ (GiB|TiB) .* at most 4\.00 GiB; use a smaller --batch or --seq-len/);
+      expect(r.stderr).toMatch(
+        /OutOfMemoryError: training tiny-mqa at --batch \d+ × --seq-len \d+ needs [\d.]+ (GiB|TiB) .* at most 4\.00 GiB; use a smaller --batch or --seq-len/,
+      );
       expect(performance.now() - start).toBeLessThan(20_000); // not after tokenizing the corpus (a minute)
       expect(fs.readdirSync(parent)).toEqual([]);
     }
@@ -243,40 +353,97 @@ describe("bad input", () => {
     fs.mkdirSync(empty);
     // Without --tokenizer the run first writes a tokenizer into its directory, then finds the data too short.
     for (const out of [fresh, empty]) {
-      const r = run(["--preset", "micro-cla2", "--tokens", "1k", "--out", out, "--corpus-documents", "1", "--seq-len", "2000"]);
+      const r = run([
+        "--preset",
+        "micro-cla2",
+        "--tokens",
+        "1k",
+        "--out",
+        out,
+        "--corpus-documents",
+        "1",
+        "--seq-len",
+        "2000",
+      ]);
       expect(r.status).toBe(2);
-      expect(r.stderr).toMatch(/UsageError: the training data from --corpus-documents 1 is \d+ tokens, fewer than one window of --seq-len 2000 \+ 1/);
+      expect(r.stderr).toMatch(
+        /UsageError: the training data from --corpus-documents 1 is \d+ tokens, fewer than one window of --seq-len 2000 \+ 1/,
+      );
     }
     expect(fs.readdirSync(parent)).toEqual(["empty"]);
     expect(fs.readdirSync(empty)).toEqual([]);
   });
   test("--retrieval-share is recorded; --resume with it, or after the training data changed (stream digest differs): named errors, the run untouched", () => {
     const dir = path.join(tempDir(), "run");
-    const first = run(["--preset", "micro-cla2", "--tokens", "640", "--out", dir, "--corpus-documents", "1500", "--threads", "1", "--checkpoint-every", "5", "--retrieval-share", "0.6"]);
+    const first = run([
+      "--preset",
+      "micro-cla2",
+      "--tokens",
+      "640",
+      "--out",
+      dir,
+      "--corpus-documents",
+      "1500",
+      "--threads",
+      "1",
+      "--checkpoint-every",
+      "5",
+      "--retrieval-share",
+      "0.6",
+    ]);
     expect(first.status, first.stderr).toBe(0);
     const stateFile = path.join(dir, "current", "state.json");
-    const state = JSON.parse(fs.readFileSync(stateFile, "utf8")) as { streamDigest: string; options: { data: { retrievalShare: number; minChars: number } } };
+    const state = JSON.parse(fs.readFileSync(stateFile, "utf8")) as {
+      streamDigest: string;
+      options: { data: { retrievalShare: number; minChars: number } };
+    };
     expect(state.streamDigest).toMatch(/^[0-9a-f]{8}$/);
     expect(state.options.data).toEqual({ retrievalShare: 0.6, minChars: 19, maxChars: 75 }); // lengths: retrievalLengths(32)
-    expectNamedError(run(["--resume", dir, "--retrieval-share", "0.5"]), /--resume continues a run as it was set up, so it cannot take --retrieval-share/);
+    expectNamedError(
+      run(["--resume", dir, "--retrieval-share", "0.5"]),
+      /--resume continues a run as it was set up, so it cannot take --retrieval-share/,
+    );
     fs.writeFileSync(stateFile, JSON.stringify({ ...state, streamDigest: "00000000" }));
     const before = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8");
-    expectNamedError(run(["--resume", dir, "--tokens", "1280"]), /training data changed since the run started \(token stream digest 00000000 in the checkpoint, [0-9a-f]{8} now/);
+    expectNamedError(
+      run(["--resume", dir, "--tokens", "1280"]),
+      /training data changed since the run started \(token stream digest 00000000 in the checkpoint, [0-9a-f]{8} now/,
+    );
     expect(fs.readFileSync(path.join(dir, "log.jsonl"), "utf8")).toBe(before);
   });
   test("--resume with the flags that set a run up, with --tokens below the run's total, or of a finished run without a larger --tokens: named errors, the run untouched; a larger --tokens extends it", () => {
     const dir = path.join(tempDir(), "run");
-    const first = run(["--preset", "micro-cla2", "--tokens", "640", "--out", dir, "--corpus-documents", "1500", "--threads", "1"]);
+    const first = run([
+      "--preset",
+      "micro-cla2",
+      "--tokens",
+      "640",
+      "--out",
+      dir,
+      "--corpus-documents",
+      "1500",
+      "--threads",
+      "1",
+    ]);
     expect(first.status, first.stderr).toBe(0);
     const before = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8");
     expectNamedError(
       run(["--resume", dir, "--seed", "2", "--batch", "4", "--lr", "1e-3", "--tokenizer", dir, "--tokens", "2k"]),
       /cannot take --seed, --batch, --lr, --tokenizer; it may change --tokens \(a larger total\), --threads, --max-time, --eval-every and --checkpoint-every/,
     );
-    expectNamedError(run(["--resume", dir, "--warmup", "0.1", "--seq-len", "16", "--eval-batches", "1"]), /cannot take --seq-len, --warmup, --eval-batches;/);
-    expectNamedError(run(["--resume", dir]), /is finished: 640 tokens \(step 10\) of 640; to train it further, give a larger total with --tokens/);
+    expectNamedError(
+      run(["--resume", dir, "--warmup", "0.1", "--seq-len", "16", "--eval-batches", "1"]),
+      /cannot take --seq-len, --warmup, --eval-batches;/,
+    );
+    expectNamedError(
+      run(["--resume", dir]),
+      /is finished: 640 tokens \(step 10\) of 640; to train it further, give a larger total with --tokens/,
+    );
     expectNamedError(run(["--resume", dir, "--tokens", "640"]), /is finished: 640 tokens \(step 10\) of 640;/);
-    expectNamedError(run(["--resume", dir, "--tokens", "320"]), /--tokens 320 is less than the 640 tokens .* was set up for \(it has trained 640 tokens \(step 10\)\); a resume can only make a run longer/);
+    expectNamedError(
+      run(["--resume", dir, "--tokens", "320"]),
+      /--tokens 320 is less than the 640 tokens .* was set up for \(it has trained 640 tokens \(step 10\)\); a resume can only make a run longer/,
+    );
     expect(fs.readFileSync(path.join(dir, "log.jsonl"), "utf8")).toBe(before);
     expect(currentCheckpoint(dir)).toBe("ckpt-000010");
     const longer = run(["--resume", dir, "--tokens", "1280", "--threads", "1"]);
@@ -286,14 +453,28 @@ describe("bad input", () => {
 
   test("a damaged checkpoint (no training.safetensors, a truncated one, unreadable state.json, `current` pointing nowhere): named errors from resume", () => {
     const dir = path.join(tempDir(), "run");
-    const first = run(["--preset", "micro-cla2", "--tokens", "320", "--out", dir, "--corpus-documents", "1500", "--threads", "1"]);
+    const first = run([
+      "--preset",
+      "micro-cla2",
+      "--tokens",
+      "320",
+      "--out",
+      dir,
+      "--corpus-documents",
+      "1500",
+      "--threads",
+      "1",
+    ]);
     expect(first.status, first.stderr).toBe(0);
     const ckpt = path.join(dir, "current");
     const training = path.join(ckpt, "training.safetensors");
     const bytes = fs.readFileSync(training);
     const resume = () => run(["--resume", dir, "--tokens", "640", "--threads", "1"]);
     fs.rmSync(training);
-    expectNamedError(resume(), /FormatError: .*ckpt-000005: the checkpoint has no training\.safetensors \(it was changed by hand\)/);
+    expectNamedError(
+      resume(),
+      /FormatError: .*ckpt-000005: the checkpoint has no training\.safetensors \(it was changed by hand\)/,
+    );
     fs.writeFileSync(training, bytes.subarray(0, bytes.length - 100));
     expectNamedError(resume(), /FormatError: .*training\.safetensors: .*truncated/);
     fs.writeFileSync(training, bytes);
@@ -309,9 +490,20 @@ describe("bad input", () => {
     expect(fixed.stderr).toMatch(/done: 10 steps/);
   });
 
-  test("state.json with values of the wrong type or range (null, no config, step \"one\", config.kvSource \"x\", config.nLayers 1e9, empty samplerState, options null): one FormatError line naming the key, from info and from resume", () => {
+  test('state.json with values of the wrong type or range (null, no config, step "one", config.kvSource "x", config.nLayers 1e9, empty samplerState, options null): one FormatError line naming the key, from info and from resume', () => {
     const dir = path.join(tempDir(), "run");
-    const first = run(["--preset", "micro-cla2", "--tokens", "320", "--out", dir, "--corpus-documents", "1500", "--threads", "1"]);
+    const first = run([
+      "--preset",
+      "micro-cla2",
+      "--tokens",
+      "320",
+      "--out",
+      dir,
+      "--corpus-documents",
+      "1500",
+      "--threads",
+      "1",
+    ]);
     expect(first.status, first.stderr).toBe(0);
     const file = path.join(dir, "current", "state.json");
     const good = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>;
@@ -320,14 +512,23 @@ describe("bad input", () => {
       [null, /the file must be a JSON object, found null/],
       [{ ...good, config: undefined }, /"config" must be an object/],
       [{ ...good, step: "one" }, /"step" must be an integer ≥ 0, found "one"/],
-      [{ ...good, config: { ...config, kvSource: "x" } }, /config: kv_source must be a list of layer indices, found "x"/],
-      [{ ...good, config: { ...config, nLayers: 1e9 } }, /config: kv_source has \d+ entries, expected one per layer \(1000000000\)/],
+      [
+        { ...good, config: { ...config, kvSource: "x" } },
+        /config: kv_source must be a list of layer indices, found "x"/,
+      ],
+      [
+        { ...good, config: { ...config, nLayers: 1e9 } },
+        /config: kv_source has \d+ entries, expected one per layer \(1000000000\)/,
+      ],
       [{ ...good, samplerState: [] }, /"samplerState" must be a list of unsigned 32-bit integers/],
       [{ ...good, options: null }, /"options" must be an object/],
     ];
     for (const [state, message] of cases) {
       fs.writeFileSync(file, JSON.stringify(state));
-      for (const r of [spawnSync(process.execPath, [CLI, "info", dir], { encoding: "utf8" }), run(["--resume", dir, "--tokens", "640", "--threads", "1"])]) {
+      for (const r of [
+        spawnSync(process.execPath, [CLI, "info", dir], { encoding: "utf8" }),
+        run(["--resume", dir, "--tokens", "640", "--threads", "1"]),
+      ]) {
         expectNamedError(r, message);
         expect(r.stderr.trim().split("\n"), r.stderr).toHaveLength(1);
         expect(r.stderr).toMatch(/FormatError: .*state\.json: /);
@@ -336,10 +537,19 @@ describe("bad input", () => {
   });
 
   test("unknown preset, bad --tokens, missing --out, bad --retrieval-share: named errors", () => {
-    expectNamedError(run(["--preset", "huge", "--tokens", "1k", "--out", path.join(tempDir(), "x")]), /unknown preset "huge"/);
-    expectNamedError(run(["--preset", "micro-cla2", "--tokens", "lots", "--out", path.join(tempDir(), "x")]), /--tokens expects a count/);
+    expectNamedError(
+      run(["--preset", "huge", "--tokens", "1k", "--out", path.join(tempDir(), "x")]),
+      /unknown preset "huge"/,
+    );
+    expectNamedError(
+      run(["--preset", "micro-cla2", "--tokens", "lots", "--out", path.join(tempDir(), "x")]),
+      /--tokens expects a count/,
+    );
     expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k"]), /needs --preset, --tokens and --out/);
-    expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k", "--out", path.join(tempDir(), "x"), "--retrieval-share", "1"]), /--retrieval-share expects a number in \[0, 1\), got "1"/);
+    expectNamedError(
+      run(["--preset", "micro-cla2", "--tokens", "1k", "--out", path.join(tempDir(), "x"), "--retrieval-share", "1"]),
+      /--retrieval-share expects a number in \[0, 1\), got "1"/,
+    );
   });
 });
 
@@ -347,8 +557,22 @@ describe("continued training (--from)", () => {
   test("a run --from the shipped CLA model at --seq-len 1024 starts from its weights (after one step at lr 1e-9, logits within 1e-4; random weights differ by ~1) and records the run's context (1,024, where the model's is 2,048); a preset of another architecture is refused, naming what differs", async () => {
     const shipped = path.join(ROOT, "models", "kvslim-tiny");
     const dir = path.join(tempDir(), "run");
-    await startRun(dir, { ...options({ preset: "tiny-mqa-cla2", tokens: 1024, seqLen: 1024, batch: 1, lr: 1e-9, evalBatches: 1, evalEvery: 100 }), tokenizer: shipped, from: shipped });
-    const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as { max_position_embeddings: number };
+    await startRun(dir, {
+      ...options({
+        preset: "tiny-mqa-cla2",
+        tokens: 1024,
+        seqLen: 1024,
+        batch: 1,
+        lr: 1e-9,
+        evalBatches: 1,
+        evalEvery: 100,
+      }),
+      tokenizer: shipped,
+      from: shipped,
+    });
+    const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as {
+      max_position_embeddings: number;
+    };
     expect(config.max_position_embeddings).toBe(1024);
     const a = await loadModel(shipped, { contextSize: 64 });
     const b = await loadModel(dir, { contextSize: 64 });
@@ -365,6 +589,10 @@ describe("continued training (--from)", () => {
       a.dispose();
       b.dispose();
     }
-    await expect(startRun(path.join(tempDir(), "run"), { ...options({ preset: "tiny-mqa" }), tokenizer: shipped, from: shipped })).rejects.toThrow(/--from .*kvslim-tiny: its architecture is not preset tiny-mqa's \(kvSource \[0,0,2,2,4,4\], the preset's \[0,1,2,3,4,5\]; kvNorm true, the preset's false\)/);
+    await expect(
+      startRun(path.join(tempDir(), "run"), { ...options({ preset: "tiny-mqa" }), tokenizer: shipped, from: shipped }),
+    ).rejects.toThrow(
+      /--from .*kvslim-tiny: its architecture is not preset tiny-mqa's \(kvSource \[0,0,2,2,4,4\], the preset's \[0,1,2,3,4,5\]; kvNorm true, the preset's false\)/,
+    );
   }, 60_000);
 });

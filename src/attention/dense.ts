@@ -13,7 +13,13 @@ import type { AttentionContext, AttentionMethod, AttentionScratch } from "./meth
  * Called after each group's attention is queued on `thread`, whose scratch.scores (g, S) will hold the
  * probabilities when it runs: the observer queues its own tasks on the same thread, after it.
  */
-export type ObserveProbabilities = (thread: number, scratch: AttentionScratch, slot: number, kvHead: number, S: number) => void;
+export type ObserveProbabilities = (
+  thread: number,
+  scratch: AttentionScratch,
+  slot: number,
+  kvHead: number,
+  S: number,
+) => void;
 
 /**
  * Causal dense attention of T query rows q (T, H·Hd) → out (T, H·Hd) over `slot`: row t sees
@@ -22,7 +28,14 @@ export type ObserveProbabilities = (thread: number, scratch: AttentionScratch, s
  * each row is one attention* call per group: the observer sees that row's probabilities, and a decode
  * step (T = 1) stays on the kernel the decode benchmarks measure (the same bits either way).
  */
-export function attendDense(ctx: AttentionContext, slot: number, q: number, out: number, T: number, observe?: ObserveProbabilities): void {
+export function attendDense(
+  ctx: AttentionContext,
+  slot: number,
+  q: number,
+  out: number,
+  T: number,
+  observe?: ObserveProbabilities,
+): void {
   if (observe === undefined && T > 1) {
     attendCausal(ctx, slot, q, out, T);
     return;
@@ -62,7 +75,21 @@ function attendCausal(ctx: AttentionContext, slot: number, q: number, out: numbe
     for (let kv = 0; kv < G; kv++) {
       const at = 4 * (t0 * H * Hd + kv * g * Hd); // the group's g query heads of row t0
       const thread = par.threadOf(kv, G);
-      par.task(thread, causal, out + at, scratches[thread].causal, q + at, cache.keys(slot, kv), cache.values(slot, kv), S0 + t0, n, Hd, g, H * Hd, scale);
+      par.task(
+        thread,
+        causal,
+        out + at,
+        scratches[thread].causal,
+        q + at,
+        cache.keys(slot, kv),
+        cache.values(slot, kv),
+        S0 + t0,
+        n,
+        Hd,
+        g,
+        H * Hd,
+        scale,
+      );
     }
   }
   par.flush();

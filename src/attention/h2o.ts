@@ -36,7 +36,9 @@ export function createH2o(ctx: AttentionContext, spec: H2oSpec): AttentionMethod
       // The l most recent positions, then the heaviest of the rest (ties: the later position).
       const byRecency = Array.from(rows).sort((a, b) => i32[pos + b] - i32[pos + a]);
       const recent = byRecency.slice(0, recentOf(budget));
-      const rest = byRecency.slice(recent.length).sort((a, b) => f32[acc + b] - f32[acc + a] || i32[pos + b] - i32[pos + a]);
+      const rest = byRecency
+        .slice(recent.length)
+        .sort((a, b) => f32[acc + b] - f32[acc + a] || i32[pos + b] - i32[pos + a]);
       const kept = recent.concat(rest.slice(0, budget - recent.length));
       return Int32Array.from(kept.sort((a, b) => i32[pos + a] - i32[pos + b]));
     },

@@ -63,7 +63,6 @@ export interface StreamingSpec {
   sinks?: number;
 }
 
-
 /**
  * What a method gets: the kernels, the session's cache, the model's head shape, its threads and a set of
  * scratch buffers per thread. Per-head work goes to parallel.task(thread, …) with that thread's scratch;
@@ -109,7 +108,12 @@ function causalRowsFor(groupSize: number, maxRows: number, chunk: number): numbe
 }
 
 /** Bytes of each scratch buffer, for g = groupSize, head dim Hd, contexts up to maxRows, chunks of `chunk` rows. */
-export function attentionScratchSizes(groupSize: number, headDim: number, maxRows: number, chunk: number): Record<Exclude<keyof AttentionScratch, "causalRows">, number> {
+export function attentionScratchSizes(
+  groupSize: number,
+  headDim: number,
+  maxRows: number,
+  chunk: number,
+): Record<Exclude<keyof AttentionScratch, "causalRows">, number> {
   return {
     scores: 4 * groupSize * maxRows,
     causal: 4 * groupSize * maxRows * causalRowsFor(groupSize, maxRows, chunk),
@@ -125,7 +129,13 @@ export function attentionScratchSizes(groupSize: number, headDim: number, maxRow
 }
 
 /** Allocates the scratch buffers with `alloc` (the arena's, or a carve of a region). */
-export function allocateAttentionScratch(alloc: (bytes: number) => Ptr, groupSize: number, headDim: number, maxRows: number, chunk: number): AttentionScratch {
+export function allocateAttentionScratch(
+  alloc: (bytes: number) => Ptr,
+  groupSize: number,
+  headDim: number,
+  maxRows: number,
+  chunk: number,
+): AttentionScratch {
   const scratch = { causalRows: causalRowsFor(groupSize, maxRows, chunk) } as AttentionScratch;
   for (const [key, bytes] of Object.entries(attentionScratchSizes(groupSize, headDim, maxRows, chunk))) {
     scratch[key as Exclude<keyof AttentionScratch, "causalRows">] = alloc(bytes);
@@ -165,7 +175,13 @@ export function layoutFor(spec: AttentionSpec, dtype: KvDType, groupSize: number
     case "dense":
       return { dtype, kTransposed: false, vMean: false, accumulated: false, positions: false };
     case "sparq":
-      return { dtype, kTransposed: (spec.layout ?? "double") === "double", vMean: sparqReallocates(spec, groupSize), accumulated: false, positions: false };
+      return {
+        dtype,
+        kTransposed: (spec.layout ?? "double") === "double",
+        vMean: sparqReallocates(spec, groupSize),
+        accumulated: false,
+        positions: false,
+      };
     case "h2o":
       return { dtype, kTransposed: false, vMean: false, accumulated: true, positions: true };
     case "streaming":

@@ -27,9 +27,30 @@ export interface KernelEnv {
  */
 export function sparqHead(
   env: KernelEnv,
-  q: number, out: number, keys: number, K: number, V: number, vMean: number,
-  C: number, S: number, r: number, k: number, l: number, g: number, Hd: number, scale: number, flags: number,
-  absQ: number, components: number, topK: number, headScale: number, approx: number, rank: number, index: number, stats: number, scores: number,
+  q: number,
+  out: number,
+  keys: number,
+  K: number,
+  V: number,
+  vMean: number,
+  C: number,
+  S: number,
+  r: number,
+  k: number,
+  l: number,
+  g: number,
+  Hd: number,
+  scale: number,
+  flags: number,
+  absQ: number,
+  components: number,
+  topK: number,
+  headScale: number,
+  approx: number,
+  rank: number,
+  index: number,
+  stats: number,
+  scores: number,
 ): void {
   const { kernels: kern, f32, i32 } = env;
   const bf16 = (flags & SPARQ_BF16) !== 0;
@@ -104,7 +125,8 @@ export function sparqHead(
       const a = Math.fround(alpha[h]);
       const rest = Math.fround(1 - a);
       const o = (out >> 2) + h * Hd;
-      for (let i = 0; i < Hd; i++) f32[o + i] = Math.fround(Math.fround(a * f32[o + i]) + Math.fround(rest * f32[m + i]));
+      for (let i = 0; i < Hd; i++)
+        f32[o + i] = Math.fround(Math.fround(a * f32[o + i]) + Math.fround(rest * f32[m + i]));
     }
   }
 }

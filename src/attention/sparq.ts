@@ -37,7 +37,8 @@ export function sparqBudget(spec: SparqSpec, headDim: number, S: number): SparqB
 /** Checks the options once, at session creation. */
 export function checkSparqSpec(spec: SparqSpec, headDim: number): void {
   const positiveInt = (v: number | undefined, what: string) => {
-    if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new UsageError(`sparq ${what} must be a positive integer, got ${v}`);
+    if (v !== undefined && (!Number.isInteger(v) || v < 1))
+      throw new UsageError(`sparq ${what} must be a positive integer, got ${v}`);
   };
   if (spec.compression === undefined && (spec.r === undefined || spec.k === undefined)) {
     throw new UsageError("sparq needs a compression ratio (e.g. 8) or both r and k");
@@ -49,7 +50,8 @@ export function checkSparqSpec(spec: SparqSpec, headDim: number): void {
   positiveInt(spec.k, "k");
   positiveInt(spec.minK, "minimum k");
   positiveInt(spec.minR, "minimum r");
-  if (spec.r !== undefined && spec.r > headDim) throw new UsageError(`sparq r = ${spec.r} exceeds the head dimension ${headDim}`);
+  if (spec.r !== undefined && spec.r > headDim)
+    throw new UsageError(`sparq r = ${spec.r} exceeds the head dimension ${headDim}`);
   if (spec.localWindow !== undefined && (!Number.isInteger(spec.localWindow) || spec.localWindow < 0)) {
     throw new UsageError(`sparq local window must be an integer ≥ 0, got ${spec.localWindow}`);
   }
@@ -60,11 +62,18 @@ export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMe
   const { cache, nHeads: H, nKvHeads: G, headDim: Hd, scale } = ctx;
   const g = H / G;
   const reallocation = sparqReallocates(spec, g);
-  if (reallocation && !cache.layout.vMean) throw new UsageError("sparq mean-value reallocation needs a cache that keeps the mean of V; create the session with it");
+  if (reallocation && !cache.layout.vMean)
+    throw new UsageError(
+      "sparq mean-value reallocation needs a cache that keeps the mean of V; create the session with it",
+    );
   const doubleLayout = (spec.layout ?? "double") === "double";
   const byProbabilities = spec.groupRanking === "probabilities";
   const bf16 = cache.layout.dtype === "bf16";
-  const flags = (bf16 ? SPARQ_BF16 : 0) | (doubleLayout ? SPARQ_DOUBLE : 0) | (byProbabilities ? SPARQ_BY_PROBABILITIES : 0) | (reallocation ? SPARQ_REALLOCATION : 0);
+  const flags =
+    (bf16 ? SPARQ_BF16 : 0) |
+    (doubleLayout ? SPARQ_DOUBLE : 0) |
+    (byProbabilities ? SPARQ_BY_PROBABILITIES : 0) |
+    (reallocation ? SPARQ_REALLOCATION : 0);
 
   return {
     name: "sparq",
@@ -90,9 +99,34 @@ export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMe
         const columns = cache.keyColumns(slot, kv, r, S);
         const rows = cache.gatherRows(slot, kv, k + 1);
         const vMean = reallocation ? cache.meanValue(slot, kv) : 0;
-        par.task(t, OPS.sparqHead, q + 4 * kv * g * Hd, out + 4 * kv * g * Hd, columns, rows.k, rows.v,
-          vMean, cache.capacity, S, r, k, l, g, Hd, scale, flags,
-          sc.absQ, sc.components, sc.topK, sc.headScale, sc.approx, sc.rank, sc.index, sc.stats, sc.scores);
+        par.task(
+          t,
+          OPS.sparqHead,
+          q + 4 * kv * g * Hd,
+          out + 4 * kv * g * Hd,
+          columns,
+          rows.k,
+          rows.v,
+          vMean,
+          cache.capacity,
+          S,
+          r,
+          k,
+          l,
+          g,
+          Hd,
+          scale,
+          flags,
+          sc.absQ,
+          sc.components,
+          sc.topK,
+          sc.headScale,
+          sc.approx,
+          sc.rank,
+          sc.index,
+          sc.stats,
+          sc.scores,
+        );
       }
       par.flush();
     },

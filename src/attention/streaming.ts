@@ -18,7 +18,8 @@ export function createStreaming(ctx: AttentionContext, spec: StreamingSpec): Att
   const { arena, cache } = ctx;
   const i32 = arena.i32;
   const sinks = spec.sinks ?? DEFAULT_SINKS;
-  if (!Number.isInteger(sinks) || sinks < 0) throw new UsageError(`streaming sinks must be an integer ≥ 0, got ${sinks}`);
+  if (!Number.isInteger(sinks) || sinks < 0)
+    throw new UsageError(`streaming sinks must be an integer ≥ 0, got ${sinks}`);
   if (spec.budget !== undefined && spec.budget <= sinks) {
     throw new UsageError(`streaming KV budget ${spec.budget} must exceed the ${sinks} sink tokens`);
   }

@@ -26,14 +26,22 @@ export interface AttentionFlags {
 export function addAttentionOptions(command: Command): Command {
   return command
     .option("--attention <method>", `decode-time attention: ${ATTENTION_METHODS.join(", ")}`, "dense")
-    .option("--compression <c>", "target KV transfer ratio 1/c (sparq: r = Hd/c, k = S/2c; h2o, streaming: budget = prompt/c)", floatOption("--compression", { min: 1 }))
+    .option(
+      "--compression <c>",
+      "target KV transfer ratio 1/c (sparq: r = Hd/c, k = S/2c; h2o, streaming: budget = prompt/c)",
+      floatOption("--compression", { min: 1 }),
+    )
     .option("--sparq-r <r>", "sparq: query components for the approximate scores", intOption("--sparq-r", 1))
     .option("--sparq-k <k>", "sparq: positions fetched per step", intOption("--sparq-k", 1))
     .option("--sparq-local <l>", "sparq: local window always fetched (default k/4)", intOption("--sparq-local", 0))
     .option("--sparq-reallocation <on|off>", "sparq: mean-value reallocation (default on for MHA, off for GQA/MQA)")
     .option("--sparq-layout <double|single>", "sparq: store K twice (fast) or once (strided column reads)")
     .option("--kv-budget <n>", "h2o, streaming: KV rows kept per head", intOption("--kv-budget", 1))
-    .option("--sinks <n>", `streaming: first tokens always kept (default ${DEFAULT_SINKS}; StreamingLLM uses 4)`, intOption("--sinks", 0))
+    .option(
+      "--sinks <n>",
+      `streaming: first tokens always kept (default ${DEFAULT_SINKS}; StreamingLLM uses 4)`,
+      intOption("--sinks", 0),
+    )
     .option("--h2o-recent <n>", "h2o: recent window (default budget/4)", intOption("--h2o-recent", 0))
     .option("--kv-dtype <dtype>", `KV cache storage: ${KV_DTYPES.join(", ")}`, "f32");
 }
@@ -63,15 +71,19 @@ export function attentionSpecFrom(flags: AttentionFlags): AttentionSpec {
     case "sparq": {
       refuse(["kvBudget", "sinks", "h2oRecent"]);
       const onOff = flags.sparqReallocation;
-      if (onOff !== undefined && onOff !== "on" && onOff !== "off") throw new UsageError(`--sparq-reallocation expects on or off, got "${onOff}"`);
+      if (onOff !== undefined && onOff !== "on" && onOff !== "off")
+        throw new UsageError(`--sparq-reallocation expects on or off, got "${onOff}"`);
       const layout = flags.sparqLayout;
-      if (layout !== undefined && layout !== "double" && layout !== "single") throw new UsageError(`--sparq-layout expects double or single, got "${layout}"`);
+      if (layout !== undefined && layout !== "double" && layout !== "single")
+        throw new UsageError(`--sparq-layout expects double or single, got "${layout}"`);
       if (flags.compression === undefined && (flags.sparqR === undefined || flags.sparqK === undefined)) {
         throw new UsageError("--attention sparq needs --compression C, or both --sparq-r and --sparq-k");
       }
       // SparQ would cap the window at k silently; a window larger than what is fetched is a mistaken flag.
       if (flags.sparqLocal !== undefined && flags.sparqK !== undefined && flags.sparqLocal > flags.sparqK) {
-        throw new UsageError(`--sparq-local expects at most --sparq-k (${flags.sparqK}) positions, got "${flags.sparqLocal}"`);
+        throw new UsageError(
+          `--sparq-local expects at most --sparq-k (${flags.sparqK}) positions, got "${flags.sparqLocal}"`,
+        );
       }
       return {
         method,
@@ -87,14 +99,19 @@ export function attentionSpecFrom(flags: AttentionFlags): AttentionSpec {
       refuse([...sparqFlags, "sinks"]);
       // H2O would cap the window at the budget silently (leaving no heavy hitters): say so instead.
       if (flags.h2oRecent !== undefined && flags.kvBudget !== undefined && flags.h2oRecent > flags.kvBudget) {
-        throw new UsageError(`--h2o-recent expects at most --kv-budget (${flags.kvBudget}) rows, got "${flags.h2oRecent}"`);
+        throw new UsageError(
+          `--h2o-recent expects at most --kv-budget (${flags.kvBudget}) rows, got "${flags.h2oRecent}"`,
+        );
       }
       return { method, budget: flags.kvBudget, compression: flags.compression, recent: flags.h2oRecent };
     case "streaming":
       refuse([...sparqFlags, "h2oRecent"]);
       if (flags.kvBudget !== undefined && flags.kvBudget <= (flags.sinks ?? DEFAULT_SINKS)) {
-        const sinks = flags.sinks === undefined ? `the default ${DEFAULT_SINKS} sink tokens (--sinks)` : `--sinks (${flags.sinks})`;
-        throw new UsageError(`--kv-budget expects more rows than ${sinks} for --attention streaming, got "${flags.kvBudget}"`);
+        const sinks =
+          flags.sinks === undefined ? `the default ${DEFAULT_SINKS} sink tokens (--sinks)` : `--sinks (${flags.sinks})`;
+        throw new UsageError(
+          `--kv-budget expects more rows than ${sinks} for --attention streaming, got "${flags.kvBudget}"`,
+        );
       }
       return { method, budget: flags.kvBudget, compression: flags.compression, sinks: flags.sinks };
     default:

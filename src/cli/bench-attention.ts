@@ -64,7 +64,8 @@ const BANDWIDTH_BYTES = 256 << 20;
 /** A comma-separated list, each item parsed (and checked) by `parse` with the flag named. */
 const list = <T>(value: string, parse: (item: string) => T): T[] => value.split(",").map((item) => parse(item.trim()));
 const choices = (flag: string, allowed: readonly string[]) => (item: string) => {
-  if (!allowed.includes(item)) throw new UsageError(`${flag} expects a comma-separated list of ${allowed.join(", ")}, got "${item}"`);
+  if (!allowed.includes(item))
+    throw new UsageError(`${flag} expects a comma-separated list of ${allowed.join(", ")}, got "${item}"`);
   return item;
 };
 /** The largest head dimension: the benchmark's query and K/V input buffers hold 128 components per head. */
@@ -86,7 +87,9 @@ export function registerBenchAttention(bench: Command): void {
     .action(async (flags: Flags) => {
       const configs = configsFrom(flags);
       const ratios = list(flags.ratios, (item) => parseFloatIn(item, "--ratios", { min: 1, max: 1e6 }));
-      const methods = list(flags.methods, choices("--methods", ["dense", "sparq", "h2o", "streaming"])).filter((m) => m !== "dense");
+      const methods = list(flags.methods, choices("--methods", ["dense", "sparq", "h2o", "streaming"])).filter(
+        (m) => m !== "dense",
+      );
       const seconds = parseFloatIn(flags.seconds, "--seconds", { min: 0, minOpen: true, max: 3600 });
       const threads = list(flags.threads, (item) => parseInteger(item, "--threads", 1, MAX_WORKERS + 1));
       await runBench(configs, ratios, methods, seconds, threads, flags.json === true);
@@ -100,29 +103,58 @@ function configsFrom(flags: Flags): Config[] {
   const shapes = list(flags.shapes, choices("--shapes", ["mha", "gqa"]));
   const dtypes = list(flags.kvDtypes, choices("--kv-dtypes", ["f32", "bf16"]));
   const out: Config[] = [];
-  for (const S of contexts) for (const Hd of headDims) for (const shape of shapes) for (const dtype of dtypes) out.push({ S, Hd, shape: shape as Config["shape"], dtype: dtype as KvDType });
+  for (const S of contexts)
+    for (const Hd of headDims)
+      for (const shape of shapes)
+        for (const dtype of dtypes) out.push({ S, Hd, shape: shape as Config["shape"], dtype: dtype as KvDType });
   return out;
 }
 
-async function runBench(configs: Config[], ratios: number[], methods: string[], seconds: number, threadCounts: number[], json: boolean): Promise<void> {
+async function runBench(
+  configs: Config[],
+  ratios: number[],
+  methods: string[],
+  seconds: number,
+  threadCounts: number[],
+  json: boolean,
+): Promise<void> {
   const maxSteps = 1000;
   // The pool holds SparQ's filled cache and, beside it, the largest evicting cache of the same config.
   const minRatio = Math.min(...ratios);
   const worst = Math.max(
     ...configs.map((c) => {
       const shape = { nSlots: 1, nKvHeads: G, headDim: c.Hd };
-      const evicting = KvCache.bytesFor(shape, layoutFor({ method: "h2o" }, c.dtype, 1), Math.round(c.S / minRatio) + 2);
-      return KvCache.bytesFor(shape, layoutFor({ method: "sparq", reallocation: true }, c.dtype, 1), c.S + 8) + evicting + (1 << 16);
+      const evicting = KvCache.bytesFor(
+        shape,
+        layoutFor({ method: "h2o" }, c.dtype, 1),
+        Math.round(c.S / minRatio) + 2,
+      );
+      return (
+        KvCache.bytesFor(shape, layoutFor({ method: "sparq", reallocation: true }, c.dtype, 1), c.S + 8) +
+        evicting +
+        (1 << 16)
+      );
     }),
   );
   const maxThreads = Math.max(...threadCounts);
-  const scratchMax = maxThreads * Math.max(...configs.map((c) => Object.values(attentionScratchSizes(32 / G, c.Hd, c.S + 8, 1)).reduce((a, b) => a + b + 128, 0)));
+  const scratchMax =
+    maxThreads *
+    Math.max(
+      ...configs.map((c) =>
+        Object.values(attentionScratchSizes(32 / G, c.Hd, c.S + 8, 1)).reduce((a, b) => a + b + 128, 0),
+      ),
+    );
   const poolBytes = Math.max(worst + (1 << 20), 2 * BANDWIDTH_BYTES + (1 << 20));
   const largest = `--contexts ${Math.max(...configs.map((c) => c.S))} and --head-dims ${Math.max(...configs.map((c) => c.Hd))}`;
   const arena = new Arena(poolBytes + scratchMax + (4 << 20), `the attention benchmark at ${largest}`);
   const kernels = await loadWasmKernels(arena.memory);
   const pool = new Pool(arena.alloc(poolBytes), poolBytes);
-  const io = { q: arena.alloc(4 * 32 * MAX_HEAD_DIM), out: arena.alloc(4 * 32 * MAX_HEAD_DIM), k: arena.alloc(4 * G * MAX_HEAD_DIM), v: arena.alloc(4 * G * MAX_HEAD_DIM) };
+  const io = {
+    q: arena.alloc(4 * 32 * MAX_HEAD_DIM),
+    out: arena.alloc(4 * 32 * MAX_HEAD_DIM),
+    k: arena.alloc(4 * G * MAX_HEAD_DIM),
+    v: arena.alloc(4 * G * MAX_HEAD_DIM),
+  };
   const scratchBase = arena.alloc(scratchMax);
   const parallels = new Map<number, Parallel>();
   for (const t of threadCounts) parallels.set(t, await Parallel.create(kernels, arena.memory, "wasm", t));
@@ -130,76 +162,114 @@ async function runBench(configs: Config[], ratios: number[], methods: string[], 
   const bw = measureBandwidth(arena, kernels, pool);
   const rows: AttentionBenchRow[] = [];
   if (!json) {
-    console.log(`memory bandwidth (same run): copy ${bw.copy.toFixed(1)} GB/s (read + write), streaming read ${bw.read.toFixed(1)} GB/s`);
-    console.log(`G = ${G} KV heads; MHA: 8 query heads, GQA: 32; one layer, one decode step; median of ≥ 5 steps; speedup vs dense at the same threads`);
+    console.log(
+      `memory bandwidth (same run): copy ${bw.copy.toFixed(1)} GB/s (read + write), streaming read ${bw.read.toFixed(1)} GB/s`,
+    );
+    console.log(
+      `G = ${G} KV heads; MHA: 8 query heads, GQA: 32; one layer, one decode step; median of ≥ 5 steps; speedup vs dense at the same threads`,
+    );
     console.log("     S   Hd shape dtype thr  method     c    step µs   bytes/step  transfer   GB/s  %copy  speedup");
   }
-  for (const c of configs) for (const threads of threadCounts) {
-    const H = c.shape === "mha" ? G : 32;
-    const scratches = carveScratch(scratchBase, H / G, c.Hd, c.S + 8, threads);
-    const parallel = parallels.get(threads)!;
-    const ctxFor = (cache: KvCache) => ({ kernels, arena, cache, nHeads: H, nKvHeads: G, headDim: c.Hd, scale: Math.fround(1 / Math.sqrt(c.Hd)), contextSize: c.S + 8, parallel, scratches });
-    const random = xorshift(c.S * 131 + c.Hd);
-    const fillIo = () => {
-      fillGaussian(arena.f32, io.q >> 2, H * c.Hd, random);
-      fillGaussian(arena.f32, io.k >> 2, G * c.Hd, random);
-      fillGaussian(arena.f32, io.v >> 2, G * c.Hd, random);
-    };
-    const filled = (spec: AttentionSpec) => {
-      const cache = new KvCache(arena, pool, kernels, { nSlots: 1, nKvHeads: G, headDim: c.Hd }, layoutFor(spec, c.dtype, H / G), c.S + 8);
-      for (let t = 0; t < c.S; t++) {
-        fillIo();
-        cache.store(0, 0, io.k, io.v);
-        cache.advance(1);
-      }
-      return cache;
-    };
-    const time = (method: AttentionMethod, cache: KvCache) => timeSteps(method, cache, io, fillIo, seconds, maxSteps);
-    const denseCache = filled({ method: "dense" });
-    const dense = time(createAttention(ctxFor(denseCache), { method: "dense" }), denseCache);
-    denseCache.free();
-    const record = (method: string, compression: number, r: { microseconds: number; bytesPerStep: number }) => {
-      const row: AttentionBenchRow = {
-        ...c,
-        threads,
-        method,
-        compression,
-        microseconds: r.microseconds,
-        bytesPerStep: r.bytesPerStep,
-        transferRatio: r.bytesPerStep / dense.bytesPerStep,
-        gbPerSecond: r.bytesPerStep / r.microseconds / 1e3,
-        fractionOfCopy: r.bytesPerStep / r.microseconds / 1e3 / bw.copy,
-        speedup: dense.microseconds / r.microseconds,
+  for (const c of configs)
+    for (const threads of threadCounts) {
+      const H = c.shape === "mha" ? G : 32;
+      const scratches = carveScratch(scratchBase, H / G, c.Hd, c.S + 8, threads);
+      const parallel = parallels.get(threads)!;
+      const ctxFor = (cache: KvCache) => ({
+        kernels,
+        arena,
+        cache,
+        nHeads: H,
+        nKvHeads: G,
+        headDim: c.Hd,
+        scale: Math.fround(1 / Math.sqrt(c.Hd)),
+        contextSize: c.S + 8,
+        parallel,
+        scratches,
+      });
+      const random = xorshift(c.S * 131 + c.Hd);
+      const fillIo = () => {
+        fillGaussian(arena.f32, io.q >> 2, H * c.Hd, random);
+        fillGaussian(arena.f32, io.k >> 2, G * c.Hd, random);
+        fillGaussian(arena.f32, io.v >> 2, G * c.Hd, random);
       };
-      rows.push(row);
-      if (!json) printRow(row);
-    };
-    record("dense", 1, dense);
-    const shared = methods.includes("sparq") ? filled({ method: "sparq", compression: ratios[0] }) : null;
-    for (const ratio of ratios) {
-      for (const m of methods) {
-        if (m === "sparq") {
-          record("sparq", ratio, time(createAttention(ctxFor(shared!), { method: "sparq", compression: ratio, minK: 1, minR: 1 }), shared!));
-          continue;
-        }
-        const budget = Math.max(1, Math.round(c.S / ratio));
-        const spec: AttentionSpec = m === "h2o" ? { method: "h2o", budget } : { method: "streaming", budget, sinks: Math.min(16, budget - 1) };
-        const cache = new KvCache(arena, pool, kernels, { nSlots: 1, nKvHeads: G, headDim: c.Hd }, layoutFor(spec, c.dtype, H / G), 1);
-        const method = createAttention(ctxFor(cache), spec);
-        // The cache as it stands after compaction: `budget` rows, then steady-state decode.
-        method.beforePrefill(budget + 1); // room for the budget and the step's token: no resize after
-        for (let t = 0; t < budget; t++) {
+      const filled = (spec: AttentionSpec) => {
+        const cache = new KvCache(
+          arena,
+          pool,
+          kernels,
+          { nSlots: 1, nKvHeads: G, headDim: c.Hd },
+          layoutFor(spec, c.dtype, H / G),
+          c.S + 8,
+        );
+        for (let t = 0; t < c.S; t++) {
           fillIo();
-          cache.store(0, t, io.k, io.v);
+          cache.store(0, 0, io.k, io.v);
+          cache.advance(1);
         }
-        cache.advance(budget);
-        method.afterPrefill();
-        record(m, ratio, time(method, cache));
-        cache.free();
+        return cache;
+      };
+      const time = (method: AttentionMethod, cache: KvCache) => timeSteps(method, cache, io, fillIo, seconds, maxSteps);
+      const denseCache = filled({ method: "dense" });
+      const dense = time(createAttention(ctxFor(denseCache), { method: "dense" }), denseCache);
+      denseCache.free();
+      const record = (method: string, compression: number, r: { microseconds: number; bytesPerStep: number }) => {
+        const row: AttentionBenchRow = {
+          ...c,
+          threads,
+          method,
+          compression,
+          microseconds: r.microseconds,
+          bytesPerStep: r.bytesPerStep,
+          transferRatio: r.bytesPerStep / dense.bytesPerStep,
+          gbPerSecond: r.bytesPerStep / r.microseconds / 1e3,
+          fractionOfCopy: r.bytesPerStep / r.microseconds / 1e3 / bw.copy,
+          speedup: dense.microseconds / r.microseconds,
+        };
+        rows.push(row);
+        if (!json) printRow(row);
+      };
+      record("dense", 1, dense);
+      const shared = methods.includes("sparq") ? filled({ method: "sparq", compression: ratios[0] }) : null;
+      for (const ratio of ratios) {
+        for (const m of methods) {
+          if (m === "sparq") {
+            record(
+              "sparq",
+              ratio,
+              time(
+                createAttention(ctxFor(shared!), { method: "sparq", compression: ratio, minK: 1, minR: 1 }),
+                shared!,
+              ),
+            );
+            continue;
+          }
+          const budget = Math.max(1, Math.round(c.S / ratio));
+          const spec: AttentionSpec =
+            m === "h2o" ? { method: "h2o", budget } : { method: "streaming", budget, sinks: Math.min(16, budget - 1) };
+          const cache = new KvCache(
+            arena,
+            pool,
+            kernels,
+            { nSlots: 1, nKvHeads: G, headDim: c.Hd },
+            layoutFor(spec, c.dtype, H / G),
+            1,
+          );
+          const method = createAttention(ctxFor(cache), spec);
+          // The cache as it stands after compaction: `budget` rows, then steady-state decode.
+          method.beforePrefill(budget + 1); // room for the budget and the step's token: no resize after
+          for (let t = 0; t < budget; t++) {
+            fillIo();
+            cache.store(0, t, io.k, io.v);
+          }
+          cache.advance(budget);
+          method.afterPrefill();
+          record(m, ratio, time(method, cache));
+          cache.free();
+        }
       }
+      shared?.free();
     }
-    shared?.free();
-  }
   for (const p of parallels.values()) p.dispose();
   if (json) console.log(JSON.stringify({ bandwidth: bw, rows }, null, 2));
   else summarize(rows, bw.copy);
@@ -217,7 +287,14 @@ function carveScratch(base: Ptr, g: number, Hd: number, maxRows: number, threads
 }
 
 /** Median step time and per-step bytes (as the cache counted them) over at least 5 steps, until `seconds` or maxSteps. */
-function timeSteps(method: AttentionMethod, cache: KvCache, io: { q: Ptr; out: Ptr; k: Ptr; v: Ptr }, fillIo: () => void, seconds: number, maxSteps: number) {
+function timeSteps(
+  method: AttentionMethod,
+  cache: KvCache,
+  io: { q: Ptr; out: Ptr; k: Ptr; v: Ptr },
+  fillIo: () => void,
+  seconds: number,
+  maxSteps: number,
+) {
   const times: number[] = [];
   const step = () => {
     fillIo();
@@ -236,7 +313,8 @@ function timeSteps(method: AttentionMethod, cache: KvCache, io: { q: Ptr; out: P
   const t = cache.traffic;
   const before = { ...t };
   const start = performance.now();
-  while (times.length < 5 || (performance.now() - start < seconds * 1000 && times.length < maxSteps - 2)) times.push(step());
+  while (times.length < 5 || (performance.now() - start < seconds * 1000 && times.length < maxSteps - 2))
+    times.push(step());
   times.sort((a, b) => a - b);
   return {
     microseconds: times[times.length >> 1] * 1000,
@@ -279,24 +357,48 @@ function printRow(r: AttentionBenchRow): void {
 
 /** The targets, read off this run (per thread count), and what more threads gave. */
 function summarize(rows: AttentionBenchRow[], copy: number): void {
-  const range = (xs: number[], digits: number, unit: string) => `${Math.min(...xs).toFixed(digits)}${unit}–${Math.max(...xs).toFixed(digits)}${unit}`;
+  const range = (xs: number[], digits: number, unit: string) =>
+    `${Math.min(...xs).toFixed(digits)}${unit}–${Math.max(...xs).toFixed(digits)}${unit}`;
   for (const threads of [...new Set(rows.map((r) => r.threads))]) {
     const at = rows.filter((r) => r.threads === threads);
     const dense = at.filter((r) => r.method === "dense" && r.S >= 16384);
     if (dense.length > 0) {
-      console.log(`${threads} thread(s): dense at S ≥ 16k: ${range(dense.map((r) => 100 * r.fractionOfCopy), 0, "%")} of copy bandwidth (${copy.toFixed(1)} GB/s); target ≥ 70%`);
+      console.log(
+        `${threads} thread(s): dense at S ≥ 16k: ${range(
+          dense.map((r) => 100 * r.fractionOfCopy),
+          0,
+          "%",
+        )} of copy bandwidth (${copy.toFixed(1)} GB/s); target ≥ 70%`,
+      );
     }
     const sparq = at.filter((r) => r.method === "sparq" && r.compression === 8 && r.S === 16384);
-    if (sparq.length > 0) console.log(`${threads} thread(s): SparQ 1/8 at S = 16k: ${range(sparq.map((r) => r.speedup), 2, "×")} faster than dense; target ≥ 5×`);
+    if (sparq.length > 0)
+      console.log(
+        `${threads} thread(s): SparQ 1/8 at S = 16k: ${range(
+          sparq.map((r) => r.speedup),
+          2,
+          "×",
+        )} faster than dense; target ≥ 5×`,
+      );
   }
   const key = (r: AttentionBenchRow) => `${r.S} ${r.Hd} ${r.shape} ${r.dtype} ${r.method} ${r.compression}`;
   const one = new Map(rows.filter((r) => r.threads === 1).map((r) => [key(r), r]));
   for (const method of ["dense", "sparq"]) {
     for (const threads of [...new Set(rows.map((r) => r.threads))].filter((t) => t > 1)) {
       const gains = rows
-        .filter((r) => r.threads === threads && r.method === method && (method === "dense" || r.compression === 8) && r.S >= 16384 && one.has(key(r)))
+        .filter(
+          (r) =>
+            r.threads === threads &&
+            r.method === method &&
+            (method === "dense" || r.compression === 8) &&
+            r.S >= 16384 &&
+            one.has(key(r)),
+        )
         .map((r) => one.get(key(r))!.microseconds / r.microseconds);
-      if (gains.length > 0) console.log(`${method}${method === "sparq" ? " 1/8" : ""} at S ≥ 16k: ${threads} threads are ${range(gains, 2, "×")} as fast as 1`);
+      if (gains.length > 0)
+        console.log(
+          `${method}${method === "sparq" ? " 1/8" : ""} at S ≥ 16k: ${threads} threads are ${range(gains, 2, "×")} as fast as 1`,
+        );
     }
   }
 }

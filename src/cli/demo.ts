@@ -49,43 +49,69 @@ export function registerDemo(program: Command): void {
     .command("demo")
     .description("the default model on long-context retrieval prompts: dense vs SparQ, CLA vs its twin")
     .option("-m, --model <dir>", "model directory (default: the shipped models/kvslim-tiny)", pathOption("--model"))
-    .option("--prompts <n>", `retrieval prompts to run (at most ${MAX_PROMPTS})`, intOption("--prompts", 1, MAX_PROMPTS), 4)
-    .option("--chars <n>", `prompt length in characters (the model was trained on 512-token windows; at most ${MAX_CHARS})`, intOption("--chars", 200, MAX_CHARS), 1100)
-    .option("--compression <c>", `SparQ's target: each decode step reads 1/c of the KV (r = Hd/c, k = S/2c, at least ${SPARQ_MIN_K} positions)`, floatOption("--compression", { min: 1 }), 4)
+    .option(
+      "--prompts <n>",
+      `retrieval prompts to run (at most ${MAX_PROMPTS})`,
+      intOption("--prompts", 1, MAX_PROMPTS),
+      4,
+    )
+    .option(
+      "--chars <n>",
+      `prompt length in characters (the model was trained on 512-token windows; at most ${MAX_CHARS})`,
+      intOption("--chars", 200, MAX_CHARS),
+      1100,
+    )
+    .option(
+      "--compression <c>",
+      `SparQ's target: each decode step reads 1/c of the KV (r = Hd/c, k = S/2c, at least ${SPARQ_MIN_K} positions)`,
+      floatOption("--compression", { min: 1 }),
+      4,
+    )
     .option(...threadsOption)
-    .action(async (flags: { model?: string; prompts: number; chars: number; compression: number; threads?: number }) => {
-      const models = path.join(path.dirname(path.dirname(kernelWasmPath())), "models");
-      const main = flags.model ?? path.join(models, DEFAULT_MODEL);
-      if (!fs.existsSync(path.join(main, "config.json"))) {
-        const given = flags.model === undefined ? "" : "--model: ";
-        throw new UsageError(`${given}no model at ${main} (expected config.json and model.safetensors there); train one with kvslim train, or pass -m DIR`);
-      }
-      const twin = flags.model === undefined && fs.existsSync(path.join(models, TWIN_MODEL, "config.json")) ? path.join(models, TWIN_MODEL) : null;
-      const prompts = retrievalPrompts(flags.prompts, flags.chars);
-      const methods: AttentionSpec[] = [{ method: "dense" }, { method: "sparq", compression: flags.compression, minK: SPARQ_MIN_K }];
-      const rows: Row[] = [];
-      for (const dir of twin ? [main, twin] : [main]) {
-        // The cache pool is sized for SparQ's layout (K twice), which also holds a dense cache.
-        const model = await loadModel(dir, { threads: flags.threads, kvDtype: "bf16", attention: methods[1] });
-        for (const note of model.source.notes) process.stderr.write(`note: ${note}\n`);
-        try {
-          checkPromptsFit(model, path.basename(dir), prompts, flags.chars);
-          for (const spec of methods) rows.push(await run(model, path.basename(dir), spec, prompts));
-        } finally {
-          model.dispose();
+    .action(
+      async (flags: { model?: string; prompts: number; chars: number; compression: number; threads?: number }) => {
+        const models = path.join(path.dirname(path.dirname(kernelWasmPath())), "models");
+        const main = flags.model ?? path.join(models, DEFAULT_MODEL);
+        if (!fs.existsSync(path.join(main, "config.json"))) {
+          const given = flags.model === undefined ? "" : "--model: ";
+          throw new UsageError(
+            `${given}no model at ${main} (expected config.json and model.safetensors there); train one with kvslim train, or pass -m DIR`,
+          );
         }
-      }
-      print(rows, prompts);
-      if (twin !== null) {
-        // Rows are model by model, method by method: [main dense, main SparQ, twin dense, twin SparQ].
-        const [cla, claSparq, plain] = [rows[0], rows[1], rows[methods.length]];
-        process.stdout.write(
-          `KV cache per token: ${cla.model} ${formatBytes(cla.kvPerToken)}, ${plain.model} ${formatBytes(plain.kvPerToken)}` +
-            ` (CLA keeps 1/${(plain.kvPerToken / cla.kvPerToken).toFixed(1)}); with SparQ each decode step reads 1/${(claSparq.denseReadPerStep / claSparq.readPerStep).toFixed(1)} of that\n`,
-        );
-      }
-      if (twin === null && flags.model === undefined) process.stdout.write(`(the non-CLA twin ${TWIN_MODEL} is not in models/ yet: no CLA comparison)\n`);
-    });
+        const twin =
+          flags.model === undefined && fs.existsSync(path.join(models, TWIN_MODEL, "config.json"))
+            ? path.join(models, TWIN_MODEL)
+            : null;
+        const prompts = retrievalPrompts(flags.prompts, flags.chars);
+        const methods: AttentionSpec[] = [
+          { method: "dense" },
+          { method: "sparq", compression: flags.compression, minK: SPARQ_MIN_K },
+        ];
+        const rows: Row[] = [];
+        for (const dir of twin ? [main, twin] : [main]) {
+          // The cache pool is sized for SparQ's layout (K twice), which also holds a dense cache.
+          const model = await loadModel(dir, { threads: flags.threads, kvDtype: "bf16", attention: methods[1] });
+          for (const note of model.source.notes) process.stderr.write(`note: ${note}\n`);
+          try {
+            checkPromptsFit(model, path.basename(dir), prompts, flags.chars);
+            for (const spec of methods) rows.push(await run(model, path.basename(dir), spec, prompts));
+          } finally {
+            model.dispose();
+          }
+        }
+        print(rows, prompts);
+        if (twin !== null) {
+          // Rows are model by model, method by method: [main dense, main SparQ, twin dense, twin SparQ].
+          const [cla, claSparq, plain] = [rows[0], rows[1], rows[methods.length]];
+          process.stdout.write(
+            `KV cache per token: ${cla.model} ${formatBytes(cla.kvPerToken)}, ${plain.model} ${formatBytes(plain.kvPerToken)}` +
+              ` (CLA keeps 1/${(plain.kvPerToken / cla.kvPerToken).toFixed(1)}); with SparQ each decode step reads 1/${(claSparq.denseReadPerStep / claSparq.readPerStep).toFixed(1)} of that\n`,
+          );
+        }
+        if (twin === null && flags.model === undefined)
+          process.stdout.write(`(the non-CLA twin ${TWIN_MODEL} is not in models/ yet: no CLA comparison)\n`);
+      },
+    );
 }
 
 /** A UsageError naming --chars if the longest prompt and its answer do not fit the model's context. */
@@ -111,7 +137,17 @@ function retrievalPrompts(n: number, chars: number): RetrievalDocument[] {
 }
 
 async function run(model: Model, name: string, attention: AttentionSpec, prompts: RetrievalDocument[]): Promise<Row> {
-  const row: Row = { model: name, method: attention.method, correct: 0, total: prompts.length, tokensPerSecond: 0, kvPerToken: 0, readPerStep: 0, denseReadPerStep: 0, answers: [] };
+  const row: Row = {
+    model: name,
+    method: attention.method,
+    correct: 0,
+    total: prompts.length,
+    tokensPerSecond: 0,
+    kvPerToken: 0,
+    readPerStep: 0,
+    denseReadPerStep: 0,
+    answers: [],
+  };
   let seconds = 0;
   let generated = 0;
   for (const doc of prompts) {
@@ -145,8 +181,12 @@ async function run(model: Model, name: string, attention: AttentionSpec, prompts
 
 function print(rows: Row[], prompts: RetrievalDocument[]): void {
   const out = (line: string) => process.stdout.write(`${line}\n`);
-  out(`${prompts.length} retrieval prompts (${prompts.map((p) => p.kind).join(", ")}), answers: ${prompts.map((p) => p.answer).join(", ")}`);
-  out("model                              attention  correct  tok/s  KV stored/token  KV read/step (vs dense)   answers");
+  out(
+    `${prompts.length} retrieval prompts (${prompts.map((p) => p.kind).join(", ")}), answers: ${prompts.map((p) => p.answer).join(", ")}`,
+  );
+  out(
+    "model                              attention  correct  tok/s  KV stored/token  KV read/step (vs dense)   answers",
+  );
   for (const r of rows) {
     const ratio = r.denseReadPerStep > 0 ? ` (1/${(r.denseReadPerStep / r.readPerStep).toFixed(1)})` : "";
     out(

@@ -19,15 +19,20 @@ interface ExportFlags {
 export function registerExport(program: Command): void {
   program
     .command("export")
-    .description("convert a Hugging Face llama directory (config.json + model.safetensors + tokenizer.json) to GGUF for llama.cpp")
+    .description(
+      "convert a Hugging Face llama directory (config.json + model.safetensors + tokenizer.json) to GGUF for llama.cpp",
+    )
     .requiredOption("-m, --model <dir>", "the model directory", pathOption("--model"))
     .requiredOption("-o, --out <file>", "the .gguf file to write", pathOption("--out"))
     .option("--dtype <dtype>", `matrix dtype: ${EXPORT_DTYPES.join(", ")} (vectors stay f32)`, "f32")
     .option("--force", "overwrite an existing output file")
     .action((flags: ExportFlags) => {
-      if (!isExportDType(flags.dtype)) throw new UsageError(`--dtype expects ${EXPORT_DTYPES.join(", ")}, got "${flags.dtype}"`);
+      if (!isExportDType(flags.dtype))
+        throw new UsageError(`--dtype expects ${EXPORT_DTYPES.join(", ")}, got "${flags.dtype}"`);
       if (!fs.existsSync(flags.model)) {
-        throw new UsageError(`--model expects a Hugging Face model directory (config.json + model.safetensors + tokenizer.json); ${flags.model} does not exist`);
+        throw new UsageError(
+          `--model expects a Hugging Face model directory (config.json + model.safetensors + tokenizer.json); ${flags.model} does not exist`,
+        );
       }
       checkOutput("--out", flags.out, flags.force ?? false);
       const s = exportGguf(flags.model, flags.out, { dtype: flags.dtype, force: flags.force });

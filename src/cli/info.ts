@@ -23,8 +23,16 @@ export function registerInfo(program: Command): void {
     .description("describe a model: architecture, parameters, dtypes, KV bytes/token, what fits in memory")
     .argument("<model>", "a .gguf file or a directory with config.json + model.safetensors + tokenizer.json")
     // At most one WebAssembly memory: a model's weights, activations and caches cannot use more.
-    .option("--memory <size>", `memory budget to fit weights + KV caches into (e.g. 2GiB; at most ${formatBytes(MAX_MEMORY)})`, bytesOption("--memory", MAX_MEMORY))
-    .option("--context <n>", "context length per sequence for the fit (default: the model's)", intOption("--context", 1))
+    .option(
+      "--memory <size>",
+      `memory budget to fit weights + KV caches into (e.g. 2GiB; at most ${formatBytes(MAX_MEMORY)})`,
+      bytesOption("--memory", MAX_MEMORY),
+    )
+    .option(
+      "--context <n>",
+      "context length per sequence for the fit (default: the model's)",
+      intOption("--context", 1),
+    )
     .option("--json", "print JSON instead of text")
     .option(...threadsOption)
     .action((modelPath: string, opts: { memory?: number; context?: number; json?: boolean; threads?: number }) => {
@@ -42,7 +50,14 @@ export function registerInfo(program: Command): void {
         byDtype.set(t.type, (byDtype.get(t.type) ?? 0) + n);
       }
       const context = opts.context ?? c.contextLength;
-      const plan = planMemory(source, specs, Math.min(context, c.contextLength), 0, DENSE_LAYOUT, resolveThreads(opts.threads));
+      const plan = planMemory(
+        source,
+        specs,
+        Math.min(context, c.contextLength),
+        0,
+        DENSE_LAYOUT,
+        resolveThreads(opts.threads),
+      );
       const kvF32 = kvBytesPerToken(c, 4);
       const budget = opts.memory ?? MAX_MEMORY;
       const forCache = budget - plan.weights - plan.runState;
@@ -94,7 +109,10 @@ export function registerInfo(program: Command): void {
 /** A training run's state for `info`: steps and tokens done and planned, wall time, and its evaluations. */
 function trainingSummary(r: TrainingRecord) {
   const o = r.state.options as Partial<TrainOptions>;
-  const shape = o.preset !== undefined && isTrainPreset(o.preset) && o.tokens !== undefined ? runShape({ ...o, preset: o.preset, tokens: o.tokens }) : null;
+  const shape =
+    o.preset !== undefined && isTrainPreset(o.preset) && o.tokens !== undefined
+      ? runShape({ ...o, preset: o.preset, tokens: o.tokens })
+      : null;
   return {
     run: r.runDir,
     checkpoint: r.checkpoint,
@@ -113,7 +131,8 @@ function trainingSummary(r: TrainingRecord) {
 }
 
 function trainingLines(t: ReturnType<typeof trainingSummary>): string[] {
-  const millions = (n: number) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e4 ? `${(n / 1e3).toFixed(1)}k` : String(n));
+  const millions = (n: number) =>
+    n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e4 ? `${(n / 1e3).toFixed(1)}k` : String(n);
   const shape = t.batch !== null && t.seqLen !== null ? `, ${t.batch} × ${t.seqLen} tokens a step` : "";
   const lines = [
     `training      ${t.preset ?? "?"} seed ${t.seed ?? "?"}: step ${t.step}${t.steps === null ? "" : ` of ${t.steps}`}, ` +

@@ -44,11 +44,16 @@ function requireSubcommands(command: Command, prefix = ""): void {
   if (command.commands.length === 0) return;
   const names = command.commands.map((c) => c.name());
   // An action would turn off commander's implicit `help [command]` subcommand: keep it.
-  command.helpCommand(true).allowExcessArguments().action((_flags: unknown, self: Command) => {
-    const given = self.args[0];
-    const what = given === undefined ? "no command" : `"${given}"`;
-    throw new UsageError(`${name} expects a command: ${names.join(", ")} (${name} --help describes them), got ${what}`);
-  });
+  command
+    .helpCommand(true)
+    .allowExcessArguments()
+    .action((_flags: unknown, self: Command) => {
+      const given = self.args[0];
+      const what = given === undefined ? "no command" : `"${given}"`;
+      throw new UsageError(
+        `${name} expects a command: ${names.join(", ")} (${name} --help describes them), got ${what}`,
+      );
+    });
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -23,7 +23,8 @@ function integerRange(min: number, max: number): string {
 /** An integer in [min, max] written in decimal digits. */
 export function parseInteger(value: string, flag: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const n = INTEGER.test(value) ? Number(value) : NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${flag} expects ${integerRange(min, max)}, got "${value}"`);
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new UsageError(`${flag} expects ${integerRange(min, max)}, got "${value}"`);
   return n;
 }
 
@@ -41,7 +42,9 @@ export interface FloatRange {
 
 function describeRange({ min = -Infinity, max = Infinity, minOpen = false, maxOpen = false }: FloatRange): string {
   if (min > -Infinity && max < Infinity) {
-    return !minOpen && !maxOpen ? `a number from ${min} to ${max}` : `a number in ${minOpen ? "(" : "["}${min}, ${max}${maxOpen ? ")" : "]"}`;
+    return !minOpen && !maxOpen
+      ? `a number from ${min} to ${max}`
+      : `a number in ${minOpen ? "(" : "["}${min}, ${max}${maxOpen ? ")" : "]"}`;
   }
   if (min > -Infinity) return `a number ${minOpen ? ">" : "≥"} ${min}`;
   if (max < Infinity) return `a number ${maxOpen ? "<" : "≤"} ${max}`;
@@ -62,7 +65,20 @@ export function floatOption(flag: string, range: FloatRange = {}) {
 }
 
 const UNITS: Record<string, number> = {
-  "": 1, b: 1, k: 1e3, kb: 1e3, kib: 2 ** 10, m: 1e6, mb: 1e6, mib: 2 ** 20, g: 1e9, gb: 1e9, gib: 2 ** 30, t: 1e12, tb: 1e12, tib: 2 ** 40,
+  "": 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  kib: 2 ** 10,
+  m: 1e6,
+  mb: 1e6,
+  mib: 2 ** 20,
+  g: 1e9,
+  gb: 1e9,
+  gib: 2 ** 30,
+  t: 1e12,
+  tb: 1e12,
+  tib: 2 ** 40,
 };
 
 /** "2GiB", "512MB", "1.5g", "1000000" -> bytes, from 1 B to `max`. */
@@ -72,7 +88,9 @@ export function bytesOption(flag: string, max: number) {
     const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
     const bytes = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : NaN;
     if (!(bytes >= 1 && bytes <= max)) {
-      throw new UsageError(`${flag} expects a size like 512MiB, 2GiB or 1.5GB, from 1 B to ${formatBytes(max)}, got "${value}"`);
+      throw new UsageError(
+        `${flag} expects a size like 512MiB, 2GiB or 1.5GB, from 1 B to ${formatBytes(max)}, got "${value}"`,
+      );
     }
     return bytes;
   };
@@ -100,9 +118,12 @@ export function pathOption(flag: string) {
  */
 export function checkOutput(flag: string, target: string, force: boolean): void {
   const dir = path.dirname(target);
-  if (!fs.existsSync(dir)) throw new UsageError(`${flag}: cannot write ${target}: directory ${dir} does not exist; create it first`);
-  if (!fs.statSync(dir).isDirectory()) throw new UsageError(`${flag}: cannot write ${target}: ${dir} is not a directory`);
-  if (!force && fs.existsSync(target)) throw new FileExistsError(`${flag}: ${target} exists; pass --force to overwrite`);
+  if (!fs.existsSync(dir))
+    throw new UsageError(`${flag}: cannot write ${target}: directory ${dir} does not exist; create it first`);
+  if (!fs.statSync(dir).isDirectory())
+    throw new UsageError(`${flag}: cannot write ${target}: ${dir} is not a directory`);
+  if (!force && fs.existsSync(target))
+    throw new FileExistsError(`${flag}: ${target} exists; pass --force to overwrite`);
 }
 
 export function collect(value: string, previous: string[]): string[] {

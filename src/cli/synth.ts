@@ -19,10 +19,16 @@ export function registerSynth(program: Command): void {
     .option(...seedOption("random seed"), 1)
     .option("--force", "overwrite an existing output")
     .action((opts: { out: string; preset: string; dtype: string; seed: number; force?: boolean }) => {
-      if (!isPreset(opts.preset)) throw new UsageError(`--preset: unknown preset "${opts.preset}"; expected one of ${Object.keys(PRESETS).join(", ")}`);
-      if (!isDType(opts.dtype)) throw new UsageError(`--dtype expects one of ${DTYPES.join(", ")}, got "${opts.dtype}"`);
+      if (!isPreset(opts.preset))
+        throw new UsageError(
+          `--preset: unknown preset "${opts.preset}"; expected one of ${Object.keys(PRESETS).join(", ")}`,
+        );
+      if (!isDType(opts.dtype))
+        throw new UsageError(`--dtype expects one of ${DTYPES.join(", ")}, got "${opts.dtype}"`);
       if (opts.dtype === "q8_0" && !opts.out.endsWith(".gguf")) {
-        throw new UsageError(`--dtype q8_0 needs a .gguf --out (safetensors has no q8_0), got the directory "${opts.out}"; use f32, f16 or bf16 there`);
+        throw new UsageError(
+          `--dtype q8_0 needs a .gguf --out (safetensors has no q8_0), got the directory "${opts.out}"; use f32, f16 or bf16 there`,
+        );
       }
       checkOutput("--out", opts.out, opts.force ?? false);
       const config = PRESETS[opts.preset]();

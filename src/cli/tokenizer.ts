@@ -27,8 +27,18 @@ export function registerTokenizer(program: Command): void {
   tokenizer
     .command("train")
     .description("learn a byte-level BPE tokenizer and write tokenizer.json + tokenizer_config.json")
-    .option("--corpus <name|file>", `"wordnet" (WordNet train half + retrieval documents) or a .txt file`, pathOption("--corpus"), "wordnet")
-    .option("--vocab <n>", `vocabulary size, specials and bytes included (${MIN_VOCAB_SIZE} to ${MAX_VOCAB_SIZE}; 4096 suits kvslim's models)`, intOption("--vocab", MIN_VOCAB_SIZE, MAX_VOCAB_SIZE), 4096)
+    .option(
+      "--corpus <name|file>",
+      `"wordnet" (WordNet train half + retrieval documents) or a .txt file`,
+      pathOption("--corpus"),
+      "wordnet",
+    )
+    .option(
+      "--vocab <n>",
+      `vocabulary size, specials and bytes included (${MIN_VOCAB_SIZE} to ${MAX_VOCAB_SIZE}; 4096 suits kvslim's models)`,
+      intOption("--vocab", MIN_VOCAB_SIZE, MAX_VOCAB_SIZE),
+      4096,
+    )
     .requiredOption("--out <dir>", "output directory (must be new or empty unless --force)", pathOption("--out"))
     .option(...seedOption("seed of the retrieval documents mixed into --corpus wordnet"), 1)
     .option("--force", "write into a non-empty output directory, replacing its tokenizer files")
@@ -38,7 +48,9 @@ export function registerTokenizer(program: Command): void {
       checkCorpus(flags.corpus);
       // A text file is used as it is: the seed only orders the generated documents of --corpus wordnet.
       if (flags.corpus !== "wordnet" && command.getOptionValueSource("seed") === "cli") {
-        throw new UsageError(`--seed applies only to --corpus wordnet (it places the retrieval documents), not to the file ${flags.corpus}`);
+        throw new UsageError(
+          `--seed applies only to --corpus wordnet (it places the retrieval documents), not to the file ${flags.corpus}`,
+        );
       }
       try {
         checkOutputDir(flags.out, flags.force ?? false);
@@ -56,8 +68,12 @@ export function registerTokenizer(program: Command): void {
       const totalSeconds = (performance.now() - start) / 1000;
 
       const out = (line: string) => process.stdout.write(`${line}\n`);
-      out(`vocabulary: ${bpe.tokens.length} tokens (3 special + 256 bytes + ${bpe.tokens.length - MIN_VOCAB_SIZE} merged)`);
-      out(`merges learned: ${bpe.merges.length}${bpe.tokens.length < vocabSize ? ` (stopped early: no pair seen twice; asked for ${vocabSize})` : ""}`);
+      out(
+        `vocabulary: ${bpe.tokens.length} tokens (3 special + 256 bytes + ${bpe.tokens.length - MIN_VOCAB_SIZE} merged)`,
+      );
+      out(
+        `merges learned: ${bpe.merges.length}${bpe.tokens.length < vocabSize ? ` (stopped early: no pair seen twice; asked for ${vocabSize})` : ""}`,
+      );
       out(`corpus: ${name}, ${size.documents} documents, ${size.chars} characters, ${formatBytes(size.bytes)} UTF-8`);
       out(`time: ${totalSeconds.toFixed(1)} s (training ${trainSeconds.toFixed(1)} s)`);
       out(`wrote ${path.join(flags.out, "tokenizer.json")} and tokenizer_config.json`);
@@ -67,9 +83,12 @@ export function registerTokenizer(program: Command): void {
 /** --corpus: "wordnet" or an existing .txt file, checked before the output directory and the training. */
 function checkCorpus(corpus: string): void {
   if (corpus === "wordnet") return;
-  if (!corpus.endsWith(".txt")) throw new UsageError(`--corpus expects "wordnet" or a path to a .txt file, got "${corpus}"`);
-  if (!fs.existsSync(corpus)) throw new UsageError(`--corpus expects "wordnet" or a path to a .txt file, found no file at ${corpus}`);
-  if (!fs.statSync(corpus).isFile()) throw new UsageError(`--corpus expects "wordnet" or a path to a .txt file, found a directory at ${corpus}`);
+  if (!corpus.endsWith(".txt"))
+    throw new UsageError(`--corpus expects "wordnet" or a path to a .txt file, got "${corpus}"`);
+  if (!fs.existsSync(corpus))
+    throw new UsageError(`--corpus expects "wordnet" or a path to a .txt file, found no file at ${corpus}`);
+  if (!fs.statSync(corpus).isFile())
+    throw new UsageError(`--corpus expects "wordnet" or a path to a .txt file, found a directory at ${corpus}`);
 }
 
 function readCorpus(corpus: string, seed: number): { name: string; documents: string[] } {

@@ -18,7 +18,14 @@ import { resolveThreads } from "../model/model.js";
 import { attentionName, kvBytesPerToken } from "../model/config.js";
 import { RETRIEVAL_SHARE } from "../train/data/retrieval.js";
 import { TRAIN_PRESETS, isTrainPreset } from "../train/presets.js";
-import { resumeRun, startRun, type RunResult, type StepInfo, type TrainHooks, type TrainOptions } from "../train/trainer.js";
+import {
+  resumeRun,
+  startRun,
+  type RunResult,
+  type StepInfo,
+  type TrainHooks,
+  type TrainOptions,
+} from "../train/trainer.js";
 import type { RetrievalScore } from "../train/retrieval-eval.js";
 import { currentCheckpoint } from "../train/checkpoint.js";
 import { floatOption, intOption, pathOption, seedOption, threadsOption } from "./options.js";
@@ -50,7 +57,11 @@ export function registerTrain(program: Command): void {
     .command("train")
     .description("train a model from scratch (--preset, --tokens, --out) or continue one (--resume)")
     .option("--preset <name>", `model and batch setup: ${Object.keys(TRAIN_PRESETS).join(", ")}`)
-    .option("--tokens <n>", "training tokens in all, e.g. 20M (sets the number of steps; with --resume, a larger total extends the run)", countOption("--tokens"))
+    .option(
+      "--tokens <n>",
+      "training tokens in all, e.g. 20M (sets the number of steps; with --resume, a larger total extends the run)",
+      countOption("--tokens"),
+    )
     .option("--out <dir>", "run directory to create", pathOption("--out"))
     .option("--resume <dir>", "continue the run in this directory", pathOption("--resume"))
     .option(...seedOption("seed of the initial weights and the data order"), 1)
@@ -58,32 +69,71 @@ export function registerTrain(program: Command): void {
     .option("--batch <n>", "sequences per step (default: the preset's)", intOption("--batch", 1))
     .option("--seq-len <n>", "tokens per sequence (default: the preset's)", intOption("--seq-len", 2))
     // Above 1, AdamW moves every weight by more than its typical size each step: no run learns anything.
-    .option("--lr <x>", "peak learning rate, in (0, 1] (default: the preset's)", floatOption("--lr", { min: 0, max: 1, minOpen: true }))
-    .option("--retrieval-share <fraction>", `share of the training text's characters that are generated retrieval documents (default: ${RETRIEVAL_SHARE})`, fraction("--retrieval-share"))
+    .option(
+      "--lr <x>",
+      "peak learning rate, in (0, 1] (default: the preset's)",
+      floatOption("--lr", { min: 0, max: 1, minOpen: true }),
+    )
+    .option(
+      "--retrieval-share <fraction>",
+      `share of the training text's characters that are generated retrieval documents (default: ${RETRIEVAL_SHARE})`,
+      fraction("--retrieval-share"),
+    )
     .option("--warmup <fraction>", "warmup steps as a fraction of all steps", fraction("--warmup"), 0.05)
-    .option("--eval-every <steps>", "steps between evaluations (validation loss and retrieval scores)", intOption("--eval-every", 1), 100)
-    .option("--eval-batches <n>", "validation batches (and batch × n held-out retrieval documents)", intOption("--eval-batches", 1), 8)
+    .option(
+      "--eval-every <steps>",
+      "steps between evaluations (validation loss and retrieval scores)",
+      intOption("--eval-every", 1),
+      100,
+    )
+    .option(
+      "--eval-batches <n>",
+      "validation batches (and batch × n held-out retrieval documents)",
+      intOption("--eval-batches", 1),
+      8,
+    )
     .option("--checkpoint-every <steps>", "steps between checkpoints", intOption("--checkpoint-every", 1), 200)
-    .option("--tokenizer <dir>", "use this tokenizer (default: train one on the corpus into <out>/tokenizer)", pathOption("--tokenizer"))
-    .option("--max-time <duration>", "stop with a checkpoint after this long, e.g. 50m, 2h, 90s", durationOption("--max-time"))
-    .option("--corpus-documents <n>", "use only the first n WordNet documents (for quick trials)", intOption("--corpus-documents", 1))
-    .option("--from <model>", "start from this model's weights instead of random ones (continued training, e.g. at a longer --seq-len); same architecture as --preset", pathOption("--from"))
+    .option(
+      "--tokenizer <dir>",
+      "use this tokenizer (default: train one on the corpus into <out>/tokenizer)",
+      pathOption("--tokenizer"),
+    )
+    .option(
+      "--max-time <duration>",
+      "stop with a checkpoint after this long, e.g. 50m, 2h, 90s",
+      durationOption("--max-time"),
+    )
+    .option(
+      "--corpus-documents <n>",
+      "use only the first n WordNet documents (for quick trials)",
+      intOption("--corpus-documents", 1),
+    )
+    .option(
+      "--from <model>",
+      "start from this model's weights instead of random ones (continued training, e.g. at a longer --seq-len); same architecture as --preset",
+      pathOption("--from"),
+    )
     .action(async (flags: Flags, command: Command) => {
       const maxSeconds = flags.maxTime ?? Infinity;
       const threads = flags.threads === undefined ? undefined : resolveThreads(flags.threads);
       let run: () => Promise<RunResult>;
       if (flags.resume !== undefined) {
         const given = (key: string) => command.getOptionValueSource(key) === "cli";
-        const fixed = Object.entries(FIXED_ON_RESUME).filter(([key]) => given(key)).map(([, flag]) => flag);
+        const fixed = Object.entries(FIXED_ON_RESUME)
+          .filter(([key]) => given(key))
+          .map(([, flag]) => flag);
         if (fixed.length > 0) {
           throw new UsageError(
             `--resume continues a run as it was set up, so it cannot take ${fixed.join(", ")}; ` +
               "it may change --tokens (a larger total), --threads, --max-time, --eval-every and --checkpoint-every",
           );
         }
-        if (!fs.existsSync(flags.resume)) throw new UsageError(`--resume: ${flags.resume} does not exist; expected a kvslim training run directory`);
+        if (!fs.existsSync(flags.resume))
+          throw new UsageError(`--resume: ${flags.resume} does not exist; expected a kvslim training run directory`);
         if (currentCheckpoint(flags.resume) === null) {
-          throw new UsageError(`--resume: ${flags.resume} is not a kvslim training run (no "current" checkpoint link); start one with kvslim train --out`);
+          throw new UsageError(
+            `--resume: ${flags.resume} is not a kvslim training run (no "current" checkpoint link); start one with kvslim train --out`,
+          );
         }
         const resume = flags.resume;
         const overrides = {
@@ -97,12 +147,19 @@ export function registerTrain(program: Command): void {
         if (flags.out === undefined || flags.preset === undefined || flags.tokens === undefined) {
           throw new UsageError("a new run needs --preset, --tokens and --out (or --resume DIR to continue one)");
         }
-        if (!isTrainPreset(flags.preset)) throw new UsageError(`--preset: unknown preset "${flags.preset}"; expected one of ${Object.keys(TRAIN_PRESETS).join(", ")}`);
+        if (!isTrainPreset(flags.preset))
+          throw new UsageError(
+            `--preset: unknown preset "${flags.preset}"; expected one of ${Object.keys(TRAIN_PRESETS).join(", ")}`,
+          );
         if (flags.from !== undefined && !fs.existsSync(flags.from)) {
-          throw new UsageError(`--from: ${flags.from} does not exist; expected a model directory or a .gguf file to start from`);
+          throw new UsageError(
+            `--from: ${flags.from} does not exist; expected a model directory or a .gguf file to start from`,
+          );
         }
         if (flags.tokenizer !== undefined && !fs.existsSync(path.join(flags.tokenizer, "tokenizer.json"))) {
-          throw new UsageError(`--tokenizer expects a directory holding tokenizer.json, found none at ${flags.tokenizer}`);
+          throw new UsageError(
+            `--tokenizer expects a directory holding tokenizer.json, found none at ${flags.tokenizer}`,
+          );
         }
         const options: TrainOptions = {
           preset: flags.preset,
@@ -173,7 +230,12 @@ function progress(maxSeconds: number): TrainHooks {
   const tty = process.stderr.isTTY === true;
   const bar = tty
     ? new cliProgress.SingleBar(
-        { format: "step {value}/{total} |{bar}| loss {loss} · val {val}{retrieval} · {tps} tok/s · ETA {eta_formatted}", hideCursor: true, etaBuffer: 50, stream: process.stderr },
+        {
+          format: "step {value}/{total} |{bar}| loss {loss} · val {val}{retrieval} · {tps} tok/s · ETA {eta_formatted}",
+          hideCursor: true,
+          etaBuffer: 50,
+          stream: process.stderr,
+        },
         cliProgress.Presets.shades_classic,
       )
     : null;

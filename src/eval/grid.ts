@@ -64,7 +64,8 @@ export interface Cell {
 export function gridCells(o: Pick<GridOptions, "tasks" | "methods" | "compressions">): Cell[] {
   const cells: Cell[] = [];
   for (const task of o.tasks) {
-    if (o.methods.includes("dense") || o.compressions.includes(1)) cells.push({ task, method: "dense", compression: 1 });
+    if (o.methods.includes("dense") || o.compressions.includes(1))
+      cells.push({ task, method: "dense", compression: 1 });
     for (const c of o.compressions) {
       if (c === 1) continue;
       for (const method of o.methods) if (method !== "dense") cells.push({ task, method, compression: c });
@@ -106,7 +107,11 @@ function describeSpec(cell: Cell): Record<string, unknown> {
 /** sha256 of the model's files (a .gguf, or a directory's config and weights), streamed. */
 export function modelDigest(modelPath: string): string {
   const files = fs.statSync(modelPath).isDirectory()
-    ? fs.readdirSync(modelPath).filter((f) => f === "config.json" || f.endsWith(".safetensors") || f === "tokenizer.json").sort().map((f) => path.join(modelPath, f))
+    ? fs
+        .readdirSync(modelPath)
+        .filter((f) => f === "config.json" || f.endsWith(".safetensors") || f === "tokenizer.json")
+        .sort()
+        .map((f) => path.join(modelPath, f))
     : [modelPath];
   const hash = crypto.createHash("sha256");
   const buf = Buffer.alloc(1 << 20);
@@ -150,17 +155,30 @@ function taskSamples(task: TaskName, ctx: TaskContext, o: GridOptions): TaskSamp
 /** The options a task's samples depend on (part of its cells' keys). */
 function taskParams(task: TaskName, o: GridOptions): Record<string, unknown> {
   if (task === "needle") return { lengths: o.lengths, depths: o.depths, text: o.text };
-  if (task === "data") return { data: path.resolve(o.data!), digest: crypto.createHash("sha256").update(fs.readFileSync(o.data!)).digest("hex") };
+  if (task === "data")
+    return {
+      data: path.resolve(o.data!),
+      digest: crypto.createHash("sha256").update(fs.readFileSync(o.data!)).digest("hex"),
+    };
   return { length: Math.max(...o.lengths), text: o.text };
 }
 
 /** Runs the grid's missing cells of this shard on `model`, appending each to out/results.jsonl. */
-export async function runGrid(model: Model, modelPath: string, o: GridOptions): Promise<{ ran: number; skipped: number; total: number }> {
+export async function runGrid(
+  model: Model,
+  modelPath: string,
+  o: GridOptions,
+): Promise<{ ran: number; skipped: number; total: number }> {
   const file = path.join(o.out, "results.jsonl");
   const done = new Set(readResults(file).map((r) => r.key));
   const digest = modelDigest(modelPath);
   const cells = gridCells(o).filter((_, i) => i % o.shard.count === o.shard.index - 1);
-  const ctx: TaskContext = { tokenizer: model.tokenizer, contextSize: model.contextSize, seed: o.seed, samples: o.samples };
+  const ctx: TaskContext = {
+    tokenizer: model.tokenizer,
+    contextSize: model.contextSize,
+    seed: o.seed,
+    samples: o.samples,
+  };
   // Every task's samples are made (and --data checked) before the first cell runs.
   useText(o.text);
   const samples = new Map(o.tasks.map((task) => [task, taskSamples(task, ctx, o)]));
@@ -169,9 +187,22 @@ export async function runGrid(model: Model, modelPath: string, o: GridOptions): 
   // A task's parameters once (--data's digest reads the whole file).
   const paramsOf = new Map(o.tasks.map((task) => [task, taskParams(task, o)]));
   const keyOf = (cell: Cell) =>
-    JSON.stringify({ task: cell.task, params: paramsOf.get(cell.task), method: cell.method, compression: cell.compression, samples: o.samples, seed: o.seed, digest, kvDtype: model.defaults.kvDtype });
+    JSON.stringify({
+      task: cell.task,
+      params: paramsOf.get(cell.task),
+      method: cell.method,
+      compression: cell.compression,
+      samples: o.samples,
+      seed: o.seed,
+      digest,
+      kvDtype: model.defaults.kvDtype,
+    });
   const todo = cells.filter((cell) => !done.has(keyOf(cell)));
-  o.onStart?.({ cells: cells.length, samples: todo.reduce((n, cell) => n + samples.get(cell.task)!.samples.length, 0), skippedCells: cells.length - todo.length });
+  o.onStart?.({
+    cells: cells.length,
+    samples: todo.reduce((n, cell) => n + samples.get(cell.task)!.samples.length, 0),
+    skippedCells: cells.length - todo.length,
+  });
   for (const [i, cell] of cells.entries()) {
     const params = paramsOf.get(cell.task)!;
     const key = keyOf(cell);
@@ -183,7 +214,12 @@ export async function runGrid(model: Model, modelPath: string, o: GridOptions): 
     }
     const task = samples.get(cell.task)!;
     const t0 = performance.now();
-    const m = await runCell(model, (promptTokens) => cellSpec(cell, promptTokens), task.samples, () => o.onSample?.(name));
+    const m = await runCell(
+      model,
+      (promptTokens) => cellSpec(cell, promptTokens),
+      task.samples,
+      () => o.onSample?.(name),
+    );
     const seconds = (performance.now() - t0) / 1000;
     const record: CellRecord = {
       key,

@@ -126,5 +126,10 @@ export function interval(values: readonly number[]): Interval {
     means[b] = sum / n;
   }
   means.sort();
-  return { mean, low: means[Math.floor(0.025 * BOOTSTRAP_RESAMPLES)], high: means[Math.ceil(0.975 * BOOTSTRAP_RESAMPLES) - 1], n };
+  return {
+    mean,
+    low: means[Math.floor(0.025 * BOOTSTRAP_RESAMPLES)],
+    high: means[Math.ceil(0.975 * BOOTSTRAP_RESAMPLES) - 1],
+    n,
+  };
 }

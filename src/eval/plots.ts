@@ -9,7 +9,10 @@ import * as vega from "vega";
 import * as vegaLite from "vega-lite";
 import type { CellRecord } from "./results.js";
 
-const METHOD_COLORS = { domain: ["dense", "sparq", "h2o", "streaming"], range: ["#333333", "#1f77b4", "#d62728", "#ff7f0e"] };
+const METHOD_COLORS = {
+  domain: ["dense", "sparq", "h2o", "streaming"],
+  range: ["#333333", "#1f77b4", "#d62728", "#ff7f0e"],
+};
 const LOWER_IS_BETTER = new Set(["bpc"]);
 
 async function render(spec: vegaLite.TopLevelSpec): Promise<string> {
@@ -25,7 +28,10 @@ async function render(spec: vegaLite.TopLevelSpec): Promise<string> {
 export function scoreVsBytesSvg(task: string, cells: readonly CellRecord[], unit: string): Promise<string> {
   const dense = cells.find((c) => c.method === "dense");
   const rows = cells.flatMap((c) => {
-    const methods = c.method === "dense" ? ["sparq", "h2o", "streaming"].filter((m) => cells.some((x) => x.method === m)) : [c.method];
+    const methods =
+      c.method === "dense"
+        ? ["sparq", "h2o", "streaming"].filter((m) => cells.some((x) => x.method === m))
+        : [c.method];
     // Dense is every method's starting point (ratio 1), so each line starts there.
     return (methods.length > 0 ? methods : ["dense"]).map((method) => ({
       method: c.method === "dense" ? method : c.method,
@@ -40,7 +46,10 @@ export function scoreVsBytesSvg(task: string, cells: readonly CellRecord[], unit
   const yTitle = `${unit}${LOWER_IS_BETTER.has(task) ? " (lower is better)" : ""}`;
   const spec: vegaLite.TopLevelSpec = {
     $schema: "https://vega.github.io/schema/vega-lite/v5.json",
-    title: { text: `${task}: ${unit} vs KV bytes read per decode step`, subtitle: dense ? `${dense.model.name}, ${dense.score.n} samples per point, 95% intervals` : "" },
+    title: {
+      text: `${task}: ${unit} vs KV bytes read per decode step`,
+      subtitle: dense ? `${dense.model.name}, ${dense.score.n} samples per point, 95% intervals` : "",
+    },
     width: 420,
     height: 260,
     background: "white",
@@ -51,13 +60,22 @@ export function scoreVsBytesSvg(task: string, cells: readonly CellRecord[], unit
         type: "quantitative",
         title: "KV bytes read + written per decode step, as a fraction of dense's (log scale)",
         scale: { type: "log", base: 2, reverse: true },
-        axis: { values: [1, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32], labelExpr: "datum.value >= 0.99 ? '1 (dense)' : '1/' + format(1 / datum.value, '.0f')" },
+        axis: {
+          values: [1, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32],
+          labelExpr: "datum.value >= 0.99 ? '1 (dense)' : '1/' + format(1 / datum.value, '.0f')",
+        },
       },
       color: { field: "method", type: "nominal", scale: METHOD_COLORS, title: "method" },
     },
     layer: [
-      { mark: { type: "line", point: true }, encoding: { y: { field: "score", type: "quantitative", title: yTitle, scale: { zero: false } } } },
-      { mark: { type: "errorbar", ticks: true }, encoding: { y: { field: "low", type: "quantitative", title: yTitle }, y2: { field: "high" } } },
+      {
+        mark: { type: "line", point: true },
+        encoding: { y: { field: "score", type: "quantitative", title: yTitle, scale: { zero: false } } },
+      },
+      {
+        mark: { type: "errorbar", ticks: true },
+        encoding: { y: { field: "low", type: "quantitative", title: yTitle }, y2: { field: "high" } },
+      },
     ],
   };
   return render(spec);
@@ -77,7 +95,17 @@ export function needleHeatmapSvg(cells: readonly CellRecord[]): Promise<string> 
       groups.set(key, g);
     }
     for (const g of groups.values()) {
-      rows.push({ method: c.method, methodOrder: METHOD_COLORS.domain.indexOf(c.method), ratio, ratioValue: c.compression, length: g.length, depth: `${Math.round(g.depth * 100)}%`, depthValue: g.depth, accuracy: g.sum / g.n, n: g.n });
+      rows.push({
+        method: c.method,
+        methodOrder: METHOD_COLORS.domain.indexOf(c.method),
+        ratio,
+        ratioValue: c.compression,
+        length: g.length,
+        depth: `${Math.round(g.depth * 100)}%`,
+        depthValue: g.depth,
+        accuracy: g.sum / g.n,
+        n: g.n,
+      });
     }
   }
   // One row of panels per method, one column per ratio: dense alone in the first column. Every (method,
@@ -89,18 +117,41 @@ export function needleHeatmapSvg(cells: readonly CellRecord[]): Promise<string> 
     for (const c of new Set(cells.map((x) => x.compression))) {
       const ratio = c === 1 ? "1 (dense)" : `1/${c}`;
       if (!present.has(`${method} ${ratio}`) && first) {
-        rows.push({ ...first, method, methodOrder: METHOD_COLORS.domain.indexOf(method), ratio, ratioValue: c, accuracy: null, n: 0 });
+        rows.push({
+          ...first,
+          method,
+          methodOrder: METHOD_COLORS.domain.indexOf(method),
+          ratio,
+          ratioValue: c,
+          accuracy: null,
+          n: 0,
+        });
       }
     }
   }
   const spec: vegaLite.TopLevelSpec = {
     $schema: "https://vega.github.io/schema/vega-lite/v5.json",
-    title: { text: "needle: fraction answered by context length × depth of the fact", subtitle: cells[0] ? `${cells[0].model.name}; rows: method, columns: KV bytes read per step` : "" },
+    title: {
+      text: "needle: fraction answered by context length × depth of the fact",
+      subtitle: cells[0] ? `${cells[0].model.name}; rows: method, columns: KV bytes read per step` : "",
+    },
     background: "white",
     data: { values: rows },
     facet: {
-      row: { field: "method", type: "nominal", sort: { field: "methodOrder" }, title: null, header: { labelFontSize: 12, labelAngle: 0, labelAlign: "left" } },
-      column: { field: "ratio", type: "ordinal", sort: { field: "ratioValue" }, title: null, header: { labelFontSize: 12 } },
+      row: {
+        field: "method",
+        type: "nominal",
+        sort: { field: "methodOrder" },
+        title: null,
+        header: { labelFontSize: 12, labelAngle: 0, labelAlign: "left" },
+      },
+      column: {
+        field: "ratio",
+        type: "ordinal",
+        sort: { field: "ratioValue" },
+        title: null,
+        header: { labelFontSize: 12 },
+      },
     },
     spec: {
       width: 140,
@@ -109,7 +160,12 @@ export function needleHeatmapSvg(cells: readonly CellRecord[]): Promise<string> 
       encoding: {
         x: { field: "depth", type: "ordinal", sort: { field: "depthValue" }, title: "depth of the fact" },
         y: { field: "length", type: "ordinal", sort: "descending", title: "tokens" },
-        color: { field: "accuracy", type: "quantitative", scale: { domain: [0, 1], scheme: "redyellowgreen" }, title: "answered" },
+        color: {
+          field: "accuracy",
+          type: "quantitative",
+          scale: { domain: [0, 1], scheme: "redyellowgreen" },
+          title: "answered",
+        },
       },
     },
   };

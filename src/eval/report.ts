@@ -11,9 +11,17 @@ import { RESULTS_FILE, readResults, type CellRecord } from "./results.js";
 
 const HIGHER_IS_BETTER: Record<string, boolean> = { bpc: false };
 const UNITS: Record<string, string> = {
-  needle: "fraction answered", repetition: "characters copied", bpc: "bits per character", qa: "fraction answered", data: "score",
-  "niah-single": "fraction found", "niah-multikey": "fraction found", "niah-multivalue": "fraction of values found", "niah-multiquery": "fraction of values found",
-  vt: "fraction of variables found", cwe: "fraction of words found",
+  needle: "fraction answered",
+  repetition: "characters copied",
+  bpc: "bits per character",
+  qa: "fraction answered",
+  data: "score",
+  "niah-single": "fraction found",
+  "niah-multikey": "fraction found",
+  "niah-multivalue": "fraction of values found",
+  "niah-multiquery": "fraction of values found",
+  vt: "fraction of variables found",
+  cwe: "fraction of words found",
 };
 
 export async function writeReport(dir: string): Promise<string> {
@@ -21,21 +29,31 @@ export async function writeReport(dir: string): Promise<string> {
   const plots = path.join(dir, "plots");
   const lines: string[] = ["# kvslim eval report", ""];
   if (records.length === 0) lines.push(`No cells in ${path.join(dir, RESULTS_FILE)} yet.`);
-  const byModel = groupBy(records, (r) => `${r.model.name} (${r.model.architecture}, ${r.kvDtype} KV, ${r.model.digest.slice(0, 19)}…)`);
+  const byModel = groupBy(
+    records,
+    (r) => `${r.model.name} (${r.model.architecture}, ${r.kvDtype} KV, ${r.model.digest.slice(0, 19)}…)`,
+  );
   let modelIndex = 0;
   for (const [model, cells] of byModel) {
     lines.push(`## ${model}`, "", ...summaryTable(cells), "");
     const prefix = byModel.size > 1 ? `m${++modelIndex}-` : "";
     for (const [task, taskCells] of groupBy(cells, (r) => r.task)) {
       const better = HIGHER_IS_BETTER[task] === false ? "lower is better" : "higher is better";
-      lines.push(`### ${task} (${UNITS[task] ?? "score"}, ${better}; ${taskCells[0].score.n} samples per cell, 95% intervals)`, "");
+      lines.push(
+        `### ${task} (${UNITS[task] ?? "score"}, ${better}; ${taskCells[0].score.n} samples per cell, 95% intervals)`,
+        "",
+      );
       fs.mkdirSync(plots, { recursive: true });
       const plot = `${prefix}${task}.svg`;
       fs.writeFileSync(path.join(plots, plot), await scoreVsBytesSvg(task, taskCells, UNITS[task] ?? "score"));
       lines.push(`![${task}: score vs KV bytes read](plots/${plot})`, "");
-      lines.push("| method | compression | score | 95% interval | KV read+written / step | vs dense | KV stored / token | decode tok/s |");
+      lines.push(
+        "| method | compression | score | 95% interval | KV read+written / step | vs dense | KV stored / token | decode tok/s |",
+      );
       lines.push("|---|---|---|---|---|---|---|---|");
-      for (const r of [...taskCells].sort((a, b) => a.method.localeCompare(b.method) || a.compression - b.compression)) {
+      for (const r of [...taskCells].sort(
+        (a, b) => a.method.localeCompare(b.method) || a.compression - b.compression,
+      )) {
         lines.push(
           `| ${r.method} | ${r.method === "dense" ? "—" : `1/${r.compression}`} | ${fmt(r.score.mean)} | ${fmt(r.score.low)}–${fmt(r.score.high)} | ` +
             `${formatBytes(Math.round(r.kvBytesPerStep))} | ${r.transfer > 0 ? `1/${(1 / r.transfer).toFixed(1)}` : "—"} | ${formatBytes(Math.round(r.kvStoredPerToken))} | ${r.decodeTokensPerSecond.toFixed(1)} |`,
@@ -70,13 +88,18 @@ function summaryTable(cells: CellRecord[]): string[] {
     return rank(ma) - rank(mb) || (Number(ca.slice(2)) || 0) - (Number(cb.slice(2)) || 0);
   });
   const header = tasks.map((t) => `${t} (${HIGHER_IS_BETTER[t] === false ? "↓" : "↑"})`);
-  const out = [`| method | compression | ${header.join(" | ")} | KV read / step vs dense |`, `|---|---|${tasks.map(() => "---").join("|")}|---|`];
+  const out = [
+    `| method | compression | ${header.join(" | ")} | KV read / step vs dense |`,
+    `|---|---|${tasks.map(() => "---").join("|")}|---|`,
+  ];
   for (const name of order) {
     const group = rows.get(name)!;
     const [method, ratio] = name.split(" ");
     const byTask = new Map(group.map((c) => [c.task, c]));
     const transfer = group.reduce((a, c) => a + c.transfer, 0) / group.length;
-    out.push(`| ${method} | ${ratio} | ${tasks.map((t) => (byTask.has(t) ? fmt(byTask.get(t)!.score.mean) : "—")).join(" | ")} | ${method === "dense" ? "1" : `1/${(1 / transfer).toFixed(1)}`} |`);
+    out.push(
+      `| ${method} | ${ratio} | ${tasks.map((t) => (byTask.has(t) ? fmt(byTask.get(t)!.score.mean) : "—")).join(" | ")} | ${method === "dense" ? "1" : `1/${(1 / transfer).toFixed(1)}`} |`,
+    );
   }
   return out;
 }

@@ -58,10 +58,18 @@ export function readResults(file: string): CellRecord[] {
       try {
         record = JSON.parse(line);
       } catch (e) {
-        throw new FormatError(`${file}:${i + 1}: not a JSON results line (${(e as Error).message}); was it edited by hand?`);
+        throw new FormatError(
+          `${file}:${i + 1}: not a JSON results line (${(e as Error).message}); was it edited by hand?`,
+        );
       }
       const r = record as Partial<CellRecord>;
-      if (typeof r !== "object" || r === null || typeof r.key !== "string" || typeof r.task !== "string" || typeof r.score !== "object") {
+      if (
+        typeof r !== "object" ||
+        r === null ||
+        typeof r.key !== "string" ||
+        typeof r.task !== "string" ||
+        typeof r.score !== "object"
+      ) {
         throw new FormatError(`${file}:${i + 1}: expected a kvslim eval cell (key, task, score …)`);
       }
       records.push(r as CellRecord);

@@ -33,7 +33,12 @@ export interface CellMeasure {
 /** The method for a sample whose prompt (context and question) is n tokens: budgets follow the prompt. */
 export type SpecFor = (promptTokens: number) => AttentionSpec;
 
-export async function runCell(model: Model, spec: SpecFor, samples: readonly Sample[], onSample?: () => void): Promise<CellMeasure> {
+export async function runCell(
+  model: Model,
+  spec: SpecFor,
+  samples: readonly Sample[],
+  onSample?: () => void,
+): Promise<CellMeasure> {
   const traffic = { steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 };
   let stored = 0;
   let decodeSeconds = 0;

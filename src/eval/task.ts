@@ -55,14 +55,27 @@ export interface TaskSamples {
  * The context length a task can use: `requested`, or less so that `reserve` tokens (question and answer)
  * still fit the model's context; shortening is said in `skipped` ("TASK at N tokens: shortened to M to …").
  */
-export function fitLength(task: string, requested: number, contextSize: number, reserve: number, why: string): { length: number; skipped: string[] } {
+export function fitLength(
+  task: string,
+  requested: number,
+  contextSize: number,
+  reserve: number,
+  why: string,
+): { length: number; skipped: string[] } {
   const length = Math.min(requested, contextSize - reserve);
-  return { length, skipped: length < requested ? [`${task} at ${requested} tokens: shortened to ${length} to ${why}`] : [] };
+  return {
+    length,
+    skipped: length < requested ? [`${task} at ${requested} tokens: shortened to ${length} to ${why}`] : [],
+  };
 }
 
 /** Positions a one-question prompt takes as the runner encodes it: BOS if the tokenizer adds one, then the context and the question, each encoded on its own. */
 export function promptLength(tokenizer: TextTokenizer, context: string, question: string): number {
-  return (tokenizer.addBos ? 1 : 0) + tokenizer.encode(context, { addBos: false }).length + tokenizer.encode(question, { addBos: false }).length;
+  return (
+    (tokenizer.addBos ? 1 : 0) +
+    tokenizer.encode(context, { addBos: false }).length +
+    tokenizer.encode(question, { addBos: false }).length
+  );
 }
 
 /**
@@ -70,7 +83,12 @@ export function promptLength(tokenizer: TextTokenizer, context: string, question
  * This drops filler lines from `lines` (in place), the last one `keep` does not protect first, until
  * `measure(lines)` is at most `length`; false if only protected lines are left and it is still over.
  */
-export function dropLinesToFit(lines: string[], keep: (line: string) => boolean, measure: (lines: string[]) => number, length: number): boolean {
+export function dropLinesToFit(
+  lines: string[],
+  keep: (line: string) => boolean,
+  measure: (lines: string[]) => number,
+  length: number,
+): boolean {
   while (measure(lines) > length) {
     let i = lines.length - 1;
     while (i >= 0 && keep(lines[i])) i--;

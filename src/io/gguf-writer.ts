@@ -12,14 +12,23 @@ import { GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VALUE_TYPES, ggmlTypeId } from
 import { formatShape, numElements } from "./tensor-file.js";
 
 export type GgufScalarType =
-  | "uint8" | "int8" | "uint16" | "int16" | "uint32" | "int32" | "float32"
-  | "bool" | "string" | "uint64" | "int64" | "float64";
+  | "uint8"
+  | "int8"
+  | "uint16"
+  | "int16"
+  | "uint32"
+  | "int32"
+  | "float32"
+  | "bool"
+  | "string"
+  | "uint64"
+  | "int64"
+  | "float64";
 
 type Scalar = number | bigint | boolean | string;
 
 export type GgufEntry =
-  | { type: GgufScalarType; value: Scalar }
-  | { type: "array"; itemType: GgufScalarType; value: Scalar[] };
+  { type: GgufScalarType; value: Scalar } | { type: "array"; itemType: GgufScalarType; value: Scalar[] };
 
 /** Shorthands for metadata entries: gguf.u32(4096), gguf.arr("string", tokens). */
 export const gguf = {
@@ -144,7 +153,9 @@ function checkTensor(t: TensorToWrite, names: Set<string>): void {
   if (names.has(t.name)) throw new FormatError(`cannot write tensor ${t.name} twice`);
   names.add(t.name);
   if (t.shape.length < 1 || t.shape.length > 4 || !t.shape.every((d) => Number.isSafeInteger(d) && d > 0)) {
-    throw new FormatError(`cannot write tensor ${t.name}: shape ${formatShape(t.shape)}; expected 1 to 4 positive dimensions`);
+    throw new FormatError(
+      `cannot write tensor ${t.name}: shape ${formatShape(t.shape)}; expected 1 to 4 positive dimensions`,
+    );
   }
   const rowLength = t.shape[t.shape.length - 1];
   if (rowLength % blockSize(t.dtype) !== 0) {
@@ -167,13 +178,28 @@ function alignUp(n: number, alignment: number): number {
 }
 
 const INT_RANGES: Partial<Record<GgufScalarType, [bigint, bigint]>> = {
-  uint8: [0n, 0xffn], int8: [-0x80n, 0x7fn], uint16: [0n, 0xffffn], int16: [-0x8000n, 0x7fffn],
-  uint32: [0n, 0xffffffffn], int32: [-(2n ** 31n), 2n ** 31n - 1n],
-  uint64: [0n, 2n ** 64n - 1n], int64: [-(2n ** 63n), 2n ** 63n - 1n],
+  uint8: [0n, 0xffn],
+  int8: [-0x80n, 0x7fn],
+  uint16: [0n, 0xffffn],
+  int16: [-0x8000n, 0x7fffn],
+  uint32: [0n, 0xffffffffn],
+  int32: [-(2n ** 31n), 2n ** 31n - 1n],
+  uint64: [0n, 2n ** 64n - 1n],
+  int64: [-(2n ** 63n), 2n ** 63n - 1n],
 };
 
 const SCALAR_BYTES: Partial<Record<GgufScalarType, number>> = {
-  uint8: 1, int8: 1, bool: 1, uint16: 2, int16: 2, uint32: 4, int32: 4, float32: 4, uint64: 8, int64: 8, float64: 8,
+  uint8: 1,
+  int8: 1,
+  bool: 1,
+  uint16: 2,
+  int16: 2,
+  uint32: 4,
+  int32: 4,
+  float32: 4,
+  uint64: 8,
+  int64: 8,
+  float64: 8,
 };
 
 /** A growing little-endian byte buffer for the header. */
@@ -216,7 +242,9 @@ class ByteWriter {
 
   scalar(type: GgufScalarType, v: Scalar, what: string): void {
     const wrong = (expected: string) =>
-      new FormatError(`cannot write GGUF metadata ${what} as ${type}: expected ${expected}, got ${typeof v} ${String(v)}`);
+      new FormatError(
+        `cannot write GGUF metadata ${what} as ${type}: expected ${expected}, got ${typeof v} ${String(v)}`,
+      );
     const range = INT_RANGES[type];
     if (range !== undefined) {
       if ((typeof v !== "number" || !Number.isInteger(v)) && typeof v !== "bigint") throw wrong("an integer");
@@ -234,17 +262,39 @@ class ByteWriter {
     const at = this.reserve(size);
     const b = this.buf;
     switch (type) {
-      case "uint8": b.writeUInt8(Number(v), at); break;
-      case "int8": b.writeInt8(Number(v), at); break;
-      case "uint16": b.writeUInt16LE(Number(v), at); break;
-      case "int16": b.writeInt16LE(Number(v), at); break;
-      case "uint32": b.writeUInt32LE(Number(v), at); break;
-      case "int32": b.writeInt32LE(Number(v), at); break;
-      case "uint64": b.writeBigUInt64LE(BigInt(v as number | bigint), at); break;
-      case "int64": b.writeBigInt64LE(BigInt(v as number | bigint), at); break;
-      case "float32": b.writeFloatLE(v as number, at); break;
-      case "float64": b.writeDoubleLE(v as number, at); break;
-      case "bool": b.writeUInt8(v ? 1 : 0, at); break;
+      case "uint8":
+        b.writeUInt8(Number(v), at);
+        break;
+      case "int8":
+        b.writeInt8(Number(v), at);
+        break;
+      case "uint16":
+        b.writeUInt16LE(Number(v), at);
+        break;
+      case "int16":
+        b.writeInt16LE(Number(v), at);
+        break;
+      case "uint32":
+        b.writeUInt32LE(Number(v), at);
+        break;
+      case "int32":
+        b.writeInt32LE(Number(v), at);
+        break;
+      case "uint64":
+        b.writeBigUInt64LE(BigInt(v as number | bigint), at);
+        break;
+      case "int64":
+        b.writeBigInt64LE(BigInt(v as number | bigint), at);
+        break;
+      case "float32":
+        b.writeFloatLE(v as number, at);
+        break;
+      case "float64":
+        b.writeDoubleLE(v as number, at);
+        break;
+      case "bool":
+        b.writeUInt8(v ? 1 : 0, at);
+        break;
     }
   }
 }

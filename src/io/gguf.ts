@@ -50,8 +50,19 @@ export const GGUF_DEFAULT_ALIGNMENT = 32;
 
 /** Metadata value type ids (position = id). */
 export const GGUF_VALUE_TYPES = [
-  "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
-  "bool", "string", "array", "uint64", "int64", "float64",
+  "uint8",
+  "int8",
+  "uint16",
+  "int16",
+  "uint32",
+  "int32",
+  "float32",
+  "bool",
+  "string",
+  "array",
+  "uint64",
+  "int64",
+  "float64",
 ] as const;
 
 export interface GgmlType {
@@ -64,18 +75,44 @@ export interface GgmlType {
 
 /** ggml type id -> type; sizes checked against ggml_blck_size / ggml_type_size of llama.cpp (see the tests). */
 export const GGML_TYPES: ReadonlyMap<number, GgmlType> = new Map(
-  ([
-    [0, "f32", 1, 4], [1, "f16", 1, 2], [2, "q4_0", 32, 18], [3, "q4_1", 32, 20],
-    // 4 and 5 (q4_2, q4_3) were removed from ggml.
-    [6, "q5_0", 32, 22], [7, "q5_1", 32, 24], [8, "q8_0", 32, 34], [9, "q8_1", 32, 36],
-    [10, "q2_k", 256, 84], [11, "q3_k", 256, 110], [12, "q4_k", 256, 144], [13, "q5_k", 256, 176],
-    [14, "q6_k", 256, 210], [15, "q8_k", 256, 292], [16, "iq2_xxs", 256, 66], [17, "iq2_xs", 256, 74],
-    [18, "iq3_xxs", 256, 98], [19, "iq1_s", 256, 50], [20, "iq4_nl", 32, 18], [21, "iq3_s", 256, 110],
-    [22, "iq2_s", 256, 82], [23, "iq4_xs", 256, 136], [24, "i8", 1, 1], [25, "i16", 1, 2],
-    [26, "i32", 1, 4], [27, "i64", 1, 8], [28, "f64", 1, 8], [29, "iq1_m", 256, 56], [30, "bf16", 1, 2],
-    // 31-33 (q4_0_4_4, q4_0_4_8, q4_0_8_8) and 36-38 (iq4_nl_x_x) were removed from ggml.
-    [34, "tq1_0", 256, 54], [35, "tq2_0", 256, 66], [39, "mxfp4", 32, 17],
-  ] as const).map(([id, name, blockSize, blockBytes]) => [id, { name, blockSize, blockBytes }]),
+  (
+    [
+      [0, "f32", 1, 4],
+      [1, "f16", 1, 2],
+      [2, "q4_0", 32, 18],
+      [3, "q4_1", 32, 20],
+      // 4 and 5 (q4_2, q4_3) were removed from ggml.
+      [6, "q5_0", 32, 22],
+      [7, "q5_1", 32, 24],
+      [8, "q8_0", 32, 34],
+      [9, "q8_1", 32, 36],
+      [10, "q2_k", 256, 84],
+      [11, "q3_k", 256, 110],
+      [12, "q4_k", 256, 144],
+      [13, "q5_k", 256, 176],
+      [14, "q6_k", 256, 210],
+      [15, "q8_k", 256, 292],
+      [16, "iq2_xxs", 256, 66],
+      [17, "iq2_xs", 256, 74],
+      [18, "iq3_xxs", 256, 98],
+      [19, "iq1_s", 256, 50],
+      [20, "iq4_nl", 32, 18],
+      [21, "iq3_s", 256, 110],
+      [22, "iq2_s", 256, 82],
+      [23, "iq4_xs", 256, 136],
+      [24, "i8", 1, 1],
+      [25, "i16", 1, 2],
+      [26, "i32", 1, 4],
+      [27, "i64", 1, 8],
+      [28, "f64", 1, 8],
+      [29, "iq1_m", 256, 56],
+      [30, "bf16", 1, 2],
+      // 31-33 (q4_0_4_4, q4_0_4_8, q4_0_8_8) and 36-38 (iq4_nl_x_x) were removed from ggml.
+      [34, "tq1_0", 256, 54],
+      [35, "tq2_0", 256, 66],
+      [39, "mxfp4", 32, 17],
+    ] as const
+  ).map(([id, name, blockSize, blockBytes]) => [id, { name, blockSize, blockBytes }]),
 );
 
 /** The ggml type id of a type name ("q8_0" -> 8). */
@@ -92,8 +129,18 @@ const MIN_KV_BYTES = 8 + 4 + 1; // key length, type, 1-byte value
 const MIN_TENSOR_INFO_BYTES = 8 + 4 + 8 + 4 + 8; // name length, n_dims, one dim, type, offset
 const FIXED_HEADER_BYTES = 4 + 4 + 8 + 8;
 const ITEM_BYTES: Record<string, number> = {
-  uint8: 1, int8: 1, bool: 1, uint16: 2, int16: 2, uint32: 4, int32: 4, float32: 4,
-  uint64: 8, int64: 8, float64: 8, string: 8,
+  uint8: 1,
+  int8: 1,
+  bool: 1,
+  uint16: 2,
+  int16: 2,
+  uint32: 4,
+  int32: 4,
+  float32: 4,
+  uint64: 8,
+  int64: 8,
+  float64: 8,
+  string: 8,
 };
 
 /** Reads the header of the GGUF file at `file` (the tensor data stays on disk). */
@@ -136,7 +183,10 @@ function readHeader(r: HeaderReader): GgufFile {
     if (metadata.has(key)) throw r.formatError(`metadata key "${key}" appears twice; expected each key once`);
     const type = r.u32(`the type of metadata key "${key}"`);
     metadata.set(key, r.value(type, `metadata key "${key}"`));
-    types.set(key, GGUF_VALUE_TYPES[type] === "array" ? `array of ${GGUF_VALUE_TYPES[r.lastItemType]}` : GGUF_VALUE_TYPES[type]);
+    types.set(
+      key,
+      GGUF_VALUE_TYPES[type] === "array" ? `array of ${GGUF_VALUE_TYPES[r.lastItemType]}` : GGUF_VALUE_TYPES[type],
+    );
   }
   const alignment = metadata.get("general.alignment") ?? GGUF_DEFAULT_ALIGNMENT;
   if (typeof alignment !== "number" || alignment < 1 || !Number.isInteger(Math.log2(alignment))) {
@@ -188,7 +238,8 @@ function readHeader(r: HeaderReader): GgufFile {
 
 function checkVersion(r: HeaderReader, version: number): void {
   if (version === 2 || version === 3) return;
-  const swapped = ((version & 0xff) << 24 | (version & 0xff00) << 8 | (version >>> 8) & 0xff00 | version >>> 24) >>> 0;
+  const swapped =
+    (((version & 0xff) << 24) | ((version & 0xff00) << 8) | ((version >>> 8) & 0xff00) | (version >>> 24)) >>> 0;
   if (swapped === 2 || swapped === 3) {
     throw new UnsupportedError(
       `${r.path}: this GGUF file is big-endian (its version field reads ${version} = 0x${hex(version, 8)}, ` +
@@ -328,17 +379,28 @@ class HeaderReader {
   value(type: number, what: string): GgufValue {
     const b = this.buf;
     switch (GGUF_VALUE_TYPES[type]) {
-      case "uint8": return b.readUInt8(this.need(1, what));
-      case "int8": return b.readInt8(this.need(1, what));
-      case "uint16": return b.readUInt16LE(this.need(2, what));
-      case "int16": return b.readInt16LE(this.need(2, what));
-      case "uint32": return b.readUInt32LE(this.need(4, what));
-      case "int32": return b.readInt32LE(this.need(4, what));
-      case "float32": return b.readFloatLE(this.need(4, what));
-      case "uint64": return safeNumber(b.readBigUInt64LE(this.need(8, what)));
-      case "int64": return safeNumber(b.readBigInt64LE(this.need(8, what)));
-      case "float64": return b.readDoubleLE(this.need(8, what));
-      case "string": return this.string(what);
+      case "uint8":
+        return b.readUInt8(this.need(1, what));
+      case "int8":
+        return b.readInt8(this.need(1, what));
+      case "uint16":
+        return b.readUInt16LE(this.need(2, what));
+      case "int16":
+        return b.readInt16LE(this.need(2, what));
+      case "uint32":
+        return b.readUInt32LE(this.need(4, what));
+      case "int32":
+        return b.readInt32LE(this.need(4, what));
+      case "float32":
+        return b.readFloatLE(this.need(4, what));
+      case "uint64":
+        return safeNumber(b.readBigUInt64LE(this.need(8, what)));
+      case "int64":
+        return safeNumber(b.readBigInt64LE(this.need(8, what)));
+      case "float64":
+        return b.readDoubleLE(this.need(8, what));
+      case "string":
+        return this.string(what);
       case "bool": {
         const v = b.readUInt8(this.need(1, what));
         if (v > 1) throw this.formatError(`${what} is a bool stored as ${v}; expected 0 or 1`);

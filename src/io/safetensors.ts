@@ -29,8 +29,26 @@ const MAX_HEADER_BYTES = 100_000_000;
 
 /** Bits per element of every dtype the reference library knows (F4 and F6 pack several per byte). */
 const DTYPE_BITS: Record<string, number> = {
-  BOOL: 8, U8: 8, I8: 8, F8_E5M2: 8, F8_E4M3: 8, F8_E8M0: 8, F4: 4, F6_E2M3: 6, F6_E3M2: 6,
-  I16: 16, U16: 16, F16: 16, BF16: 16, I32: 32, U32: 32, F32: 32, I64: 64, U64: 64, F64: 64, C64: 64,
+  BOOL: 8,
+  U8: 8,
+  I8: 8,
+  F8_E5M2: 8,
+  F8_E4M3: 8,
+  F8_E8M0: 8,
+  F4: 4,
+  F6_E2M3: 6,
+  F6_E3M2: 6,
+  I16: 16,
+  U16: 16,
+  F16: 16,
+  BF16: 16,
+  I32: 32,
+  U32: 32,
+  F32: 32,
+  I64: 64,
+  U64: 64,
+  F64: 64,
+  C64: 64,
 };
 
 /** The safetensors dtypes kvslim computes with. */
@@ -85,14 +103,22 @@ function parseHeader(full: string, header: unknown, dataStart: number, fileSize:
       }
       continue;
     }
-    if (!isObject(entry)) throw fail(`tensor ${name} should be an object {dtype, shape, data_offsets}, found ${kind(entry)}`);
+    if (!isObject(entry))
+      throw fail(`tensor ${name} should be an object {dtype, shape, data_offsets}, found ${kind(entry)}`);
     const { dtype, shape, data_offsets: offsets } = entry;
-    if (typeof dtype !== "string") throw fail(`tensor ${name} has ${dtype === undefined ? "no dtype" : `dtype ${kind(dtype)}`}; expected a string such as "F32"`);
+    if (typeof dtype !== "string")
+      throw fail(
+        `tensor ${name} has ${dtype === undefined ? "no dtype" : `dtype ${kind(dtype)}`}; expected a string such as "F32"`,
+      );
     if (!Array.isArray(shape) || !shape.every(isCount)) {
-      throw fail(`tensor ${name} has ${shape === undefined ? "no shape" : `shape ${shownValue(shape)}`}; expected an array of non-negative integers`);
+      throw fail(
+        `tensor ${name} has ${shape === undefined ? "no shape" : `shape ${shownValue(shape)}`}; expected an array of non-negative integers`,
+      );
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) || offsets[0] > offsets[1]) {
-      throw fail(`tensor ${name} has ${offsets === undefined ? "no data_offsets" : `data_offsets ${shownValue(offsets)}`}; expected [begin, end] with 0 <= begin <= end`);
+      throw fail(
+        `tensor ${name} has ${offsets === undefined ? "no data_offsets" : `data_offsets ${shownValue(offsets)}`}; expected [begin, end] with 0 <= begin <= end`,
+      );
     }
     const [begin, end] = offsets as [number, number];
     const numel = numElements(shape);
@@ -126,7 +152,9 @@ function parseHeader(full: string, header: unknown, dataStart: number, fileSize:
     const [a, b] = [sorted[i - 1], sorted[i]];
     if (a.offset + a.byteLength > b.offset) {
       const range = (t: TensorInfo) => `[${t.offset - dataStart}, ${t.offset - dataStart + t.byteLength})`;
-      throw fail(`tensors ${a.name} (data_offsets ${range(a)}) and ${b.name} (${range(b)}) overlap; expected disjoint data`);
+      throw fail(
+        `tensors ${a.name} (data_offsets ${range(a)}) and ${b.name} (${range(b)}) overlap; expected disjoint data`,
+      );
     }
   }
   return { metadata, tensors };
@@ -168,7 +196,10 @@ export function readSafetensorsModel(dir: string): SafetensorsFile {
     Object.assign(merged.metadata, file.metadata);
     for (const t of file.tensors) {
       const other = home.get(t.name);
-      if (other !== undefined) throw new FormatError(`tensor ${t.name} is in both ${other} and ${shard} (in ${full}); expected it in one shard`);
+      if (other !== undefined)
+        throw new FormatError(
+          `tensor ${t.name} is in both ${other} and ${shard} (in ${full}); expected it in one shard`,
+        );
       home.set(t.name, shard);
       merged.tensors.push(t);
     }
@@ -177,7 +208,8 @@ export function readSafetensorsModel(dir: string): SafetensorsFile {
     if (home.get(tensor) !== shard) {
       throw new FormatError(
         `${indexPath} maps tensor ${tensor} to ${shard}, but ` +
-          (home.has(tensor) ? `it is in ${home.get(tensor)}` : `${shard} has no tensor ${tensor}`) + `; the index and shards disagree`,
+          (home.has(tensor) ? `it is in ${home.get(tensor)}` : `${shard} has no tensor ${tensor}`) +
+          `; the index and shards disagree`,
       );
     }
   }
@@ -192,11 +224,14 @@ function readWeightMap(indexPath: string): Record<string, string> {
     throw new FormatError(`${indexPath} is not valid JSON: ${(error as Error).message}`);
   }
   const weightMap = isObject(index) ? index.weight_map : undefined;
-  if (!isObject(weightMap)) throw new FormatError(`${indexPath} should have a "weight_map" object, found ${kind(weightMap)}`);
+  if (!isObject(weightMap))
+    throw new FormatError(`${indexPath} should have a "weight_map" object, found ${kind(weightMap)}`);
   for (const [tensor, shard] of Object.entries(weightMap)) {
     // Shards sit next to the index; a path elsewhere is refused rather than followed.
     if (typeof shard !== "string" || shard === "" || path.basename(shard) !== shard) {
-      throw new FormatError(`${indexPath}: weight_map.${tensor} should be a file name in the same directory, found ${shownValue(shard)}`);
+      throw new FormatError(
+        `${indexPath}: weight_map.${tensor} should be a file name in the same directory, found ${shownValue(shard)}`,
+      );
     }
   }
   return weightMap as Record<string, string>;
@@ -212,7 +247,8 @@ export function writeSafetensors(
   const header: Record<string, unknown> = {};
   if (metadata !== undefined) {
     for (const [key, value] of Object.entries(metadata)) {
-      if (typeof value !== "string") throw new FormatError(`cannot write safetensors __metadata__.${key}: expected a string, got ${kind(value)}`);
+      if (typeof value !== "string")
+        throw new FormatError(`cannot write safetensors __metadata__.${key}: expected a string, got ${kind(value)}`);
     }
     header.__metadata__ = metadata;
   }
@@ -220,13 +256,21 @@ export function writeSafetensors(
   for (const t of tensors) {
     const dtype = Object.keys(KVSLIM_DTYPES).find((k) => KVSLIM_DTYPES[k] === t.dtype);
     if (dtype === undefined) {
-      throw new UnsupportedError(`cannot write tensor ${t.name} as ${t.dtype} to safetensors, which has no ${t.dtype}; use f32, f16 or bf16, or write GGUF`);
+      throw new UnsupportedError(
+        `cannot write tensor ${t.name} as ${t.dtype} to safetensors, which has no ${t.dtype}; use f32, f16 or bf16, or write GGUF`,
+      );
     }
-    if (t.name === "__metadata__" || Object.hasOwn(header, t.name)) throw new FormatError(`cannot write tensor ${t.name}: the name is taken`);
-    if (!t.shape.every(isCount)) throw new FormatError(`cannot write tensor ${t.name}: shape ${formatShape(t.shape)} has a non-integer or negative dimension`);
+    if (t.name === "__metadata__" || Object.hasOwn(header, t.name))
+      throw new FormatError(`cannot write tensor ${t.name}: the name is taken`);
+    if (!t.shape.every(isCount))
+      throw new FormatError(
+        `cannot write tensor ${t.name}: shape ${formatShape(t.shape)} has a non-integer or negative dimension`,
+      );
     const expected = bytesFor(t.dtype, numElements(t.shape));
     if (t.data.length !== expected) {
-      throw new FormatError(`cannot write tensor ${t.name}: shape ${formatShape(t.shape)} in ${t.dtype} needs ${expected} bytes, the data has ${t.data.length}`);
+      throw new FormatError(
+        `cannot write tensor ${t.name}: shape ${formatShape(t.shape)} in ${t.dtype} needs ${expected} bytes, the data has ${t.data.length}`,
+      );
     }
     header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + t.data.length] };
     offset += t.data.length;

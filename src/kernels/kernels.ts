@@ -98,9 +98,31 @@ export interface Kernels extends TrainKernels {
    * attentionF32 over the rows idx (n) of K, V (S, Hd) f32 (i32 positions, any order): equal bit for
    * bit to attentionF32 on those rows gathered in idx order. scores (g, n) holds p afterwards.
    */
-  attendRowsF32(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, idx: Ptr, n: number, Hd: number, g: number, scale: number): void;
+  attendRowsF32(
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    idx: Ptr,
+    n: number,
+    Hd: number,
+    g: number,
+    scale: number,
+  ): void;
   /** attendRowsF32 with K, V bf16. */
-  attendRowsBf16(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, idx: Ptr, n: number, Hd: number, g: number, scale: number): void;
+  attendRowsBf16(
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    idx: Ptr,
+    n: number,
+    Hd: number,
+    g: number,
+    scale: number,
+  ): void;
   /**
    * Causal dense attention of a prefill chunk of T query rows, each with the g query heads of one KV head:
    * query (t, h) at q (T, qStride) float t·qStride + h·Hd (qStride floats between rows, the g heads
@@ -109,9 +131,33 @@ export interface Kernels extends TrainKernels {
    * queries. scores (T, g, S0 + T) scratch: row (t, h) holds the query's p in its first S0 + t + 1 floats
    * afterwards; the rest of the row is not written.
    */
-  attentionCausalF32(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, S0: number, T: number, Hd: number, g: number, qStride: number, scale: number): void;
+  attentionCausalF32(
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    S0: number,
+    T: number,
+    Hd: number,
+    g: number,
+    qStride: number,
+    scale: number,
+  ): void;
   /** attentionCausalF32 with K, V (S0 + T, Hd) bf16: equal to attentionCausalF32 on the decoded values, bit for bit. */
-  attentionCausalBf16(out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr, S0: number, T: number, Hd: number, g: number, qStride: number, scale: number): void;
+  attentionCausalBf16(
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    S0: number,
+    T: number,
+    Hd: number,
+    g: number,
+    qStride: number,
+    scale: number,
+  ): void;
 
   /**
    * SparQ's approximate scores from the d-major key copy kT (Hd, ldk) f32 (row i = component i of
@@ -119,13 +165,55 @@ export interface Kernels extends TrainKernels {
    * in order acc = f32(acc + f32(q[h][idx[j]] * kT[idx[j]][s])). q (g, Hd); idx (r) i32; scale (g) f32.
    * Defined bit for bit (no fused multiply-add, no reordering).
    */
-  sparqScoresF32(out: Ptr, q: Ptr, kT: Ptr, idx: Ptr, scale: Ptr, r: number, S: number, ldk: number, Hd: number, g: number): void;
+  sparqScoresF32(
+    out: Ptr,
+    q: Ptr,
+    kT: Ptr,
+    idx: Ptr,
+    scale: Ptr,
+    r: number,
+    S: number,
+    ldk: number,
+    Hd: number,
+    g: number,
+  ): void;
   /** sparqScoresF32 with kT bf16. */
-  sparqScoresBf16(out: Ptr, q: Ptr, kT: Ptr, idx: Ptr, scale: Ptr, r: number, S: number, ldk: number, Hd: number, g: number): void;
+  sparqScoresBf16(
+    out: Ptr,
+    q: Ptr,
+    kT: Ptr,
+    idx: Ptr,
+    scale: Ptr,
+    r: number,
+    S: number,
+    ldk: number,
+    Hd: number,
+    g: number,
+  ): void;
   /** sparqScoresF32 read from the S-major K (S, Hd) f32 (kT[i][s] = K[s][i]): bit for bit the same. */
-  sparqScoresStridedF32(out: Ptr, q: Ptr, k: Ptr, idx: Ptr, scale: Ptr, r: number, S: number, Hd: number, g: number): void;
+  sparqScoresStridedF32(
+    out: Ptr,
+    q: Ptr,
+    k: Ptr,
+    idx: Ptr,
+    scale: Ptr,
+    r: number,
+    S: number,
+    Hd: number,
+    g: number,
+  ): void;
   /** sparqScoresStridedF32 with K bf16. */
-  sparqScoresStridedBf16(out: Ptr, q: Ptr, k: Ptr, idx: Ptr, scale: Ptr, r: number, S: number, Hd: number, g: number): void;
+  sparqScoresStridedBf16(
+    out: Ptr,
+    q: Ptr,
+    k: Ptr,
+    idx: Ptr,
+    scale: Ptr,
+    r: number,
+    S: number,
+    Hd: number,
+    g: number,
+  ): void;
 
   /**
    * outIdx (kk) i32 = the indices of the kk largest of x (n) f32, in ascending index order; 1 <= kk <= n.
@@ -179,7 +267,17 @@ export interface TrainKernels {
    * with x̂ = x · rstd, dx̂ = dOut · w; dW (n) += Σ_rows dOut · x̂ (rows in order). dOut, x (t, n), w (n),
    * rstd (t) from the forward. dX may equal dOut.
    */
-  rmsnormBackward(dX: Ptr, dW: Ptr, dOut: Ptr, x: Ptr, w: Ptr, rstd: Ptr, n: number, t: number, accumulate: number): void;
+  rmsnormBackward(
+    dX: Ptr,
+    dW: Ptr,
+    dOut: Ptr,
+    x: Ptr,
+    w: Ptr,
+    rstd: Ptr,
+    n: number,
+    t: number,
+    accumulate: number,
+  ): void;
 
   /**
    * The backward of ropeInterleaved, in place on dx (nHeads, Hd): each pair rotated by −angle,
@@ -203,20 +301,56 @@ export interface TrainKernels {
    * attentionCausalF32); k, v (T, kvStride): position u at float u·kvStride. P (g, T, T): row (h, t) at float
    * (h·T + t)·T, its first t + 1 floats written. With kvStride = Hd, bit for bit attentionCausalF32 (S0 = 0).
    */
-  attentionForward(out: Ptr, p: Ptr, q: Ptr, k: Ptr, v: Ptr, T: number, Hd: number, g: number, qStride: number, kvStride: number, scale: number): void;
+  attentionForward(
+    out: Ptr,
+    p: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    T: number,
+    Hd: number,
+    g: number,
+    qStride: number,
+    kvStride: number,
+    scale: number,
+  ): void;
   /**
    * Attention backward, part 1 (of out = P V and of the softmax): dV (T, kvStride) += Σ_t P[h][t][u] dOut (t, h);
    * dS (g, T, T) = P ∘ (dP − D), dP[h][t][u] = dOut (t, h) · v_u, D[h][t] = dOut (t, h) · out (t, h).
    * dOut, out (T, qStride) (out as attentionForward wrote it), v (T, kvStride), P (g, T, T) from the forward.
    * dS may equal P (then P is consumed). Layouts as attentionForward.
    */
-  attentionBackwardPV(dS: Ptr, dV: Ptr, dOut: Ptr, out: Ptr, v: Ptr, p: Ptr, T: number, Hd: number, g: number, qStride: number, kvStride: number): void;
+  attentionBackwardPV(
+    dS: Ptr,
+    dV: Ptr,
+    dOut: Ptr,
+    out: Ptr,
+    v: Ptr,
+    p: Ptr,
+    T: number,
+    Hd: number,
+    g: number,
+    qStride: number,
+    kvStride: number,
+  ): void;
   /**
    * Attention backward, part 2 (of the scores q · k · scale): dQ (T, qStride) = scale Σ_u dS[h][t][u] k_u
    * (written, not added); dK (T, kvStride) += scale Σ_{h, t ≥ u} dS[h][t][u] q (t, h). dS from
    * attentionBackwardPV; q, k as the forward saw them. Layouts as attentionForward.
    */
-  attentionBackwardQK(dQ: Ptr, dK: Ptr, dS: Ptr, q: Ptr, k: Ptr, T: number, Hd: number, g: number, qStride: number, kvStride: number, scale: number): void;
+  attentionBackwardQK(
+    dQ: Ptr,
+    dK: Ptr,
+    dS: Ptr,
+    q: Ptr,
+    k: Ptr,
+    T: number,
+    Hd: number,
+    g: number,
+    qStride: number,
+    kvStride: number,
+    scale: number,
+  ): void;
 
   /**
    * Cross-entropy of logits (t, V) against targets (t, i32): losses (t) = logsumexp(row) − row[target]
@@ -231,7 +365,20 @@ export interface TrainKernels {
    * m = β1 m + (1 − β1) g; v = β2 v + (1 − β2) g²; p −= lr · ((m / bc1) / (sqrt(v / bc2) + eps) + weightDecay · p),
    * bc1 = 1 − β1^step, bc2 = 1 − β2^step (step from 1). Bit for bit in f32, in that order.
    */
-  adamw(p: Ptr, m: Ptr, v: Ptr, grad: Ptr, n: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number): void;
+  adamw(
+    p: Ptr,
+    m: Ptr,
+    v: Ptr,
+    grad: Ptr,
+    n: number,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    bc1: number,
+    bc2: number,
+  ): void;
   /** out (1) f32 = Σ x² of x (n), summed in f64 (for the gradient norm: √ of the sum over all ranges). */
   sumSquares(out: Ptr, x: Ptr, n: number): void;
   /** x (n) *= alpha, in place (gradient clipping). */

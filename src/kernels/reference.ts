@@ -11,7 +11,15 @@
  */
 import type { Ptr } from "../memory/arena.js";
 import {
-  Q8_0_BLOCK, Q8_0_BLOCK_BYTES, bf16ToF32, f16ToF32, f32BitsToBf16, f32ToBf16, f32ToF16, roundF16, roundHalfEven,
+  Q8_0_BLOCK,
+  Q8_0_BLOCK_BYTES,
+  bf16ToF32,
+  f16ToF32,
+  f32BitsToBf16,
+  f32ToBf16,
+  f32ToF16,
+  roundF16,
+  roundHalfEven,
 } from "../memory/dtype.js";
 import type { Kernels } from "./kernels.js";
 import { createReferenceTrainKernels } from "./reference-train.js";
@@ -76,7 +84,8 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
 
   /** RoPE of pair (i0, i1) of one head by (c, s), in f32 as the kernel does. */
   function rotate(i0: number, i1: number, c: number, s: number): void {
-    const x0 = f32[i0], x1 = f32[i1];
+    const x0 = f32[i0],
+      x1 = f32[i1];
     f32[i0] = f(f(x0 * c) - f(x1 * s));
     f32[i1] = f(f(x0 * s) + f(x1 * c));
   }
@@ -99,8 +108,17 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
    * row attended is rowOf(s). out (Hd); p (n) holds the probabilities afterwards.
    */
   function attendHead(
-    read: (row: Ptr, j: number) => number, bytes: number, out: Ptr, p: Ptr, q: Ptr, k: Ptr, v: Ptr,
-    rowOf: (s: number) => number, n: number, Hd: number, scale: number,
+    read: (row: Ptr, j: number) => number,
+    bytes: number,
+    out: Ptr,
+    p: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    rowOf: (s: number) => number,
+    n: number,
+    Hd: number,
+    scale: number,
   ): void {
     // Step 1: scores = K q * scale.
     for (let s = 0; s < n; s++) f32[p / 4 + s] = dot(read, bytes, q, k, rowOf(s), Hd) * scale;
@@ -116,10 +134,21 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
 
   /** attendHead for g heads: q, out (g, Hd); scores (g, n) holds p afterwards. */
   function attend(
-    read: (row: Ptr, j: number) => number, bytes: number, out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr,
-    rowOf: (s: number) => number, n: number, Hd: number, g: number, scale: number,
+    read: (row: Ptr, j: number) => number,
+    bytes: number,
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    rowOf: (s: number) => number,
+    n: number,
+    Hd: number,
+    g: number,
+    scale: number,
   ): void {
-    for (let h = 0; h < g; h++) attendHead(read, bytes, out + h * Hd * 4, scores + h * n * 4, q + h * Hd * 4, k, v, rowOf, n, Hd, scale);
+    for (let h = 0; h < g; h++)
+      attendHead(read, bytes, out + h * Hd * 4, scores + h * n * 4, q + h * Hd * 4, k, v, rowOf, n, Hd, scale);
   }
 
   /**
@@ -127,12 +156,24 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
    * 0 … S0 + t, out in the same layout, p in row (t, h) of scores (T, g, S0 + T).
    */
   function attendCausal(
-    read: (row: Ptr, j: number) => number, bytes: number, out: Ptr, scores: Ptr, q: Ptr, k: Ptr, v: Ptr,
-    S0: number, T: number, Hd: number, g: number, qStride: number, scale: number,
+    read: (row: Ptr, j: number) => number,
+    bytes: number,
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    S0: number,
+    T: number,
+    Hd: number,
+    g: number,
+    qStride: number,
+    scale: number,
   ): void {
     for (let t = 0; t < T; t++) {
       for (let h = 0; h < g; h++) {
-        const at = 4 * (t * qStride + h * Hd), p = scores + 4 * (t * g + h) * (S0 + T);
+        const at = 4 * (t * qStride + h * Hd),
+          p = scores + 4 * (t * g + h) * (S0 + T);
         attendHead(read, bytes, out + at, p, q + at, k, v, (s) => s, S0 + t + 1, Hd, scale);
       }
     }
@@ -143,8 +184,17 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
    * read(k, at(i, s)); out[h][s] = f32(acc) * scale[h], acc summed over idx in order.
    */
   function sparqScores(
-    read: (row: Ptr, j: number) => number, out: Ptr, q: Ptr, k: Ptr, idx: Ptr, scale: Ptr, r: number, S: number,
-    Hd: number, g: number, at: (i: number, s: number) => number,
+    read: (row: Ptr, j: number) => number,
+    out: Ptr,
+    q: Ptr,
+    k: Ptr,
+    idx: Ptr,
+    scale: Ptr,
+    r: number,
+    S: number,
+    Hd: number,
+    g: number,
+    at: (i: number, s: number) => number,
   ): void {
     for (let h = 0; h < g; h++) {
       for (let s = 0; s < S; s++) {

@@ -15,18 +15,58 @@ import type { Kernels, KernelName } from "./kernels.js";
 
 /** Every method of Kernels, checked against the module's exports at load. */
 export const KERNEL_NAMES = [
-  "matvecF32", "matvecF16", "matvecBf16", "matvecQ8_0",
-  "matmulF32", "matmulF16", "matmulBf16", "matmulQ8_0",
-  "quantizeQ8_0", "roundF16", "roundBf16",
-  "getRowF32", "getRowF16", "getRowBf16", "getRowQ8_0",
-  "rmsnorm", "ropeInterleaved", "ropeHalves", "swiglu", "add",
-  "attendF32", "softmaxF32", "expSumF32", "attentionF32", "attentionBf16", "attendRowsF32", "attendRowsBf16",
-  "attentionCausalF32", "attentionCausalBf16",
-  "sparqScoresF32", "sparqScoresBf16", "sparqScoresStridedF32", "sparqScoresStridedBf16",
-  "topK", "packBf16", "storeColumnF32", "storeColumnBf16",
-  "matmulBackwardInput", "matmulBackwardWeight", "rmsnormForward", "rmsnormBackward",
-  "ropeInterleavedBackward", "ropeHalvesBackward", "swigluBackward", "embeddingBackward",
-  "attentionForward", "attentionBackwardPV", "attentionBackwardQK", "crossEntropy", "adamw", "sumSquares", "scale",
+  "matvecF32",
+  "matvecF16",
+  "matvecBf16",
+  "matvecQ8_0",
+  "matmulF32",
+  "matmulF16",
+  "matmulBf16",
+  "matmulQ8_0",
+  "quantizeQ8_0",
+  "roundF16",
+  "roundBf16",
+  "getRowF32",
+  "getRowF16",
+  "getRowBf16",
+  "getRowQ8_0",
+  "rmsnorm",
+  "ropeInterleaved",
+  "ropeHalves",
+  "swiglu",
+  "add",
+  "attendF32",
+  "softmaxF32",
+  "expSumF32",
+  "attentionF32",
+  "attentionBf16",
+  "attendRowsF32",
+  "attendRowsBf16",
+  "attentionCausalF32",
+  "attentionCausalBf16",
+  "sparqScoresF32",
+  "sparqScoresBf16",
+  "sparqScoresStridedF32",
+  "sparqScoresStridedBf16",
+  "topK",
+  "packBf16",
+  "storeColumnF32",
+  "storeColumnBf16",
+  "matmulBackwardInput",
+  "matmulBackwardWeight",
+  "rmsnormForward",
+  "rmsnormBackward",
+  "ropeInterleavedBackward",
+  "ropeHalvesBackward",
+  "swigluBackward",
+  "embeddingBackward",
+  "attentionForward",
+  "attentionBackwardPV",
+  "attentionBackwardQK",
+  "crossEntropy",
+  "adamw",
+  "sumSquares",
+  "scale",
 ] as const satisfies readonly KernelName[];
 
 // Fails to compile if a Kernels method is missing from the list above.
@@ -61,13 +101,18 @@ export function getKernelModule(): WebAssembly.Module {
 }
 
 /** Instantiates the kernels over `memory` (synchronously; fine for a module this small). */
-export function loadWasmKernelsSync(memory: WebAssembly.Memory, module: WebAssembly.Module = getKernelModule()): Kernels {
+export function loadWasmKernelsSync(
+  memory: WebAssembly.Memory,
+  module: WebAssembly.Module = getKernelModule(),
+): Kernels {
   const instance = new WebAssembly.Instance(module, importsFor(memory));
   const exports = instance.exports as Record<string, unknown>;
 
   const staticDataEnd = (exports.staticDataEnd as () => number)() >>> 0;
   if (staticDataEnd > RESERVED) {
-    throw new Error(`kernels.wasm static data ends at ${staticDataEnd}, past the ${RESERVED} bytes the arena reserves for it`);
+    throw new Error(
+      `kernels.wasm static data ends at ${staticDataEnd}, past the ${RESERVED} bytes the arena reserves for it`,
+    );
   }
   const kernels: Partial<Record<KernelName, unknown>> = {};
   for (const name of KERNEL_NAMES) {

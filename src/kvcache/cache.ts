@@ -72,7 +72,13 @@ export interface Traffic {
 
 export const newTraffic = (): Traffic => ({ steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 });
 
-export const DENSE_LAYOUT: KvLayout = { dtype: "f32", kTransposed: false, vMean: false, accumulated: false, positions: false };
+export const DENSE_LAYOUT: KvLayout = {
+  dtype: "f32",
+  kTransposed: false,
+  vMean: false,
+  accumulated: false,
+  positions: false,
+};
 
 export interface KvSlot {
   k: Ptr; // (G, C, Hd)
@@ -251,7 +257,12 @@ export class KvCache {
     }
     const { layout, step } = this;
     // K and V rows, the d-major column, the mean (read and written, f32), a position and a score.
-    step.written += G * (Hd * b * (layout.kTransposed ? 3 : 2) + (layout.vMean ? 4 * Hd : 0) + (layout.positions ? 4 : 0) + (layout.accumulated ? 4 : 0));
+    step.written +=
+      G *
+      (Hd * b * (layout.kTransposed ? 3 : 2) +
+        (layout.vMean ? 4 * Hd : 0) +
+        (layout.positions ? 4 : 0) +
+        (layout.accumulated ? 4 : 0));
     step.read += layout.vMean ? G * 4 * Hd : 0;
     step.denseWritten += G * 2 * Hd * b;
   }
@@ -294,7 +305,8 @@ export class KvCache {
    * Counted traffic stays. Evicting caches cannot rewind: what they evicted is gone.
    */
   rewind(n: number): void {
-    if (!Number.isInteger(n) || n < 0 || n > this.rows) throw new RangeError(`kv cache: cannot rewind ${n} of ${this.rows} rows`);
+    if (!Number.isInteger(n) || n < 0 || n > this.rows)
+      throw new RangeError(`kv cache: cannot rewind ${n} of ${this.rows} rows`);
     if (this.layout.positions) throw new RangeError("kv cache: an evicting cache cannot rewind");
     const { f32, u16 } = this.arena;
     const b = this.bytesPerElement;
@@ -345,7 +357,9 @@ export class KvCache {
     const oldBlock = this.block;
     const oldCapacity = this.capacity;
     // Which rows survive, asked while the old block is still the cache's.
-    const kept = oldSlots.map((_, slot) => Array.from({ length: this.G }, (_, g) => (keep ? keep(slot, g) : this.heldRowsOf(slot, g))));
+    const kept = oldSlots.map((_, slot) =>
+      Array.from({ length: this.G }, (_, g) => (keep ? keep(slot, g) : this.heldRowsOf(slot, g))),
+    );
     const bytes = KvCache.bytesFor(this.shape, this.layout, capacity);
     const what = `a ${this.layout.dtype} KV cache of ${capacity} rows`;
     // Copy from the old block in place when the pool holds both; else stage the old block outside the
@@ -397,7 +411,14 @@ export class KvCache {
         at += bytes;
         return p;
       };
-      this.slots.push({ k: next(parts.k), v: next(parts.v), kT: next(parts.kT), vMean: next(parts.vMean), acc: next(parts.acc), pos: next(parts.pos) });
+      this.slots.push({
+        k: next(parts.k),
+        v: next(parts.v),
+        kT: next(parts.kT),
+        vMean: next(parts.vMean),
+        acc: next(parts.acc),
+        pos: next(parts.pos),
+      });
     }
   }
 
@@ -419,7 +440,14 @@ export class KvCache {
    * Copies the kept rows of the old slots (byte offsets into `src` shifted by srcBase) into the new slots,
    * compacted to the front. Returns the rows kept per head.
    */
-  private copyFrom(src: Uint8Array, srcBase: number, oldSlots: KvSlot[], oldC: number, newC: number, keptRows: Int32Array[][]): number {
+  private copyFrom(
+    src: Uint8Array,
+    srcBase: number,
+    oldSlots: KvSlot[],
+    oldC: number,
+    newC: number,
+    keptRows: Int32Array[][],
+  ): number {
     const { G, Hd } = this;
     const b = this.bytesPerElement;
     const u8 = this.arena.u8;
@@ -441,7 +469,8 @@ export class KvCache {
           copy(to.k + dst, from.k + at, rowBytes);
           copy(to.v + dst, from.v + at, rowBytes);
           if (this.layout.kTransposed) {
-            for (let j = 0; j < Hd; j++) copy(to.kT + ((g * Hd + j) * newC + i) * b, from.kT + ((g * Hd + j) * oldC + r) * b, b);
+            for (let j = 0; j < Hd; j++)
+              copy(to.kT + ((g * Hd + j) * newC + i) * b, from.kT + ((g * Hd + j) * oldC + r) * b, b);
           }
           if (this.layout.accumulated) copy(to.acc + 4 * (g * newC + i), from.acc + 4 * (g * oldC + r), 4);
           if (this.layout.positions) copy(to.pos + 4 * (g * newC + i), from.pos + 4 * (g * oldC + r), 4);

@@ -108,12 +108,22 @@ export function validateConfig(c: ModelConfig, source: string): void {
   for (const key of ["qkvBias", "tiedEmbeddings", "kvNorm"] as const) {
     if (typeof c[key] !== "boolean") bad(`${key} must be true or false, found ${JSON.stringify(c[key])}`);
   }
-  if (c.ropeStyle !== "interleaved" && c.ropeStyle !== "halves") bad(`ropeStyle must be "interleaved" or "halves", found ${JSON.stringify(c.ropeStyle)}`);
+  if (c.ropeStyle !== "interleaved" && c.ropeStyle !== "halves")
+    bad(`ropeStyle must be "interleaved" or "halves", found ${JSON.stringify(c.ropeStyle)}`);
   if (c.ropeScaling !== null && (typeof c.ropeScaling !== "object" || c.ropeScaling.type !== "llama3")) {
     bad(`ropeScaling must be null or a llama3 scaling, found ${JSON.stringify(c.ropeScaling)}`);
   }
   if (!Array.isArray(c.kvSource)) bad(`kv_source must be a list of layer indices, found ${JSON.stringify(c.kvSource)}`);
-  const positive = ["vocabSize", "dModel", "nLayers", "nHeads", "nKvHeads", "headDim", "ffnDim", "contextLength"] as const;
+  const positive = [
+    "vocabSize",
+    "dModel",
+    "nLayers",
+    "nHeads",
+    "nKvHeads",
+    "headDim",
+    "ffnDim",
+    "contextLength",
+  ] as const;
   for (const key of positive) {
     if (!Number.isInteger(c[key]) || c[key] <= 0) bad(`${key} must be a positive integer, found ${c[key]}`);
   }
@@ -124,7 +134,8 @@ export function validateConfig(c: ModelConfig, source: string): void {
     bad(`rope dimension must be even and in (0, head_dim=${c.headDim}], found ${c.ropeDim}`);
   }
   if (!(c.normEps > 0 && c.normEps < 1)) bad(`the norm epsilon must be a number between 0 and 1, found ${c.normEps}`);
-  if (!(c.ropeTheta >= 1) || !Number.isFinite(c.ropeTheta)) bad(`the RoPE base must be a finite number ≥ 1, found ${c.ropeTheta}`);
+  if (!(c.ropeTheta >= 1) || !Number.isFinite(c.ropeTheta))
+    bad(`the RoPE base must be a finite number ≥ 1, found ${c.ropeTheta}`);
   if (c.kvSource.length !== c.nLayers) {
     bad(`kv_source has ${c.kvSource.length} entries, expected one per layer (${c.nLayers})`);
   }

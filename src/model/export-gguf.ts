@@ -22,7 +22,14 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { FileExistsError, FormatError, ModelMismatchError, UnsupportedError, UsageError, formatBytes } from "../errors.js";
+import {
+  FileExistsError,
+  FormatError,
+  ModelMismatchError,
+  UnsupportedError,
+  UsageError,
+  formatBytes,
+} from "../errors.js";
 import { blockSize, decode, encode, type DType } from "../memory/dtype.js";
 import type { ModelConfig } from "./config.js";
 import { ggufMetadataFor } from "./files.js";
@@ -69,7 +76,8 @@ export function isExportDType(s: string): s is ExportDType {
 export function exportGguf(hfDir: string, outFile: string, options: ExportOptions = {}): ExportSummary {
   const dtype = options.dtype ?? "f32";
   const force = options.force ?? false;
-  if (!isExportDType(dtype)) throw new UsageError(`GGUF export dtype must be one of ${EXPORT_DTYPES.join(", ")}, got "${dtype}"`);
+  if (!isExportDType(dtype))
+    throw new UsageError(`GGUF export dtype must be one of ${EXPORT_DTYPES.join(", ")}, got "${dtype}"`);
   checkDirectory(hfDir);
   // Checked here so a refusal costs nothing; writeGguf checks again when it moves the file into place.
   if (!force && fs.existsSync(outFile)) {
@@ -97,7 +105,13 @@ export function exportGguf(hfDir: string, outFile: string, options: ExportOption
   // Step 3: tensors under GGUF names and row order.
   const tensors = specs.map((spec) => convertTensor(source, spec, dtype));
   const freqFactors = llama3FreqFactors(config);
-  if (freqFactors) tensors.push({ name: "rope_freqs.weight", dtype: "f32", shape: [freqFactors.length], data: encode("f32", freqFactors) });
+  if (freqFactors)
+    tensors.push({
+      name: "rope_freqs.weight",
+      dtype: "f32",
+      shape: [freqFactors.length],
+      data: encode("f32", freqFactors),
+    });
 
   // Steps 4 and 5: metadata, then write (step 6).
   const metadata: [string, GgufEntry][] = [
@@ -106,7 +120,14 @@ export function exportGguf(hfDir: string, outFile: string, options: ExportOption
     ...tokenizerMetadata(hfDir, source),
   ];
   writeGguf(outFile, metadata, tensors, { overwrite: force });
-  return { path: outFile, config, dtype, tensors: tensors.length, bytes: fs.statSync(outFile).size, pre: BYTE_LEVEL_PRE };
+  return {
+    path: outFile,
+    config,
+    dtype,
+    tensors: tensors.length,
+    bytes: fs.statSync(outFile).size,
+    pre: BYTE_LEVEL_PRE,
+  };
 }
 
 function checkDirectory(hfDir: string): void {
@@ -114,7 +135,9 @@ function checkDirectory(hfDir: string): void {
   try {
     stat = fs.statSync(hfDir);
   } catch {
-    throw new UsageError(`model path ${hfDir} does not exist; expected a Hugging Face model directory (config.json + model.safetensors + tokenizer.json)`);
+    throw new UsageError(
+      `model path ${hfDir} does not exist; expected a Hugging Face model directory (config.json + model.safetensors + tokenizer.json)`,
+    );
   }
   if (!stat.isDirectory()) {
     throw new UsageError(
@@ -194,7 +217,9 @@ function tokenizerMetadata(hfDir: string, source: ModelSource): [string, GgufEnt
       );
     }
     if (tokens[id] !== undefined && tokens[id] !== text) {
-      throw new FormatError(`${file}: id ${id} is both ${JSON.stringify(tokens[id])} and ${JSON.stringify(text)}; expected one token per id`);
+      throw new FormatError(
+        `${file}: id ${id} is both ${JSON.stringify(tokens[id])} and ${JSON.stringify(text)}; expected one token per id`,
+      );
     }
     tokens[id] = text;
     types[id] = type;
@@ -208,8 +233,14 @@ function tokenizerMetadata(hfDir: string, source: ModelSource): [string, GgufEnt
   // Step 5b: merges as "left right" (tokenizer.json has that form or [left, right]).
   const merges = (model.merges as unknown[]).map((m, rank) => {
     const pair = typeof m === "string" ? m.split(" ") : m;
-    if (!Array.isArray(pair) || pair.length !== 2 || pair.some((p) => typeof p !== "string" || p === "" || p.includes(" "))) {
-      throw new FormatError(`${file}: merge #${rank} is ${JSON.stringify(m)}; expected "left right" or [left, right] without spaces in either part`);
+    if (
+      !Array.isArray(pair) ||
+      pair.length !== 2 ||
+      pair.some((p) => typeof p !== "string" || p === "" || p.includes(" "))
+    ) {
+      throw new FormatError(
+        `${file}: merge #${rank} is ${JSON.stringify(m)}; expected "left right" or [left, right] without spaces in either part`,
+      );
     }
     return `${pair[0]} ${pair[1]}`;
   });
@@ -225,7 +256,8 @@ function tokenizerMetadata(hfDir: string, source: ModelSource): [string, GgufEnt
   ];
   if (tok.bos !== null) entries.push(["tokenizer.ggml.bos_token_id", gguf.u32(tok.bos)]);
   if (tok.eos !== null) entries.push(["tokenizer.ggml.eos_token_id", gguf.u32(tok.eos)]);
-  const padText = typeof config.pad_token === "string" ? config.pad_token : (config.pad_token as Json | undefined)?.content;
+  const padText =
+    typeof config.pad_token === "string" ? config.pad_token : (config.pad_token as Json | undefined)?.content;
   const pad = typeof padText === "string" ? tokens.indexOf(padText) : -1;
   if (pad >= 0) entries.push(["tokenizer.ggml.padding_token_id", gguf.u32(pad)]);
   entries.push(
@@ -246,9 +278,12 @@ function checkByteLevelBpe(file: string, json: Json): Json {
   const problems: string[] = [];
   if (model?.type !== "BPE") problems.push(`model type ${JSON.stringify(model?.type)} (expected "BPE")`);
   if (json.normalizer) problems.push(`a ${JSON.stringify((json.normalizer as Json).type)} normalizer (expected none)`);
-  if (pre?.type !== "ByteLevel") problems.push(`pre-tokenizer ${JSON.stringify(pre?.type ?? null)} (expected "ByteLevel")`);
-  else if (pre.add_prefix_space === true || pre.use_regex === false) problems.push(`ByteLevel with add_prefix_space true or use_regex false`);
-  if (model?.byte_fallback === true || model?.ignore_merges === true) problems.push(`byte_fallback or ignore_merges set`);
+  if (pre?.type !== "ByteLevel")
+    problems.push(`pre-tokenizer ${JSON.stringify(pre?.type ?? null)} (expected "ByteLevel")`);
+  else if (pre.add_prefix_space === true || pre.use_regex === false)
+    problems.push(`ByteLevel with add_prefix_space true or use_regex false`);
+  if (model?.byte_fallback === true || model?.ignore_merges === true)
+    problems.push(`byte_fallback or ignore_merges set`);
   if (model?.continuing_subword_prefix || model?.end_of_word_suffix) problems.push(`a subword prefix or suffix`);
   if (problems.length === 0 && (typeof model!.vocab !== "object" || !Array.isArray(model!.merges))) {
     problems.push(`no "vocab" object or "merges" list`);

@@ -35,7 +35,12 @@ function checked(v: unknown, where: string, range: IntegerRange | RealRange): nu
     if (typeof n !== "number" || !Number.isInteger(n) || n < range.min || n > range.max) {
       throw new FormatError(`${where} must be an integer from ${range.min} to ${range.max}, found ${shownValue(v)}`);
     }
-  } else if (typeof n !== "number" || !Number.isFinite(n) || !(range.above !== undefined ? n > range.above : n >= range.min!) || !(range.below !== undefined ? n < range.below : n <= range.max!)) {
+  } else if (
+    typeof n !== "number" ||
+    !Number.isFinite(n) ||
+    !(range.above !== undefined ? n > range.above : n >= range.min!) ||
+    !(range.below !== undefined ? n < range.below : n <= range.max!)
+  ) {
     throw new FormatError(`${where} must be ${range.text}, found ${shownValue(v)}`);
   }
   return n;
@@ -86,11 +91,17 @@ const POSITIVE: RealRange = { integer: false, above: 0, max: F32_MAX, text: "a n
 /** RMSNorm epsilons keep a division finite: tiny by design (1e-6, 1e-5); 1 or more would swamp the activations. */
 const EPSILON: RealRange = { integer: false, above: 0, below: 1, text: "a number between 0 and 1 (such as 1e-5)" };
 /** RoPE bases: below 1 the rotation frequencies exceed one radian per position (and overflow near 0). */
-const ROPE_BASE: RealRange = { integer: false, min: 1, max: F32_MAX, text: "a number ≥ 1 (such as 10000), finite in float32" };
+const ROPE_BASE: RealRange = {
+  integer: false,
+  min: 1,
+  max: F32_MAX,
+  text: "a number ≥ 1 (such as 10000), finite in float32",
+};
 
 /** kvslim's CLA map from a file: a list of L layer indices, each an integer in [0, L). */
 function kvSourceList(v: unknown, where: string, nLayers: number): number[] {
-  if (!Array.isArray(v)) throw new FormatError(`${where} must be a list of ${nLayers} layer indices, found ${shownValue(v)}`);
+  if (!Array.isArray(v))
+    throw new FormatError(`${where} must be a list of ${nLayers} layer indices, found ${shownValue(v)}`);
   return v.map((x, l) => checked(x, `${where}[${l}]`, { integer: true, min: 0, max: nLayers - 1 }));
 }
 
@@ -98,8 +109,10 @@ export function configFromGguf(file: GgufFile): ModelConfig {
   const meta = file.metadata;
   const source = file.path;
   const arch = meta.get("general.architecture");
-  if (arch === undefined) throw new FormatError(`${source}: metadata key general.architecture is missing; a model file needs it`);
-  if (typeof arch !== "string") throw new FormatError(`${source}: metadata key general.architecture must be a string, found ${shownValue(arch)}`);
+  if (arch === undefined)
+    throw new FormatError(`${source}: metadata key general.architecture is missing; a model file needs it`);
+  if (typeof arch !== "string")
+    throw new FormatError(`${source}: metadata key general.architecture must be a string, found ${shownValue(arch)}`);
   if (!(ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new UnsupportedError(
       `${source}: architecture "${arch}" is not supported; kvslim runs: ${ARCHITECTURES.join(", ")} ` +
@@ -109,22 +122,29 @@ export function configFromGguf(file: GgufFile): ModelConfig {
   const p = `${arch}.`;
   const names = new Set(file.tensors.map((t) => t.name));
   const embd = file.tensors.find((t) => t.name === "token_embd.weight");
-  if (embd === undefined) throw new ModelMismatchError(`${source}: tensor token_embd.weight (the token embedding) is missing`);
+  if (embd === undefined)
+    throw new ModelMismatchError(`${source}: tensor token_embd.weight (the token embedding) is missing`);
   const dModel = num(file, p + "embedding_length", count(LIMITS.dim));
   const nHeads = num(file, p + "attention.head_count", count(LIMITS.heads));
   const nLayers = num(file, p + "block_count", count(LIMITS.layers));
   const headDim = num(file, p + "attention.key_length", count(LIMITS.dim), Math.floor(dModel / nHeads));
   const scalingType = meta.get(p + "rope.scaling.type");
   if (scalingType !== undefined && typeof scalingType !== "string") {
-    throw new FormatError(`${source}: metadata key ${p}rope.scaling.type must be a string, found ${shownValue(scalingType)}`);
+    throw new FormatError(
+      `${source}: metadata key ${p}rope.scaling.type must be a string, found ${shownValue(scalingType)}`,
+    );
   }
   if (scalingType !== undefined && scalingType !== "none" && !names.has("rope_freqs.weight")) {
-    throw new UnsupportedError(`${source}: RoPE scaling "${scalingType}" is not supported (only none and Llama-3 frequency factors)`);
+    throw new UnsupportedError(
+      `${source}: RoPE scaling "${scalingType}" is not supported (only none and Llama-3 frequency factors)`,
+    );
   }
   const kvSourceMeta = meta.get("kvslim.kv_source");
   const kvSourceType = file.types.get("kvslim.kv_source");
   if (kvSourceType !== undefined && !INTEGER_TYPES.has(kvSourceType.replace("array of ", ""))) {
-    throw new FormatError(`${source}: metadata key kvslim.kv_source must be an array of integers, found ${kvSourceType} ${shownValue(kvSourceMeta)}`);
+    throw new FormatError(
+      `${source}: metadata key kvslim.kv_source must be an array of integers, found ${kvSourceType} ${shownValue(kvSourceMeta)}`,
+    );
   }
   const kvNorm = meta.get("kvslim.kv_norm");
   if (kvNorm !== undefined && typeof kvNorm !== "boolean") {
@@ -147,7 +167,10 @@ export function configFromGguf(file: GgufFile): ModelConfig {
     ropeScaling: null,
     qkvBias: names.has("blk.0.attn_q.bias"),
     tiedEmbeddings: !names.has("output.weight"),
-    kvSource: kvSourceMeta !== undefined ? kvSourceList(kvSourceMeta, `${source}: metadata key kvslim.kv_source`, nLayers) : claShare(nLayers, 1),
+    kvSource:
+      kvSourceMeta !== undefined
+        ? kvSourceList(kvSourceMeta, `${source}: metadata key kvslim.kv_source`, nLayers)
+        : claShare(nLayers, 1),
     kvNorm: kvNorm === true,
   };
   validateConfig(config, source);
@@ -179,7 +202,13 @@ export function ggufMetadataFor(config: ModelConfig, name = "kvslim model"): [st
 
 type Json = Record<string, unknown>;
 
-function field(json: Json, key: string, source: string, range: Parameters<typeof checked>[2], fallback?: number): number {
+function field(
+  json: Json,
+  key: string,
+  source: string,
+  range: Parameters<typeof checked>[2],
+  fallback?: number,
+): number {
   const v = json[key];
   if (v === undefined || v === null) {
     if (fallback !== undefined) return fallback;
@@ -192,14 +221,18 @@ function field(json: Json, key: string, source: string, range: Parameters<typeof
 function flag(json: Json, key: string, source: string): boolean | undefined {
   const v = json[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "boolean") throw new FormatError(`${source}: "${key}" must be true or false, found ${shownValue(v)}`);
+  if (typeof v !== "boolean")
+    throw new FormatError(`${source}: "${key}" must be true or false, found ${shownValue(v)}`);
   return v;
 }
 
 const HF_TYPES: Record<string, Architecture> = { llama: "llama", mistral: "llama", qwen2: "qwen2", kvslim: "llama" };
 
 export function configFromHf(json: Json, source: string): ModelConfig {
-  if (typeof json.model_type !== "string") throw new FormatError(`${source}: "model_type" must be a string naming the architecture, found ${shownValue(json.model_type)}`);
+  if (typeof json.model_type !== "string")
+    throw new FormatError(
+      `${source}: "model_type" must be a string naming the architecture, found ${shownValue(json.model_type)}`,
+    );
   const modelType = json.model_type;
   const arch = Object.hasOwn(HF_TYPES, modelType) ? HF_TYPES[modelType] : undefined;
   if (!arch) {
@@ -242,11 +275,15 @@ export function configFromHf(json: Json, source: string): ModelConfig {
 
 function hfRopeScaling(raw: unknown, source: string): ModelConfig["ropeScaling"] {
   if (raw === undefined || raw === null) return null;
-  if (typeof raw !== "object" || Array.isArray(raw)) throw new FormatError(`${source}: "rope_scaling" must be an object, found ${shownValue(raw)}`);
+  if (typeof raw !== "object" || Array.isArray(raw))
+    throw new FormatError(`${source}: "rope_scaling" must be an object, found ${shownValue(raw)}`);
   const r = raw as Json;
   const type = r.rope_type ?? r.type;
   if (type === "default") return null;
-  if (typeof type !== "string") throw new FormatError(`${source}: "rope_scaling" needs a "rope_type" string ("llama3" or "default"), found ${shownValue(raw)}`);
+  if (typeof type !== "string")
+    throw new FormatError(
+      `${source}: "rope_scaling" needs a "rope_type" string ("llama3" or "default"), found ${shownValue(raw)}`,
+    );
   if (type !== "llama3") {
     throw new UnsupportedError(`${source}: rope_scaling type "${type}" is not supported (only "llama3")`);
   }
@@ -264,7 +301,9 @@ export function hfConfigFor(config: ModelConfig, dtype: string): Json {
   const share = claShareOf(config.kvSource);
   const cla = share !== 1 || config.kvNorm;
   const json: Json = {
-    architectures: [cla ? "KvslimForCausalLM" : config.architecture === "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"],
+    architectures: [
+      cla ? "KvslimForCausalLM" : config.architecture === "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM",
+    ],
     model_type: cla ? "kvslim" : config.architecture,
     vocab_size: config.vocabSize,
     hidden_size: config.dModel,

@@ -8,7 +8,12 @@
  * so prefill and decode cannot drift apart. Nothing here knows which attention method runs beyond
  * calling attend() over a slot; CLA is only the layer -> slot map.
  */
-import { allocateAttentionScratch, attentionScratchSizes, type AttentionMethod, type AttentionScratch } from "../attention/method.js";
+import {
+  allocateAttentionScratch,
+  attentionScratchSizes,
+  type AttentionMethod,
+  type AttentionScratch,
+} from "../attention/method.js";
 import type { Kernels } from "../kernels/kernels.js";
 import type { KvCache } from "../kvcache/cache.js";
 import type { Arena, Ptr } from "../memory/arena.js";
@@ -48,7 +53,13 @@ export interface RunState {
 }
 
 /** Bytes of each RunState buffer, in field order (attention: one thread's set); the one sizing function for activations. */
-export function runStateSizes(c: ModelConfig, rows: number, maxSeq: number): Record<keyof Omit<RunState, "rows" | "attention">, number> & { attention: ReturnType<typeof attentionScratchSizes> } {
+export function runStateSizes(
+  c: ModelConfig,
+  rows: number,
+  maxSeq: number,
+): Record<keyof Omit<RunState, "rows" | "attention">, number> & {
+  attention: ReturnType<typeof attentionScratchSizes>;
+} {
   const { qDim, kvDim } = derive(c);
   const widest = Math.max(c.dModel, c.ffnDim, qDim);
   const f = (n: number) => 4 * n;
@@ -230,7 +241,8 @@ export class Forward {
   private fillRope(start: number, T: number): void {
     const half = this.c.ropeDim / 2;
     const f32 = this.arena.f32;
-    for (let t = 0; t < T; t++) this.rope.fill(f32, (this.s.cos >> 2) + t * half, (this.s.sin >> 2) + t * half, start + t);
+    for (let t = 0; t < T; t++)
+      this.rope.fill(f32, (this.s.cos >> 2) + t * half, (this.s.sin >> 2) + t * half, start + t);
   }
 
   private applyRope(x: Ptr, nHeads: number, T: number): void {
@@ -238,7 +250,8 @@ export class Forward {
     const half = c.ropeDim / 2;
     for (let t = 0; t < T; t++) {
       const row = x + 4 * t * nHeads * c.headDim;
-      if (c.ropeStyle === "interleaved") k.ropeInterleaved(row, s.cos + 4 * t * half, s.sin + 4 * t * half, nHeads, c.headDim, c.ropeDim);
+      if (c.ropeStyle === "interleaved")
+        k.ropeInterleaved(row, s.cos + 4 * t * half, s.sin + 4 * t * half, nHeads, c.headDim, c.ropeDim);
       else k.ropeHalves(row, s.cos + 4 * t * half, s.sin + 4 * t * half, nHeads, c.headDim, c.ropeDim);
     }
   }

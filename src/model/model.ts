@@ -57,7 +57,14 @@ export interface MemoryPlan {
   total: number;
 }
 
-export function planMemory(source: ModelSource, specs: TensorSpec[], contextSize: number, sessions: number, layout: KvLayout, threads: number): MemoryPlan {
+export function planMemory(
+  source: ModelSource,
+  specs: TensorSpec[],
+  contextSize: number,
+  sessions: number,
+  layout: KvLayout,
+  threads: number,
+): MemoryPlan {
   const rows = Math.min(CHUNK, contextSize);
   const weights = weightBytes(source, specs);
   const runState = runStateBuffers(source.config, rows, contextSize, threads).reduce((a, b) => a + allocSize(b), 0);
@@ -82,7 +89,8 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const specs = checkTensors(source);
   const contextSize = resolveContextSize(source.config, options.contextSize);
   const sessions = options.sessions ?? 1;
-  if (!Number.isInteger(sessions) || sessions < 1) throw new UsageError(`sessions must be a positive integer, got ${sessions}`);
+  if (!Number.isInteger(sessions) || sessions < 1)
+    throw new UsageError(`sessions must be a positive integer, got ${sessions}`);
   const kvDtype = checkKvDtype(options.kvDtype ?? "f32");
   const attention = options.attention ?? { method: "dense" };
   const threads = resolveThreads(options.threads);
@@ -90,7 +98,14 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   if (f16Activations !== "f32" && f16Activations !== "f16") {
     throw new UsageError(`f16Activations must be "f32" or "f16", got ${JSON.stringify(f16Activations)}`);
   }
-  const plan = planMemory(source, specs, contextSize, sessions, layoutFor(attention, kvDtype, source.config.nHeads / source.config.nKvHeads), threads);
+  const plan = planMemory(
+    source,
+    specs,
+    contextSize,
+    sessions,
+    layoutFor(attention, kvDtype, source.config.nHeads / source.config.nKvHeads),
+    threads,
+  );
   const arena = new Arena(plan.total, `${source.name} with ${sessions} × ${contextSize}-token KV caches`);
   const kind = options.kernels ?? "wasm";
   const kernels = kind === "reference" ? createReferenceKernels(arena.memory) : await loadWasmKernels(arena.memory);
@@ -100,7 +115,10 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const pool = new Pool(poolBase, plan.cachePool);
   const parallel = await Parallel.create(kernels, arena.memory, kind, threads);
   const forward = new Forward(kernels, parallel, arena, source.config, weights, state, f16Activations);
-  return new Model(source, arena, kernels, parallel, weights, forward, state.rows, pool, contextSize, plan, { kvDtype, attention });
+  return new Model(source, arena, kernels, parallel, weights, forward, state.rows, pool, contextSize, plan, {
+    kvDtype,
+    attention,
+  });
 }
 
 /** The thread count: `requested`, or the machine's cores; 1 to 64. */
@@ -162,7 +180,14 @@ export class Model {
     const layout = layoutFor(spec, kvDtype, this.config.nHeads / this.config.nKvHeads);
     const evicting = layout.positions;
     // An evicting cache starts small and grows for a prompt (see attention/evicting.ts).
-    const cache = new KvCache(this.arena, this.pool, this.kernels, kvShape(this.config), layout, evicting ? 1 : capacity);
+    const cache = new KvCache(
+      this.arena,
+      this.pool,
+      this.kernels,
+      kvShape(this.config),
+      layout,
+      evicting ? 1 : capacity,
+    );
     try {
       return new Session(this, cache, this.createAttentionFor(cache, spec, capacity), capacity, options);
     } catch (e) {

@@ -8,9 +8,22 @@ import { llamaConfig } from "./synthetic.js";
 
 export const PRESETS = {
   /** A few MB: the model `npm ci` writes so the CLI runs on a fresh clone. */
-  tiny: () => llamaConfig({ dModel: 128, nLayers: 4, nHeads: 4, nKvHeads: 1, ffnDim: 384, vocabSize: 2048, contextLength: 4096 }),
-  "tiny-cla2": () => ({ ...llamaConfig({ dModel: 128, nLayers: 4, nHeads: 4, nKvHeads: 1, ffnDim: 384, vocabSize: 2048, contextLength: 4096 }), kvSource: claShare(4, 2) }),
-  reference: () => llamaConfig({ dModel: 768, nLayers: 12, nHeads: 12, ffnDim: 2048, vocabSize: 8192, contextLength: 32768 }),
+  tiny: () =>
+    llamaConfig({ dModel: 128, nLayers: 4, nHeads: 4, nKvHeads: 1, ffnDim: 384, vocabSize: 2048, contextLength: 4096 }),
+  "tiny-cla2": () => ({
+    ...llamaConfig({
+      dModel: 128,
+      nLayers: 4,
+      nHeads: 4,
+      nKvHeads: 1,
+      ffnDim: 384,
+      vocabSize: 2048,
+      contextLength: 4096,
+    }),
+    kvSource: claShare(4, 2),
+  }),
+  reference: () =>
+    llamaConfig({ dModel: 768, nLayers: 12, nHeads: 12, ffnDim: 2048, vocabSize: 8192, contextLength: 32768 }),
 } satisfies Record<string, () => ModelConfig>;
 
 export type PresetName = keyof typeof PRESETS;

@@ -65,7 +65,8 @@ export function checkSamplerOptions(o: SamplerOptions): Required<SamplerOptions>
   const temperature = o.temperature ?? 0.8;
   const topK = o.topK ?? 40;
   const topP = o.topP ?? 0.95;
-  if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new UsageError(`temperature must be ≥ 0, got ${o.temperature}`);
+  if (!(temperature >= 0) || !Number.isFinite(temperature))
+    throw new UsageError(`temperature must be ≥ 0, got ${o.temperature}`);
   if (!Number.isInteger(topK) || topK < 0) throw new UsageError(`top-k must be an integer ≥ 0, got ${o.topK}`);
   if (!(topP > 0 && topP <= 1)) throw new UsageError(`top-p must be in (0, 1], got ${o.topP}`);
   return { temperature, topK, topP, seed: o.seed ?? Date.now() % 2 ** 32 };

@@ -88,11 +88,15 @@ export class Session {
     this.assertAlive();
     const need = layoutFor(spec, this.cache.layout.dtype, this.model.config.nHeads / this.model.config.nKvHeads);
     const have = this.cache.layout;
-    const missing = (["kTransposed", "vMean", "accumulated", "positions"] as const).filter((key) => need[key] && !have[key]);
+    const missing = (["kTransposed", "vMean", "accumulated", "positions"] as const).filter(
+      (key) => need[key] && !have[key],
+    );
     if (have.positions || need.positions || missing.length > 0) {
       throw new UsageError(
         `cannot switch this session from ${this.attention.name} to ${spec.method}: ` +
-          (have.positions || need.positions ? "evicting methods keep their own cache" : `its cache lacks ${missing.join(", ")}`) +
+          (have.positions || need.positions
+            ? "evicting methods keep their own cache"
+            : `its cache lacks ${missing.join(", ")}`) +
           `; create a session with attention ${spec.method} instead`,
       );
     }
@@ -100,13 +104,24 @@ export class Session {
   }
 
   /** KV traffic of the decode steps since the session began (or since `since`, an earlier snapshot). */
-  kvTraffic(since?: { steps: number; read: number; written: number; denseRead: number; denseWritten: number }): KvTrafficStats {
+  kvTraffic(since?: {
+    steps: number;
+    read: number;
+    written: number;
+    denseRead: number;
+    denseWritten: number;
+  }): KvTrafficStats {
     const t = this.cache.traffic;
     const s = since ?? { steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 };
     const steps = t.steps - s.steps;
     const bytes = t.read + t.written - s.read - s.written;
     const dense = t.denseRead + t.denseWritten - s.denseRead - s.denseWritten;
-    return { steps, bytesPerStep: steps > 0 ? bytes / steps : 0, denseBytesPerStep: steps > 0 ? dense / steps : 0, ratio: dense > 0 ? bytes / dense : 1 };
+    return {
+      steps,
+      bytesPerStep: steps > 0 ? bytes / steps : 0,
+      denseBytesPerStep: steps > 0 ? dense / steps : 0,
+      ratio: dense > 0 ? bytes / dense : 1,
+    };
   }
 
   /**
@@ -119,7 +134,8 @@ export class Session {
     this.checkRoom(tokens.length, 0);
     const V = this.model.config.vocabSize;
     for (const t of tokens) {
-      if (!Number.isInteger(t) || t < 0 || t >= V) throw new UsageError(`token id ${t} is outside the vocabulary [0, ${V})`);
+      if (!Number.isInteger(t) || t < 0 || t >= V)
+        throw new UsageError(`token id ${t} is outside the vocabulary [0, ${V})`);
     }
     const out = new Float32Array((all ? tokens.length : 1) * V);
     const chunk = this.model.chunk;
@@ -137,12 +153,22 @@ export class Session {
   }
 
   /** Streams generated text; the iterator's return value holds the stats. */
-  async *generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk, GenerateStats> {
+  async *generate(
+    prompt: string | readonly number[],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GenerateChunk, GenerateStats> {
     this.assertAlive();
     const tok = this.model.tokenizer;
     const maxTokens = options.maxTokens ?? 128;
-    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new UsageError(`max tokens must be an integer ≥ 0, got ${maxTokens}`);
-    const promptIds = typeof prompt === "string" ? tok.encode(prompt, { addBos: options.addBos ?? (this.tokens.length === 0 && tok.addBos), parseSpecial: options.parseSpecial ?? false }) : [...prompt];
+    if (!Number.isInteger(maxTokens) || maxTokens < 0)
+      throw new UsageError(`max tokens must be an integer ≥ 0, got ${maxTokens}`);
+    const promptIds =
+      typeof prompt === "string"
+        ? tok.encode(prompt, {
+            addBos: options.addBos ?? (this.tokens.length === 0 && tok.addBos),
+            parseSpecial: options.parseSpecial ?? false,
+          })
+        : [...prompt];
     if (promptIds.length === 0) throw new UsageError("the prompt is empty (no tokens); give some text");
     this.checkRoom(promptIds.length, maxTokens);
     const sampler = new Sampler(options);
@@ -212,8 +238,10 @@ export class Session {
    */
   rewind(n: number): void {
     this.assertAlive();
-    if (!Number.isInteger(n) || n < 0 || n > this.tokens.length) throw new UsageError(`rewind expects 0 to ${this.tokens.length} tokens, got ${n}`);
-    if (this.cache.layout.positions) throw new UsageError(`a ${this.attention.name} session cannot rewind: what it evicted is gone`);
+    if (!Number.isInteger(n) || n < 0 || n > this.tokens.length)
+      throw new UsageError(`rewind expects 0 to ${this.tokens.length} tokens, got ${n}`);
+    if (this.cache.layout.positions)
+      throw new UsageError(`a ${this.attention.name} session cannot rewind: what it evicted is gone`);
     this.cache.rewind(n);
     this.tokens.length -= n;
   }

@@ -69,7 +69,9 @@ function openGgufFile(file: string): ModelSource {
 function openHfDirectory(dir: string): ModelSource {
   const configPath = path.join(dir, "config.json");
   if (!fs.existsSync(configPath)) {
-    throw new FormatError(`${dir} has no config.json; a model directory needs config.json, model.safetensors and tokenizer.json`);
+    throw new FormatError(
+      `${dir} has no config.json; a model directory needs config.json, model.safetensors and tokenizer.json`,
+    );
   }
   let json: Record<string, unknown>;
   try {
@@ -83,7 +85,9 @@ function openHfDirectory(dir: string): ModelSource {
   const config = configFromHf(json, configPath);
   const st = readSafetensorsModel(path.resolve(dir));
   // Map HF names to canonical names; names kvslim does not know keep their HF name (reported as extra).
-  const byHf = new Map(expectedTensors({ ...config, kvSource: config.kvSource.map((_, l) => l) }).map((s) => [s.hfName, s.name]));
+  const byHf = new Map(
+    expectedTensors({ ...config, kvSource: config.kvSource.map((_, l) => l) }).map((s) => [s.hfName, s.name]),
+  );
   const tensors = new Map<string, TensorInfo>();
   for (const t of st.tensors) {
     const canonical = byHf.get(t.name) ?? hfKvNormName(t.name) ?? t.name;
@@ -96,7 +100,10 @@ function openHfDirectory(dir: string): ModelSource {
     tensors,
     permuteQk: config.architecture === "llama",
     tokenizer: loadHfTokenizer(dir),
-    name: typeof json._name_or_path === "string" && json._name_or_path ? json._name_or_path : path.basename(path.resolve(dir)),
+    name:
+      typeof json._name_or_path === "string" && json._name_or_path
+        ? json._name_or_path
+        : path.basename(path.resolve(dir)),
     notes: [],
   };
 }

@@ -45,7 +45,10 @@ export function syntheticVocab(size: number, seed = 1): SyntheticVocab {
   // Favour lowercase letters and space (Ġ) so merged tokens look like word pieces.
   const common = [..."etaoinshrdlucmfwypvbgkjqxz", "Ġ"];
   while (tokens.length < size - 2) {
-    const pick = () => (rng.next() < 0.5 ? common[Math.floor(rng.next() * common.length)] : tokens[Math.floor(rng.next() * tokens.length)]);
+    const pick = () =>
+      rng.next() < 0.5
+        ? common[Math.floor(rng.next() * common.length)]
+        : tokens[Math.floor(rng.next() * tokens.length)];
     const a = pick();
     const b = pick();
     if (a.length + b.length > 12 || seen.has(a + b)) continue;
@@ -75,7 +78,15 @@ export function ggufTokenizerMetadata(v: SyntheticVocab): [string, GgufEntry][] 
 export function hfTokenizerFiles(v: SyntheticVocab): { tokenizer: object; tokenizerConfig: object } {
   const vocab: Record<string, number> = {};
   v.tokens.forEach((t, i) => (vocab[t] = i));
-  const special = (id: number) => ({ id, content: v.tokens[id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const special = (id: number) => ({
+    id,
+    content: v.tokens[id],
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
   return {
     tokenizer: {
       version: "1.0",
@@ -85,13 +96,33 @@ export function hfTokenizerFiles(v: SyntheticVocab): { tokenizer: object; tokeni
       post_processor: {
         type: "TemplateProcessing",
         single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
-        pair: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { Sequence: { id: "B", type_id: 1 } }],
+        pair: [
+          { SpecialToken: { id: "<s>", type_id: 0 } },
+          { Sequence: { id: "A", type_id: 0 } },
+          { Sequence: { id: "B", type_id: 1 } },
+        ],
         special_tokens: { "<s>": { id: "<s>", ids: [v.bos], tokens: ["<s>"] } },
       },
       decoder: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
-      model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: v.merges },
+      model: {
+        type: "BPE",
+        dropout: null,
+        unk_token: null,
+        continuing_subword_prefix: null,
+        end_of_word_suffix: null,
+        fuse_unk: false,
+        byte_fallback: false,
+        ignore_merges: false,
+        vocab,
+        merges: v.merges,
+      },
     },
-    tokenizerConfig: { bos_token: "<s>", eos_token: "</s>", add_bos_token: true, tokenizer_class: "PreTrainedTokenizerFast" },
+    tokenizerConfig: {
+      bos_token: "<s>",
+      eos_token: "</s>",
+      add_bos_token: true,
+      tokenizer_class: "PreTrainedTokenizerFast",
+    },
   };
 }
 
@@ -104,7 +135,10 @@ export interface RandomWeightsOptions {
 }
 
 /** Random weights for `config`, in GGUF layout and names (Q/K rows interleaved for llama). */
-export function randomWeights(config: ModelConfig, options: RandomWeightsOptions = {}): Map<string, { shape: number[]; values: Float32Array }> {
+export function randomWeights(
+  config: ModelConfig,
+  options: RandomWeightsOptions = {},
+): Map<string, { shape: number[]; values: Float32Array }> {
   const rng = new Rng(options.seed ?? 1);
   const gauss = () => {
     const u = Math.max(rng.next(), 1e-12);
@@ -123,7 +157,12 @@ export function randomWeights(config: ModelConfig, options: RandomWeightsOptions
 }
 
 /** The weights encoded for writing, under GGUF names (hf = false) or HF names with HF's Q/K row order. */
-export function tensorsToWrite(config: ModelConfig, weights: ReturnType<typeof randomWeights>, dtype: DType, hf: boolean): TensorToWrite[] {
+export function tensorsToWrite(
+  config: ModelConfig,
+  weights: ReturnType<typeof randomWeights>,
+  dtype: DType,
+  hf: boolean,
+): TensorToWrite[] {
   const byName = new Map(expectedTensors(config).map((s) => [s.name, s]));
   return [...weights].map(([name, { shape, values }]) => {
     const spec = byName.get(name)!;
@@ -133,7 +172,9 @@ export function tensorsToWrite(config: ModelConfig, weights: ReturnType<typeof r
       const order = interleaveRowOrder(spec.ropeRows === "q" ? config.nHeads : config.nKvHeads, config.headDim);
       const rowLen = spec.vector ? 1 : shape[1];
       data = new Float32Array(values.length);
-      order.forEach((hfRow, ggufRow) => data.set(values.subarray(ggufRow * rowLen, (ggufRow + 1) * rowLen), hfRow * rowLen));
+      order.forEach((hfRow, ggufRow) =>
+        data.set(values.subarray(ggufRow * rowLen, (ggufRow + 1) * rowLen), hfRow * rowLen),
+      );
     }
     const d: DType = spec.vector ? "f32" : dtype;
     return { name: hf ? spec.hfName : name, dtype: d, shape, data: encode(d, data) };
@@ -142,16 +183,41 @@ export function tensorsToWrite(config: ModelConfig, weights: ReturnType<typeof r
 
 /** Full GGUF metadata (model + tokenizer) for a synthetic model. */
 export function ggufModelMetadata(config: ModelConfig, vocab: SyntheticVocab, dtype: DType): [string, GgufEntry][] {
-  return [...ggufMetadataFor(config), ["general.file_type", gguf.u32(fileType(dtype))], ...ggufTokenizerMetadata(vocab)];
+  return [
+    ...ggufMetadataFor(config),
+    ["general.file_type", gguf.u32(fileType(dtype))],
+    ...ggufTokenizerMetadata(vocab),
+  ];
 }
 
-export function writeGgufModel(file: string, config: ModelConfig, weights: ReturnType<typeof randomWeights>, vocab: SyntheticVocab, dtype: DType = "f32", overwrite = false): void {
-  writeGguf(file, ggufModelMetadata(config, vocab, dtype), tensorsToWrite(config, weights, dtype, false), { overwrite });
+export function writeGgufModel(
+  file: string,
+  config: ModelConfig,
+  weights: ReturnType<typeof randomWeights>,
+  vocab: SyntheticVocab,
+  dtype: DType = "f32",
+  overwrite = false,
+): void {
+  writeGguf(file, ggufModelMetadata(config, vocab, dtype), tensorsToWrite(config, weights, dtype, false), {
+    overwrite,
+  });
 }
 
-export function writeHfModel(dir: string, config: ModelConfig, weights: ReturnType<typeof randomWeights>, vocab: SyntheticVocab, dtype: "f32" | "f16" | "bf16" = "f32", overwrite = false): void {
+export function writeHfModel(
+  dir: string,
+  config: ModelConfig,
+  weights: ReturnType<typeof randomWeights>,
+  vocab: SyntheticVocab,
+  dtype: "f32" | "f16" | "bf16" = "f32",
+  overwrite = false,
+): void {
   fs.mkdirSync(dir, { recursive: true });
-  writeSafetensors(path.join(dir, "model.safetensors"), tensorsToWrite(config, weights, dtype, true), { format: "pt" }, { overwrite });
+  writeSafetensors(
+    path.join(dir, "model.safetensors"),
+    tensorsToWrite(config, weights, dtype, true),
+    { format: "pt" },
+    { overwrite },
+  );
   const { tokenizer, tokenizerConfig } = hfTokenizerFiles(vocab);
   fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(hfConfigFor(config, dtype), null, 2));
   fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(tokenizer));
@@ -164,7 +230,9 @@ function fileType(dtype: DType): number {
 }
 
 /** A plain Llama config with sensible defaults; override what you need. */
-export function llamaConfig(overrides: Partial<ModelConfig> & Pick<ModelConfig, "dModel" | "nLayers" | "nHeads">): ModelConfig {
+export function llamaConfig(
+  overrides: Partial<ModelConfig> & Pick<ModelConfig, "dModel" | "nLayers" | "nHeads">,
+): ModelConfig {
   const headDim = overrides.headDim ?? overrides.dModel / overrides.nHeads;
   const nLayers = overrides.nLayers;
   const config: ModelConfig = {

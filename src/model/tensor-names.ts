@@ -56,11 +56,7 @@ export function expectedTensors(c: ModelConfig): TensorSpec[] {
 
 /** Tensors a file may carry that kvslim reads no values from (precomputed RoPE tables and the like). */
 export function isIgnorableTensor(name: string): boolean {
-  return (
-    name === "rope_freqs.weight" ||
-    /\.rotary_emb\.inv_freq$/.test(name) ||
-    /^blk\.\d+\.attn_rot_embd$/.test(name)
-  );
+  return name === "rope_freqs.weight" || /\.rotary_emb\.inv_freq$/.test(name) || /^blk\.\d+\.attn_rot_embd$/.test(name);
 }
 
 /**

@@ -83,7 +83,9 @@ export function checkTensors(source: ModelSource): TensorSpec[] {
     }
     const cols = spec.shape[spec.shape.length - 1];
     if (cols % blockSize(t.dtype) !== 0) {
-      throw new ModelMismatchError(`${source.path}: tensor ${spec.name} is ${t.dtype} but its rows (${cols}) are not whole blocks`);
+      throw new ModelMismatchError(
+        `${source.path}: tensor ${spec.name} is ${t.dtype} but its rows (${cols}) are not whole blocks`,
+      );
     }
   }
   return specs;

@@ -13,9 +13,31 @@ type JsOp = (env: KernelEnv, a: Float64Array, at: number) => void;
 const JS_OPS = {
   sparqHead(env, a, at) {
     sparqHead(
-      env, a[at], a[at + 1], a[at + 2], a[at + 3], a[at + 4], a[at + 5], a[at + 6], a[at + 7], a[at + 8], a[at + 9], a[at + 10],
-      a[at + 11], a[at + 12], a[at + 13], a[at + 14], a[at + 15], a[at + 16], a[at + 17], a[at + 18], a[at + 19], a[at + 20],
-      a[at + 21], a[at + 22], a[at + 23],
+      env,
+      a[at],
+      a[at + 1],
+      a[at + 2],
+      a[at + 3],
+      a[at + 4],
+      a[at + 5],
+      a[at + 6],
+      a[at + 7],
+      a[at + 8],
+      a[at + 9],
+      a[at + 10],
+      a[at + 11],
+      a[at + 12],
+      a[at + 13],
+      a[at + 14],
+      a[at + 15],
+      a[at + 16],
+      a[at + 17],
+      a[at + 18],
+      a[at + 19],
+      a[at + 20],
+      a[at + 21],
+      a[at + 22],
+      a[at + 23],
     );
   },
   /** Throws: lets tests check that a worker's failure reaches the caller. */
@@ -51,7 +73,20 @@ export function execute(env: KernelEnv, list: Float64Array): void {
     const a = p + 2;
     try {
       if (op < N_KERNELS) {
-        kernels[op](list[a], list[a + 1], list[a + 2], list[a + 3], list[a + 4], list[a + 5], list[a + 6], list[a + 7], list[a + 8], list[a + 9], list[a + 10], list[a + 11]);
+        kernels[op](
+          list[a],
+          list[a + 1],
+          list[a + 2],
+          list[a + 3],
+          list[a + 4],
+          list[a + 5],
+          list[a + 6],
+          list[a + 7],
+          list[a + 8],
+          list[a + 9],
+          list[a + 10],
+          list[a + 11],
+        );
       } else {
         JS_TABLE[op - N_KERNELS](env, list, a);
       }

@@ -25,8 +25,18 @@ export class Parallel {
   private readonly lists: Float64Array[];
   private readonly ends: number[];
   private readonly counts: number[];
-  private readonly matvecOps: Record<LinearOp, number> = { F32: OPS.matvecF32, F16: OPS.matvecF16, Bf16: OPS.matvecBf16, Q8_0: OPS.matvecQ8_0 };
-  private readonly matmulOps: Record<LinearOp, number> = { F32: OPS.matmulF32, F16: OPS.matmulF16, Bf16: OPS.matmulBf16, Q8_0: OPS.matmulQ8_0 };
+  private readonly matvecOps: Record<LinearOp, number> = {
+    F32: OPS.matvecF32,
+    F16: OPS.matvecF16,
+    Bf16: OPS.matvecBf16,
+    Q8_0: OPS.matvecQ8_0,
+  };
+  private readonly matmulOps: Record<LinearOp, number> = {
+    F32: OPS.matmulF32,
+    F16: OPS.matmulF16,
+    Bf16: OPS.matmulBf16,
+    Q8_0: OPS.matmulQ8_0,
+  };
   private disposed = false;
 
   private constructor(
@@ -49,7 +59,13 @@ export class Parallel {
   }
 
   /** `threads` threads over `memory`: the caller and threads − 1 kernel workers (started if needed). */
-  static async create(kernels: Kernels, memory: WebAssembly.Memory, kind: KernelKind, threads: number, minSplitWork = MIN_SPLIT_WORK): Promise<Parallel> {
+  static async create(
+    kernels: Kernels,
+    memory: WebAssembly.Memory,
+    kind: KernelKind,
+    threads: number,
+    minSplitWork = MIN_SPLIT_WORK,
+  ): Promise<Parallel> {
     if (threads <= 1) return new Parallel(1, envOf(kernels, memory), null, 0, minSplitWork);
     const pool = await kernelWorkers(threads - 1);
     const id = pool.register();
@@ -113,14 +129,27 @@ export class Parallel {
   }
 
   /** dX (t, n) (= or += when accumulate ≠ 0) = dY (t, ldy) @ W (d, n), split by rows of dX. */
-  matmulBackwardInput(dX: Ptr, dY: Ptr, w: Ptr, n: number, d: number, t: number, ldy: number, accumulate: number): void {
-    this.splitRows(t, n * d, (th, r0, r1) => this.task(th, OPS.matmulBackwardInput, dX + 4 * r0 * n, dY + 4 * r0 * ldy, w, n, d, r1 - r0, ldy, accumulate));
+  matmulBackwardInput(
+    dX: Ptr,
+    dY: Ptr,
+    w: Ptr,
+    n: number,
+    d: number,
+    t: number,
+    ldy: number,
+    accumulate: number,
+  ): void {
+    this.splitRows(t, n * d, (th, r0, r1) =>
+      this.task(th, OPS.matmulBackwardInput, dX + 4 * r0 * n, dY + 4 * r0 * ldy, w, n, d, r1 - r0, ldy, accumulate),
+    );
     this.flush();
   }
 
   /** dW (d, n) += dY (t, ldy)ᵀ @ X (t, n), split by rows of dW. */
   matmulBackwardWeight(dW: Ptr, dY: Ptr, x: Ptr, n: number, d: number, t: number, ldy: number): void {
-    this.splitRows(d, n * t, (th, r0, r1) => this.task(th, OPS.matmulBackwardWeight, dW + 4 * r0 * n, dY + 4 * r0, x, n, r1 - r0, t, ldy));
+    this.splitRows(d, n * t, (th, r0, r1) =>
+      this.task(th, OPS.matmulBackwardWeight, dW + 4 * r0 * n, dY + 4 * r0, x, n, r1 - r0, t, ldy),
+    );
     this.flush();
   }
 

@@ -15,7 +15,19 @@ import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import { KvslimError } from "../errors.js";
 import { getKernelModule } from "../kernels/wasm.js";
 import {
-  CMD, Command, DEAD, ERROR_BYTES, ERROR_LENGTH, GENERATION, MEMORY_ID, PENDING, READY, STATUS, TASK_SLOTS, controlWords, workerWord,
+  CMD,
+  Command,
+  DEAD,
+  ERROR_BYTES,
+  ERROR_LENGTH,
+  GENERATION,
+  MEMORY_ID,
+  PENDING,
+  READY,
+  STATUS,
+  TASK_SLOTS,
+  controlWords,
+  workerWord,
 } from "./protocol.js";
 
 /** A task failed in a kernel worker, or a worker died. */
@@ -71,8 +83,12 @@ export class KernelPool {
       starting.push(
         new Promise<void>((resolve, reject) => {
           worker.once("message", () => resolve());
-          worker.once("error", (e) => reject(new WorkerError(`kernel worker ${index + 1} failed to start: ${e.message}`, { cause: e })));
-          worker.once("exit", (code) => reject(new WorkerError(`kernel worker ${index + 1} exited with code ${code} while starting`)));
+          worker.once("error", (e) =>
+            reject(new WorkerError(`kernel worker ${index + 1} failed to start: ${e.message}`, { cause: e })),
+          );
+          worker.once("exit", (code) =>
+            reject(new WorkerError(`kernel worker ${index + 1} exited with code ${code} while starting`)),
+          );
         }),
       );
     }
@@ -120,7 +136,11 @@ export class KernelPool {
   /** Stops every worker and waits for them to exit. */
   async shutdown(): Promise<void> {
     if (this.stopped) return;
-    if (this.workers.length > 0) this.job(this.workers.map(() => Command.Stop), 0);
+    if (this.workers.length > 0)
+      this.job(
+        this.workers.map(() => Command.Stop),
+        0,
+      );
     this.stopped = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
     for (const p of this.ports) p.close();
@@ -214,6 +234,7 @@ function workerFile(): string {
     ? [fileURLToPath(new URL("../../dist/src/threads/worker.js", import.meta.url))]
     : [fileURLToPath(new URL("./worker.js", import.meta.url))];
   const file = candidates.find((f) => existsSync(f));
-  if (file === undefined) throw new KvslimError(`the kernel worker script ${candidates[0]} is missing; run \`npm run build\``);
+  if (file === undefined)
+    throw new KvslimError(`the kernel worker script ${candidates[0]} is missing; run \`npm run build\``);
   return file;
 }

@@ -8,7 +8,19 @@ import type { KernelEnv } from "../attention/sparq-head.js";
 import { createReferenceKernels } from "../kernels/reference.js";
 import { loadWasmKernelsSync } from "../kernels/wasm.js";
 import { execute } from "./ops.js";
-import { CMD, Command, DEAD, ERROR_LENGTH, GENERATION, MEMORY_ID, PENDING, READY, STATUS, TASK_SLOTS, workerWord } from "./protocol.js";
+import {
+  CMD,
+  Command,
+  DEAD,
+  ERROR_LENGTH,
+  GENERATION,
+  MEMORY_ID,
+  PENDING,
+  READY,
+  STATUS,
+  TASK_SLOTS,
+  workerWord,
+} from "./protocol.js";
 
 /** Spins on the generation word before sleeping in Atomics.wait (the gaps inside a decode step are short). */
 const SPINS = 1 << 18;

@@ -35,6 +35,8 @@ export function renderChat(template: string, messages: ChatMessage[], options: C
       add_generation_prompt: options.addGenerationPrompt,
     });
   } catch (e) {
-    throw new FormatError(`the model's chat template failed to render: ${isInternalSlip(e) ? "it uses a value or filter in a way the renderer cannot follow" : (e as Error).message}`);
+    throw new FormatError(
+      `the model's chat template failed to render: ${isInternalSlip(e) ? "it uses a value or filter in a way the renderer cannot follow" : (e as Error).message}`,
+    );
   }
 }

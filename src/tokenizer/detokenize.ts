@@ -23,8 +23,16 @@ export const llamaCppCleanup: Cleanup = (text) =>
 /** Hugging Face's clean_up_tokenization (transformers and tokenizers.js). */
 export const hfCleanup: Cleanup = (text) =>
   text
-    .replace(/ \./g, ".").replace(/ \?/g, "?").replace(/ !/g, "!").replace(/ ,/g, ",").replace(/ ' /g, "'")
-    .replace(/ n't/g, "n't").replace(/ 'm/g, "'m").replace(/ 's/g, "'s").replace(/ 've/g, "'ve").replace(/ 're/g, "'re");
+    .replace(/ \./g, ".")
+    .replace(/ \?/g, "?")
+    .replace(/ !/g, "!")
+    .replace(/ ,/g, ",")
+    .replace(/ ' /g, "'")
+    .replace(/ n't/g, "n't")
+    .replace(/ 'm/g, "'m")
+    .replace(/ 's/g, "'s")
+    .replace(/ 've/g, "'ve")
+    .replace(/ 're/g, "'re");
 
 /** Characters a clean-up pattern can continue from (see the top of the file). */
 const OPEN_PATTERN_CHARS = new Set([" ", "'", "n", "r", "v"]);

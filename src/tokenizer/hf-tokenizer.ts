@@ -20,10 +20,21 @@ import type { DecodeOptions, EncodeOptions, StreamDecoder, TextTokenizer } from 
 import { EOG_TEXTS } from "./vocab.js";
 
 type Json = Record<string, unknown>;
-interface AddedToken { id: number; content: string; special: boolean; lstrip?: boolean; rstrip?: boolean }
+interface AddedToken {
+  id: number;
+  content: string;
+  special: boolean;
+  lstrip?: boolean;
+  rstrip?: boolean;
+}
 
 /** The files of a tokenizer directory that hfTokenizer reads: tokenizer.json (required), then the optional ones. */
-export const HF_TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"] as const;
+export const HF_TOKENIZER_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "generation_config.json",
+  "chat_template.jinja",
+] as const;
 
 export function hfTokenizer(dir: string): TextTokenizer {
   const file = path.join(dir, "tokenizer.json");
@@ -31,7 +42,9 @@ export function hfTokenizer(dir: string): TextTokenizer {
   const config = readJson(path.join(dir, "tokenizer_config.json"), false) ?? {};
   const generation = readJson(path.join(dir, "generation_config.json"), false) ?? {};
   const templateFile = path.join(dir, "chat_template.jinja");
-  const template = fs.existsSync(templateFile) ? fs.readFileSync(templateFile, "utf8") : chatTemplateOf(config, path.join(dir, "tokenizer_config.json"));
+  const template = fs.existsSync(templateFile)
+    ? fs.readFileSync(templateFile, "utf8")
+    : chatTemplateOf(config, path.join(dir, "tokenizer_config.json"));
   return new HfTokenizer(file, json, config, generation, template);
 }
 
@@ -50,7 +63,13 @@ class HfTokenizer implements TextTokenizer, PieceSource {
   private readonly decoder: "byte-level" | "metaspace";
   private readonly byteFallback: boolean;
 
-  constructor(file: string, json: Json, config: Json, generation: Json, readonly chatTemplate: string | null) {
+  constructor(
+    file: string,
+    json: Json,
+    config: Json,
+    generation: Json,
+    readonly chatTemplate: string | null,
+  ) {
     // Step 1: added tokens; the special ones stay out of the library.
     const addedTokens = checkAddedTokens(json.added_tokens ?? [], file);
     checkModel(json.model, addedTokens, file);
@@ -66,7 +85,7 @@ class HfTokenizer implements TextTokenizer, PieceSource {
     } catch (e) {
       // The library's own messages name what it refused; its internal slips (a TypeError on a missing field) do not.
       const model = json.model as Json;
-      const kind = typeof model.type === "string" ? `a ${model.type} model` : "a model without a \"type\"";
+      const kind = typeof model.type === "string" ? `a ${model.type} model` : 'a model without a "type"';
       throw new UnsupportedError(
         `${file}: @huggingface/tokenizers cannot load it (${isInternalSlip(e) ? `${kind} whose fields are missing or of the wrong type` : (e as Error).message})`,
       );
@@ -100,7 +119,9 @@ class HfTokenizer implements TextTokenizer, PieceSource {
     this.bos = this.idOfToken(config.bos_token) ?? this.idOfToken(leading?.id) ?? numberOrNull(generation.bos_token_id);
     this.eos = this.idOfToken(config.eos_token) ?? generationEos[0] ?? null;
     this.addBos =
-      typeof config.add_bos_token === "boolean" ? config.add_bos_token : leading !== undefined && this.idOfToken(leading.id) === this.bos;
+      typeof config.add_bos_token === "boolean"
+        ? config.add_bos_token
+        : leading !== undefined && this.idOfToken(leading.id) === this.bos;
     const stops = [this.eos, ...generationEos];
     for (const t of addedTokens) if (EOG_TEXTS.has(t.content)) stops.push(t.id); // as llama.cpp finds them
     this.stopIds = new Set(stops.filter((id): id is number => id !== null));
@@ -128,11 +149,15 @@ class HfTokenizer implements TextTokenizer, PieceSource {
       ids = this.library.encode(text, { add_special_tokens: false }).ids;
     } catch (e) {
       if (!isInternalSlip(e)) throw e;
-      throw new UnsupportedError(`${this.file}: @huggingface/tokenizers cannot encode text with it (a component whose fields are missing or of the wrong type)`);
+      throw new UnsupportedError(
+        `${this.file}: @huggingface/tokenizers cannot encode text with it (a component whose fields are missing or of the wrong type)`,
+      );
     }
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-        throw new FormatError(`${this.file}: the tokenizer produced token id ${id}, outside its vocabulary of ${this.vocabSize}; the file is inconsistent`);
+        throw new FormatError(
+          `${this.file}: the tokenizer produced token id ${id}, outside its vocabulary of ${this.vocabSize}; the file is inconsistent`,
+        );
       }
     }
     return ids;
@@ -150,7 +175,8 @@ class HfTokenizer implements TextTokenizer, PieceSource {
     const added = this.added.get(id);
     if (added !== undefined) return added.special && skipSpecial ? null : utf8Bytes(added.content);
     const text = this.library.id_to_token(id);
-    if (text === undefined) throw new RangeError(`token id ${id} is outside the vocabulary (0 to ${this.vocabSize - 1})`);
+    if (text === undefined)
+      throw new RangeError(`token id ${id} is outside the vocabulary (0 to ${this.vocabSize - 1})`);
     if (this.decoder === "byte-level") {
       const bytes: number[] = [];
       for (const ch of text) {
@@ -190,7 +216,8 @@ function readJson(file: string, required: boolean): Json | null {
   } catch (e) {
     throw new FormatError(`${file} is not valid JSON (${(e as Error).message})`);
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new FormatError(`${file} must hold a JSON object`);
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    throw new FormatError(`${file} must hold a JSON object`);
   return value as Json;
 }
 
@@ -199,7 +226,10 @@ function chatTemplateOf(config: Json, file: string): string | null {
   const t = config.chat_template;
   if (t === undefined || t === null || typeof t === "string") return t ?? null;
   const named = (x: unknown): x is { name: string; template: string } =>
-    typeof x === "object" && x !== null && typeof (x as Json).name === "string" && typeof (x as Json).template === "string";
+    typeof x === "object" &&
+    x !== null &&
+    typeof (x as Json).name === "string" &&
+    typeof (x as Json).template === "string";
   if (!Array.isArray(t) || !t.every(named)) {
     throw new FormatError(
       `${file}: "chat_template" must be a string or a list of {"name", "template"} strings, found ${shownValue(t)}`,
@@ -213,7 +243,12 @@ function isObject(v: unknown): v is Json {
 }
 
 /** The pipeline components of tokenizer.json and the list key of their Sequence form. */
-const COMPONENTS = [["normalizer", "normalizers"], ["pre_tokenizer", "pretokenizers"], ["post_processor", "processors"], ["decoder", "decoders"]] as const;
+const COMPONENTS = [
+  ["normalizer", "normalizers"],
+  ["pre_tokenizer", "pretokenizers"],
+  ["post_processor", "processors"],
+  ["decoder", "decoders"],
+] as const;
 
 /** A component is null (absent) or {type, ...}; a Sequence holds a list of components. */
 function checkComponent(c: unknown, where: string, listKey: string, file: string): void {
@@ -223,7 +258,10 @@ function checkComponent(c: unknown, where: string, listKey: string, file: string
   }
   if (c.type !== "Sequence") return;
   const parts = c[listKey];
-  if (!Array.isArray(parts)) throw new FormatError(`${file}: "${where}" is a Sequence whose "${listKey}" must be a list, found ${shownValue(parts)}`);
+  if (!Array.isArray(parts))
+    throw new FormatError(
+      `${file}: "${where}" is a Sequence whose "${listKey}" must be a list, found ${shownValue(parts)}`,
+    );
   parts.forEach((part, i) => checkComponent(part, `${where}.${listKey}[${i}]`, listKey, file));
 }
 
@@ -235,7 +273,8 @@ function checkComponent(c: unknown, where: string, listKey: string, file: string
 function checkModel(model: unknown, added: AddedToken[], file: string): void {
   const bad = (what: string, found: unknown) => new FormatError(`${file}: "model" ${what}, found ${shownValue(found)}`);
   if (!isObject(model)) throw bad("must be an object (the tokenizer's model)", model);
-  if (model.type !== undefined && typeof model.type !== "string") throw bad(`"type" must be a string such as "BPE"`, model.type);
+  if (model.type !== undefined && typeof model.type !== "string")
+    throw bad(`"type" must be a string such as "BPE"`, model.type);
   const vocab = model.vocab;
   const ids: number[] = [];
   if (Array.isArray(vocab)) {
@@ -247,16 +286,20 @@ function checkModel(model: unknown, added: AddedToken[], file: string): void {
     });
   } else if (isObject(vocab)) {
     for (const [token, id] of Object.entries(vocab)) {
-      if (!Number.isInteger(id) || (id as number) < 0) throw bad(`"vocab" must map each token to an integer id ≥ 0; ${JSON.stringify(token)} maps to`, id);
+      if (!Number.isInteger(id) || (id as number) < 0)
+        throw bad(`"vocab" must map each token to an integer id ≥ 0; ${JSON.stringify(token)} maps to`, id);
       ids.push(id as number);
     }
   } else {
     throw bad(`"vocab" must be an object of token ids (or a list of [token, score] for Unigram)`, vocab);
   }
-  if (model.type === "Unigram" && !Array.isArray(vocab)) throw bad(`"vocab" of a Unigram model must be a list of [token, score]`, vocab);
+  if (model.type === "Unigram" && !Array.isArray(vocab))
+    throw bad(`"vocab" of a Unigram model must be a list of [token, score]`, vocab);
   if (model.type === "BPE" || (model.type === undefined && model.merges !== undefined)) {
     const merges = model.merges ?? [];
-    const isMerge = (m: unknown) => (typeof m === "string" && m.indexOf(" ", 1) > 0) || (Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === "string"));
+    const isMerge = (m: unknown) =>
+      (typeof m === "string" && m.indexOf(" ", 1) > 0) ||
+      (Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === "string"));
     if (!Array.isArray(merges)) throw bad(`"merges" must be a list of "a b" strings or [a, b] pairs`, merges);
     const i = merges.findIndex((m) => !isMerge(m));
     if (i >= 0) throw bad(`"merges"[${i}] must be an "a b" string or an [a, b] pair`, merges[i]);
@@ -267,19 +310,25 @@ function checkModel(model: unknown, added: AddedToken[], file: string): void {
   if (covered.size !== largest + 1) {
     let hole = 0;
     while (covered.has(hole)) hole++;
-    throw new FormatError(`${file}: token ids run to ${largest}, but id ${hole} has no token (in "model"."vocab" or "added_tokens"); expected every id from 0 to ${largest} once`);
+    throw new FormatError(
+      `${file}: token ids run to ${largest}, but id ${hole} has no token (in "model"."vocab" or "added_tokens"); expected every id from 0 to ${largest} once`,
+    );
   }
 }
 
 /** tokenizer.json's added_tokens: a list of {id, content, special} with distinct non-negative integer ids. */
 function checkAddedTokens(list: unknown, file: string): AddedToken[] {
-  if (!Array.isArray(list)) throw new FormatError(`${file}: "added_tokens" must be a list of {id, content, special} objects, found ${shownValue(list)}`);
+  if (!Array.isArray(list))
+    throw new FormatError(
+      `${file}: "added_tokens" must be a list of {id, content, special} objects, found ${shownValue(list)}`,
+    );
   const ids = new Set<number>();
   list.forEach((t: unknown, i) => {
     const bad = (what: string) => new FormatError(`${file}: added_tokens[${i}] ${what}, found ${shownValue(t)}`);
     if (!isObject(t)) throw bad("must be an object {id, content, special}");
     if (!Number.isInteger(t.id) || (t.id as number) < 0) throw bad(`must have an "id" that is an integer ≥ 0`);
-    if (typeof t.content !== "string" || t.content === "") throw bad(`must have a "content" that is a non-empty string`);
+    if (typeof t.content !== "string" || t.content === "")
+      throw bad(`must have a "content" that is a non-empty string`);
     for (const key of ["special", "lstrip", "rstrip", "normalized", "single_word"]) {
       if (t[key] !== undefined && typeof t[key] !== "boolean") throw bad(`must have "${key}" true or false`);
     }

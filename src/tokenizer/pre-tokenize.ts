@@ -33,7 +33,11 @@ const QWEN2 =
   "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 const pre = (regexes: string[], flags: Partial<PreTokenizer> = {}): PreTokenizer => ({
-  regexes, ignoreMerges: false, addBos: false, cleanSpaces: true, ...flags,
+  regexes,
+  ignoreMerges: false,
+  addBos: false,
+  cleanSpaces: true,
+  ...flags,
 });
 
 /** tokenizer.ggml.pre -> pre-tokenizer, the settings of llama_vocab::impl::load. */
@@ -116,7 +120,9 @@ const compiled = new Map<string, RegExp>();
 export function preTokenize(text: string, pre: PreTokenizer): string[] {
   // Step 1: one collapsed UTF-16 unit per code point.
   const codePoints = Array.from(text);
-  const collapsed = codePoints.map((ch) => (ch.length === 1 && ch < "\x80" ? ch : collapseCodePoint(ch.codePointAt(0)!))).join("");
+  const collapsed = codePoints
+    .map((ch) => (ch.length === 1 && ch < "\x80" ? ch : collapseCodePoint(ch.codePointAt(0)!)))
+    .join("");
 
   // Step 2: each regex splits every current piece into matches and the gaps between them.
   let lengths = [codePoints.length];

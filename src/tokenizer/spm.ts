@@ -29,7 +29,7 @@ const utf8 = new TextEncoder();
 export function spmTokenize(vocab: Vocab, text: string, out: number[]): void {
   // Step 1: one symbol per code point.
   const symbols: SpmSymbol[] = [];
-  for (let offset = 0; offset < text.length; ) {
+  for (let offset = 0; offset < text.length;) {
     const length = text.codePointAt(offset)! > 0xffff ? 2 : 1;
     symbols.push({ start: offset, length, prev: symbols.length - 1, next: -1 });
     offset += length;

@@ -136,7 +136,8 @@ export function trainBpe(documents: Iterable<string>, options: TrainOptions): Tr
     const right = best.key % vocabSize;
     const text = tokens[left] + tokens[right];
     let merged = idOf.get(text);
-    if (merged !== undefined && merged < BYTE_ID_OFFSET) throw new Error(`BUG: a merge spells the special token ${text}`);
+    if (merged !== undefined && merged < BYTE_ID_OFFSET)
+      throw new Error(`BUG: a merge spells the special token ${text}`);
     if (merged === undefined) {
       merged = tokens.length;
       tokens.push(text);
@@ -240,7 +241,8 @@ export class BpeEncoder {
     const bytes: number[] = [];
     for (const id of ids) {
       const token = this.bpe.tokens[id];
-      if (token === undefined) throw new RangeError(`token id ${id} is outside the vocabulary (0 to ${this.bpe.tokens.length - 1})`);
+      if (token === undefined)
+        throw new RangeError(`token id ${id} is outside the vocabulary (0 to ${this.bpe.tokens.length - 1})`);
       if (id < BYTE_ID_OFFSET) bytes.push(...utf8.encode(token));
       else for (const ch of token) bytes.push(CHAR_TO_BYTE.get(ch)!);
     }
@@ -276,7 +278,13 @@ export function tokenizerJson(bpe: TrainedBpe): object {
     truncation: null,
     padding: null,
     added_tokens: SPECIAL_TOKENS.map((content, id) => ({
-      id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
+      id,
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
     })),
     normalizer: null,
     pre_tokenizer: byteLevel,

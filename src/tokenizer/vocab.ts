@@ -21,22 +21,76 @@ export const ATTR = {
 
 /** tokenizer.ggml.token_type values (llama.h LLAMA_TOKEN_TYPE_*) -> attributes; anything else is "undefined" (0). */
 const TYPE_TO_ATTR: Record<number, number> = {
-  1: ATTR.normal, 2: ATTR.unknown, 3: ATTR.control, 4: ATTR.userDefined, 5: ATTR.unused, 6: ATTR.byte,
+  1: ATTR.normal,
+  2: ATTR.unknown,
+  3: ATTR.control,
+  4: ATTR.userDefined,
+  5: ATTR.unused,
+  6: ATTR.byte,
 };
 
 /** Token texts llama.cpp treats as end of generation (and forces to control type), from llama-vocab.cpp. */
 export const EOG_TEXTS: ReadonlySet<string> = new Set([
-  "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-  "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
-  "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+  "<|eot_id|>",
+  "<|im_end|>",
+  "<|end|>",
+  "<|return|>",
+  "<|call|>",
+  "<|flush|>",
+  "<|calls|>",
+  "<end_of_turn>",
+  "<|endoftext|>",
+  "</s>",
+  "<|eom_id|>",
+  "<EOT>",
+  "_<EOT>",
+  "[EOT]",
+  "[EOS]",
+  "<|end_of_text|>",
+  "<end_of_utterance>",
+  "<eos>",
+  "<turn|>",
+  "<|tool_response>",
+  "<｜end▁of▁sentence｜>",
+  "[e~[",
 ]);
 /** Texts of fill-in-the-middle tokens; llama.cpp forces these to control type too. */
 const FIM_TEXTS = new Set([
-  "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>",
-  "<|prefix|>", "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>",
-  "<|code_suffix|>", "<|suffix|>", "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>",
-  "▁<MID>", "<|code_middle|>", "<|middle|>", "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
-  "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
+  "<|fim_prefix|>",
+  "<fim-prefix>",
+  "<fim_prefix>",
+  "<｜fim▁begin｜>",
+  "<PRE>",
+  "▁<PRE>",
+  "<|code_prefix|>",
+  "<|prefix|>",
+  "<|fim_suffix|>",
+  "<fim-suffix>",
+  "<fim_suffix>",
+  "<｜fim▁hole｜>",
+  "<SUF>",
+  "▁<SUF>",
+  "<|code_suffix|>",
+  "<|suffix|>",
+  "<|fim_middle|>",
+  "<fim-middle>",
+  "<fim_middle>",
+  "<｜fim▁end｜>",
+  "<MID>",
+  "▁<MID>",
+  "<|code_middle|>",
+  "<|middle|>",
+  "<|fim_pad|>",
+  "<fim-pad>",
+  "<fim_pad>",
+  "<PAD>",
+  "[PAD]",
+  "<|fim_repo|>",
+  "<|repo_name|>",
+  "<fim-repo>",
+  "<REPO>",
+  "<reponame>",
+  "<|file_sep|>",
 ]);
 
 const utf8 = new TextEncoder();
@@ -84,14 +138,21 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>, options: GgufVoc
     if (type !== undefined && !ok(type)) throw formatError(`${key} must be stored as ${wanted}, found ${type}`);
   };
   const isInteger = (type: string) => /^(array of )?u?int(8|16|32|64)$/.test(type);
-  expectType("tokenizer.ggml.scores", (t) => t === "array of float32" || t === "array of float64", "an array of float32");
+  expectType(
+    "tokenizer.ggml.scores",
+    (t) => t === "array of float32" || t === "array of float64",
+    "an array of float32",
+  );
   expectType("tokenizer.ggml.token_type", isInteger, "an array of int32");
-  for (const key of ["bos", "eos", "unknown", "eot", "eom"]) expectType(`tokenizer.ggml.${key}_token_id`, isInteger, "an integer (uint32)");
-  const optional = <T extends "string" | "number" | "boolean">(key: string, type: T) => optionalValue(metadata, key, type, source);
+  for (const key of ["bos", "eos", "unknown", "eot", "eom"])
+    expectType(`tokenizer.ggml.${key}_token_id`, isInteger, "an integer (uint32)");
+  const optional = <T extends "string" | "number" | "boolean">(key: string, type: T) =>
+    optionalValue(metadata, key, type, source);
   // Step 1: the tokenizer type and its defaults.
   const model = metadata.get("tokenizer.ggml.model");
   if (model === undefined) throw formatError(`metadata has no tokenizer.ggml.model; expected "llama" or "gpt2"`);
-  if (typeof model !== "string") throw formatError(`tokenizer.ggml.model must be a string such as "llama" or "gpt2", found ${describe(model)}`);
+  if (typeof model !== "string")
+    throw formatError(`tokenizer.ggml.model must be a string such as "llama" or "gpt2", found ${describe(model)}`);
   if (model !== "llama" && model !== "gpt2") {
     throw new UnsupportedError(
       `${source}: tokenizer.ggml.model ${describe(model)} is not supported; kvslim supports "llama" (SentencePiece) and "gpt2" (byte-level BPE)`,
@@ -105,7 +166,9 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>, options: GgufVoc
     pre = PRE_TOKENIZERS[preName] ?? null;
     if (pre === null) {
       throw new UnsupportedError(
-        `${source}: tokenizer.ggml.pre "${preName}" is not supported; kvslim supports ${Object.keys(PRE_TOKENIZERS).map((k) => `"${k}"`).join(", ")}`,
+        `${source}: tokenizer.ggml.pre "${preName}" is not supported; kvslim supports ${Object.keys(PRE_TOKENIZERS)
+          .map((k) => `"${k}"`)
+          .join(", ")}`,
       );
     }
     addBos = pre.addBos;
@@ -117,14 +180,19 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>, options: GgufVoc
   if (n === 0) throw formatError(`tokenizer.ggml.tokens is empty; a vocabulary needs at least one token`);
   const scoreValues = numberArray(metadata, "tokenizer.ggml.scores", source);
   const typeValues = numberArray(metadata, "tokenizer.ggml.token_type", source);
-  for (const [key, values] of [["tokenizer.ggml.scores", scoreValues], ["tokenizer.ggml.token_type", typeValues]] as const) {
+  for (const [key, values] of [
+    ["tokenizer.ggml.scores", scoreValues],
+    ["tokenizer.ggml.token_type", typeValues],
+  ] as const) {
     if (values !== null && values.length !== n) {
       throw formatError(`${key} has ${values.length} entries but tokenizer.ggml.tokens has ${n}; they must match`);
     }
   }
   const badType = typeValues?.findIndex((t) => !Number.isInteger(t) || t < 0 || t > 6) ?? -1;
   if (badType >= 0) {
-    throw formatError(`tokenizer.ggml.token_type[${badType}] is ${typeValues![badType]}; expected a token type from 0 to 6 (llama.h's LLAMA_TOKEN_TYPE_*)`);
+    throw formatError(
+      `tokenizer.ggml.token_type[${badType}] is ${typeValues![badType]}; expected a token type from 0 to 6 (llama.h's LLAMA_TOKEN_TYPE_*)`,
+    );
   }
   const scores = new Float32Array(n);
   const attrs = new Uint16Array(n).fill(ATTR.normal);
@@ -153,7 +221,9 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>, options: GgufVoc
     const id = optional(`tokenizer.ggml.${key}`, "number") as number | undefined;
     if (id !== undefined && inRange(id) === null) {
       const used = inRange(fallback);
-      notes.push(`${source}: tokenizer.ggml.${key} ${id} is outside the vocabulary (0 to ${n - 1}); ${used === null ? "there is none" : `using ${used}`}, as llama.cpp does`);
+      notes.push(
+        `${source}: tokenizer.ggml.${key} ${id} is outside the vocabulary (0 to ${n - 1}); ${used === null ? "there is none" : `using ${used}`}, as llama.cpp does`,
+      );
     }
     return id !== undefined && inRange(id) !== null ? id : inRange(fallback);
   };
@@ -163,7 +233,8 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>, options: GgufVoc
   const eot = special("eot_token_id", null);
   const eom = special("eom_token_id", null);
   addBos = (optional("tokenizer.ggml.add_bos_token", "boolean") as boolean | undefined) ?? addBos;
-  const addSpacePrefix = (optional("tokenizer.ggml.add_space_prefix", "boolean") as boolean | undefined) ?? kind === "spm";
+  const addSpacePrefix =
+    (optional("tokenizer.ggml.add_space_prefix", "boolean") as boolean | undefined) ?? kind === "spm";
 
   // Step 5: end-of-generation tokens, found by text as llama.cpp does; they (and FIM tokens) become control tokens.
   const stopIds = new Set<number>();
@@ -182,10 +253,31 @@ export function vocabFromGguf(metadata: Map<string, GgufValue>, options: GgufVoc
   specialIds.sort((a, b) => bytes.get(b)! - bytes.get(a)! || a - b);
 
   const chatTemplate = (optional("tokenizer.chat_template", "string") as string | undefined) ?? null;
-  return { kind, pre, texts, scores, attrs, idOf, mergeRank, bos, eos, unk, stopIds, addBos, addSpacePrefix, specialIds, chatTemplate };
+  return {
+    kind,
+    pre,
+    texts,
+    scores,
+    attrs,
+    idOf,
+    mergeRank,
+    bos,
+    eos,
+    unk,
+    stopIds,
+    addBos,
+    addSpacePrefix,
+    specialIds,
+    chatTemplate,
+  };
 }
 
-function optionalValue(metadata: Map<string, GgufValue>, key: string, type: "string" | "number" | "boolean", source: string): unknown {
+function optionalValue(
+  metadata: Map<string, GgufValue>,
+  key: string,
+  type: "string" | "number" | "boolean",
+  source: string,
+): unknown {
   const value = metadata.get(key);
   if (value === undefined) return undefined;
   if (type === "number" && typeof value === "bigint") return Number(value);
@@ -195,7 +287,12 @@ function optionalValue(metadata: Map<string, GgufValue>, key: string, type: "str
 
 function stringArray(metadata: Map<string, GgufValue>, key: string, source: string, required: true): string[];
 function stringArray(metadata: Map<string, GgufValue>, key: string, source: string, required: false): string[] | null;
-function stringArray(metadata: Map<string, GgufValue>, key: string, source: string, required: boolean): string[] | null {
+function stringArray(
+  metadata: Map<string, GgufValue>,
+  key: string,
+  source: string,
+  required: boolean,
+): string[] | null {
   const value = metadata.get(key);
   if (value === undefined) {
     if (required) throw new FormatError(`${source}: metadata has no ${key}; a tokenizer needs it`);
@@ -218,5 +315,7 @@ function numberArray(metadata: Map<string, GgufValue>, key: string, source: stri
 
 function describe(value: GgufValue): string {
   if (Array.isArray(value)) return value.length === 0 ? "an empty array" : `an array of ${typeof value[0]}`;
-  return typeof value === "string" ? `the string ${JSON.stringify(value.slice(0, 40))}` : `the ${typeof value} ${String(value).slice(0, 40)}`;
+  return typeof value === "string"
+    ? `the string ${JSON.stringify(value.slice(0, 40))}`
+    : `the ${typeof value} ${String(value).slice(0, 40)}`;
 }

@@ -61,7 +61,12 @@ export function readTokenizerFiles(dir: string): Map<string, Uint8Array> {
 }
 
 /** Writes a checkpoint of `step` into runDir, with the tokenizer's files (readTokenizerFiles), and makes it current. */
-export function saveCheckpoint(runDir: string, layout: ParamLayout, ckpt: Checkpoint, tokenizerFiles: ReadonlyMap<string, Uint8Array>): void {
+export function saveCheckpoint(
+  runDir: string,
+  layout: ParamLayout,
+  ckpt: Checkpoint,
+  tokenizerFiles: ReadonlyMap<string, Uint8Array>,
+): void {
   fs.mkdirSync(runDir, { recursive: true });
   const name = `ckpt-${String(ckpt.state.step).padStart(6, "0")}`;
   const dir = path.join(runDir, name);
@@ -69,15 +74,23 @@ export function saveCheckpoint(runDir: string, layout: ParamLayout, ckpt: Checkp
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp);
   const config = ckpt.state.config;
-  const weights = new Map(layout.tensors.map((t) => [t.name, { shape: t.shape, values: ckpt.params.subarray(t.offset, t.offset + t.size) }]));
+  const weights = new Map(
+    layout.tensors.map((t) => [t.name, { shape: t.shape, values: ckpt.params.subarray(t.offset, t.offset + t.size) }]),
+  );
   writeSafetensors(path.join(tmp, "model.safetensors"), tensorsToWrite(config, weights, "f32", true), { format: "pt" });
   const training = (["param", "m", "v"] as const).flatMap((kind) => {
     const region = kind === "param" ? ckpt.params : kind === "m" ? ckpt.m : ckpt.v;
-    return layout.tensors.map((t) => ({ name: `${kind}.${t.name}`, dtype: "f32" as const, shape: t.shape, data: encode("f32", region.subarray(t.offset, t.offset + t.size)) }));
+    return layout.tensors.map((t) => ({
+      name: `${kind}.${t.name}`,
+      dtype: "f32" as const,
+      shape: t.shape,
+      data: encode("f32", region.subarray(t.offset, t.offset + t.size)),
+    }));
   });
   writeSafetensors(path.join(tmp, "training.safetensors"), training, { format: "kvslim-training" });
   writeJson(path.join(tmp, "config.json"), hfConfigFor(config, "f32"));
-  for (const [file, bytes] of tokenizerFiles) writeFileAtomic(path.join(tmp, file), (fd) => fs.writeFileSync(fd, bytes));
+  for (const [file, bytes] of tokenizerFiles)
+    writeFileAtomic(path.join(tmp, file), (fd) => fs.writeFileSync(fd, bytes));
   writeJson(path.join(tmp, "state.json"), ckpt.state);
   syncDir(tmp);
   fs.rmSync(dir, { recursive: true, force: true }); // a checkpoint of the same step from a crashed run
@@ -96,7 +109,8 @@ export function saveCheckpoint(runDir: string, layout: ParamLayout, ckpt: Checkp
   }
   // Only now may older checkpoints go (and what a killed save left behind: temp directories and links).
   for (const entry of fs.readdirSync(runDir)) {
-    if ((entry.startsWith("ckpt-") && entry !== name) || /^current\..*\.tmp$/.test(entry)) fs.rmSync(path.join(runDir, entry), { recursive: true, force: true });
+    if ((entry.startsWith("ckpt-") && entry !== name) || /^current\..*\.tmp$/.test(entry))
+      fs.rmSync(path.join(runDir, entry), { recursive: true, force: true });
   }
 }
 
@@ -108,14 +122,26 @@ export function currentCheckpoint(runDir: string): string | null {
 }
 
 /** Reads the current checkpoint of a run: a UsageError if there is none, a FormatError if it is incomplete or unreadable. */
-export function loadCheckpoint(runDir: string, layout: (config: ModelConfig) => ParamLayout): { ckpt: Checkpoint; layout: ParamLayout; dir: string } {
+export function loadCheckpoint(
+  runDir: string,
+  layout: (config: ModelConfig) => ParamLayout,
+): { ckpt: Checkpoint; layout: ParamLayout; dir: string } {
   const name = currentCheckpoint(runDir);
-  if (name === null) throw new UsageError(`${runDir} is not a kvslim training run (no "current" checkpoint link); start one with kvslim train --out`);
+  if (name === null)
+    throw new UsageError(
+      `${runDir} is not a kvslim training run (no "current" checkpoint link); start one with kvslim train --out`,
+    );
   const dir = path.join(runDir, name);
   const restore = "put the checkpoint back as it was written, or start a new run with kvslim train --out";
-  if (!fs.existsSync(dir)) throw new FormatError(`${runDir}: "current" points at ${name}, which does not exist (the run directory was changed by hand); ${restore}`);
-  const missing = ["state.json", "training.safetensors", "tokenizer.json"].filter((file) => !fs.existsSync(path.join(dir, file)));
-  if (missing.length > 0) throw new FormatError(`${dir}: the checkpoint has no ${missing.join(", ")} (it was changed by hand); ${restore}`);
+  if (!fs.existsSync(dir))
+    throw new FormatError(
+      `${runDir}: "current" points at ${name}, which does not exist (the run directory was changed by hand); ${restore}`,
+    );
+  const missing = ["state.json", "training.safetensors", "tokenizer.json"].filter(
+    (file) => !fs.existsSync(path.join(dir, file)),
+  );
+  if (missing.length > 0)
+    throw new FormatError(`${dir}: the checkpoint has no ${missing.join(", ")} (it was changed by hand); ${restore}`);
   const state = readState(dir);
   const l = layout(state.config);
   const file = readSafetensors(path.join(dir, "training.safetensors"));
@@ -125,7 +151,9 @@ export function loadCheckpoint(runDir: string, layout: (config: ModelConfig) => 
     for (const t of l.tensors) {
       const info = byName.get(`${kind}.${t.name}`);
       if (info === undefined || info.dtype !== "f32" || info.shape.join() !== t.shape.join()) {
-        throw new FormatError(`${dir}/training.safetensors: ${kind}.${t.name} missing or not f32 of shape [${t.shape}]`);
+        throw new FormatError(
+          `${dir}/training.safetensors: ${kind}.${t.name} missing or not f32 of shape [${t.shape}]`,
+        );
       }
       readTensorBytes(info, new Uint8Array(out.buffer, 4 * t.offset, 4 * t.size));
     }
@@ -171,7 +199,13 @@ export function trainingRecord(dir: string): TrainingRecord | null {
   for (const entry of readLog(runDir) as (Partial<EvalRecord> & { step: number })[]) {
     if (typeof entry.valLoss !== "number" || entry.step > state.step) continue;
     const { step, tokensSeen, valLoss, recalled, asked, copyLoss } = entry as EvalRecord;
-    evals.push({ step, tokensSeen, valLoss, ...(asked === undefined ? {} : { recalled, asked }), ...(copyLoss === undefined ? {} : { copyLoss }) });
+    evals.push({
+      step,
+      tokensSeen,
+      valLoss,
+      ...(asked === undefined ? {} : { recalled, asked }),
+      ...(copyLoss === undefined ? {} : { copyLoss }),
+    });
   }
   return { runDir, checkpoint: name, state, evals };
 }
@@ -191,9 +225,12 @@ function readState(dir: string): TrainState {
 /** state.json checked field by field: every value a resume or `kvslim info` reads has its type and range. */
 function checkState(value: unknown, file: string): TrainState {
   const fail = (key: string, expected: string, found: unknown): never => {
-    throw new FormatError(`${file}: ${key} must be ${expected}, found ${shownValue(found)}; this checkpoint is damaged (an earlier ckpt-* may be whole)`);
+    throw new FormatError(
+      `${file}: ${key} must be ${expected}, found ${shownValue(found)}; this checkpoint is damaged (an earlier ckpt-* may be whole)`,
+    );
   };
-  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    typeof v === "object" && v !== null && !Array.isArray(v);
   if (!isObject(value)) return fail("the file", "a JSON object", value);
   if (value.version !== CHECKPOINT_VERSION) fail('"version"', String(CHECKPOINT_VERSION), value.version);
   const count = (key: string) => {
@@ -203,15 +240,21 @@ function checkState(value: unknown, file: string): TrainState {
   count("step");
   count("tokensSeen");
   const elapsed = value.elapsedSeconds;
-  if (typeof elapsed !== "number" || !(elapsed >= 0) || !Number.isFinite(elapsed)) fail('"elapsedSeconds"', "a number ≥ 0", elapsed);
+  if (typeof elapsed !== "number" || !(elapsed >= 0) || !Number.isFinite(elapsed))
+    fail('"elapsedSeconds"', "a number ≥ 0", elapsed);
   const sampler = value.samplerState;
-  if (!Array.isArray(sampler) || sampler.length === 0 || !sampler.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32)) {
+  if (
+    !Array.isArray(sampler) ||
+    sampler.length === 0 ||
+    !sampler.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32)
+  ) {
     fail('"samplerState"', "a list of unsigned 32-bit integers", sampler);
   }
   if (!isObject(value.config)) fail('"config"', "an object (the model's configuration)", value.config);
   validateConfig(value.config as unknown as ModelConfig, `${file}: config`);
   if (!isObject(value.options)) fail('"options"', "an object (the run's settings)", value.options);
-  if (value.streamDigest !== undefined && typeof value.streamDigest !== "string") fail('"streamDigest"', "a string", value.streamDigest);
+  if (value.streamDigest !== undefined && typeof value.streamDigest !== "string")
+    fail('"streamDigest"', "a string", value.streamDigest);
   return value as unknown as TrainState;
 }
 
@@ -234,7 +277,9 @@ function readLog(runDir: string): { step: number }[] {
 /** Refuses to start a run in a directory that already holds one (or other files), unless it is empty. */
 export function checkNewRunDir(runDir: string): void {
   if (fs.existsSync(runDir) && fs.readdirSync(runDir).length > 0) {
-    throw new FileExistsError(`${runDir} already exists and is not empty; continue it with --resume ${runDir}, or choose another --out`);
+    throw new FileExistsError(
+      `${runDir} already exists and is not empty; continue it with --resume ${runDir}, or choose another --out`,
+    );
   }
 }
 
@@ -277,4 +322,3 @@ function syncDir(dir: string): void {
     // Not every platform can fsync a directory; best effort.
   }
 }
-

@@ -144,16 +144,41 @@ export class TrainModel {
     const BT = shape.batch * shape.seqLen;
     const T = shape.seqLen;
     const D = c.dModel;
-    const perLayer = (l: number) =>
-      [BT * D, BT, c.kvNorm && d.isProducer[l] ? BT * D : 0, c.kvNorm && d.isProducer[l] ? BT : 0, BT * d.qDim, BT * d.qDim, shape.batch * c.nHeads * T * T, BT * D, BT * D, BT, BT * c.ffnDim, BT * c.ffnDim, BT * c.ffnDim];
+    const perLayer = (l: number) => [
+      BT * D,
+      BT,
+      c.kvNorm && d.isProducer[l] ? BT * D : 0,
+      c.kvNorm && d.isProducer[l] ? BT : 0,
+      BT * d.qDim,
+      BT * d.qDim,
+      shape.batch * c.nHeads * T * T,
+      BT * D,
+      BT * D,
+      BT,
+      BT * c.ffnDim,
+      BT * c.ffnDim,
+      BT * c.ffnDim,
+    ];
     const sizes = [
       ...Array(4).fill(layout.total),
-      BT, BT,
+      BT,
+      BT,
       ...Array(c.nLayers + 1).fill(BT * D),
       ...Array.from({ length: c.nLayers }, (_, l) => perLayer(l)).flat(),
       ...Array(4 * d.producers.length).fill(BT * d.kvDim),
-      BT * D, BT, BT * c.vocabSize, BT, T * (c.ropeDim / 2), T * (c.ropeDim / 2),
-      BT * D, BT * D, BT * d.qDim, BT * d.qDim, BT * c.ffnDim, BT * c.ffnDim, c.kvNorm ? BT * D : 0,
+      BT * D,
+      BT,
+      BT * c.vocabSize,
+      BT,
+      T * (c.ropeDim / 2),
+      T * (c.ropeDim / 2),
+      BT * D,
+      BT * D,
+      BT * d.qDim,
+      BT * d.qDim,
+      BT * c.ffnDim,
+      BT * c.ffnDim,
+      c.kvNorm ? BT * D : 0,
     ];
     return sizes.reduce((sum, n) => sum + Math.ceil((4 * n) / 64) * 64 + 64, 0);
   }
@@ -174,7 +199,8 @@ export class TrainModel {
   setWeights(weights: ReadonlyMap<string, { values: Float32Array }>): void {
     for (const t of this.layout.tensors) {
       const w = weights.get(t.name);
-      if (w === undefined || w.values.length !== t.size) throw new Error(`weights: ${t.name} missing or of the wrong size`);
+      if (w === undefined || w.values.length !== t.size)
+        throw new Error(`weights: ${t.name} missing or of the wrong size`);
       this.arena.f32.set(w.values, (this.params >> 2) + t.offset);
     }
   }
@@ -182,7 +208,12 @@ export class TrainModel {
   /** The parameters (or another region: grads, m, v) as tensors by GGUF name (copies). */
   tensors(base: Ptr = this.params): Map<string, { shape: number[]; values: Float32Array }> {
     const f32 = this.arena.f32;
-    return new Map(this.layout.tensors.map((t) => [t.name, { shape: t.shape, values: f32.slice((base >> 2) + t.offset, (base >> 2) + t.offset + t.size) }]));
+    return new Map(
+      this.layout.tensors.map((t) => [
+        t.name,
+        { shape: t.shape, values: f32.slice((base >> 2) + t.offset, (base >> 2) + t.offset + t.size) },
+      ]),
+    );
   }
 
   /** The logits (BT, V) of the last forward(false) (a forward with the loss overwrites them with dLogits). */
@@ -223,7 +254,21 @@ export class TrainModel {
       }
       // att = causal attention of q over the slot's k, v (per sequence and KV head); P saved
       this.eachHead((t, { q, kv, p }) => {
-        par.task(t, OPS.attentionForward, a.att + q, a.p + p, a.q + q, this.k[slot] + kv, this.vv[slot] + kv, T, c.headDim, d.groupSize, d.qDim, d.kvDim, this.scale);
+        par.task(
+          t,
+          OPS.attentionForward,
+          a.att + q,
+          a.p + p,
+          a.q + q,
+          this.k[slot] + kv,
+          this.vv[slot] + kv,
+          T,
+          c.headDim,
+          d.groupSize,
+          d.qDim,
+          d.kvDim,
+          this.scale,
+        );
       });
       // mid = x + att @ Woᵀ
       par.matmul("F32", a.mid, a.att, P(pre + "attn_output.weight"), d.qDim, D, BT, 4 * d.qDim);
@@ -247,7 +292,17 @@ export class TrainModel {
     const scale = counted > 0 ? 1 / counted : 0;
     // Rows are independent: split over the threads; dLogits overwrite the logits in place.
     par.splitRows(BT, c.vocabSize, (t, r0, r1) =>
-      par.task(t, OPS.crossEntropy, this.losses + 4 * r0, this.logits + 4 * r0 * c.vocabSize, this.logits + 4 * r0 * c.vocabSize, this.targets + 4 * r0, c.vocabSize, r1 - r0, scale),
+      par.task(
+        t,
+        OPS.crossEntropy,
+        this.losses + 4 * r0,
+        this.logits + 4 * r0 * c.vocabSize,
+        this.logits + 4 * r0 * c.vocabSize,
+        this.targets + 4 * r0,
+        c.vocabSize,
+        r1 - r0,
+        scale,
+      ),
     );
     par.flush();
     let sum = 0;
@@ -271,7 +326,17 @@ export class TrainModel {
     par.matmulBackwardInput(this.dxb, this.logits, this.outputWeight(this.params), D, c.vocabSize, BT, c.vocabSize, 0);
     par.matmulBackwardWeight(this.outputWeight(this.grads), this.logits, this.xf, D, c.vocabSize, BT, c.vocabSize);
     // xf = rmsnorm(x_L) · output_norm  →  dx = rmsnorm backward
-    k.rmsnormBackward(this.dx, G("output_norm.weight"), this.dxb, this.resid[c.nLayers], P("output_norm.weight"), this.rstdF, D, BT, 0);
+    k.rmsnormBackward(
+      this.dx,
+      G("output_norm.weight"),
+      this.dxb,
+      this.resid[c.nLayers],
+      P("output_norm.weight"),
+      this.rstdF,
+      D,
+      BT,
+      0,
+    );
 
     for (let l = c.nLayers - 1; l >= 0; l--) {
       const a = this.acts[l];
@@ -288,15 +353,53 @@ export class TrainModel {
       par.matmulBackwardWeight(G(pre + "ffn_gate.weight"), this.dF1, a.xb2, D, c.ffnDim, BT, c.ffnDim);
       par.matmulBackwardWeight(G(pre + "ffn_up.weight"), this.dF2, a.xb2, D, c.ffnDim, BT, c.ffnDim);
       // xb2 = rmsnorm(mid) · ffn_norm  →  dmid = dx + rmsnorm backward (accumulated into dx)
-      k.rmsnormBackward(this.dx, G(pre + "ffn_norm.weight"), this.dxb, a.mid, P(pre + "ffn_norm.weight"), a.rstd2, D, BT, 1);
+      k.rmsnormBackward(
+        this.dx,
+        G(pre + "ffn_norm.weight"),
+        this.dxb,
+        a.mid,
+        P(pre + "ffn_norm.weight"),
+        a.rstd2,
+        D,
+        BT,
+        1,
+      );
 
       // mid = x + att @ Woᵀ  →  datt = dmid @ Wo; dWo += dmidᵀ @ att; dx = dmid (+ below)
       par.matmulBackwardInput(this.datt, this.dx, P(pre + "attn_output.weight"), d.qDim, D, BT, D, 0);
       par.matmulBackwardWeight(G(pre + "attn_output.weight"), this.dx, a.att, d.qDim, D, BT, D);
       // att = softmax(q kᵀ · scale) v  →  dq (written); dk, dv added into the producer's sums. P becomes dS.
       this.eachHead((t, { q, kv, p }) => {
-        par.task(t, OPS.attentionBackwardPV, a.p + p, this.dV[slot] + kv, this.datt + q, a.att + q, this.vv[slot] + kv, a.p + p, T, c.headDim, d.groupSize, d.qDim, d.kvDim);
-        par.task(t, OPS.attentionBackwardQK, this.dq + q, this.dK[slot] + kv, a.p + p, a.q + q, this.k[slot] + kv, T, c.headDim, d.groupSize, d.qDim, d.kvDim, this.scale);
+        par.task(
+          t,
+          OPS.attentionBackwardPV,
+          a.p + p,
+          this.dV[slot] + kv,
+          this.datt + q,
+          a.att + q,
+          this.vv[slot] + kv,
+          a.p + p,
+          T,
+          c.headDim,
+          d.groupSize,
+          d.qDim,
+          d.kvDim,
+        );
+        par.task(
+          t,
+          OPS.attentionBackwardQK,
+          this.dq + q,
+          this.dK[slot] + kv,
+          a.p + p,
+          a.q + q,
+          this.k[slot] + kv,
+          T,
+          c.headDim,
+          d.groupSize,
+          d.qDim,
+          d.kvDim,
+          this.scale,
+        );
       });
       // q = rope(xb @ Wqᵀ)  →  un-rotate dq; dxb = dq @ Wq; dWq += dqᵀ @ xb
       this.rope(this.dq, c.nHeads, true);
@@ -308,15 +411,45 @@ export class TrainModel {
         this.rope(this.dK[slot], c.nKvHeads, true);
         const ownKvIn = a.kvIn !== a.xb;
         const dKvIn = ownKvIn ? this.dKvIn : this.dxb; // without a kv norm, kvIn is xb: add into dxb
-        par.matmulBackwardInput(dKvIn, this.dK[slot], P(pre + "attn_k.weight"), D, d.kvDim, BT, d.kvDim, ownKvIn ? 0 : 1);
+        par.matmulBackwardInput(
+          dKvIn,
+          this.dK[slot],
+          P(pre + "attn_k.weight"),
+          D,
+          d.kvDim,
+          BT,
+          d.kvDim,
+          ownKvIn ? 0 : 1,
+        );
         par.matmulBackwardInput(dKvIn, this.dV[slot], P(pre + "attn_v.weight"), D, d.kvDim, BT, d.kvDim, 1);
         par.matmulBackwardWeight(G(pre + "attn_k.weight"), this.dK[slot], a.kvIn, D, d.kvDim, BT, d.kvDim);
         par.matmulBackwardWeight(G(pre + "attn_v.weight"), this.dV[slot], a.kvIn, D, d.kvDim, BT, d.kvDim);
         // kvIn = rmsnorm(x) · kv_norm  →  dx += rmsnorm backward
-        if (ownKvIn) k.rmsnormBackward(this.dx, G(pre + "attn_kv_norm.weight"), dKvIn, this.resid[l], P(pre + "attn_kv_norm.weight"), a.rstdKv, D, BT, 1);
+        if (ownKvIn)
+          k.rmsnormBackward(
+            this.dx,
+            G(pre + "attn_kv_norm.weight"),
+            dKvIn,
+            this.resid[l],
+            P(pre + "attn_kv_norm.weight"),
+            a.rstdKv,
+            D,
+            BT,
+            1,
+          );
       }
       // xb = rmsnorm(x) · attn_norm  →  dx += rmsnorm backward
-      k.rmsnormBackward(this.dx, G(pre + "attn_norm.weight"), this.dxb, this.resid[l], P(pre + "attn_norm.weight"), a.rstd1, D, BT, 1);
+      k.rmsnormBackward(
+        this.dx,
+        G(pre + "attn_norm.weight"),
+        this.dxb,
+        this.resid[l],
+        P(pre + "attn_norm.weight"),
+        a.rstd1,
+        D,
+        BT,
+        1,
+      );
     }
     // x = token_embd[tokens]  →  dtoken_embd[tokens] += dx
     k.embeddingBackward(G("token_embd.weight"), this.dx, this.tokens, D, BT);
@@ -342,10 +475,23 @@ export class TrainModel {
     const half = c.ropeDim / 2;
     const rowBytes = 4 * nHeads * c.headDim;
     const interleaved = c.ropeStyle === "interleaved";
-    const fn = inverse ? (interleaved ? k.ropeInterleavedBackward : k.ropeHalvesBackward) : interleaved ? k.ropeInterleaved : k.ropeHalves;
+    const fn = inverse
+      ? interleaved
+        ? k.ropeInterleavedBackward
+        : k.ropeHalvesBackward
+      : interleaved
+        ? k.ropeInterleaved
+        : k.ropeHalves;
     for (let b = 0; b < shape.batch; b++) {
       for (let t = 0; t < shape.seqLen; t++) {
-        fn(x + (b * shape.seqLen + t) * rowBytes, this.cos + 4 * t * half, this.sin + 4 * t * half, nHeads, c.headDim, c.ropeDim);
+        fn(
+          x + (b * shape.seqLen + t) * rowBytes,
+          this.cos + 4 * t * half,
+          this.sin + 4 * t * half,
+          nHeads,
+          c.headDim,
+          c.ropeDim,
+        );
       }
     }
   }

@@ -63,7 +63,22 @@ export class AdamW {
     for (const t of layout.tensors) {
       const wd = t.decay ? o.weightDecay : 0;
       par.splitRows(t.size, 1, (th, i0, i1) =>
-        par.task(th, OPS.adamw, regions.params + 4 * (t.offset + i0), regions.m + 4 * (t.offset + i0), regions.v + 4 * (t.offset + i0), regions.grads + 4 * (t.offset + i0), i1 - i0, lr, o.beta1, o.beta2, o.eps, wd, bc1, bc2),
+        par.task(
+          th,
+          OPS.adamw,
+          regions.params + 4 * (t.offset + i0),
+          regions.m + 4 * (t.offset + i0),
+          regions.v + 4 * (t.offset + i0),
+          regions.grads + 4 * (t.offset + i0),
+          i1 - i0,
+          lr,
+          o.beta1,
+          o.beta2,
+          o.eps,
+          wd,
+          bc1,
+          bc2,
+        ),
       );
     }
     par.flush();

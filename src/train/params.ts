@@ -48,7 +48,14 @@ export function paramLayout(config: ModelConfig): ParamLayout {
  * (attention output, FFN down) scaled by 1/√(2L) as GPT-2 does, so the stream's variance does not grow
  * with depth. Deterministic for a seed.
  */
-export function initParams(layout: ParamLayout, config: ModelConfig, into: Float32Array, at: number, seed: number, std = 0.02): void {
+export function initParams(
+  layout: ParamLayout,
+  config: ModelConfig,
+  into: Float32Array,
+  at: number,
+  seed: number,
+  std = 0.02,
+): void {
   const rng = new Rng(seed);
   const gauss = () => {
     const u = Math.max(rng.next(), 1e-12);

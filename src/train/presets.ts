@@ -19,11 +19,27 @@ export interface TrainPreset {
 }
 
 const tiny = (over: Partial<ModelConfig>): ModelConfig =>
-  llamaConfig({ dModel: 256, nLayers: 6, nHeads: 4, nKvHeads: 1, ffnDim: 576, vocabSize: 4096, contextLength: 512, tiedEmbeddings: true, ...over });
+  llamaConfig({
+    dModel: 256,
+    nLayers: 6,
+    nHeads: 4,
+    nKvHeads: 1,
+    ffnDim: 576,
+    vocabSize: 4096,
+    contextLength: 512,
+    tiedEmbeddings: true,
+    ...over,
+  });
 
 export const TRAIN_PRESETS = {
   /** H64-MQA-CLA2, 6 layers, d_model 256: the default model (≈ 4.6M parameters). */
-  "tiny-mqa-cla2": () => ({ model: tiny({ kvSource: claShare(6, 2), kvNorm: true }), batch: 8, seqLen: 512, lr: 2e-3, vocab: 4096 }),
+  "tiny-mqa-cla2": () => ({
+    model: tiny({ kvSource: claShare(6, 2), kvNorm: true }),
+    batch: 8,
+    seqLen: 512,
+    lr: 2e-3,
+    vocab: 4096,
+  }),
   /** H64-MQA: the same with a K/V per layer (twice the cache). */
   "tiny-mqa": () => ({ model: tiny({}), batch: 8, seqLen: 512, lr: 2e-3, vocab: 4096 }),
   /**
@@ -32,10 +48,27 @@ export const TRAIN_PRESETS = {
    */
   "tiny-h32-mqa": () => ({ model: tiny({ nHeads: 8, headDim: 32 }), batch: 8, seqLen: 512, lr: 2e-3, vocab: 4096 }),
   /** H64-GQA2-CLA2. */
-  "tiny-gqa2-cla2": () => ({ model: tiny({ nKvHeads: 2, kvSource: claShare(6, 2), kvNorm: true }), batch: 8, seqLen: 512, lr: 2e-3, vocab: 4096 }),
+  "tiny-gqa2-cla2": () => ({
+    model: tiny({ nKvHeads: 2, kvSource: claShare(6, 2), kvNorm: true }),
+    batch: 8,
+    seqLen: 512,
+    lr: 2e-3,
+    vocab: 4096,
+  }),
   /** A model small enough for tests: trains a step in milliseconds. */
   "micro-cla2": () => ({
-    model: llamaConfig({ dModel: 32, nLayers: 2, nHeads: 2, nKvHeads: 1, ffnDim: 64, vocabSize: 512, contextLength: 64, tiedEmbeddings: true, kvSource: claShare(2, 2), kvNorm: true }),
+    model: llamaConfig({
+      dModel: 32,
+      nLayers: 2,
+      nHeads: 2,
+      nKvHeads: 1,
+      ffnDim: 64,
+      vocabSize: 512,
+      contextLength: 64,
+      tiedEmbeddings: true,
+      kvSource: claShare(2, 2),
+      kvNorm: true,
+    }),
     batch: 2,
     seqLen: 32,
     lr: 3e-3,

@@ -41,7 +41,12 @@ const KINDS: readonly RetrievalKind[] = ["key-value", "needle", "repeat"];
  * none) may come back. Deterministic in `seed`.
  */
 export function retrievalWindows(
-  filler: readonly string[], tokenizer: TextTokenizer, seqLen: number, n: number, lengths: { minChars: number; maxChars: number }, seed: number,
+  filler: readonly string[],
+  tokenizer: TextTokenizer,
+  seqLen: number,
+  n: number,
+  lengths: { minChars: number; maxChars: number },
+  seed: number,
 ): RetrievalWindow[] {
   const eos = tokenizer.eos;
   if (eos === null) throw new Error("the tokenizer has no EOS token to pad retrieval windows with");
@@ -58,7 +63,13 @@ export function retrievalWindows(
 }
 
 function drawWindow(
-  kind: RetrievalKind, filler: readonly string[], tokenizer: TextTokenizer, seqLen: number, lengths: { minChars: number; maxChars: number }, rng: Rng, eos: number,
+  kind: RetrievalKind,
+  filler: readonly string[],
+  tokenizer: TextTokenizer,
+  seqLen: number,
+  lengths: { minChars: number; maxChars: number },
+  rng: Rng,
+  eos: number,
 ): RetrievalWindow | null {
   for (let tries = 0; tries < 50; tries++) {
     const chars = lengths.minChars + Math.floor(rng.next() * (lengths.maxChars - lengths.minChars + 1));

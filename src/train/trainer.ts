@@ -19,7 +19,17 @@ import { saveTokenizer, trainBpe } from "../tokenizer/train-bpe.js";
 import { BatchSampler, streamDigest, tokenizeStream, validationBatches } from "./data/batches.js";
 import { RETRIEVAL_SHARE, retrievalLengths, trainingStream, type StreamOptions } from "./data/retrieval.js";
 import { wordnetTrain, wordnetValidation } from "./data/wordnet.js";
-import { appendLog, checkNewRunDir, currentCheckpoint, loadCheckpoint, readTokenizerFiles, saveCheckpoint, trimLog, CHECKPOINT_VERSION, type TrainState } from "./checkpoint.js";
+import {
+  appendLog,
+  checkNewRunDir,
+  currentCheckpoint,
+  loadCheckpoint,
+  readTokenizerFiles,
+  saveCheckpoint,
+  trimLog,
+  CHECKPOINT_VERSION,
+  type TrainState,
+} from "./checkpoint.js";
 import { TrainModel } from "./model.js";
 import { AdamW, learningRate } from "./optimizer.js";
 import { initParams, paramLayout } from "./params.js";
@@ -70,7 +80,13 @@ export interface StepInfo {
 }
 
 export interface TrainHooks {
-  onStart?(info: { steps: number; startStep: number; parameters: number; config: ModelConfig; trainTokens: number }): void;
+  onStart?(info: {
+    steps: number;
+    startStep: number;
+    parameters: number;
+    config: ModelConfig;
+    trainTokens: number;
+  }): void;
   onStep?(info: StepInfo): void;
   onEval?(info: { step: number; valLoss: number; retrieval: RetrievalScore | null }): void;
   /** Checked after every step: true stops the run (after a checkpoint). */
@@ -87,9 +103,13 @@ export interface RunResult {
 
 /** Starts a new run in runDir (which must be new or empty). */
 export async function startRun(runDir: string, options: TrainOptions, hooks: TrainHooks = {}): Promise<RunResult> {
-  if (!isTrainPreset(options.preset)) throw new UsageError(`unknown preset "${options.preset}"; presets: ${Object.keys(TRAIN_PRESETS).join(", ")}`);
+  if (!isTrainPreset(options.preset))
+    throw new UsageError(`unknown preset "${options.preset}"; presets: ${Object.keys(TRAIN_PRESETS).join(", ")}`);
   checkNewRunDir(runDir);
-  const vocab = options.tokenizer === undefined ? TRAIN_PRESETS[options.preset]().vocab : trainingTokenizer(options.tokenizer).vocabSize;
+  const vocab =
+    options.tokenizer === undefined
+      ? TRAIN_PRESETS[options.preset]().vocab
+      : trainingTokenizer(options.tokenizer).vocabSize;
   arenaBytes(runConfig(options, vocab), options); // before the directory, the tokenizer and the data
   if (options.from !== undefined) startingWeights(options.from, runConfig(options, vocab), options.preset);
   const created = !fs.existsSync(runDir);
@@ -98,7 +118,10 @@ export async function startRun(runDir: string, options: TrainOptions, hooks: Tra
     const tokenizerDir = options.tokenizer ?? path.join(runDir, "tokenizer");
     if (options.tokenizer === undefined) {
       // The default mix, whatever options.data says: what `kvslim tokenizer train --corpus wordnet --seed` learns.
-      saveTokenizer(trainBpe(trainingStream(corpus(options), { seed: options.seed }), { vocabSize: vocab }), tokenizerDir);
+      saveTokenizer(
+        trainBpe(trainingStream(corpus(options), { seed: options.seed }), { vocabSize: vocab }),
+        tokenizerDir,
+      );
     }
     return await run(runDir, options, tokenizerDir, null, hooks);
   } catch (e) {
@@ -106,7 +129,8 @@ export async function startRun(runDir: string, options: TrainOptions, hooks: Tra
     // that is neither empty nor a run): the directory was new or empty, so everything in it is this run's.
     if (currentCheckpoint(runDir) === null) {
       if (created) fs.rmSync(runDir, { recursive: true, force: true });
-      else for (const name of fs.readdirSync(runDir)) fs.rmSync(path.join(runDir, name), { recursive: true, force: true });
+      else
+        for (const name of fs.readdirSync(runDir)) fs.rmSync(path.join(runDir, name), { recursive: true, force: true });
     }
     throw e;
   }
@@ -145,7 +169,11 @@ export interface ResumeOverrides {
  * checkpoint, not the directory the run started from, which may have moved). A UsageError if `tokens`
  * is less than the run's total, or the run is finished and `tokens` does not extend it.
  */
-export async function resumeRun(runDir: string, overrides: ResumeOverrides, hooks: TrainHooks = {}): Promise<RunResult> {
+export async function resumeRun(
+  runDir: string,
+  overrides: ResumeOverrides,
+  hooks: TrainHooks = {},
+): Promise<RunResult> {
   const { ckpt, dir } = loadCheckpoint(runDir, paramLayout);
   const setUp = ckpt.state.options as unknown as TrainOptions;
   const options = { ...setUp, ...definedOnly(overrides) };
@@ -158,13 +186,19 @@ export async function resumeRun(runDir: string, overrides: ResumeOverrides, hook
     );
   }
   if (runShape(options).steps <= step) {
-    throw new UsageError(`${runDir} is finished: ${done} of ${options.tokens.toLocaleString("en")}; to train it further, give a larger total with --tokens`);
+    throw new UsageError(
+      `${runDir} is finished: ${done} of ${options.tokens.toLocaleString("en")}; to train it further, give a larger total with --tokens`,
+    );
   }
   return run(runDir, options, dir, ckpt, hooks);
 }
 
 /** A run's batch and sequence length (the options', else the preset's) and its number of steps. */
-export function runShape(o: Pick<TrainOptions, "preset" | "tokens" | "batch" | "seqLen">): { batch: number; seqLen: number; steps: number } {
+export function runShape(o: Pick<TrainOptions, "preset" | "tokens" | "batch" | "seqLen">): {
+  batch: number;
+  seqLen: number;
+  steps: number;
+} {
   const preset = TRAIN_PRESETS[o.preset]();
   const batch = o.batch ?? preset.batch;
   const seqLen = o.seqLen ?? preset.seqLen;
@@ -184,7 +218,9 @@ function startingWeights(from: string, config: ModelConfig, preset: string): Map
   if (differ.length > 0) {
     throw new UsageError(
       `--from ${from}: its architecture is not preset ${preset}'s (` +
-        differ.map((key) => `${key} ${JSON.stringify(theirs[key])}, the preset's ${JSON.stringify(ours[key])}`).join("; ") +
+        differ
+          .map((key) => `${key} ${JSON.stringify(theirs[key])}, the preset's ${JSON.stringify(ours[key])}`)
+          .join("; ") +
         `); continue it with the preset it was trained with, and its tokenizer (--tokenizer)`,
     );
   }
@@ -202,7 +238,13 @@ function trainingTokenizer(dir: string): ReturnType<typeof hfTokenizer> {
   return tokenizer;
 }
 
-async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume: ReturnType<typeof loadCheckpoint>["ckpt"] | null, hooks: TrainHooks): Promise<RunResult> {
+async function run(
+  runDir: string,
+  o: TrainOptions,
+  tokenizerDir: string,
+  resume: ReturnType<typeof loadCheckpoint>["ckpt"] | null,
+  hooks: TrainHooks,
+): Promise<RunResult> {
   const preset = TRAIN_PRESETS[o.preset]();
   const tokenizer = trainingTokenizer(tokenizerDir);
   const tokenizerFiles = readTokenizerFiles(tokenizerDir); // a resume's tokenizerDir is a checkpoint that will go
@@ -217,12 +259,18 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
   }
   const layout = paramLayout(config);
   const bytes = arenaBytes(config, o);
-  const data: StreamOptionsRecord = { retrievalShare: RETRIEVAL_SHARE, ...retrievalLengths(shape.seqLen), ...definedOnly(o.data ?? {}) };
+  const data: StreamOptionsRecord = {
+    retrievalShare: RETRIEVAL_SHARE,
+    ...retrievalLengths(shape.seqLen),
+    ...definedOnly(o.data ?? {}),
+  };
   o = { ...o, data };
   const trainStream = tokenizeStream(trainingStream(corpus(o), { ...data, seed: o.seed }), tokenizer);
   if (trainStream.length < shape.seqLen + 2) {
     const cut = o.corpusDocuments === undefined ? "" : ` from --corpus-documents ${o.corpusDocuments}`;
-    throw new UsageError(`the training data${cut} is ${trainStream.length} tokens, fewer than one window of --seq-len ${shape.seqLen} + 1; use more documents or a shorter --seq-len`);
+    throw new UsageError(
+      `the training data${cut} is ${trainStream.length} tokens, fewer than one window of --seq-len ${shape.seqLen} + 1; use more documents or a shorter --seq-len`,
+    );
   }
   const digest = streamDigest(trainStream);
   if (resume?.state.streamDigest !== undefined && resume.state.streamDigest !== digest) {
@@ -233,8 +281,20 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
   }
   if (resume !== null) trimLog(runDir, resume.state.step); // log lines after the checkpoint are redone
   const validationDocs = wordnetValidation();
-  const validation = validationBatches(tokenizeStream(trainingStream(validationDocs, { ...data, seed: o.seed + 1 }), tokenizer), shape.batch, shape.seqLen, o.evalBatches);
-  const retrieval = retrievalWindows(validationDocs, tokenizer, shape.seqLen, shape.batch * o.evalBatches, data, o.seed + 2);
+  const validation = validationBatches(
+    tokenizeStream(trainingStream(validationDocs, { ...data, seed: o.seed + 1 }), tokenizer),
+    shape.batch,
+    shape.seqLen,
+    o.evalBatches,
+  );
+  const retrieval = retrievalWindows(
+    validationDocs,
+    tokenizer,
+    shape.seqLen,
+    shape.batch * o.evalBatches,
+    data,
+    o.seed + 2,
+  );
 
   const arena = new Arena(bytes, `training ${o.preset}`);
   const kernels = loadWasmKernelsSync(arena.memory);
@@ -266,7 +326,13 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
     const steps = shape.steps;
     const warmup = Math.max(1, Math.round(o.warmup * steps));
     const lrPeak = o.lr ?? preset.lr;
-    hooks.onStart?.({ steps, startStep: step, parameters: layout.tensors.reduce((n, t) => n + t.size, 0), config, trainTokens: trainStream.length });
+    hooks.onStart?.({
+      steps,
+      startStep: step,
+      parameters: layout.tensors.reduce((n, t) => n + t.size, 0),
+      config,
+      trainTokens: trainStream.length,
+    });
 
     const tokens = new Int32Array(tokensPerStep);
     const targets = new Int32Array(tokensPerStep);
@@ -274,12 +340,26 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
     const startStep = step;
     const elapsed = () => elapsedBefore + (performance.now() - start) / 1000;
     const checkpoint = () =>
-      saveCheckpoint(runDir, layout, {
-        state: { version: CHECKPOINT_VERSION, step, tokensSeen, samplerState: sampler.state, elapsedSeconds: elapsed(), config, options: { ...o } as Record<string, unknown>, streamDigest: digest } satisfies TrainState,
-        params: f32.slice(model.params >> 2, (model.params >> 2) + layout.total),
-        m: f32.slice(model.m >> 2, (model.m >> 2) + layout.total),
-        v: f32.slice(model.v >> 2, (model.v >> 2) + layout.total),
-      }, tokenizerFiles);
+      saveCheckpoint(
+        runDir,
+        layout,
+        {
+          state: {
+            version: CHECKPOINT_VERSION,
+            step,
+            tokensSeen,
+            samplerState: sampler.state,
+            elapsedSeconds: elapsed(),
+            config,
+            options: { ...o } as Record<string, unknown>,
+            streamDigest: digest,
+          } satisfies TrainState,
+          params: f32.slice(model.params >> 2, (model.params >> 2) + layout.total),
+          m: f32.slice(model.m >> 2, (model.m >> 2) + layout.total),
+          v: f32.slice(model.v >> 2, (model.v >> 2) + layout.total),
+        },
+        tokenizerFiles,
+      );
     const evaluate = () => {
       let sum = 0;
       for (const b of validation) {
@@ -320,17 +400,35 @@ async function run(runDir: string, o: TrainOptions, tokenizerDir: string, resume
       step++;
       tokensSeen += tokensPerStep;
       const info: StepInfo = {
-        step, steps, loss: lastLoss, lr, gradNorm, tokensSeen,
+        step,
+        steps,
+        loss: lastLoss,
+        lr,
+        gradNorm,
+        tokensSeen,
         tokensPerSecond: ((step - startStep) * tokensPerStep) / ((performance.now() - start) / 1000),
         elapsedSeconds: elapsed(),
       };
       hooks.onStep?.(info);
-      const entry: Record<string, unknown> = { step, loss: lastLoss, lr, gradNorm, tokensSeen, tokensPerSecond: info.tokensPerSecond, elapsedSeconds: info.elapsedSeconds };
+      const entry: Record<string, unknown> = {
+        step,
+        loss: lastLoss,
+        lr,
+        gradNorm,
+        tokensSeen,
+        tokensPerSecond: info.tokensPerSecond,
+        elapsedSeconds: info.elapsedSeconds,
+      };
       if (step % o.evalEvery === 0 || step === steps) {
         valLoss = evaluate();
         entry.valLoss = valLoss;
         const scored = evaluateRetrieval();
-        if (scored !== null) Object.assign(entry, { recalled: scored.recalled, asked: scored.asked, copyLoss: [scored.firstCopyLoss, scored.secondCopyLoss] });
+        if (scored !== null)
+          Object.assign(entry, {
+            recalled: scored.recalled,
+            asked: scored.asked,
+            copyLoss: [scored.firstCopyLoss, scored.secondCopyLoss],
+          });
         hooks.onEval?.({ step, valLoss, retrieval: scored });
       }
       appendLog(runDir, entry);

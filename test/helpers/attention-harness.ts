@@ -51,14 +51,26 @@ export class Harness {
     const scratchBytes = threads * Object.values(sizes).reduce((a, b) => a + b + 64, 0);
     const io = 4 * rowsPerStep * (2 * H * Hd + 2 * G * Hd);
     this.arena = new Arena(pool + scratchBytes + io + (1 << 16), "an attention test");
-    this.kernels = shape.kernels === "reference" ? createReferenceKernels(this.arena.memory) : loadWasmKernelsSync(this.arena.memory);
-    this.scratches = Array.from({ length: threads }, () => allocateAttentionScratch((bytes) => this.arena.alloc(bytes), H / G, Hd, maxRows, rowsPerStep));
+    this.kernels =
+      shape.kernels === "reference"
+        ? createReferenceKernels(this.arena.memory)
+        : loadWasmKernelsSync(this.arena.memory);
+    this.scratches = Array.from({ length: threads }, () =>
+      allocateAttentionScratch((bytes) => this.arena.alloc(bytes), H / G, Hd, maxRows, rowsPerStep),
+    );
     this.q = this.arena.alloc(4 * rowsPerStep * H * Hd);
     this.out = this.arena.alloc(4 * rowsPerStep * H * Hd);
     this.k = this.arena.alloc(4 * rowsPerStep * G * Hd);
     this.v = this.arena.alloc(4 * rowsPerStep * G * Hd);
     const poolBase = this.arena.alloc(pool);
-    this.cache = new KvCache(this.arena, new Pool(poolBase, pool), this.kernels, { nSlots: 1, nKvHeads: G, headDim: Hd }, layout, layout.positions ? 1 : maxRows);
+    this.cache = new KvCache(
+      this.arena,
+      new Pool(poolBase, pool),
+      this.kernels,
+      { nSlots: 1, nKvHeads: G, headDim: Hd },
+      layout,
+      layout.positions ? 1 : maxRows,
+    );
     this.parallel = Parallel.serial(this.kernels, this.arena.memory);
     this.method = this.createMethod();
   }
@@ -77,7 +89,18 @@ export class Harness {
     const { H, G, Hd } = this.shape;
     const scratches = this.scratches.slice(0, this.parallel.threads);
     return createAttention(
-      { kernels: this.kernels, arena: this.arena, cache: this.cache, nHeads: H, nKvHeads: G, headDim: Hd, scale: Math.fround(1 / Math.sqrt(Hd)), contextSize: this.shape.maxRows, parallel: this.parallel, scratches },
+      {
+        kernels: this.kernels,
+        arena: this.arena,
+        cache: this.cache,
+        nHeads: H,
+        nKvHeads: G,
+        headDim: Hd,
+        scale: Math.fround(1 / Math.sqrt(Hd)),
+        contextSize: this.shape.maxRows,
+        parallel: this.parallel,
+        scratches,
+      },
       this.spec,
     );
   }

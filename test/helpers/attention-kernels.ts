@@ -47,6 +47,6 @@ export const ALL_GROUPS = [1, 2, 3, 4, 5, 8]; // for the fast bit-exact tests: g
 
 /** Every (S, Hd, g) of the grids, with a seed. */
 export function* shapes(seqs = SEQ, groups = GROUPS): Generator<{ S: number; Hd: number; g: number; seed: number }> {
-  for (const S of seqs) for (const Hd of HEAD_DIMS) for (const g of groups) yield { S, Hd, g, seed: S * 10000 + Hd * 10 + g };
+  for (const S of seqs)
+    for (const Hd of HEAD_DIMS) for (const g of groups) yield { S, Hd, g, seed: S * 10000 + Hd * 10 + g };
 }
-

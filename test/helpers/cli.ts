@@ -22,7 +22,12 @@ export async function runCli(...argv: string[]): Promise<{ code: number; out: st
 }
 
 /** Asserts a clean failure: the exit code, one line naming the error, no stack trace. */
-export function expectFailure(r: { code: number; out: string; err: string }, code: number, name: string, ...mentions: (string | RegExp)[]) {
+export function expectFailure(
+  r: { code: number; out: string; err: string },
+  code: number,
+  name: string,
+  ...mentions: (string | RegExp)[]
+) {
   expect(r.code, r.err).toBe(code);
   expect(r.err.trim().split("\n")).toHaveLength(1);
   expect(r.err).toContain(name);

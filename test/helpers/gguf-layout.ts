@@ -4,13 +4,21 @@
  */
 
 export type FieldKind =
-  | "magic" | "version" | "count" // tensor count, metadata count
+  | "magic"
+  | "version"
+  | "count" // tensor count, metadata count
   | "length" // a string's byte length or an array's item count
   | "key" // a metadata key's bytes
-  | "value-type" | "item-type"
+  | "value-type"
+  | "item-type"
   | "value" // a metadata value's bytes (a number, a bool, a string's bytes)
-  | "tensor-name" | "n-dims" | "dim" | "tensor-type" | "offset"
-  | "padding" | "data";
+  | "tensor-name"
+  | "n-dims"
+  | "dim"
+  | "tensor-type"
+  | "offset"
+  | "padding"
+  | "data";
 
 export interface Field {
   at: number;
@@ -82,7 +90,8 @@ export function ggufLayout(bytes: Uint8Array): Field[] {
     const offset = u64();
     take(8, "offset", name);
     // f32, f16, bf16 and q8_0 only: what kvslim writes.
-    const size = type === 0 ? elements * 4 : type === 1 || type === 30 ? elements * 2 : type === 8 ? (elements / 32) * 34 : NaN;
+    const size =
+      type === 0 ? elements * 4 : type === 1 || type === 30 ? elements * 2 : type === 8 ? (elements / 32) * 34 : NaN;
     tensors.push({ name, offset, bytes: size });
   }
   const dataStart = Math.ceil(pos / alignment) * alignment;

@@ -46,8 +46,30 @@ export function weights(random: () => number, n: number): Float32Array {
 /** Random values plus the awkward ones: ties, the f16 subnormal range, overflow, ±0, ±inf, NaN. */
 export function awkwardFloats(n: number, seed: number): Float32Array {
   const random = makeRandom(seed);
-  const special = [0, -0, 65504, 65519.99, 65520, -65520, 1e-8, -3e-8, 2 ** -24, 2 ** -25, 3 * 2 ** -25, 2 ** -14 - 2 ** -25,
-    1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 3.4e38, Infinity, -Infinity, NaN, 1e-40, -1e-45];
+  const special = [
+    0,
+    -0,
+    65504,
+    65519.99,
+    65520,
+    -65520,
+    1e-8,
+    -3e-8,
+    2 ** -24,
+    2 ** -25,
+    3 * 2 ** -25,
+    2 ** -14 - 2 ** -25,
+    1 + 2 ** -11,
+    1 + 3 * 2 ** -11,
+    1 + 2 ** -8,
+    1 + 3 * 2 ** -8,
+    3.4e38,
+    Infinity,
+    -Infinity,
+    NaN,
+    1e-40,
+    -1e-45,
+  ];
   const values = gaussian(random, n, 10);
   for (let i = 0; i < n; i++) {
     const u = random();
@@ -114,9 +136,17 @@ export function firstBitDifference(a: Float32Array, b: Float32Array): number {
 }
 
 /** Expects actual within bound (per element or one number) of expected; reports the worst element. */
-export function expectWithin(actual: ArrayLike<number>, expected: ArrayLike<number>, bound: number | ArrayLike<number>, what: string) {
+export function expectWithin(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  bound: number | ArrayLike<number>,
+  what: string,
+) {
   const worst = worstError(actual, expected, bound);
-  expect(worst.ratio, `${what}: element ${worst.index} is ${worst.actual}, expected ${worst.expected}`).toBeLessThanOrEqual(1);
+  expect(
+    worst.ratio,
+    `${what}: element ${worst.index} is ${worst.actual}, expected ${worst.expected}`,
+  ).toBeLessThanOrEqual(1);
 }
 
 /** Expects the same f32 bits in every element (any NaN matches any NaN). */
@@ -135,13 +165,24 @@ export const range = (n: number) => Array.from({ length: n }, (_, i) => i);
  * largest Σ|terms|) bounds the f32 score error; an error in the scores is a relative error in p, twice
  * over (the term and the sum): p within (1e-5 + 2δ)·p, out within (1e-5 + 2δ)·Σ p|v|.
  */
-export function naiveAttention(q: Float32Array, k: Float32Array, v: Float32Array, rows: number[], Hd: number, g: number, scale: number) {
+export function naiveAttention(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  rows: number[],
+  Hd: number,
+  g: number,
+  scale: number,
+) {
   const n = rows.length;
-  const out = new Float64Array(g * Hd), outBound = new Float64Array(g * Hd);
-  const p = new Float64Array(g * n), pBound = new Float64Array(g * n);
+  const out = new Float64Array(g * Hd),
+    outBound = new Float64Array(g * Hd);
+  const p = new Float64Array(g * n),
+    pBound = new Float64Array(g * n);
   for (let h = 0; h < g; h++) {
     const scores = rows.map((row) => {
-      let dot = 0, abs = 0;
+      let dot = 0,
+        abs = 0;
       for (let j = 0; j < Hd; j++) {
         dot += q[h * Hd + j] * k[row * Hd + j];
         abs += Math.abs(q[h * Hd + j] * k[row * Hd + j]);
@@ -157,7 +198,8 @@ export function naiveAttention(q: Float32Array, k: Float32Array, v: Float32Array
       pBound[h * n + s] = (1e-5 + 2 * worstScoreError) * p[h * n + s];
     }
     for (let j = 0; j < Hd; j++) {
-      let acc = 0, abs = 0;
+      let acc = 0,
+        abs = 0;
       for (let s = 0; s < n; s++) {
         acc += p[h * n + s] * v[rows[s] * Hd + j];
         abs += p[h * n + s] * Math.abs(v[rows[s] * Hd + j]);
@@ -181,11 +223,21 @@ export function rowIndices(random: () => number, S: number, n: number, order: "a
 }
 
 /** Float64 sHat (g, S) and the bound (r + 2)·2⁻²⁴·Σ|q k|·scale of an f32 sum of r products, then a scale. */
-export function naiveSparqScores(q: Float32Array, k: Float32Array, idx: number[], scale: Float32Array, S: number, Hd: number, g: number) {
-  const value = new Float64Array(g * S), bound = new Float64Array(g * S);
+export function naiveSparqScores(
+  q: Float32Array,
+  k: Float32Array,
+  idx: number[],
+  scale: Float32Array,
+  S: number,
+  Hd: number,
+  g: number,
+) {
+  const value = new Float64Array(g * S),
+    bound = new Float64Array(g * S);
   for (let h = 0; h < g; h++) {
     for (let s = 0; s < S; s++) {
-      let acc = 0, abs = 0;
+      let acc = 0,
+        abs = 0;
       for (const i of idx) {
         acc += q[h * Hd + i] * k[s * Hd + i];
         abs += Math.abs(q[h * Hd + i] * k[s * Hd + i]);

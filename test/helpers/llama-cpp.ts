@@ -22,7 +22,13 @@ export async function loadLlamaCppModel(modelPath: string): Promise<LlamaModel> 
  * Next-token log-probabilities from llama.cpp after each of `positions` (indices into tokens), with an f32
  * KV cache so the only differences from kvslim are summation order.
  */
-export async function llamaCppLogits(model: LlamaModel, tokens: number[], positions: number[], vocabSize: number, threads = 1): Promise<Map<number, Float32Array>> {
+export async function llamaCppLogits(
+  model: LlamaModel,
+  tokens: number[],
+  positions: number[],
+  vocabSize: number,
+  threads = 1,
+): Promise<Map<number, Float32Array>> {
   const context = await model.createContext({
     contextSize: Math.max(256, tokens.length + 16),
     batchSize: 512,
@@ -44,7 +50,8 @@ export async function llamaCppLogits(model: LlamaModel, tokens: number[], positi
       const item = output[pos];
       const probs = item?.next?.probabilities as Map<number, number> | undefined;
       if (!probs) throw new Error(`llama.cpp returned no probabilities at position ${pos}`);
-      if (probs.size !== vocabSize) throw new Error(`llama.cpp returned ${probs.size} probabilities at position ${pos}, expected ${vocabSize}`);
+      if (probs.size !== vocabSize)
+        throw new Error(`llama.cpp returned ${probs.size} probabilities at position ${pos}, expected ${vocabSize}`);
       // log p = logit − logsumexp(logits): the logits up to one constant per position.
       const arr = new Float32Array(vocabSize);
       for (const [id, p] of probs) arr[id] = Math.log(p);
@@ -102,7 +109,13 @@ export type F16Mode = "f32" | "f16";
  * AVX2 one). Where the first flip comes depends on the summation order, so on the ggml CPU variant. A
  * two-token sequence flips rarely (1 in 24 seen), so the median over sequences is held to the exact bound.
  */
-export async function errorsBySequence(ref: LlamaModel, modelPath: string, sequences: number[][], vocabSize: number, options: LoadOptions = {}): Promise<number[]> {
+export async function errorsBySequence(
+  ref: LlamaModel,
+  modelPath: string,
+  sequences: number[][],
+  vocabSize: number,
+  options: LoadOptions = {},
+): Promise<number[]> {
   const errors: number[] = [];
   const longest = Math.max(...sequences.map((s) => s.length));
   const model = await loadModel(modelPath, { contextSize: longest, threads: 1, ...options });
@@ -113,7 +126,9 @@ export async function errorsBySequence(ref: LlamaModel, modelPath: string, seque
       const session = model.createSession();
       const all = session.evaluate(tokens, true);
       const V = vocabSize;
-      errors.push(Math.max(...positions.map((p) => maxAbsDiff(logSoftmax(all.subarray(p * V, (p + 1) * V)), expected.get(p)!))));
+      errors.push(
+        Math.max(...positions.map((p) => maxAbsDiff(logSoftmax(all.subarray(p * V, (p + 1) * V)), expected.get(p)!))),
+      );
       session.dispose();
     }
   } finally {
@@ -127,7 +142,12 @@ export async function errorsBySequence(ref: LlamaModel, modelPath: string, seque
  * matrix shape (docs/llama-cpp.md): activations are rounded to f16 first on most x86 CPUs and kept f32 on
  * others. kvslim computes either (its f16Activations load option): errorsBySequence for both.
  */
-export async function f16ErrorsBySequence(ref: LlamaModel, modelPath: string, sequences: number[][], vocabSize: number): Promise<Record<F16Mode, number[]>> {
+export async function f16ErrorsBySequence(
+  ref: LlamaModel,
+  modelPath: string,
+  sequences: number[][],
+  vocabSize: number,
+): Promise<Record<F16Mode, number[]>> {
   return {
     f32: await errorsBySequence(ref, modelPath, sequences, vocabSize, { f16Activations: "f32" }),
     f16: await errorsBySequence(ref, modelPath, sequences, vocabSize, { f16Activations: "f16" }),

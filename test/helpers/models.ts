@@ -18,14 +18,26 @@ export interface TestModel {
   path: string;
 }
 
-export function writeTestGguf(dir: string, name: string, config: ModelConfig, dtype: DType = "f32", seed = 1): TestModel {
+export function writeTestGguf(
+  dir: string,
+  name: string,
+  config: ModelConfig,
+  dtype: DType = "f32",
+  seed = 1,
+): TestModel {
   const weights = randomWeights(config, { seed });
   const file = path.join(dir, `${name}.gguf`);
   writeGgufModel(file, config, weights, syntheticVocab(config.vocabSize, seed), dtype);
   return { config, weights, path: file };
 }
 
-export function writeTestHf(dir: string, name: string, config: ModelConfig, dtype: "f32" | "f16" | "bf16" = "f32", seed = 1): TestModel {
+export function writeTestHf(
+  dir: string,
+  name: string,
+  config: ModelConfig,
+  dtype: "f32" | "f16" | "bf16" = "f32",
+  seed = 1,
+): TestModel {
   const weights = randomWeights(config, { seed });
   const out = path.join(dir, name);
   writeHfModel(out, config, weights, syntheticVocab(config.vocabSize, seed), dtype);
@@ -36,8 +48,27 @@ export function writeTestHf(dir: string, name: string, config: ModelConfig, dtyp
 export const SHAPES = {
   "llama-gqa": llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512 }),
   "llama-mqa": llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: 512 }),
-  "llama-odd-head-dim": llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 24, ffnDim: 128, vocabSize: 512 }),
-  "qwen2-bias": llamaConfig({ architecture: "qwen2", dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512, qkvBias: true, ropeTheta: 1e6, normEps: 1e-6 }),
+  "llama-odd-head-dim": llamaConfig({
+    dModel: 64,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    headDim: 24,
+    ffnDim: 128,
+    vocabSize: 512,
+  }),
+  "qwen2-bias": llamaConfig({
+    architecture: "qwen2",
+    dModel: 64,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    ffnDim: 128,
+    vocabSize: 512,
+    qkvBias: true,
+    ropeTheta: 1e6,
+    normEps: 1e-6,
+  }),
 } satisfies Record<string, ModelConfig>;
 
 /** A seeded list of token ids in [0, V - 2) (no specials). */

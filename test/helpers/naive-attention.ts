@@ -80,7 +80,10 @@ export function naiveSparq(qs: number[][], rows: Row[], vMean: number[], o: Naiv
   // Steps 6–8.
   return qs.map((q, h) => {
     const alpha = i2.reduce((s, i) => s + sHat[h][i], 0);
-    const { out } = naiveDense(q, i2.map((i) => rows[i]));
+    const { out } = naiveDense(
+      q,
+      i2.map((i) => rows[i]),
+    );
     return o.reallocation ? out.map((y, j) => alpha * y + (1 - alpha) * vMean[j]) : out;
   });
 }

@@ -10,14 +10,19 @@ import { BYTE_TO_CHAR } from "../../src/tokenizer/bpe.js";
 /** Its own copy of the ByteLevel regex of @huggingface/tokenizers. */
 const SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 
-export function naiveTrainBpe(texts: string[], vocabSize: number, minFrequency = 2): { tokens: string[]; merges: [string, string][] } {
+export function naiveTrainBpe(
+  texts: string[],
+  vocabSize: number,
+  minFrequency = 2,
+): { tokens: string[]; merges: [string, string][] } {
   const tokens = ["<s>", "</s>", "<pad>", ...BYTE_TO_CHAR];
   const merges: [string, string][] = [];
   const ids = new Map(tokens.map((t, id) => [t, id]));
   const idOf = (t: string) => ids.get(t)!;
 
   const counts = new Map<string, number>();
-  for (const text of texts) for (const piece of text.match(SPLIT) ?? []) counts.set(piece, (counts.get(piece) ?? 0) + 1);
+  for (const text of texts)
+    for (const piece of text.match(SPLIT) ?? []) counts.set(piece, (counts.get(piece) ?? 0) + 1);
   const words = [...counts].map(([piece, count]) => ({
     symbols: Array.from(new TextEncoder().encode(piece), (b) => BYTE_TO_CHAR[b]),
     count,
@@ -38,7 +43,8 @@ export function naiveTrainBpe(texts: string[], vocabSize: number, minFrequency =
       const better =
         best === null ||
         p.count > best.count ||
-        (p.count === best.count && (idOf(p.left) < idOf(best.left) || (idOf(p.left) === idOf(best.left) && idOf(p.right) < idOf(best.right))));
+        (p.count === best.count &&
+          (idOf(p.left) < idOf(best.left) || (idOf(p.left) === idOf(best.left) && idOf(p.right) < idOf(best.right))));
       if (better) best = p;
     }
     if (best === null || best.count < minFrequency) break;

@@ -29,7 +29,10 @@ function rope(x: Float64Array, nHeads: number, c: ModelConfig, pos: number): voi
   for (let h = 0; h < nHeads; h++) {
     for (let i = 0; i < half; i++) {
       const theta = pos * Math.pow(c.ropeTheta, (-2 * i) / c.ropeDim);
-      const [a, b] = c.ropeStyle === "interleaved" ? [h * c.headDim + 2 * i, h * c.headDim + 2 * i + 1] : [h * c.headDim + i, h * c.headDim + i + half];
+      const [a, b] =
+        c.ropeStyle === "interleaved"
+          ? [h * c.headDim + 2 * i, h * c.headDim + 2 * i + 1]
+          : [h * c.headDim + i, h * c.headDim + i + half];
       const x0 = x[a];
       const x1 = x[b];
       x[a] = x0 * Math.cos(theta) - x1 * Math.sin(theta);
@@ -55,7 +58,9 @@ export function naiveForward(c: ModelConfig, w: W, tokens: number[]): Float64Arr
       return q;
     });
     if (c.kvSource[l] === l) {
-      const kvIn = get(p + "attn_kv_norm.weight") ? xs.map((x) => rmsnorm(x, get(p + "attn_kv_norm.weight")!, c.normEps)) : xn;
+      const kvIn = get(p + "attn_kv_norm.weight")
+        ? xs.map((x) => rmsnorm(x, get(p + "attn_kv_norm.weight")!, c.normEps))
+        : xn;
       const k = kvIn.map((x, t) => {
         const kk = matvec(get(p + "attn_k.weight")!, x, c.nKvHeads * Hd, D, get(p + "attn_k.bias"));
         rope(kk, c.nKvHeads, c, t);

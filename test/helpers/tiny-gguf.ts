@@ -56,9 +56,13 @@ export function tokenizerEntries(v: TinyVocab): [string, GgufEntry][] {
 
 /** Metadata entries as readGguf would return them (float32 values rounded as the file stores them). */
 export function metadataMap(entries: [string, GgufEntry][]): Map<string, GgufValue> {
-  const value = (type: string, v: unknown): GgufValue => (type === "float32" ? Math.fround(v as number) : (v as GgufValue));
+  const value = (type: string, v: unknown): GgufValue =>
+    type === "float32" ? Math.fround(v as number) : (v as GgufValue);
   return new Map(
-    entries.map(([key, e]) => [key, e.type === "array" ? e.value.map((v) => value(e.itemType, v)) : value(e.type, e.value)]),
+    entries.map(([key, e]) => [
+      key,
+      e.type === "array" ? e.value.map((v) => value(e.itemType, v)) : value(e.type, e.value),
+    ]),
   );
 }
 
@@ -112,7 +116,6 @@ export function writeTinyGguf(path: string, v: TinyVocab, options: TinyModelOpti
   writeGguf(path, metadata, tensors, { overwrite: true });
 }
 
-
 /**
  * The real Llama 2 SentencePiece vocabulary (32000 tokens, from the llama-tokenizer-js package), with
  * token types as in Llama 2 GGUF files. The package ships merges, not scores, so each token's score is
@@ -131,7 +134,13 @@ export async function llama2Vocab(): Promise<TinyVocab> {
     made.add(id);
   });
   const tokenTypes = tokens.map((t, i) =>
-    i === 0 ? TOKEN_TYPE.unknown : i <= 2 ? TOKEN_TYPE.control : /^<0x[0-9A-F]{2}>$/.test(t) ? TOKEN_TYPE.byte : TOKEN_TYPE.normal,
+    i === 0
+      ? TOKEN_TYPE.unknown
+      : i <= 2
+        ? TOKEN_TYPE.control
+        : /^<0x[0-9A-F]{2}>$/.test(t)
+          ? TOKEN_TYPE.byte
+          : TOKEN_TYPE.normal,
   );
   return { model: "llama", tokens, scores, tokenTypes, bos: 1, eos: 2, unk: 0, addBos: true };
 }

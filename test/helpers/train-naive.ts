@@ -21,7 +21,8 @@ export function naiveLinear(x: ArrayLike<number>, w: ArrayLike<number>, n: numbe
 
 /** out (t, n) = x / sqrt(mean(x²) + eps) · w per row, and rstd (t). */
 export function naiveRmsnorm(x: ArrayLike<number>, w: ArrayLike<number>, n: number, t: number, eps: number) {
-  const out = new Float64Array(t * n), rstd = new Float64Array(t);
+  const out = new Float64Array(t * n),
+    rstd = new Float64Array(t);
   for (let i = 0; i < t; i++) {
     let sum = 0;
     for (let j = 0; j < n; j++) sum += x[i * n + j] ** 2;
@@ -32,11 +33,20 @@ export function naiveRmsnorm(x: ArrayLike<number>, w: ArrayLike<number>, n: numb
 }
 
 /** RoPE of x (nHeads, Hd) by angles with cos, sin (nRot/2): pairs (2i, 2i+1) or (i, i + nRot/2). */
-export function naiveRope(x: ArrayLike<number>, cos: ArrayLike<number>, sin: ArrayLike<number>, nHeads: number, Hd: number, nRot: number, halves: boolean) {
+export function naiveRope(
+  x: ArrayLike<number>,
+  cos: ArrayLike<number>,
+  sin: ArrayLike<number>,
+  nHeads: number,
+  Hd: number,
+  nRot: number,
+  halves: boolean,
+) {
   const out = Float64Array.from(x);
   for (let h = 0; h < nHeads; h++) {
     for (let i = 0; i < nRot / 2; i++) {
-      const a = h * Hd + (halves ? i : 2 * i), b = h * Hd + (halves ? i + nRot / 2 : 2 * i + 1);
+      const a = h * Hd + (halves ? i : 2 * i),
+        b = h * Hd + (halves ? i + nRot / 2 : 2 * i + 1);
       out[a] = x[a] * cos[i] - x[b] * sin[i];
       out[b] = x[a] * sin[i] + x[b] * cos[i];
     }
@@ -59,18 +69,35 @@ export function naiveEmbedding(table: ArrayLike<number>, tokens: ArrayLike<numbe
  * The layout of one KV head's attention inside wider buffers: q, out (T, qStride) with the g heads from
  * float qAt of each row, K, V (T, kvStride) from float kvAt of each row.
  */
-export interface AttentionLayout { T: number; Hd: number; g: number; qStride: number; kvStride: number; qAt: number; kvAt: number; scale: number }
+export interface AttentionLayout {
+  T: number;
+  Hd: number;
+  g: number;
+  qStride: number;
+  kvStride: number;
+  qAt: number;
+  kvAt: number;
+  scale: number;
+}
 
 /**
  * Causal attention in float64: out (T, qStride) (only the group's slots non-zero) and P (g, T, T).
  * Σ|p v| per out element too (the size of its terms, for tolerances).
  */
-export function naiveCausalAttention(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, L: AttentionLayout) {
+export function naiveCausalAttention(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  L: AttentionLayout,
+) {
   const { T, Hd, g, qStride, kvStride, qAt, kvAt, scale } = L;
-  const out = new Float64Array(T * qStride), magnitude = new Float64Array(T * qStride), p = new Float64Array(g * T * T);
+  const out = new Float64Array(T * qStride),
+    magnitude = new Float64Array(T * qStride),
+    p = new Float64Array(g * T * T);
   for (let h = 0; h < g; h++) {
     for (let t = 0; t < T; t++) {
-      const qt = t * qStride + qAt + h * Hd, row = (h * T + t) * T;
+      const qt = t * qStride + qAt + h * Hd,
+        row = (h * T + t) * T;
       let max = -Infinity;
       for (let u = 0; u <= t; u++) {
         let s = 0;
@@ -79,10 +106,11 @@ export function naiveCausalAttention(q: ArrayLike<number>, k: ArrayLike<number>,
         max = Math.max(max, p[row + u]);
       }
       let sum = 0;
-      for (let u = 0; u <= t; u++) sum += (p[row + u] = Math.exp(p[row + u] - max));
+      for (let u = 0; u <= t; u++) sum += p[row + u] = Math.exp(p[row + u] - max);
       for (let u = 0; u <= t; u++) p[row + u] /= sum;
       for (let j = 0; j < Hd; j++) {
-        let acc = 0, abs = 0;
+        let acc = 0,
+          abs = 0;
         for (let u = 0; u <= t; u++) {
           acc += p[row + u] * v[u * kvStride + kvAt + j];
           abs += Math.abs(p[row + u] * v[u * kvStride + kvAt + j]);
@@ -123,7 +151,12 @@ export function project(r: ArrayLike<number>, y: ArrayLike<number>): number {
  * large f32 terms is only as accurate as the terms). `mask` restricts Δ to the elements the loss reads.
  */
 export function expectFiniteDifference(
-  loss: (x: Float64Array) => number, x: ArrayLike<number>, grad: ArrayLike<number>, random: () => number, tol: number, what: string,
+  loss: (x: Float64Array) => number,
+  x: ArrayLike<number>,
+  grad: ArrayLike<number>,
+  random: () => number,
+  tol: number,
+  what: string,
   options: { h?: number; mask?: (i: number) => boolean; terms?: ArrayLike<number> } = {},
 ): void {
   const { h = 1e-3, mask, terms = grad } = options;
@@ -131,11 +164,15 @@ export function expectFiniteDifference(
   const plus = Float64Array.from(x, (v, i) => v + h * delta[i]);
   const minus = Float64Array.from(x, (v, i) => v - h * delta[i]);
   const numeric = (loss(plus) - loss(minus)) / (2 * h);
-  let analytic = 0, magnitude = 0;
+  let analytic = 0,
+    magnitude = 0;
   for (let i = 0; i < x.length; i++) {
     analytic += grad[i] * delta[i];
     magnitude += Math.abs(terms[i] * delta[i]);
   }
   const err = Math.abs(numeric - analytic);
-  expect(err, `${what}: Σ grad·Δ = ${analytic}, finite difference ${numeric} (Σ|size·Δ| = ${magnitude})`).toBeLessThanOrEqual(tol * magnitude);
+  expect(
+    err,
+    `${what}: Σ grad·Δ = ${analytic}, finite difference ${numeric} (Σ|size·Δ| = ${magnitude})`,
+  ).toBeLessThanOrEqual(tol * magnitude);
 }

@@ -19,8 +19,18 @@ export interface BpcOptions {
 export function bpcSamples(ctx: TaskContext, options: BpcOptions): TaskSamples {
   const rng = new Rng(ctx.seed);
   // The reference's tokens (at most one per character) follow the prefix.
-  const { length, skipped } = fitLength("bpc", options.length, ctx.contextSize, REFERENCE_CHARS + 2, `leave room for the ${REFERENCE_CHARS}-character reference`);
-  if (length < 64) return { samples: [], skipped: [`bpc: the model's context of ${ctx.contextSize} tokens leaves no room for a prefix`] };
+  const { length, skipped } = fitLength(
+    "bpc",
+    options.length,
+    ctx.contextSize,
+    REFERENCE_CHARS + 2,
+    `leave room for the ${REFERENCE_CHARS}-character reference`,
+  );
+  if (length < 64)
+    return {
+      samples: [],
+      skipped: [`bpc: the model's context of ${ctx.contextSize} tokens leaves no room for a prefix`],
+    };
   const samples: BpcSample[] = [];
   for (let i = 0; i < ctx.samples; i++) {
     const context = fillerTokens(rng, ctx.tokenizer, length);

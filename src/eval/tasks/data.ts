@@ -30,7 +30,9 @@ export function readDataFile(file: string): Line[] {
   try {
     text = fs.readFileSync(file, "utf8");
   } catch (e) {
-    throw new UsageError(`--data ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new UsageError(
+      `--data ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   const lines: Line[] = [];
   text.split("\n").forEach((raw, i) => {
@@ -43,7 +45,8 @@ export function readDataFile(file: string): Line[] {
     } catch (e) {
       throw bad(`not valid JSON (${(e as Error).message})`);
     }
-    if (typeof row !== "object" || row === null || Array.isArray(row)) throw bad(`expected a JSON object with "context", "question" and "answer", found ${shownValue(row)}`);
+    if (typeof row !== "object" || row === null || Array.isArray(row))
+      throw bad(`expected a JSON object with "context", "question" and "answer", found ${shownValue(row)}`);
     const r = row as Record<string, unknown>;
     const text = (key: string, required: boolean) => {
       const v = r[key];
@@ -55,14 +58,26 @@ export function readDataFile(file: string): Line[] {
     const question = text("question", true);
     const prefix = text("answer_prefix", false);
     const answer = r.answer;
-    const answers = typeof answer === "string" ? [answer] : Array.isArray(answer) && answer.length > 0 && answer.every((a) => typeof a === "string") ? (answer as string[]) : null;
-    if (answers === null || answers.every((a) => a === "")) throw bad(`"answer" must be a non-empty string or a list of strings, found ${shownValue(answer)}`);
+    const answers =
+      typeof answer === "string"
+        ? [answer]
+        : Array.isArray(answer) && answer.length > 0 && answer.every((a) => typeof a === "string")
+          ? (answer as string[])
+          : null;
+    if (answers === null || answers.every((a) => a === ""))
+      throw bad(`"answer" must be a non-empty string or a list of strings, found ${shownValue(answer)}`);
     const n = r.max_new_tokens ?? DEFAULT_NEW_TOKENS;
-    if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > MAX_NEW_TOKENS) throw bad(`"max_new_tokens" must be an integer from 1 to ${MAX_NEW_TOKENS}, found ${shownValue(n)}`);
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > MAX_NEW_TOKENS)
+      throw bad(`"max_new_tokens" must be an integer from 1 to ${MAX_NEW_TOKENS}, found ${shownValue(n)}`);
     const metric = r.metric ?? "contains-all";
-    if (typeof metric !== "string" || !(DATA_METRICS as readonly string[]).includes(metric)) throw bad(`"metric" must be one of ${DATA_METRICS.join(", ")}, found ${shownValue(metric)}`);
+    if (typeof metric !== "string" || !(DATA_METRICS as readonly string[]).includes(metric))
+      throw bad(`"metric" must be one of ${DATA_METRICS.join(", ")}, found ${shownValue(metric)}`);
     const joined = prefix === "" ? question : `${question}${/\s$/.test(question) ? "" : "\n"}${prefix}`;
-    lines.push({ context, line, question: { prompt: joined, answers, maxNewTokens: n, metric: metric as Exclude<Metric, "bpc"> } });
+    lines.push({
+      context,
+      line,
+      question: { prompt: joined, answers, maxNewTokens: n, metric: metric as Exclude<Metric, "bpc"> },
+    });
   });
   if (lines.length === 0) throw new FormatError(`${file}: no tasks (expected one JSON object per line)`);
   return lines;
@@ -72,9 +87,12 @@ export function readDataFile(file: string): Line[] {
 export function dataSamples(ctx: TaskContext, file: string): TaskSamples {
   const byContext = new Map<string, GenerationSample>();
   for (const { context, question, line } of readDataFile(file)) {
-    const need = tokenCount(ctx.tokenizer, context) + tokenCount(ctx.tokenizer, question.prompt) + question.maxNewTokens + 1;
+    const need =
+      tokenCount(ctx.tokenizer, context) + tokenCount(ctx.tokenizer, question.prompt) + question.maxNewTokens + 1;
     if (need > ctx.contextSize) {
-      throw new FormatError(`${file}:${line}: the context, question and max_new_tokens need ${need} tokens but the model's context is ${ctx.contextSize}`);
+      throw new FormatError(
+        `${file}:${line}: the context, question and max_new_tokens need ${need} tokens but the model's context is ${ctx.contextSize}`,
+      );
     }
     let sample = byContext.get(context);
     if (sample === undefined) {

@@ -6,10 +6,30 @@
  * depth heatmap per method. A length whose prompt and answer do not fit the context is skipped, and said so.
  */
 import { Rng } from "../../model/sampler.js";
-import { dropLinesToFit, fitLength, promptLength, type GenerationSample, type TaskContext, type TaskSamples } from "../task.js";
+import {
+  dropLinesToFit,
+  fitLength,
+  promptLength,
+  type GenerationSample,
+  type TaskContext,
+  type TaskSamples,
+} from "../task.js";
 import { fillerTokens, randomInt, tokenCount } from "../text.js";
 
-const NAMES = ["Maria", "Ahmed", "Chen", "Olga", "Kwame", "Lucia", "Ravi", "Ingrid", "Tomas", "Yuki", "Amara", "Pierre"];
+const NAMES = [
+  "Maria",
+  "Ahmed",
+  "Chen",
+  "Olga",
+  "Kwame",
+  "Lucia",
+  "Ravi",
+  "Ingrid",
+  "Tomas",
+  "Yuki",
+  "Amara",
+  "Pierre",
+];
 /** Tokens generated for the answer: a number and a little after it. */
 export const NEEDLE_ANSWER_TOKENS = 6;
 
@@ -32,9 +52,18 @@ export function needleSamples(ctx: TaskContext, options: NeedleOptions): TaskSam
   // become equal are one.
   const fits: number[] = [];
   for (const requested of options.lengths) {
-    const fitted = fitLength("needle", requested, ctx.contextSize, NEEDLE_ANSWER_TOKENS + 1, "fit the model's context with the answer");
+    const fitted = fitLength(
+      "needle",
+      requested,
+      ctx.contextSize,
+      NEEDLE_ANSWER_TOKENS + 1,
+      "fit the model's context with the answer",
+    );
     skipped.push(...fitted.skipped);
-    if (fitted.length < 16) skipped.push(`needle at ${requested} tokens: the model's context of ${ctx.contextSize} leaves no room for filler`);
+    if (fitted.length < 16)
+      skipped.push(
+        `needle at ${requested} tokens: the model's context of ${ctx.contextSize} leaves no room for filler`,
+      );
     else if (!fits.includes(fitted.length)) fits.push(fitted.length);
   }
   const cells = fits.length * options.depths;
@@ -52,7 +81,12 @@ export function needleSamples(ctx: TaskContext, options: NeedleOptions): TaskSam
     // The needle goes between lines, at the line nearest the depth.
     const at = Math.round(depth * filler.length);
     const lines = [...filler.slice(0, at), needle, ...filler.slice(at)];
-    dropLinesToFit(lines, (line) => line === needle, (l) => promptLength(ctx.tokenizer, l.join("\n"), question), length);
+    dropLinesToFit(
+      lines,
+      (line) => line === needle,
+      (l) => promptLength(ctx.tokenizer, l.join("\n"), question),
+      length,
+    );
     const context = lines.join("\n");
     samples.push({
       kind: "generate",

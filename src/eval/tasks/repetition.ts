@@ -22,7 +22,12 @@ export function repetitionSamples(ctx: TaskContext, options: RepetitionOptions):
   // sample below; a sample that does not fit is left out and counted).
   const room = Math.ceil((PROMPT_CHARS + CONTINUATION_CHARS) / 2) + 8;
   const length = Math.min(options.length, ctx.contextSize - room);
-  const skipped = length < options.length ? [`repetition at ${options.length} tokens: shortened to ${length} to leave room for the prompt and its continuation`] : [];
+  const skipped =
+    length < options.length
+      ? [
+          `repetition at ${options.length} tokens: shortened to ${length} to leave room for the prompt and its continuation`,
+        ]
+      : [];
   const samples: GenerationSample[] = [];
   let tooShort = 0;
   for (let i = 0; i < ctx.samples; i++) {
@@ -33,7 +38,10 @@ export function repetitionSamples(ctx: TaskContext, options: RepetitionOptions):
     const prompt = context.slice(start, start + PROMPT_CHARS);
     const continuation = context.slice(start + PROMPT_CHARS, start + PROMPT_CHARS + CONTINUATION_CHARS);
     const maxNewTokens = tokenCount(ctx.tokenizer, continuation) + 2;
-    if (start < 0 || tokenCount(ctx.tokenizer, context) + tokenCount(ctx.tokenizer, "\n" + prompt) + maxNewTokens + 1 > ctx.contextSize) {
+    if (
+      start < 0 ||
+      tokenCount(ctx.tokenizer, context) + tokenCount(ctx.tokenizer, "\n" + prompt) + maxNewTokens + 1 > ctx.contextSize
+    ) {
       tooShort++;
       continue;
     }
@@ -45,6 +53,9 @@ export function repetitionSamples(ctx: TaskContext, options: RepetitionOptions):
       meta: { length },
     });
   }
-  if (tooShort > 0) skipped.push(`repetition: ${tooShort} of ${ctx.samples} samples left out: a ${length}-token context cannot hold the ${PROMPT_CHARS}-character prompt and its continuation within the model's ${ctx.contextSize} tokens`);
+  if (tooShort > 0)
+    skipped.push(
+      `repetition: ${tooShort} of ${ctx.samples} samples left out: a ${length}-token context cannot hold the ${PROMPT_CHARS}-character prompt and its continuation within the model's ${ctx.contextSize} tokens`,
+    );
   return { samples, skipped };
 }

@@ -11,15 +11,42 @@
  *                    length allows (at least 5 times each) and 40 others 3 times; asked for the 10 most common
  */
 import { Rng } from "../../model/sampler.js";
-import { dropLinesToFit, fitLength, promptLength, type GenerationSample, type TaskContext, type TaskSamples } from "../task.js";
+import {
+  dropLinesToFit,
+  fitLength,
+  promptLength,
+  type GenerationSample,
+  type TaskContext,
+  type TaskSamples,
+} from "../task.js";
 import { fillerTokens, heldOutDocuments, randomInt, tokenCount } from "../text.js";
 
 export const RULER_TASKS = ["niah-single", "niah-multikey", "niah-multivalue", "niah-multiquery", "vt", "cwe"] as const;
 export type RulerTask = (typeof RULER_TASKS)[number];
 
-const KEYS = ["frozen-lantern", "quiet-harbor", "amber-falcon", "silver-orchard", "hollow-comet", "crimson-meadow", "velvet-anchor", "distant-glacier", "copper-willow", "scarlet-tide", "brave-sparrow", "iron-lagoon"];
+const KEYS = [
+  "frozen-lantern",
+  "quiet-harbor",
+  "amber-falcon",
+  "silver-orchard",
+  "hollow-comet",
+  "crimson-meadow",
+  "velvet-anchor",
+  "distant-glacier",
+  "copper-willow",
+  "scarlet-tide",
+  "brave-sparrow",
+  "iron-lagoon",
+];
 /** Tokens generated: enough for four seven-digit numbers or ten words with the answer's phrasing. */
-const ANSWER_TOKENS: Record<RulerTask, number> = { "niah-single": 16, "niah-multikey": 16, "niah-multivalue": 48, "niah-multiquery": 48, vt: 32, cwe: 64 };
+const ANSWER_TOKENS: Record<RulerTask, number> = {
+  "niah-single": 16,
+  "niah-multikey": 16,
+  "niah-multivalue": 48,
+  "niah-multiquery": 48,
+  vt: 32,
+  cwe: 64,
+};
 
 export interface RulerOptions {
   length: number;
@@ -27,7 +54,13 @@ export interface RulerOptions {
 
 export function rulerSamples(task: RulerTask, ctx: TaskContext, options: RulerOptions): TaskSamples {
   const rng = new Rng(ctx.seed);
-  const { length, skipped } = fitLength(task, options.length, ctx.contextSize, ANSWER_TOKENS[task] + 1, "fit the model's context with the answer");
+  const { length, skipped } = fitLength(
+    task,
+    options.length,
+    ctx.contextSize,
+    ANSWER_TOKENS[task] + 1,
+    "fit the model's context with the answer",
+  );
   const samples: GenerationSample[] = [];
   for (let i = 0; i < ctx.samples; i++) {
     const { inserts, question, answers, words } = makeTask(task, rng, ctx, length);
@@ -39,12 +72,20 @@ export function rulerSamples(task: RulerTask, ctx: TaskContext, options: RulerOp
       }
       context = words;
     } else {
-      const room = length - tokenCount(ctx.tokenizer, question) - inserts.reduce((n, s) => n + tokenCount(ctx.tokenizer, s) + 1, 0);
+      const room =
+        length -
+        tokenCount(ctx.tokenizer, question) -
+        inserts.reduce((n, s) => n + tokenCount(ctx.tokenizer, s) + 1, 0);
       const lines = fillerTokens(rng, ctx.tokenizer, room).split("\n");
       // The inserted sentences go in order at random lines (variable tracking's chain must read forwards).
       const at = inserts.map(() => randomInt(rng, lines.length + 1)).sort((a, b) => a - b);
       for (let k = inserts.length - 1; k >= 0; k--) lines.splice(at[k], 0, inserts[k]);
-      dropLinesToFit(lines, (line) => inserts.includes(line), (l) => promptLength(ctx.tokenizer, l.join("\n"), question), length);
+      dropLinesToFit(
+        lines,
+        (line) => inserts.includes(line),
+        (l) => promptLength(ctx.tokenizer, l.join("\n"), question),
+        length,
+      );
       context = lines.join("\n");
     }
     samples.push({
@@ -70,14 +111,22 @@ function keys(rng: Rng, k: number): string[] {
 
 const needle = (key: string, value: string) => `One of the special magic numbers for ${key} is: ${value}.`;
 
-function makeTask(task: RulerTask, rng: Rng, ctx: TaskContext, length: number): { inserts: string[]; question: string; answers: string[]; words?: string | null } {
+function makeTask(
+  task: RulerTask,
+  rng: Rng,
+  ctx: TaskContext,
+  length: number,
+): { inserts: string[]; question: string; answers: string[]; words?: string | null } {
   switch (task) {
     case "niah-single":
     case "niah-multikey": {
       const ks = keys(rng, task === "niah-single" ? 1 : 4);
       const values = ks.map(() => number(rng));
       return {
-        inserts: shuffle(rng, ks.map((k, i) => needle(k, values[i]))),
+        inserts: shuffle(
+          rng,
+          ks.map((k, i) => needle(k, values[i])),
+        ),
         question: `\nWhat is the special magic number for ${ks[0]} mentioned in the provided text? The special magic number for ${ks[0]} mentioned in the provided text is`,
         answers: [values[0]],
       };
@@ -95,7 +144,10 @@ function makeTask(task: RulerTask, rng: Rng, ctx: TaskContext, length: number): 
       const ks = keys(rng, 4);
       const values = ks.map(() => number(rng));
       return {
-        inserts: shuffle(rng, ks.map((k, i) => needle(k, values[i]))),
+        inserts: shuffle(
+          rng,
+          ks.map((k, i) => needle(k, values[i])),
+        ),
         question: `\nWhat are all the special magic numbers for ${ks.join(", ")} mentioned in the provided text? The special magic numbers for ${ks.join(", ")} mentioned in the provided text are`,
         answers: values,
       };
@@ -103,7 +155,8 @@ function makeTask(task: RulerTask, rng: Rng, ctx: TaskContext, length: number): 
     case "vt": {
       const value = String(10000 + randomInt(rng, 90000));
       const names = new Set<string>();
-      while (names.size < 5) names.add(Array.from({ length: 5 }, () => String.fromCharCode(65 + randomInt(rng, 26))).join(""));
+      while (names.size < 5)
+        names.add(Array.from({ length: 5 }, () => String.fromCharCode(65 + randomInt(rng, 26))).join(""));
       const vars = [...names];
       const inserts = vars.map((v, i) => (i === 0 ? `VAR ${v} = ${value}` : `VAR ${v} = VAR ${vars[i - 1]}`));
       return {
@@ -115,13 +168,24 @@ function makeTask(task: RulerTask, rng: Rng, ctx: TaskContext, length: number): 
     case "cwe": {
       // Words from the held-out text: 10 common, 40 rare (3 times each), in random order, as many repeats of the
       // common ones as fit the length.
-      const vocabulary = [...new Set(heldOutDocuments().slice(0, 2000).join(" ").toLowerCase().match(/\b[a-z]{4,9}\b/g) ?? [])];
+      const vocabulary = [
+        ...new Set(
+          heldOutDocuments()
+            .slice(0, 2000)
+            .join(" ")
+            .toLowerCase()
+            .match(/\b[a-z]{4,9}\b/g) ?? [],
+        ),
+      ];
       const chosen = new Set<string>();
       while (chosen.size < 50) chosen.add(vocabulary[randomInt(rng, vocabulary.length)]);
       const [common, rare] = [[...chosen].slice(0, 10), [...chosen].slice(10)];
       const question = `\nQuestion: What are the 10 most common words in the above list? Answer: The top 10 words that appear most often in the list are:`;
       const build = (times: number) => {
-        const list = shuffle(rng, [...common.flatMap((w) => Array<string>(times).fill(w)), ...rare.flatMap((w) => Array<string>(3).fill(w))]);
+        const list = shuffle(rng, [
+          ...common.flatMap((w) => Array<string>(times).fill(w)),
+          ...rare.flatMap((w) => Array<string>(3).fill(w)),
+        ]);
         return `Below is a numbered list of words. In these words, some appear more often than others. Memorize the ones that appear most often.\n${list.map((w, i) => `${i + 1}. ${w}`).join(" ")}`;
       };
       const room = length - tokenCount(ctx.tokenizer, question);

