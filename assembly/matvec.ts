@@ -2,10 +2,11 @@
 //
 // Memory bound: each weight is read once, so rows go 4 at a time (x is loaded once for 4 rows)
 // with independent f32x4 accumulators, and the 4 row sums are reduced into one vector store.
-// Summation order of one row, the same whether it is in a group of 4 or a leftover row: 8
-// elements per step into f32x4 lanes (f32 and bf16: two accumulators, added at the end; f16: one,
-// adding lo + hi products), for f32 then one 4-element chunk, then (l0 + l2) + (l1 + l3), then
-// the scalar tail in index order.
+// Summation order of one row, the same whether it is in a group of 4 or a leftover row, and the same
+// as a row of the matmul kernels (so a token's outputs do not depend on how many tokens share the
+// product: batched decoding gives each sequence the bits it gets alone): 8 elements per step into one
+// f32x4 accumulator, adding (lo products + hi products), then (l0 + l2) + (l1 + l3), then the scalar
+// tail in index order.
 import {
   TWO_POW_56, TWO_POW_M56, f16ToF32, bf16ToF32, bf16LoToF32x4, bf16HiToF32x4, f16HiHalves, f16LoHalves,
   joinLo, joinHi, allNormal, allNormal4, f16x4Exact, hsum, hsum4,
@@ -18,30 +19,16 @@ import {
 @inline export function dotRows4F32(x: usize, w0: usize, rowBytes: usize, n: usize): v128 {
   const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
     const o = i << 2;
     const xl = v128.load(x + o), xh = v128.load(x + o, 16);
-    a0 = f32x4.add(a0, f32x4.mul(v128.load(w0 + o), xl));
-    b0 = f32x4.add(b0, f32x4.mul(v128.load(w0 + o, 16), xh));
-    a1 = f32x4.add(a1, f32x4.mul(v128.load(w1 + o), xl));
-    b1 = f32x4.add(b1, f32x4.mul(v128.load(w1 + o, 16), xh));
-    a2 = f32x4.add(a2, f32x4.mul(v128.load(w2 + o), xl));
-    b2 = f32x4.add(b2, f32x4.mul(v128.load(w2 + o, 16), xh));
-    a3 = f32x4.add(a3, f32x4.mul(v128.load(w3 + o), xl));
-    b3 = f32x4.add(b3, f32x4.mul(v128.load(w3 + o, 16), xh));
+    a0 = f32x4.add(a0, f32x4.add(f32x4.mul(v128.load(w0 + o), xl), f32x4.mul(v128.load(w0 + o, 16), xh)));
+    a1 = f32x4.add(a1, f32x4.add(f32x4.mul(v128.load(w1 + o), xl), f32x4.mul(v128.load(w1 + o, 16), xh)));
+    a2 = f32x4.add(a2, f32x4.add(f32x4.mul(v128.load(w2 + o), xl), f32x4.mul(v128.load(w2 + o, 16), xh)));
+    a3 = f32x4.add(a3, f32x4.add(f32x4.mul(v128.load(w3 + o), xl), f32x4.mul(v128.load(w3 + o, 16), xh)));
   }
-  if (i + 4 <= n) {
-    const o = i << 2;
-    const xl = v128.load(x + o);
-    a0 = f32x4.add(a0, f32x4.mul(v128.load(w0 + o), xl));
-    a1 = f32x4.add(a1, f32x4.mul(v128.load(w1 + o), xl));
-    a2 = f32x4.add(a2, f32x4.mul(v128.load(w2 + o), xl));
-    a3 = f32x4.add(a3, f32x4.mul(v128.load(w3 + o), xl));
-    i += 4;
-  }
-  let sums = hsum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
+  let sums = hsum4(a0, a1, a2, a3);
   if (i < n) {
     let t0: f32 = 0, t1: f32 = 0, t2: f32 = 0, t3: f32 = 0;
     for (; i < n; i++) {
@@ -59,18 +46,13 @@ import {
 
 /** The dot of one f32 row w (n) with x (n), in the same order as dotRows4F32. */
 export function dotF32(x: usize, w: usize, n: usize): f32 {
-  let a = f32x4.splat(0), b = a;
+  let a = f32x4.splat(0);
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
     const o = i << 2;
-    a = f32x4.add(a, f32x4.mul(v128.load(w + o), v128.load(x + o)));
-    b = f32x4.add(b, f32x4.mul(v128.load(w + o, 16), v128.load(x + o, 16)));
+    a = f32x4.add(a, f32x4.add(f32x4.mul(v128.load(w + o), v128.load(x + o)), f32x4.mul(v128.load(w + o, 16), v128.load(x + o, 16))));
   }
-  if (i + 4 <= n) {
-    a = f32x4.add(a, f32x4.mul(v128.load(w + (i << 2)), v128.load(x + (i << 2))));
-    i += 4;
-  }
-  let sum = hsum(f32x4.add(a, b));
+  let sum = hsum(a);
   if (i < n) {
     let t: f32 = 0;
     for (; i < n; i++) t += load<f32>(w + (i << 2)) * load<f32>(x + (i << 2));
@@ -96,25 +78,20 @@ export function matvecF32(out: usize, x: usize, w: usize, n: i32, d: i32): void 
 @inline function dotRows4Bf16(x: usize, w0: usize, rowBytes: usize, n: usize): v128 {
   const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
     const xl = v128.load(x + (i << 2)), xh = v128.load(x + (i << 2), 16);
     const o = i << 1;
     let h = v128.load(w0 + o);
-    a0 = f32x4.add(a0, f32x4.mul(bf16LoToF32x4(h), xl));
-    b0 = f32x4.add(b0, f32x4.mul(bf16HiToF32x4(h), xh));
+    a0 = f32x4.add(a0, f32x4.add(f32x4.mul(bf16LoToF32x4(h), xl), f32x4.mul(bf16HiToF32x4(h), xh)));
     h = v128.load(w1 + o);
-    a1 = f32x4.add(a1, f32x4.mul(bf16LoToF32x4(h), xl));
-    b1 = f32x4.add(b1, f32x4.mul(bf16HiToF32x4(h), xh));
+    a1 = f32x4.add(a1, f32x4.add(f32x4.mul(bf16LoToF32x4(h), xl), f32x4.mul(bf16HiToF32x4(h), xh)));
     h = v128.load(w2 + o);
-    a2 = f32x4.add(a2, f32x4.mul(bf16LoToF32x4(h), xl));
-    b2 = f32x4.add(b2, f32x4.mul(bf16HiToF32x4(h), xh));
+    a2 = f32x4.add(a2, f32x4.add(f32x4.mul(bf16LoToF32x4(h), xl), f32x4.mul(bf16HiToF32x4(h), xh)));
     h = v128.load(w3 + o);
-    a3 = f32x4.add(a3, f32x4.mul(bf16LoToF32x4(h), xl));
-    b3 = f32x4.add(b3, f32x4.mul(bf16HiToF32x4(h), xh));
+    a3 = f32x4.add(a3, f32x4.add(f32x4.mul(bf16LoToF32x4(h), xl), f32x4.mul(bf16HiToF32x4(h), xh)));
   }
-  let sums = hsum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
+  let sums = hsum4(a0, a1, a2, a3);
   if (i < n) {
     let t0: f32 = 0, t1: f32 = 0, t2: f32 = 0, t3: f32 = 0;
     for (; i < n; i++) {
@@ -132,14 +109,13 @@ export function matvecF32(out: usize, x: usize, w: usize, n: i32, d: i32): void 
 
 /** The dot of one bf16 row w (n) with x (n), in the same order as dotRows4Bf16. */
 export function dotBf16(x: usize, w: usize, n: usize): f32 {
-  let a = f32x4.splat(0), b = a;
+  let a = f32x4.splat(0);
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
     const h = v128.load(w + (i << 1));
-    a = f32x4.add(a, f32x4.mul(bf16LoToF32x4(h), v128.load(x + (i << 2))));
-    b = f32x4.add(b, f32x4.mul(bf16HiToF32x4(h), v128.load(x + (i << 2), 16)));
+    a = f32x4.add(a, f32x4.add(f32x4.mul(bf16LoToF32x4(h), v128.load(x + (i << 2))), f32x4.mul(bf16HiToF32x4(h), v128.load(x + (i << 2), 16))));
   }
-  let sum = hsum(f32x4.add(a, b));
+  let sum = hsum(a);
   if (i < n) {
     let t: f32 = 0;
     for (; i < n; i++) t += bf16ToF32(load<u16>(w + (i << 1))) * load<f32>(x + (i << 2));

@@ -138,6 +138,40 @@ describe("matvec", () => {
     }
   });
 
+  test("a token's row of a matmul == the matvec of that token alone (bit-exact; every dtype, 1–13 tokens, ragged n, odd d): batched decoding relies on it", () => {
+    for (const dtype of [...FLOAT_DTYPES, "q8_0"] as const) {
+      const shapes =
+        dtype === "q8_0"
+          ? [
+              [32, 7],
+              [96, 9],
+              [256, 64],
+            ]
+          : [
+              [333, 7],
+              [100, 9],
+              [12, 5],
+              [7, 3],
+              [256, 64],
+            ];
+      for (const [n, d] of shapes) {
+        for (const t of [1, 2, 3, 4, 5, 8, 13]) {
+          setupProduct(dtype, n, d, t, 31 * n + t);
+          runMatmul(wasm, dtype, OUT_WASM, n, d, t);
+          const rowIn = dtype === "q8_0" ? (n / 32) * 34 : 4 * n;
+          for (let i = 0; i < t; i++) {
+            // The i-th token's activations moved to the start of the input, then one matvec.
+            const input = dtype === "q8_0" ? XQ : X;
+            arena.u8.copyWithin(input, input + i * rowIn, input + (i + 1) * rowIn);
+            runMatvec(wasm, dtype, OUT_REF + 4 * i * d, n, d);
+            setupProduct(dtype, n, d, t, 31 * n + t);
+          }
+          expectBitExact(getF32(OUT_REF, t * d), getF32(OUT_WASM, t * d), `${dtype} n ${n} d ${d} t ${t}`);
+        }
+      }
+    }
+  });
+
   test("matvecF16 / matmulF16 with activations far beyond the f16 range (|x| ~ 1e6) stay finite and == float64 (|err| ≤ 1e-6·√n·Σ|w·x|)", () => {
     const n = 96;
     const d = 8;
