@@ -132,14 +132,70 @@ export class Forward {
    * logits: "last" writes the last token's logits at s.logits; "all" writes (T, V); "none" skips them.
    */
   run(cache: KvCache, attention: AttentionMethod, tokens: ArrayLike<number>, logits: "last" | "all" | "none"): void {
-    const { k, c, w, s, d } = this;
+    const { s } = this;
     const T = tokens.length;
-    const D = c.dModel;
     const start = cache.length;
-    this.fillRope(start, T);
-    const emb = w.tokEmbd;
-    for (let t = 0; t < T; t++) this.getRow(s.x + 4 * t * D, emb, tokens[t]);
+    this.embed(tokens, (t) => start + t);
+    this.blocks(
+      T,
+      (slot, t, k, v) => cache.store(slot, t, k, v),
+      (slot) => (T === 1 ? attention.decode(slot, s.q, s.att) : attention.prefill(slot, s.q, s.att, T)),
+    );
+    cache.advance(T);
+    attention.endStep(T);
+    if (logits !== "none") this.logits(logits === "last" ? T - 1 : 0, T);
+  }
 
+  /**
+   * One decode step of several sequences (B ≤ rows): row b is rows[b].token at position rows[b].cache.length,
+   * its K/V appended to its own cache and its attention run by its own method. The weights are read once for
+   * all B tokens (matrix–matrix products); (B, V) logits are left at s.logits. A row's logits are the same
+   * bits as run() gives that token alone: the matmul kernels sum each row in the matvec kernels' order.
+   */
+  runBatch(rows: readonly { cache: KvCache; attention: AttentionMethod; token: number }[]): void {
+    const { s, d } = this;
+    const B = rows.length;
+    this.embed(
+      rows.map((r) => r.token),
+      (b) => rows[b].cache.length,
+    );
+    this.blocks(
+      B,
+      (slot, b, k, v) => rows[b].cache.store(slot, 0, k, v),
+      (slot) => {
+        for (let b = 0; b < B; b++) rows[b].attention.decode(slot, s.q + 4 * b * d.qDim, s.att + 4 * b * d.qDim);
+      },
+    );
+    for (const r of rows) {
+      r.cache.advance(1);
+      r.attention.endStep(1);
+    }
+    this.logits(0, B);
+  }
+
+  /** Embedding rows of the T tokens into s.x and RoPE tables for their positions. */
+  private embed(tokens: ArrayLike<number>, position: (t: number) => number): void {
+    const { c, s, w } = this;
+    const D = c.dModel;
+    const half = c.ropeDim / 2;
+    const f32 = this.arena.f32;
+    for (let t = 0; t < tokens.length; t++) {
+      this.getRow(s.x + 4 * t * D, w.tokEmbd, tokens[t]);
+      this.rope.fill(f32, (s.cos >> 2) + t * half, (s.sin >> 2) + t * half, position(t));
+    }
+  }
+
+  /**
+   * The decoder layers over the T rows of s.x: `store(slot, t, k, v)` keeps row t's K/V (pointers to kvDim
+   * floats) for a producer layer, `attend(slot)` writes s.att from s.q over the layer's slot.
+   */
+  private blocks(
+    T: number,
+    store: (slot: number, t: number, k: Ptr, v: Ptr) => void,
+    attend: (slot: number) => void,
+  ): void {
+    const { k, c, w, s, d } = this;
+    const D = c.dModel;
     for (let l = 0; l < c.nLayers; l++) {
       const lw = w.layers[l];
       const slot = d.slotOf[l];
@@ -156,10 +212,9 @@ export class Forward {
         this.linear(s.k, kvIn, lw.wk!, T, lw.bk);
         this.linear(s.v, kvIn, lw.wv!, T, lw.bv);
         this.applyRope(s.k, c.nKvHeads, T);
-        for (let t = 0; t < T; t++) cache.store(slot, t, s.k + 4 * t * d.kvDim, s.v + 4 * t * d.kvDim);
+        for (let t = 0; t < T; t++) store(slot, t, s.k + 4 * t * d.kvDim, s.v + 4 * t * d.kvDim);
       }
-      if (T === 1) attention.decode(slot, s.q, s.att);
-      else attention.prefill(slot, s.q, s.att, T);
+      attend(slot);
       this.linear(s.proj, s.att, lw.wo, T, null);
       k.add(s.x, s.x, s.proj, T * D);
       // Feed-forward block.
@@ -170,14 +225,14 @@ export class Forward {
       this.linear(s.proj, s.hb, lw.wDown, T, null);
       k.add(s.x, s.x, s.proj, T * D);
     }
-    cache.advance(T);
-    attention.endStep(T);
+  }
 
-    if (logits === "none") return;
-    const first = logits === "last" ? T - 1 : 0;
-    const rows = T - first;
+  /** Logits of rows first … T − 1 of s.x, as (T − first, V) at s.logits. */
+  private logits(first: number, T: number): void {
+    const { k, c, w, s } = this;
+    const D = c.dModel;
     for (let t = first; t < T; t++) k.rmsnorm(s.xb + 4 * (t - first) * D, s.x + 4 * t * D, w.outputNorm, D, c.normEps);
-    this.linear(s.logits, s.xb, w.output, rows, null);
+    this.linear(s.logits, s.xb, w.output, T - first, null);
   }
 
   /**
@@ -236,13 +291,6 @@ export class Forward {
       default:
         return table.dtype satisfies never;
     }
-  }
-
-  private fillRope(start: number, T: number): void {
-    const half = this.c.ropeDim / 2;
-    const f32 = this.arena.f32;
-    for (let t = 0; t < T; t++)
-      this.rope.fill(f32, (this.s.cos >> 2) + t * half, (this.s.sin >> 2) + t * half, start + t);
   }
 
   private applyRope(x: Ptr, nHeads: number, T: number): void {

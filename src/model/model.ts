@@ -216,6 +216,34 @@ export class Model {
     );
   }
 
+  /**
+   * One decode step for several sessions at once: steps[i].session takes steps[i].token. The weights are read
+   * once per group of up to `chunk` sessions (matrix–matrix products over their tokens); each session's
+   * attention runs its own method over its own cache. Returns each session's logits (copies, V floats): the
+   * same bits as steps[i].session.evaluate([steps[i].token]) would give alone.
+   */
+  decodeBatch(steps: readonly { session: Session; token: number }[]): Float32Array[] {
+    this.assertAlive();
+    if (new Set(steps.map((s) => s.session)).size !== steps.length)
+      throw new UsageError("decodeBatch: a session can take only one token per step");
+    const V = this.config.vocabSize;
+    const out: Float32Array[] = [];
+    for (let i = 0; i < steps.length; i += this.chunk) {
+      const group = steps.slice(i, i + this.chunk);
+      for (const { session, token } of group) session.checkStep(token);
+      for (const { session } of group) session.beginBatchedStep();
+      this.forward.runBatch(
+        group.map(({ session, token }) => ({ cache: session.cache, attention: session.attention, token })),
+      );
+      const logits = this.arena.f32View(this.forward.logitsPtr, group.length * V);
+      for (let b = 0; b < group.length; b++) {
+        out.push(logits.slice(b * V, (b + 1) * V));
+        group[b].session.endBatchedStep(group[b].token);
+      }
+    }
+    return out;
+  }
+
   /** Human-readable memory plan line. */
   describeMemory(): string {
     const p = this.plan;

@@ -132,11 +132,8 @@ export class Session {
     this.assertAlive();
     if (tokens.length === 0) throw new UsageError("evaluate needs at least one token");
     this.checkRoom(tokens.length, 0);
+    for (const t of tokens) this.checkToken(t);
     const V = this.model.config.vocabSize;
-    for (const t of tokens) {
-      if (!Number.isInteger(t) || t < 0 || t >= V)
-        throw new UsageError(`token id ${t} is outside the vocabulary [0, ${V})`);
-    }
     const out = new Float32Array((all ? tokens.length : 1) * V);
     const chunk = this.model.chunk;
     this.attention.beforePrefill(tokens.length);
@@ -150,6 +147,24 @@ export class Session {
     }
     this.attention.afterPrefill();
     return out;
+  }
+
+  /** Throws what evaluate([token]) would refuse (Model.decodeBatch checks every step before running any). */
+  checkStep(token: number): void {
+    this.assertAlive();
+    this.checkRoom(1, 0);
+    this.checkToken(token);
+  }
+
+  /** Prepares one decode step that Model.decodeBatch runs with other sessions' steps (after checkStep). */
+  beginBatchedStep(): void {
+    this.attention.beforePrefill(1);
+  }
+
+  /** Ends a step begun with beginBatchedStep, after the batched forward pass appended its K/V. */
+  endBatchedStep(token: number): void {
+    this.attention.afterPrefill();
+    this.tokens.push(token);
   }
 
   /** Streams generated text; the iterator's return value holds the stats. */
@@ -272,6 +287,12 @@ export class Session {
           `exceed the context size of ${this.capacity}; shorten the prompt, generate fewer tokens or raise the context size`,
       );
     }
+  }
+
+  private checkToken(t: number): void {
+    const V = this.model.config.vocabSize;
+    if (!Number.isInteger(t) || t < 0 || t >= V)
+      throw new UsageError(`token id ${t} is outside the vocabulary [0, ${V})`);
   }
 
   private assertAlive(): void {
