@@ -135,3 +135,27 @@ describe("decodeBatch == each session alone (bit-exact logits at every step)", (
     for (const s of [a, b, c]) s.dispose();
   });
 });
+
+describe("Session.reserve", () => {
+  test("a session grown from 40 to 100 positions mid-context continues exactly as one created with 100 (dense and SparQ, bit-exact); evicting sessions and too little room are refused", async () => {
+    const model = models[0];
+    const prompt = randomTokens(80, 512, 5);
+    for (const attention of [{ method: "dense" }, { method: "sparq", compression: 4, minK: 4, minR: 1 }] as const) {
+      const grown = model.createSession({ contextSize: 40, attention });
+      const whole = model.createSession({ contextSize: 100, attention });
+      grown.evaluate(prompt.slice(0, 30));
+      grown.reserve(100);
+      expect(grown.capacity).toBe(100);
+      const a = grown.evaluate(prompt.slice(30), true);
+      const b = whole.evaluate(prompt, true).slice(30 * 512);
+      expect(a).toEqual(b);
+      for (let i = 0; i < 4; i++) expect(grown.evaluate([i])).toEqual(whole.evaluate([i]));
+      expect(() => grown.reserve(10)).toThrow(/reserve expects 84 to 160 positions/);
+      grown.dispose();
+      whole.dispose();
+    }
+    const h2o = model.createSession({ contextSize: 40, attention: { method: "h2o", compression: 2 } });
+    expect(() => h2o.reserve(100)).toThrow(/sizes its own cache/);
+    h2o.dispose();
+  });
+});

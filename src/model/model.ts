@@ -189,7 +189,7 @@ export class Model {
       evicting ? 1 : capacity,
     );
     try {
-      return new Session(this, cache, this.createAttentionFor(cache, spec, capacity), capacity, options);
+      return new Session(this, cache, this.createAttentionFor(cache, spec, capacity), capacity, options, spec);
     } catch (e) {
       cache.free();
       throw e;

@@ -3,10 +3,11 @@
  * token at a time. generate() streams text through an async iterator and returns the run's stats.
  */
 import { layoutFor, type AttentionMethod, type AttentionSpec } from "../attention/method.js";
-import { ContextOverflowError, NumericError, UsageError } from "../errors.js";
+import { ContextOverflowError, UsageError } from "../errors.js";
 import type { KvCache, KvDType } from "../kvcache/cache.js";
 import type { Model } from "./model.js";
-import { Sampler, type SamplerOptions } from "./sampler.js";
+import type { SamplerOptions } from "./sampler.js";
+import { TokenStream, type StopReason } from "./token-stream.js";
 
 export interface SessionOptions {
   /** Positions this session may reach; at most the model's loaded context size. */
@@ -52,7 +53,7 @@ export interface GenerateStats {
   /** The attention method and the KV traffic of this call's decode steps. */
   attention: string;
   kvTraffic: KvTrafficStats;
-  stopReason: "eos" | "stop-string" | "max-tokens";
+  stopReason: StopReason;
 }
 
 export interface GenerateChunk {
@@ -70,9 +71,34 @@ export class Session {
     readonly cache: KvCache,
     private method: AttentionMethod,
     /** Positions this session may reach. */
-    readonly capacity: number,
+    private room: number,
     readonly options: SessionOptions,
+    /** The method's spec, to rebuild it over a moved cache. */
+    private spec: AttentionSpec,
   ) {}
+
+  /** Positions this session may reach. */
+  get capacity(): number {
+    return this.room;
+  }
+
+  /**
+   * Moves the cache into room for `capacity` positions (at most the model's loaded context), keeping its
+   * context: for continuing a conversation past the room it was created with. Evicting methods size their
+   * own cache and cannot.
+   */
+  reserve(capacity: number): void {
+    this.assertAlive();
+    if (capacity === this.room) return;
+    if (!Number.isInteger(capacity) || capacity < this.tokens.length || capacity > this.model.contextSize)
+      throw new UsageError(
+        `reserve expects ${this.tokens.length} to ${this.model.contextSize} positions (the context held to the model's loaded context), got ${capacity}`,
+      );
+    if (this.cache.layout.positions) throw new UsageError(`a ${this.attention.name} session sizes its own cache`);
+    this.cache.resize(capacity);
+    this.room = capacity;
+    this.method = this.model.createAttentionFor(this.cache, this.spec, capacity);
+  }
 
   /** The decode-time attention method and its traffic counters. */
   get attention(): AttentionMethod {
@@ -101,6 +127,7 @@ export class Session {
       );
     }
     this.method = this.model.createAttentionFor(this.cache, spec, this.capacity);
+    this.spec = spec;
   }
 
   /** KV traffic of the decode steps since the session began (or since `since`, an earlier snapshot). */
@@ -186,59 +213,30 @@ export class Session {
         : [...prompt];
     if (promptIds.length === 0) throw new UsageError("the prompt is empty (no tokens); give some text");
     this.checkRoom(promptIds.length, maxTokens);
-    const sampler = new Sampler(options);
-    const stops = options.stop ?? [];
+    const stream = new TokenStream(tok, { ...options, maxTokens });
 
     const before = { ...this.cache.traffic };
     const t0 = performance.now();
     let logits = this.evaluate(promptIds);
     const t1 = performance.now();
-    const decoder = tok.createStreamDecoder();
-    let generated = 0;
-    let pending = ""; // text held back while it could still become a stop string
-    let stopReason: GenerateStats["stopReason"] = "max-tokens";
-    while (generated < maxTokens) {
-      // Embedding rows past the tokenizer's last token (a padded vocabulary) have no text: never sampled.
-      if (tok.vocabSize < logits.length) logits.fill(-Infinity, tok.vocabSize);
-      checkLogits(logits, this.tokens.length);
-      const next = sampler.sample(logits);
-      generated++;
-      if (tok.stopIds.has(next)) {
-        stopReason = "eos";
-        break;
-      }
-      pending += decoder.push(next);
-      const hit = stops.map((s) => pending.indexOf(s)).filter((i) => i >= 0);
-      if (hit.length > 0) {
-        const text = pending.slice(0, Math.min(...hit));
-        if (text) yield { token: next, text };
-        pending = "";
-        stopReason = "stop-string";
-        break;
-      }
-      const safe = pending.length - longestStopPrefix(pending, stops);
-      if (safe > 0) {
-        yield { token: next, text: pending.slice(0, safe) };
-        pending = pending.slice(safe);
-      }
-      if (generated === maxTokens) break;
-      logits = this.evaluate([next]);
+    while (stream.generated < maxTokens) {
+      const step = stream.next(logits, this.tokens.length);
+      if (step.text) yield { token: step.token, text: step.text };
+      if (step.stop !== null) break;
+      logits = this.evaluate([step.token]);
       // Let consumers of the stream run between tokens.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    if (stopReason !== "stop-string") {
-      const rest = pending + decoder.flush();
-      if (rest) yield { token: -1, text: rest };
-    }
+    const stopReason = stream.stopReason ?? "max-tokens";
     const t2 = performance.now();
     const genSeconds = (t2 - t1) / 1000;
     return {
       promptTokens: promptIds.length,
-      generatedTokens: generated,
+      generatedTokens: stream.generated,
       promptSeconds: (t1 - t0) / 1000,
       generateSeconds: genSeconds,
       promptTokensPerSecond: promptIds.length / ((t1 - t0) / 1000),
-      generatedTokensPerSecond: generated / genSeconds,
+      generatedTokensPerSecond: stream.generated / genSeconds,
       kvBytesInUse: this.cache.usedBytes,
       kvBytesAllocated: this.cache.allocatedBytes,
       attention: this.attention.name,
@@ -297,32 +295,5 @@ export class Session {
 
   private assertAlive(): void {
     if (this.disposed) throw new UsageError("this session was disposed");
-  }
-}
-
-/** Length of the longest suffix of `text` that is a proper prefix of a stop string. */
-function longestStopPrefix(text: string, stops: string[]): number {
-  let best = 0;
-  for (const s of stops) {
-    for (let n = Math.min(s.length - 1, text.length); n > best; n--) {
-      if (text.endsWith(s.slice(0, n))) {
-        best = n;
-        break;
-      }
-    }
-  }
-  return best;
-}
-
-/** Sampling from NaN or +∞ logits would pick an arbitrary token: say what happened instead. */
-function checkLogits(logits: Float32Array, position: number): void {
-  for (let i = 0; i < logits.length; i++) {
-    const x = logits[i];
-    if (x !== x || x === Infinity) {
-      throw new NumericError(
-        `the logits after position ${position} hold ${x} (token ${i}): the model's weights contain NaN or ` +
-          `infinite values, or its activations overflow f32; the model file may be corrupt`,
-      );
-    }
   }
 }
