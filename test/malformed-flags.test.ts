@@ -25,7 +25,7 @@ const ROOT = path.resolve(import.meta.dirname, "..");
 const SHIPPED_TOKENIZER = path.join(ROOT, "models/kvslim-tiny");
 const HEAD_DIM = SHAPES["llama-gqa"].headDim;
 
-const fx = { dir: "", gguf: "", hf: "", corpus: "", prompt: "", run: "" };
+const fx = { dir: "", gguf: "", hf: "", corpus: "", prompt: "", run: "", empty: "" };
 
 beforeAll(async () => {
   fx.dir = tempDir("kvslim-flags-");
@@ -35,6 +35,8 @@ beforeAll(async () => {
   fs.writeFileSync(fx.corpus, "the quick brown fox jumps over the lazy dog; the lazy dog sleeps.\n".repeat(40));
   fx.prompt = path.join(fx.dir, "prompt.txt");
   fs.writeFileSync(fx.prompt, "hello world");
+  fx.empty = path.join(fx.dir, "empty.txt");
+  fs.writeFileSync(fx.empty, "\n# no key\n");
   // A finished two-step run, for the --resume cases (and a check that the train base is a valid command).
   fx.run = path.join(fx.dir, "run");
   const r = await runCli(...trainBase(fx.run));
@@ -650,6 +652,66 @@ const TABLE: Record<string, CommandCases> = {
     options: {},
   },
 
+  serve: {
+    base: () => ["serve", "--model", fx.gguf, "--port", "0", "--threads", "1"],
+    options: {
+      "--model": {
+        values: [""],
+        more: {
+          "a path that does not exist": {
+            argv: (b) => [...b, "--model", nope("m.gguf")],
+            says: ["--model expects a .gguf file or a model directory", /m\.gguf does not exist/],
+          },
+        },
+      },
+      "--alias": { values: [""] },
+      "--host": {
+        values: [""],
+        more: {
+          "a host name that does not resolve": {
+            argv: (b) => [...b, "--host", "no-such-host.invalid"],
+            says: ["cannot listen there: "],
+          },
+          "an address of another machine": {
+            argv: (b) => [...b, "--host", "192.0.2.1"],
+            says: ["cannot listen there: that is not an address of this machine"],
+          },
+        },
+      },
+      "--port": ints(0, 65535),
+      "--parallel": ints(1, 64),
+      "--queue": ints(0, 100000),
+      "--kv-memory": { values: ["lots", "", "0", "-1GiB", "8GiB", "NaN", "0x10"] },
+      "--context": ints(1),
+      "--max-tokens": ints(1),
+      "--max-body": { values: ["lots", "", "0", "2GiB", "Infinity"] },
+      "--api-key": { values: [""] },
+      "--api-key-file": {
+        values: [""],
+        more: {
+          "that does not exist": {
+            argv: (b) => [...b, "--api-key-file", nope("keys.txt")],
+            says: ["does not exist"],
+          },
+          "with no key in it": {
+            argv: (b) => [...b, "--api-key-file", fx.empty],
+            says: ["holds no key (one per line)"],
+          },
+        },
+      },
+      "--cors-origin": { values: ["", "example.com", "https://a.example/path", "ftp://a.example"] },
+      "--no-prefix-cache": {
+        more: {
+          "with a value": {
+            argv: (b) => [...b, "--no-prefix-cache=yes"],
+            says: ["error: unknown option '--no-prefix-cache=yes'"],
+          },
+        },
+      },
+      "--threads": THREADS,
+    },
+  },
+
   "bench attention": {
     base: () => [
       "bench",
@@ -701,6 +763,22 @@ const TABLE: Record<string, CommandCases> = {
     },
   },
 };
+
+// serve takes the attention flags generate takes (the default method of requests), refused the same way.
+for (const flag of [
+  "--attention",
+  "--compression",
+  "--sparq-r",
+  "--sparq-k",
+  "--sparq-local",
+  "--sparq-reallocation",
+  "--sparq-layout",
+  "--kv-budget",
+  "--sinks",
+  "--h2o-recent",
+  "--kv-dtype",
+])
+  TABLE.serve.options[flag] = TABLE.generate.options[flag];
 
 /** The flags that set a run up, with valid values: a resume refuses each (it continues the run as it was set up). */
 const SET_UP_FLAGS: [string, (o: Outputs) => string][] = [

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import type { Command } from "commander";
 import { FormatError, UsageError, formatBytes } from "../errors.js";
 import { loadModel } from "../model/model.js";
-import { renderChat, type ChatMessage } from "../tokenizer/chat.js";
+import { chatPrompt, type ChatMessage } from "../tokenizer/chat.js";
 import {
   addAttentionOptions,
   attentionSpecFrom,
@@ -108,12 +108,7 @@ export function registerGenerate(program: Command): void {
         if (!tok.chatTemplate) throw new FormatError(`${flags.model} has no chat template; run without --chat`);
         const messages: ChatMessage[] = flags.system ? [{ role: "system", content: flags.system }] : [];
         messages.push({ role: "user", content: prompt });
-        const piece = (id: number | null) => (id === null ? "" : tok.decode([id], { skipSpecial: false }));
-        text = renderChat(tok.chatTemplate, messages, {
-          bosToken: piece(tok.bos),
-          eosToken: piece(tok.eos),
-          addGenerationPrompt: true,
-        });
+        text = chatPrompt(tok, messages);
         addBos = false; // templates write BOS themselves
         parseSpecial = true; // the template's control tokens are tokens, not text
       }

@@ -13,6 +13,7 @@ import { registerTokenizer } from "./tokenizer.js";
 import { registerTrain } from "./train.js";
 import { registerDemo } from "./demo.js";
 import { registerEval } from "./eval.js";
+import { registerServe } from "./serve.js";
 
 /** The whole command tree (also for tests that walk every command's options). */
 export function buildProgram(): Command {
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerTrain(program);
   registerDemo(program);
   registerEval(program);
+  registerServe(program);
   registerBenchAttention(program.command("bench").description("benchmarks that print measurements (not tests)"));
   requireSubcommands(program);
   return program;

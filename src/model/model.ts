@@ -32,6 +32,8 @@ export interface LoadOptions {
   contextSize?: number;
   /** How many sessions' KV caches of contextSize the cache pool holds. Default 1. */
   sessions?: number;
+  /** The cache pool's size in bytes, instead of `sessions` caches of contextSize (a server's KV memory limit). */
+  cacheBytes?: number;
   /** "wasm" (default) or the plain-TypeScript reference kernels (slow; for checking). */
   kernels?: "wasm" | "reference";
   /** Default KV storage dtype of sessions ("f32" unless given); sizes the cache pool. */
@@ -64,11 +66,12 @@ export function planMemory(
   sessions: number,
   layout: KvLayout,
   threads: number,
+  cacheBytes?: number,
 ): MemoryPlan {
   const rows = Math.min(CHUNK, contextSize);
   const weights = weightBytes(source, specs);
   const runState = runStateBuffers(source.config, rows, contextSize, threads).reduce((a, b) => a + allocSize(b), 0);
-  const cachePool = sessions * allocSize(KvCache.bytesFor(kvShape(source.config), layout, contextSize));
+  const cachePool = cacheBytes ?? sessions * allocSize(KvCache.bytesFor(kvShape(source.config), layout, contextSize));
   return { weights, runState, cachePool, total: weights + runState + cachePool };
 }
 
@@ -91,6 +94,8 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const sessions = options.sessions ?? 1;
   if (!Number.isInteger(sessions) || sessions < 1)
     throw new UsageError(`sessions must be a positive integer, got ${sessions}`);
+  if (options.cacheBytes !== undefined && !(Number.isSafeInteger(options.cacheBytes) && options.cacheBytes >= 0))
+    throw new UsageError(`cacheBytes must be a whole number of bytes ≥ 0, got ${options.cacheBytes}`);
   const kvDtype = checkKvDtype(options.kvDtype ?? "f32");
   const attention = options.attention ?? { method: "dense" };
   const threads = resolveThreads(options.threads);
@@ -105,8 +110,14 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
     sessions,
     layoutFor(attention, kvDtype, source.config.nHeads / source.config.nKvHeads),
     threads,
+    options.cacheBytes,
   );
-  const arena = new Arena(plan.total, `${source.name} with ${sessions} × ${contextSize}-token KV caches`);
+  const arena = new Arena(
+    plan.total,
+    options.cacheBytes === undefined
+      ? `${source.name} with ${sessions} × ${contextSize}-token KV caches`
+      : `${source.name} with ${formatBytes(options.cacheBytes)} of KV cache memory`,
+  );
   const kind = options.kernels ?? "wasm";
   const kernels = kind === "reference" ? createReferenceKernels(arena.memory) : await loadWasmKernels(arena.memory);
   const weights = loadWeights(source, specs, arena);

@@ -5,6 +5,7 @@
  */
 import { Template } from "@huggingface/jinja";
 import { FormatError, isInternalSlip } from "../errors.js";
+import type { TextTokenizer } from "./tokenizer.js";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
@@ -39,4 +40,19 @@ export function renderChat(template: string, messages: ChatMessage[], options: C
       `the model's chat template failed to render: ${isInternalSlip(e) ? "it uses a value or filter in a way the renderer cannot follow" : (e as Error).message}`,
     );
   }
+}
+
+/**
+ * A conversation as the prompt text the model expects: its own chat template rendered with its BOS and EOS
+ * text, ending with the assistant's turn header. Encode it with `addBos: false` (the template writes BOS) and
+ * `parseSpecial: true` (its control tokens are tokens). The tokenizer must have a template.
+ */
+export function chatPrompt(tok: TextTokenizer, messages: ChatMessage[]): string {
+  if (tok.chatTemplate === null) throw new FormatError("the model has no chat template");
+  const piece = (id: number | null) => (id === null ? "" : tok.decode([id], { skipSpecial: false }));
+  return renderChat(tok.chatTemplate, messages, {
+    bosToken: piece(tok.bos),
+    eosToken: piece(tok.eos),
+    addGenerationPrompt: true,
+  });
 }
