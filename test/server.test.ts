@@ -492,3 +492,124 @@ describe("errors as the client's own error types (OpenAI envelope, param named)"
     expect(pre.headers.get("access-control-allow-headers")).toMatch(/authorization/);
   });
 });
+
+describe("under load", () => {
+  test("300 requests at concurrency 16 (random lengths, every 10th aborted mid-stream; a 503 retried after 10 ms): 270 complete, 30 aborted, nothing else; afterwards nothing runs or waits and the KV pool is back to 0 bytes", async () => {
+    const s = await start({ parallel: 8, queue: 4, prefixCache: false, maxTokens: 64 }, 32 << 20);
+    const rssBefore = process.memoryUsage().rss;
+    let seed = 12345;
+    const rand = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    const outcomes = { ok: 0, busy: 0, aborted: 0 };
+    let next = 0;
+    const worker = async () => {
+      let retry: number | null = null;
+      while (retry !== null || next < 300) {
+        const i = retry ?? next++;
+        retry = null;
+        const maxTokens = 1 + rand(24);
+        const prompt = "the act of ".repeat(1 + rand(30));
+        const abort = i % 10 === 9;
+        const controller = new AbortController();
+        try {
+          const stream = await s.client.completions.create(
+            {
+              model: "kvslim-tiny",
+              prompt,
+              max_tokens: maxTokens,
+              temperature: 0.7,
+              seed: i,
+              stream: true,
+              stream_options: { include_usage: true },
+            },
+            { signal: controller.signal },
+          );
+          let finish = null;
+          let usage = null;
+          for await (const c of stream) {
+            if (abort) {
+              controller.abort();
+              break;
+            }
+            finish = c.choices[0]?.finish_reason ?? finish;
+            usage = c.usage ?? usage;
+          }
+          if (abort) outcomes.aborted++;
+          else {
+            expect(["stop", "length"]).toContain(finish);
+            expect(usage!.completion_tokens).toBeLessThanOrEqual(maxTokens);
+            outcomes.ok++;
+          }
+        } catch (e) {
+          if (e instanceof APIError && e.status === 503) {
+            outcomes.busy++;
+            retry = i; // the same request again, as a client does
+            await new Promise((r) => setTimeout(r, 10)); // after backing off (Retry-After says 1 s; shortened here)
+          } else if (abort) outcomes.aborted++;
+          else throw e;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, worker));
+    expect(outcomes.ok + outcomes.aborted).toBe(300);
+    expect(outcomes.aborted).toBe(30);
+    for (let i = 0; i < 100 && (await metric(s.url, "kvslim_running_requests")) > 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(await metric(s.url, "kvslim_running_requests")).toBe(0);
+    expect(await metric(s.url, "kvslim_queued_requests")).toBe(0);
+    expect(await metric(s.url, "kvslim_kv_bytes_in_use")).toBe(0);
+    expect(s.model.pool.inUse).toBe(0);
+    const rssAfter = process.memoryUsage().rss;
+    console.log(
+      `load: ${outcomes.ok} completed, ${outcomes.busy} refused with 503, ${outcomes.aborted} aborted; ` +
+        `KV pool in use 0 of ${s.model.pool.size} bytes after; RSS ${(rssBefore / 2 ** 20).toFixed(0)} → ${(rssAfter / 2 ** 20).toFixed(0)} MiB`,
+    );
+  }, 120_000);
+});
+
+describe("kvslim serve, the command", () => {
+  test("SIGTERM: the running stream finishes, new requests get 503 or a refused connection, the process exits 0", async () => {
+    const { spawn } = await import("node:child_process");
+    const bin = path.resolve(import.meta.dirname, "..", "bin", "kvslim.js");
+    const child = spawn(process.execPath, [bin, "serve", "--port", "0", "--threads", "1", "--max-tokens", "400"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let err = "";
+    child.stderr.on("data", (d) => (err += d));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    for (let i = 0; i < 300 && !/ready at/.test(err); i++) await new Promise((r) => setTimeout(r, 50));
+    const url = /ready at (http:\/\/[^\s]+)\/v1/.exec(err)![1];
+    expect(err).toMatch(
+      /kvslim-tiny ready at http:\/\/127\.0\.0\.1:\d+\/v1 \(weights .*; context 2048; up to 8 requests at once\)/,
+    );
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: "none", maxRetries: 0 });
+    const stream = await client.completions.create({
+      model: "kvslim-tiny",
+      prompt: "the act of",
+      max_tokens: 300,
+      temperature: 1,
+      seed: 3,
+      stream: true,
+    });
+    const it = stream[Symbol.asyncIterator]();
+    let text = (await it.next()).value!.choices[0].text;
+    child.kill("SIGTERM");
+    for (let i = 0; i < 100 && !/SIGTERM/.test(err); i++) await new Promise((r) => setTimeout(r, 10));
+    const late = await fetch(`${url}/v1/models`).then(
+      (r) => r.status,
+      () => "refused",
+    );
+    expect([503, "refused"]).toContain(late);
+    let finish = null;
+    for (let r = await it.next(); !r.done; r = await it.next()) {
+      text += r.value.choices[0].text;
+      finish = r.value.choices[0].finish_reason ?? finish;
+    }
+    expect(["stop", "length"]).toContain(finish);
+    expect(await exited).toBe(0);
+    // (1 request, unless it already ended: the model may stop early at temperature 1)
+    expect(err).toMatch(/SIGTERM: finishing [01] requests, taking no new ones\nkvslim serve: stopped\n$/);
+  }, 60_000);
+});
