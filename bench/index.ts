@@ -5,10 +5,11 @@
  *   npm run bench -- train               # training: GEMMs and whole steps at 1 thread and the cores
  *   npm run bench -- kernels             # every kernel, WASM vs the TypeScript reference
  *   npm run bench -- threads             # the cost of a job on the worker pool
+ *   npm run bench -- serve               # the server: streams decoded together vs llama.cpp, conversations per KV memory
  *
  * Flags after the suite go to it (e.g. `npm run bench -- train --preset tiny-mqa --steps 5`).
  */
-const SUITES = ["decode", "train", "kernels", "threads"] as const;
+const SUITES = ["decode", "train", "kernels", "threads", "serve"] as const;
 
 const first = process.argv[2];
 const suite = first !== undefined && !first.startsWith("-") ? first : "decode";

@@ -1,0 +1,188 @@
+/**
+ * `npm run bench -- serve`: the server's batched decoding, measured.
+ *
+ * 1. Aggregate generated tokens/s with 1, 4 and 8 concurrent streams on the reference model (97M, llama MHA,
+ *    random weights), through `kvslim serve`'s HTTP API (in this process, streamed), against llama.cpp
+ *    (node-llama-cpp) with the same number of sequences in one context, which it decodes as one batch. Same
+ *    threads, same prompts (P tokens each), the same number of tokens generated per stream (greedy).
+ * 2. Concurrent 2,048-token conversations that fit in the same KV memory, for the shipped CLA model and its
+ *    twin with f32 and bf16 caches: counted from the cache sizes, then checked by filling the pool with
+ *    sessions until it refuses one.
+ *
+ *   npm run bench -- serve [--streams 1,4,8] [--threads 1] [--prompt 32] [--tokens 64] [--dtype f32] [--memory 256MiB]
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
+import { OutOfMemoryError } from "../src/errors.js";
+import type { KvDType } from "../src/kvcache/cache.js";
+import type { DType } from "../src/memory/dtype.js";
+import { loadModel } from "../src/model/model.js";
+import { PRESETS } from "../src/model/presets.js";
+import { randomWeights, syntheticVocab, writeGgufModel } from "../src/model/synthetic.js";
+import { KvslimServer } from "../src/server/server.js";
+
+interface Args {
+  streams: number[];
+  threads: number;
+  prompt: number;
+  tokens: number;
+  dtype: DType;
+  memory: number;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { streams: [1, 4, 8], threads: 1, prompt: 32, tokens: 64, dtype: "f32", memory: 256 << 20 };
+  for (let i = 0; i < argv.length; i += 2) {
+    const [flag, value] = [argv[i], argv[i + 1]];
+    if (flag === "--streams") a.streams = value.split(",").map(Number);
+    else if (flag === "--threads") a.threads = Number(value);
+    else if (flag === "--prompt") a.prompt = Number(value);
+    else if (flag === "--tokens") a.tokens = Number(value);
+    else if (flag === "--dtype") a.dtype = value as DType;
+    else if (flag === "--memory") a.memory = Number(/^(\d+)MiB$/.exec(value)?.[1] ?? NaN) * 2 ** 20;
+    else throw new Error(`unknown flag ${flag}; flags: --streams --threads --prompt --tokens --dtype --memory NMiB`);
+  }
+  return a;
+}
+
+function modelFile(dtype: DType): string {
+  const dir = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "..", "bench", ".models");
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `reference-${dtype}.gguf`);
+  if (!fs.existsSync(file)) {
+    const config = PRESETS.reference();
+    process.stderr.write(`writing ${file} …\n`);
+    writeGgufModel(file, config, randomWeights(config, { seed: 1 }), syntheticVocab(config.vocabSize, 1), dtype);
+  }
+  return file;
+}
+
+/** The prompt of stream i: P token ids (distinct per stream, no specials). */
+function prompt(i: number, P: number, V: number): number[] {
+  return Array.from({ length: P }, (_, j) => (i * 7919 + j * 104729 + 13) % (V - 2));
+}
+
+/** kvslim: N streams through the HTTP API at once; returns generated tokens / wall seconds. */
+async function kvslimRate(file: string, a: Args, n: number): Promise<number> {
+  const server = new KvslimServer({
+    host: "127.0.0.1",
+    port: 0,
+    modelId: "reference",
+    apiKeys: [],
+    corsOrigin: null,
+    maxBodyBytes: 1 << 20,
+    maxTokens: a.tokens,
+    parallel: n,
+    queue: n,
+    prefixCache: false,
+    attention: { method: "dense" },
+    kvDtype: "f32",
+  });
+  const address = await server.listen();
+  const model = await loadModel(file, { threads: a.threads, contextSize: a.prompt + a.tokens + 1, sessions: n });
+  server.ready(model);
+  const V = model.config.vocabSize;
+  const url = `http://127.0.0.1:${address.port}/v1/completions`;
+  const run = async (i: number) => {
+    const body = {
+      model: "reference",
+      prompt: prompt(i, a.prompt, V),
+      max_tokens: a.tokens,
+      temperature: 0,
+      stream: true,
+    };
+    const res = await fetch(url, { method: "POST", body: JSON.stringify(body) });
+    const text = await res.text();
+    const usage = text.includes('"finish_reason":"length"');
+    if (!usage) throw new Error(`stream ${i} did not run to its token limit: ${text.slice(-300)}`);
+  };
+  // One warm-up stream, then the timed N.
+  await run(0);
+  const t = performance.now();
+  await Promise.all(Array.from({ length: n }, (_, i) => run(i)));
+  const seconds = (performance.now() - t) / 1000;
+  await server.close();
+  model.dispose();
+  return (n * a.tokens) / seconds;
+}
+
+/** llama.cpp: N sequences of one context decoded together (node-llama-cpp batches them). */
+async function llamaRate(file: string, a: Args, n: number): Promise<number> {
+  const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, progressLogs: false });
+  const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+  const ctx = await model.createContext({
+    contextSize: n * (a.prompt + a.tokens + 8),
+    sequences: n,
+    threads: a.threads,
+    batchSize: 512,
+  });
+  const V = PRESETS.reference().vocabSize;
+  const run = async (i: number) => {
+    const seq = ctx.getSequence();
+    let count = 0;
+    for await (const _ of seq.evaluate(prompt(i, a.prompt, V) as Token[], { temperature: 0 })) {
+      if (++count >= a.tokens) break;
+    }
+    seq.dispose();
+    if (count !== a.tokens) throw new Error(`llama.cpp sequence ${i} stopped after ${count} tokens`);
+  };
+  await run(0);
+  const t = performance.now();
+  await Promise.all(Array.from({ length: n }, (_, i) => run(i)));
+  const seconds = (performance.now() - t) / 1000;
+  await ctx.dispose();
+  await model.dispose();
+  return (n * a.tokens) / seconds;
+}
+
+/** How many `positions`-token sessions the pool of `bytes` holds: counted from sizes, then by filling it. */
+async function capacity(dir: string, kvDtype: KvDType, bytes: number, positions: number) {
+  const model = await loadModel(dir, { threads: 1, cacheBytes: bytes, contextSize: positions });
+  const sessions = [];
+  try {
+    for (;;) sessions.push(model.createSession({ contextSize: positions, kvDtype, attention: { method: "dense" } }));
+  } catch (e) {
+    if (!(e instanceof OutOfMemoryError)) throw e;
+  }
+  const perSession = sessions[0]?.cache.allocatedBytes ?? NaN;
+  const filled = sessions.length;
+  for (const s of sessions) s.dispose();
+  model.dispose();
+  return { perSession, counted: Math.floor(bytes / perSession), filled };
+}
+
+async function main(): Promise<void> {
+  const a = parseArgs(process.argv.slice(2));
+  const file = modelFile(a.dtype);
+  console.log(
+    `reference model (97M, llama MHA, ${a.dtype}), ${a.threads} thread(s); each stream: ${a.prompt}-token prompt, ${a.tokens} tokens generated greedily`,
+  );
+  console.log("streams  kvslim tok/s  llama.cpp tok/s  kvslim / llama.cpp  kvslim vs its 1 stream");
+  let single = NaN;
+  for (const n of a.streams) {
+    const ours = await kvslimRate(file, a, n);
+    const theirs = await llamaRate(file, a, n);
+    if (n === 1) single = ours;
+    console.log(
+      `${String(n).padStart(7)}  ${ours.toFixed(1).padStart(12)}  ${theirs.toFixed(1).padStart(15)}  ${(ours / theirs).toFixed(2).padStart(17)}×  ${(ours / single).toFixed(2).padStart(21)}×`,
+    );
+  }
+
+  const models = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "..", "models");
+  console.log(`\nconcurrent 2,048-token conversations in ${a.memory / 2 ** 20} MiB of KV memory (dense attention)`);
+  console.log("model                          KV     per conversation  counted  filled");
+  for (const [name, label] of [
+    ["kvslim-tiny", "kvslim-tiny (MQA-CLA2)"],
+    ["kvslim-tiny-mqa", "kvslim-tiny-mqa (MQA)"],
+  ] as const) {
+    for (const kv of ["f32", "bf16"] as const) {
+      const c = await capacity(path.join(models, name), kv, a.memory, 2048);
+      console.log(
+        `${label.padEnd(30)} ${kv.padEnd(5)} ${`${(c.perSession / 2 ** 20).toFixed(2)} MiB`.padStart(17)}  ${String(c.counted).padStart(7)}  ${String(c.filled).padStart(6)}`,
+      );
+    }
+  }
+}
+
+await main();
