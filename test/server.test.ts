@@ -337,7 +337,7 @@ describe("errors as the client's own error types (OpenAI envelope, param named)"
   test("400 for wrong types and ranges, unknown fields, n > 1, tools, a bad kvslim.attention — naming the field", async () => {
     await bad({ temperature: 3 }, "temperature", /temperature must be a number from 0 to 2, found number 3/);
     await bad({ temperature: "hot" }, "temperature", /found the string "hot"/);
-    await bad({ max_tokens: -1 }, "max_tokens", /max_tokens must be an integer from 0/);
+    await bad({ max_tokens: 0 }, "max_tokens", /max_tokens must be an integer from 1/);
     await bad({ n: 2 }, "n", /n must be 1/);
     await bad({ tempurature: 0.5 }, "tempurature", /Unrecognized request argument supplied: tempurature/);
     await bad(
@@ -491,6 +491,60 @@ describe("errors as the client's own error types (OpenAI envelope, param named)"
     expect(pre.status).toBe(204);
     expect(pre.headers.get("access-control-allow-headers")).toMatch(/authorization/);
   });
+});
+
+describe("any JSON body", () => {
+  test("300 random bodies (the API's keys with random JSON values, and random keys): 200, 400 or 404 with the error envelope, never 500", async () => {
+    const fc = (await import("fast-check")).default;
+    const s = await start({ maxTokens: 4 });
+    const keys = [
+      "model",
+      "messages",
+      "prompt",
+      "max_tokens",
+      "max_completion_tokens",
+      "temperature",
+      "top_p",
+      "seed",
+      "n",
+      "stop",
+      "stream",
+      "stream_options",
+      "logprobs",
+      "top_logprobs",
+      "tools",
+      "response_format",
+      "kvslim",
+      "user",
+      "echo",
+    ];
+    const value = fc.oneof(
+      fc.jsonValue({ maxDepth: 3 }),
+      fc.constantFrom(
+        "kvslim-tiny",
+        [{ role: "user", content: "hi" }],
+        { attention: { method: "sparq", compression: 2 } },
+        2,
+        0.5,
+        true,
+      ),
+    );
+    const body = fc.dictionary(fc.oneof(fc.constantFrom(...keys), fc.string({ maxLength: 8 })), value, { maxKeys: 6 });
+    await fc.assert(
+      fc.asyncProperty(body, fc.constantFrom("/v1/chat/completions", "/v1/completions"), async (b, route) => {
+        const r = await fetch(`${s.url}${route}`, { method: "POST", body: JSON.stringify(b) });
+        const text = await r.text();
+        expect([200, 400, 404], text).toContain(r.status);
+        if (r.status !== 200) {
+          const e = JSON.parse(text).error;
+          expect(typeof e.message).toBe("string");
+          expect(e.message).not.toMatch(/undefined|NaN|\[object Object\]|internal error/);
+          expect(e.type).toBe("invalid_request_error");
+        }
+      }),
+      { numRuns: 300, seed: 7 },
+    );
+  }, 120_000);
 });
 
 describe("under load", () => {

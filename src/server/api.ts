@@ -61,6 +61,7 @@ const IGNORED = new Set(["user", "metadata", "store", "service_tier", "safety_id
 
 /** A JSON value's kind for messages: "a string", "null", "an array", "the number 3" ... */
 function shown(v: unknown): string {
+  if (v === undefined) return "nothing (the field is missing)";
   if (v === null) return "null";
   if (Array.isArray(v)) return "an array";
   if (typeof v === "string") return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + "…" : v)}`;
@@ -161,8 +162,8 @@ export function parseGenerationRequest(endpoint: "chat" | "completion", body: un
     prompt = parsePrompt(f.raw("prompt"));
   }
 
-  const maxTokens = f.integer("max_tokens", 0, Number.MAX_SAFE_INTEGER);
-  const maxCompletion = endpoint === "chat" ? f.integer("max_completion_tokens", 0, Number.MAX_SAFE_INTEGER) : null;
+  const maxTokens = f.integer("max_tokens", 1, Number.MAX_SAFE_INTEGER);
+  const maxCompletion = endpoint === "chat" ? f.integer("max_completion_tokens", 1, Number.MAX_SAFE_INTEGER) : null;
   if (maxTokens !== null && maxCompletion !== null && maxTokens !== maxCompletion)
     throw invalid(
       `max_tokens (${maxTokens}) and max_completion_tokens (${maxCompletion}) disagree; give one`,
