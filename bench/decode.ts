@@ -17,16 +17,14 @@
  * The decode context is filled by a real prefill on both sides, then `decode` tokens are generated
  * greedily and timed. Prints a table and the ratios kvslim / llama.cpp.
  */
-import fs from "node:fs";
 import { availableParallelism } from "node:os";
-import path from "node:path";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import type { AttentionSpec } from "../src/attention/method.js";
 import type { KvDType } from "../src/kvcache/cache.js";
 import type { DType } from "../src/memory/dtype.js";
 import { loadModel } from "../src/model/model.js";
 import { PRESETS } from "../src/model/presets.js";
-import { randomWeights, syntheticVocab, writeGgufModel } from "../src/model/synthetic.js";
+import { referenceModelFile } from "./models.js";
 
 interface Args {
   dtypes: DType[];
@@ -78,18 +76,6 @@ function parseArgs(argv: string[]): Args {
   else if (method === "h2o" || method === "streaming") args.attention = { method, compression };
   else if (method !== null && method !== "dense") throw new Error(`--attention: unknown method ${method}`);
   return args;
-}
-
-function modelFile(dtype: DType): string {
-  const dir = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "..", "bench", ".models");
-  fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `reference-${dtype}.gguf`);
-  if (!fs.existsSync(file)) {
-    const config = PRESETS.reference();
-    process.stderr.write(`writing ${file} …\n`);
-    writeGgufModel(file, config, randomWeights(config, { seed: 1 }), syntheticVocab(config.vocabSize, 1), dtype);
-  }
-  return file;
 }
 
 function tokens(n: number, V: number): number[] {
@@ -234,7 +220,7 @@ async function main(): Promise<void> {
       `${r.engine.padEnd(15)} ${String(r.threads).padStart(3)} ${r.dtype.padEnd(6)} ${r.kv.padEnd(4)} ${String(r.context).padStart(7)}  ${r.prefillTps.toFixed(1).padStart(13)}  ${r.decodeTps.toFixed(1).padStart(12)}${r.note ? `  ${r.note}` : ""}`,
     );
   for (const dtype of a.dtypes) {
-    const file = modelFile(dtype);
+    const file = referenceModelFile(dtype);
     for (const context of a.contexts) {
       for (const threads of a.threads) {
         const ours = a.engines.includes("kvslim") ? await benchKvslim(file, dtype, a, context, threads) : [];

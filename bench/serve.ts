@@ -11,7 +11,6 @@
  *
  *   npm run bench -- serve [--streams 1,4,8] [--threads 1] [--prompt 32] [--tokens 64] [--dtype f32] [--memory 256MiB]
  */
-import fs from "node:fs";
 import path from "node:path";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import { OutOfMemoryError } from "../src/errors.js";
@@ -19,7 +18,7 @@ import type { KvDType } from "../src/kvcache/cache.js";
 import type { DType } from "../src/memory/dtype.js";
 import { loadModel } from "../src/model/model.js";
 import { PRESETS } from "../src/model/presets.js";
-import { randomWeights, syntheticVocab, writeGgufModel } from "../src/model/synthetic.js";
+import { referenceModelFile } from "./models.js";
 import { KvslimServer } from "../src/server/server.js";
 
 interface Args {
@@ -44,18 +43,6 @@ function parseArgs(argv: string[]): Args {
     else throw new Error(`unknown flag ${flag}; flags: --streams --threads --prompt --tokens --dtype --memory NMiB`);
   }
   return a;
-}
-
-function modelFile(dtype: DType): string {
-  const dir = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "..", "bench", ".models");
-  fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `reference-${dtype}.gguf`);
-  if (!fs.existsSync(file)) {
-    const config = PRESETS.reference();
-    process.stderr.write(`writing ${file} …\n`);
-    writeGgufModel(file, config, randomWeights(config, { seed: 1 }), syntheticVocab(config.vocabSize, 1), dtype);
-  }
-  return file;
 }
 
 /** The prompt of stream i: P token ids (distinct per stream, no specials). */
@@ -154,7 +141,7 @@ async function capacity(dir: string, kvDtype: KvDType, bytes: number, positions:
 
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
-  const file = modelFile(a.dtype);
+  const file = referenceModelFile(a.dtype);
   console.log(
     `reference model (97M, llama MHA, ${a.dtype}), ${a.threads} thread(s); each stream: ${a.prompt}-token prompt, ${a.tokens} tokens generated greedily`,
   );
