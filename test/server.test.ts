@@ -231,6 +231,24 @@ describe("kvslim serve with the openai client", () => {
     session.dispose();
   });
 
+  test("completions logprobs (legacy shape): tokens join to the text, offsets count characters, each top entry holds the token", async () => {
+    const reply = await s.client.completions.create({
+      model: "kvslim-tiny",
+      prompt: "a domesticated animal",
+      max_tokens: 6,
+      temperature: 0,
+      logprobs: 2,
+    });
+    const lp = reply.choices[0].logprobs!;
+    expect(lp.tokens!.join("")).toBe(reply.choices[0].text);
+    expect(lp.token_logprobs).toHaveLength(6);
+    for (const [i, t] of lp.tokens!.entries()) {
+      expect(lp.text_offset![i]).toBe(lp.tokens!.slice(0, i).join("").length);
+      expect(lp.top_logprobs![i][t]).toBe(lp.token_logprobs![i]);
+      expect(lp.token_logprobs![i]).toBeLessThanOrEqual(0);
+    }
+  });
+
   test("8 concurrent streams (dense, SparQ 1/4, H2O 1/2, bf16 KV, different lengths) each get the text they get alone", async () => {
     const prompts = Array.from({ length: 8 }, (_, i) => [
       {
