@@ -30,7 +30,7 @@ interface ServeFlags extends AttentionFlags {
   kvMemory?: number;
   context?: number;
   maxTokens?: number;
-  maxBody: number;
+  maxBody?: number;
   apiKey?: string;
   apiKeyFile?: string;
   corsOrigin?: string;
@@ -76,7 +76,7 @@ export function registerServe(program: Command): void {
       "largest max_tokens a request may ask for, and the default (default: the context)",
       intOption("--max-tokens", 1),
     )
-    .option("--max-body <size>", "largest request body", bytesOption("--max-body", 1 << 30), 4 << 20)
+    .option("--max-body <size>", "largest request body (default: 4MiB)", bytesOption("--max-body", 1 << 30))
     .option("--api-key <key>", "require Authorization: Bearer <key> (not on /health)")
     .option("--api-key-file <path>", "read the keys from a file, one per line", pathOption("--api-key-file"))
     .option("--cors-origin <origin>", "allow browsers from this origin (* for any); off by default")
@@ -106,7 +106,7 @@ export function registerServe(program: Command): void {
       modelId,
       apiKeys: keys,
       corsOrigin: flags.corsOrigin ?? null,
-      maxBodyBytes: flags.maxBody,
+      maxBodyBytes: flags.maxBody ?? 4 << 20,
       maxTokens: flags.maxTokens ?? Number.MAX_SAFE_INTEGER,
       parallel: flags.parallel,
       queue: flags.queue,
