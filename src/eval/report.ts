@@ -60,7 +60,7 @@ export async function writeReport(dir: string): Promise<string> {
         );
       }
       const skipped = [...new Set(taskCells.flatMap((r) => r.skipped))];
-      if (skipped.length > 0) lines.push("", `Skipped: ${skipped.join("; ")}.`);
+      if (skipped.length > 0) lines.push("", `Fitted to the model: ${skipped.join("; ")}.`);
       if (task === "needle") {
         const heatmap = `${prefix}needle-heatmap.svg`;
         fs.writeFileSync(path.join(plots, heatmap), await needleHeatmapSvg(taskCells));
