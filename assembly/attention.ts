@@ -170,37 +170,23 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
 
 /**
  * The 4 dots of rows w0..w3 (n elements T) with x (n f32), as one f32x4: the order of matvec.ts's
- * dotRows4F32 (8 elements per step in two accumulators, one 4-element chunk, hsum4, scalar tail),
+ * dotRows4F32 (8 elements per step into one accumulator, lo + hi products added first, hsum4, scalar tail),
  * so for T = f32 it is dotRows4F32 bit for bit and for bf16 it equals it on the decoded values.
  */
 // @ts-ignore: decorator
 @inline export function dotRows4<T>(x: usize, w0: usize, w1: usize, w2: usize, w3: usize, n: usize): v128 {
   const size = sizeof<T>();
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
     const xl = v128.load(x + (i << 2)), xh = v128.load(x + (i << 2), 16);
     const o = i * size, oh = o + 4 * size;
-    a0 = f32x4.add(a0, f32x4.mul(load4AsF32<T>(w0 + o), xl));
-    b0 = f32x4.add(b0, f32x4.mul(load4AsF32<T>(w0 + oh), xh));
-    a1 = f32x4.add(a1, f32x4.mul(load4AsF32<T>(w1 + o), xl));
-    b1 = f32x4.add(b1, f32x4.mul(load4AsF32<T>(w1 + oh), xh));
-    a2 = f32x4.add(a2, f32x4.mul(load4AsF32<T>(w2 + o), xl));
-    b2 = f32x4.add(b2, f32x4.mul(load4AsF32<T>(w2 + oh), xh));
-    a3 = f32x4.add(a3, f32x4.mul(load4AsF32<T>(w3 + o), xl));
-    b3 = f32x4.add(b3, f32x4.mul(load4AsF32<T>(w3 + oh), xh));
+    a0 = f32x4.add(a0, f32x4.add(f32x4.mul(load4AsF32<T>(w0 + o), xl), f32x4.mul(load4AsF32<T>(w0 + oh), xh)));
+    a1 = f32x4.add(a1, f32x4.add(f32x4.mul(load4AsF32<T>(w1 + o), xl), f32x4.mul(load4AsF32<T>(w1 + oh), xh)));
+    a2 = f32x4.add(a2, f32x4.add(f32x4.mul(load4AsF32<T>(w2 + o), xl), f32x4.mul(load4AsF32<T>(w2 + oh), xh)));
+    a3 = f32x4.add(a3, f32x4.add(f32x4.mul(load4AsF32<T>(w3 + o), xl), f32x4.mul(load4AsF32<T>(w3 + oh), xh)));
   }
-  if (i + 4 <= n) {
-    const xl = v128.load(x + (i << 2));
-    const o = i * size;
-    a0 = f32x4.add(a0, f32x4.mul(load4AsF32<T>(w0 + o), xl));
-    a1 = f32x4.add(a1, f32x4.mul(load4AsF32<T>(w1 + o), xl));
-    a2 = f32x4.add(a2, f32x4.mul(load4AsF32<T>(w2 + o), xl));
-    a3 = f32x4.add(a3, f32x4.mul(load4AsF32<T>(w3 + o), xl));
-    i += 4;
-  }
-  let sums = hsum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
+  let sums = hsum4(a0, a1, a2, a3);
   if (i < n) {
     let t0: f32 = 0, t1: f32 = 0, t2: f32 = 0, t3: f32 = 0;
     for (; i < n; i++) {
@@ -220,17 +206,14 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
 // @ts-ignore: decorator
 @inline export function dotRow<T>(x: usize, w: usize, n: usize): f32 {
   const size = sizeof<T>();
-  let a = f32x4.splat(0), b = a;
+  let a = f32x4.splat(0);
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
-    a = f32x4.add(a, f32x4.mul(load4AsF32<T>(w + i * size), v128.load(x + (i << 2))));
-    b = f32x4.add(b, f32x4.mul(load4AsF32<T>(w + (i + 4) * size), v128.load(x + (i << 2), 16)));
+    const lo = f32x4.mul(load4AsF32<T>(w + i * size), v128.load(x + (i << 2)));
+    const hi = f32x4.mul(load4AsF32<T>(w + (i + 4) * size), v128.load(x + (i << 2), 16));
+    a = f32x4.add(a, f32x4.add(lo, hi));
   }
-  if (i + 4 <= n) {
-    a = f32x4.add(a, f32x4.mul(load4AsF32<T>(w + i * size), v128.load(x + (i << 2))));
-    i += 4;
-  }
-  let sum = hsum(f32x4.add(a, b));
+  let sum = hsum(a);
   if (i < n) {
     let t: f32 = 0;
     for (; i < n; i++) t += loadAsF32<T>(w + i * size) * load<f32>(x + (i << 2));
