@@ -4,7 +4,7 @@
  * a kill at any moment leaves a loadable checkpoint, and bad flags are named errors. Also the shipped
  * presets' sizes, which the CLA comparisons depend on.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, test } from "vitest";
@@ -14,6 +14,7 @@ import { currentCheckpoint, loadCheckpoint } from "../src/train/checkpoint.js";
 import { paramLayout } from "../src/train/params.js";
 import { TRAIN_PRESETS, type TrainPresetName } from "../src/train/presets.js";
 import { resumeRun, startRun, type TrainOptions } from "../src/train/trainer.js";
+import { spawnAsync } from "./helpers/cli.js";
 import { tempDir } from "./helpers/models.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -76,7 +77,7 @@ describe("a run", () => {
       expect(second).toBeGreaterThan(1); // 4 steps learn no copying
     }
     // kvslim info on the run (and on its current checkpoint): where it stands, and the log's evaluations.
-    const info = spawnSync(process.execPath, [CLI, "info", dir, "--json"], { encoding: "utf8" });
+    const info = await spawnAsync(process.execPath, [CLI, "info", dir, "--json"]);
     expect(info.status).toBe(0);
     const training = (JSON.parse(info.stdout) as { training: Record<string, unknown> }).training;
     expect(training).toMatchObject({
@@ -99,7 +100,7 @@ describe("a run", () => {
         copyLoss,
       })),
     );
-    const text = spawnSync(process.execPath, [CLI, "info", path.join(dir, "current")], { encoding: "utf8" }).stdout;
+    const text = (await spawnAsync(process.execPath, [CLI, "info", path.join(dir, "current")])).stdout;
     expect(text).toMatch(
       /^training +micro-cla2 seed 3: step 4 of 4, 512 of 512 tokens, 2 × 64 tokens a step, .* \(checkpoint ckpt-000004\)$/m,
     );
@@ -147,15 +148,15 @@ describe("a run", () => {
   });
 });
 
-describe("resume", () => {
+describe("resume", async () => {
   test("--max-time stops with a checkpoint; the resume reads the tokenizer from the checkpoint (the --tokenizer directory is gone), takes --eval-every (an evaluation every 3 steps, not 100) and on Ctrl-C stops with a checkpoint and exit code 130", async () => {
     const dir = path.join(tempDir(), "run");
     const tokenizer = path.join(tempDir(), "tok");
     fs.mkdirSync(tokenizer);
     for (const file of ["tokenizer.json", "tokenizer_config.json"])
       fs.copyFileSync(path.join(ROOT, "models/kvslim-tiny", file), path.join(tokenizer, file));
-    const cli = (args: string[]) => spawnSync(process.execPath, [CLI, "train", ...args], { encoding: "utf8" });
-    const first = cli([
+    const cli = (args: string[]) => spawnAsync(process.execPath, [CLI, "train", ...args]);
+    const first = await cli([
       "--preset",
       "micro-cla2",
       "--tokens",
@@ -294,7 +295,7 @@ describe("kill safety", () => {
       model.dispose();
     }
     if (loadCheckpoint(dir, paramLayout).ckpt.state.step < 400) {
-      const done = spawnSync(process.execPath, [CLI, "train", "--resume", dir, "--threads", "1"], { encoding: "utf8" });
+      const done = await spawnAsync(process.execPath, [CLI, "train", "--resume", dir, "--threads", "1"]);
       expect(done.status).toBe(0);
       expect(done.stderr).toMatch(/done: 400 steps/);
     }
@@ -309,34 +310,34 @@ describe("kill safety", () => {
   });
 });
 
-describe("bad input", () => {
-  const run = (args: string[]) => spawnSync(process.execPath, [CLI, "train", ...args], { encoding: "utf8" });
-  const expectNamedError = (r: ReturnType<typeof run>, pattern: RegExp) => {
+describe("bad input", async () => {
+  const run = (args: string[]) => spawnAsync(process.execPath, [CLI, "train", ...args]);
+  const expectNamedError = (r: Awaited<ReturnType<typeof run>>, pattern: RegExp) => {
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(pattern);
     expect(r.stderr).not.toMatch(/\n\s+at /);
   };
 
-  test("--resume of a directory without a run: named error", () => {
-    expectNamedError(run(["--resume", tempDir()]), /is not a kvslim training run/);
+  test("--resume of a directory without a run: named error", async () => {
+    expectNamedError(await run(["--resume", tempDir()]), /is not a kvslim training run/);
   });
-  test("--out into a non-empty directory: named error, nothing overwritten", () => {
+  test("--out into a non-empty directory: named error, nothing overwritten", async () => {
     const dir = tempDir();
     fs.writeFileSync(path.join(dir, "keep.txt"), "mine");
     expectNamedError(
-      run(["--preset", "micro-cla2", "--tokens", "1k", "--out", dir]),
+      await run(["--preset", "micro-cla2", "--tokens", "1k", "--out", dir]),
       /already exists and is not empty/,
     );
     expect(fs.readdirSync(dir)).toEqual(["keep.txt"]);
   });
-  test("--batch or --seq-len too large for one WebAssembly memory: OutOfMemoryError (exit 1) naming both flags, at once, before any directory or data", () => {
+  test("--batch or --seq-len too large for one WebAssembly memory: OutOfMemoryError (exit 1) naming both flags, at once, before any directory or data", async () => {
     const parent = tempDir();
     for (const flags of [
       ["--batch", "3000"],
       ["--seq-len", "100000"],
     ]) {
       const start = performance.now();
-      const r = run(["--preset", "tiny-mqa", "--tokens", "1M", "--out", path.join(parent, "run"), ...flags]);
+      const r = await run(["--preset", "tiny-mqa", "--tokens", "1M", "--out", path.join(parent, "run"), ...flags]);
       expect(r.status).toBe(1);
       expect(r.stderr.trim().split("\n")).toHaveLength(1);
       expect(r.stderr).toMatch(
@@ -346,14 +347,14 @@ describe("bad input", () => {
       expect(fs.readdirSync(parent)).toEqual([]);
     }
   });
-  test("a run that fails before its first checkpoint (a corpus shorter than one window) leaves no directory behind, or an --out that was empty empty again: a retry is not refused", () => {
+  test("a run that fails before its first checkpoint (a corpus shorter than one window) leaves no directory behind, or an --out that was empty empty again: a retry is not refused", async () => {
     const parent = tempDir();
     const fresh = path.join(parent, "new");
     const empty = path.join(parent, "empty");
     fs.mkdirSync(empty);
     // Without --tokenizer the run first writes a tokenizer into its directory, then finds the data too short.
     for (const out of [fresh, empty]) {
-      const r = run([
+      const r = await run([
         "--preset",
         "micro-cla2",
         "--tokens",
@@ -373,9 +374,9 @@ describe("bad input", () => {
     expect(fs.readdirSync(parent)).toEqual(["empty"]);
     expect(fs.readdirSync(empty)).toEqual([]);
   });
-  test("--retrieval-share is recorded; --resume with it, or after the training data changed (stream digest differs): named errors, the run untouched", () => {
+  test("--retrieval-share is recorded; --resume with it, or after the training data changed (stream digest differs): named errors, the run untouched", async () => {
     const dir = path.join(tempDir(), "run");
-    const first = run([
+    const first = await run([
       "--preset",
       "micro-cla2",
       "--tokens",
@@ -400,20 +401,20 @@ describe("bad input", () => {
     expect(state.streamDigest).toMatch(/^[0-9a-f]{8}$/);
     expect(state.options.data).toEqual({ retrievalShare: 0.6, minChars: 19, maxChars: 75 }); // lengths: retrievalLengths(32)
     expectNamedError(
-      run(["--resume", dir, "--retrieval-share", "0.5"]),
+      await run(["--resume", dir, "--retrieval-share", "0.5"]),
       /--resume continues a run as it was set up, so it cannot take --retrieval-share/,
     );
     fs.writeFileSync(stateFile, JSON.stringify({ ...state, streamDigest: "00000000" }));
     const before = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8");
     expectNamedError(
-      run(["--resume", dir, "--tokens", "1280"]),
+      await run(["--resume", dir, "--tokens", "1280"]),
       /training data changed since the run started \(token stream digest 00000000 in the checkpoint, [0-9a-f]{8} now/,
     );
     expect(fs.readFileSync(path.join(dir, "log.jsonl"), "utf8")).toBe(before);
   });
-  test("--resume with the flags that set a run up, with --tokens below the run's total, or of a finished run without a larger --tokens: named errors, the run untouched; a larger --tokens extends it", () => {
+  test("--resume with the flags that set a run up, with --tokens below the run's total, or of a finished run without a larger --tokens: named errors, the run untouched; a larger --tokens extends it", async () => {
     const dir = path.join(tempDir(), "run");
-    const first = run([
+    const first = await run([
       "--preset",
       "micro-cla2",
       "--tokens",
@@ -428,32 +429,32 @@ describe("bad input", () => {
     expect(first.status, first.stderr).toBe(0);
     const before = fs.readFileSync(path.join(dir, "log.jsonl"), "utf8");
     expectNamedError(
-      run(["--resume", dir, "--seed", "2", "--batch", "4", "--lr", "1e-3", "--tokenizer", dir, "--tokens", "2k"]),
+      await run(["--resume", dir, "--seed", "2", "--batch", "4", "--lr", "1e-3", "--tokenizer", dir, "--tokens", "2k"]),
       /cannot take --seed, --batch, --lr, --tokenizer; it may change --tokens \(a larger total\), --threads, --max-time, --eval-every and --checkpoint-every/,
     );
     expectNamedError(
-      run(["--resume", dir, "--warmup", "0.1", "--seq-len", "16", "--eval-batches", "1"]),
+      await run(["--resume", dir, "--warmup", "0.1", "--seq-len", "16", "--eval-batches", "1"]),
       /cannot take --seq-len, --warmup, --eval-batches;/,
     );
     expectNamedError(
-      run(["--resume", dir]),
+      await run(["--resume", dir]),
       /is finished: 640 tokens \(step 10\) of 640; to train it further, give a larger total with --tokens/,
     );
-    expectNamedError(run(["--resume", dir, "--tokens", "640"]), /is finished: 640 tokens \(step 10\) of 640;/);
+    expectNamedError(await run(["--resume", dir, "--tokens", "640"]), /is finished: 640 tokens \(step 10\) of 640;/);
     expectNamedError(
-      run(["--resume", dir, "--tokens", "320"]),
+      await run(["--resume", dir, "--tokens", "320"]),
       /--tokens 320 is less than the 640 tokens .* was set up for \(it has trained 640 tokens \(step 10\)\); a resume can only make a run longer/,
     );
     expect(fs.readFileSync(path.join(dir, "log.jsonl"), "utf8")).toBe(before);
     expect(currentCheckpoint(dir)).toBe("ckpt-000010");
-    const longer = run(["--resume", dir, "--tokens", "1280", "--threads", "1"]);
+    const longer = await run(["--resume", dir, "--tokens", "1280", "--threads", "1"]);
     expect(longer.status, longer.stderr).toBe(0);
     expect(longer.stderr).toMatch(/done: 20 steps/);
   });
 
-  test("a damaged checkpoint (no training.safetensors, a truncated one, unreadable state.json, `current` pointing nowhere): named errors from resume", () => {
+  test("a damaged checkpoint (no training.safetensors, a truncated one, unreadable state.json, `current` pointing nowhere): named errors from resume", async () => {
     const dir = path.join(tempDir(), "run");
-    const first = run([
+    const first = await run([
       "--preset",
       "micro-cla2",
       "--tokens",
@@ -472,27 +473,27 @@ describe("bad input", () => {
     const resume = () => run(["--resume", dir, "--tokens", "640", "--threads", "1"]);
     fs.rmSync(training);
     expectNamedError(
-      resume(),
+      await resume(),
       /FormatError: .*ckpt-000005: the checkpoint has no training\.safetensors \(it was changed by hand\)/,
     );
     fs.writeFileSync(training, bytes.subarray(0, bytes.length - 100));
-    expectNamedError(resume(), /FormatError: .*training\.safetensors: .*truncated/);
+    expectNamedError(await resume(), /FormatError: .*training\.safetensors: .*truncated/);
     fs.writeFileSync(training, bytes);
     const state = fs.readFileSync(path.join(ckpt, "state.json"), "utf8");
     fs.writeFileSync(path.join(ckpt, "state.json"), state.slice(0, 40));
-    expectNamedError(resume(), /FormatError: .*state\.json: not a readable training state/);
+    expectNamedError(await resume(), /FormatError: .*state\.json: not a readable training state/);
     fs.writeFileSync(path.join(ckpt, "state.json"), state);
     fs.renameSync(path.join(dir, "ckpt-000005"), path.join(dir, "elsewhere"));
-    expectNamedError(resume(), /FormatError: .*"current" points at ckpt-000005, which does not exist/);
+    expectNamedError(await resume(), /FormatError: .*"current" points at ckpt-000005, which does not exist/);
     fs.renameSync(path.join(dir, "elsewhere"), path.join(dir, "ckpt-000005"));
-    const fixed = resume();
+    const fixed = await resume();
     expect(fixed.status, fixed.stderr).toBe(0); // restored, it continues
     expect(fixed.stderr).toMatch(/done: 10 steps/);
   });
 
-  test('state.json with values of the wrong type or range (null, no config, step "one", config.kvSource "x", config.nLayers 1e9, empty samplerState, options null): one FormatError line naming the key, from info and from resume', () => {
+  test('state.json with values of the wrong type or range (null, no config, step "one", config.kvSource "x", config.nLayers 1e9, empty samplerState, options null): one FormatError line naming the key, from info and from resume', async () => {
     const dir = path.join(tempDir(), "run");
-    const first = run([
+    const first = await run([
       "--preset",
       "micro-cla2",
       "--tokens",
@@ -526,8 +527,8 @@ describe("bad input", () => {
     for (const [state, message] of cases) {
       fs.writeFileSync(file, JSON.stringify(state));
       for (const r of [
-        spawnSync(process.execPath, [CLI, "info", dir], { encoding: "utf8" }),
-        run(["--resume", dir, "--tokens", "640", "--threads", "1"]),
+        await spawnAsync(process.execPath, [CLI, "info", dir]),
+        await run(["--resume", dir, "--tokens", "640", "--threads", "1"]),
       ]) {
         expectNamedError(r, message);
         expect(r.stderr.trim().split("\n"), r.stderr).toHaveLength(1);
@@ -536,18 +537,27 @@ describe("bad input", () => {
     }
   });
 
-  test("unknown preset, bad --tokens, missing --out, bad --retrieval-share: named errors", () => {
+  test("unknown preset, bad --tokens, missing --out, bad --retrieval-share: named errors", async () => {
     expectNamedError(
-      run(["--preset", "huge", "--tokens", "1k", "--out", path.join(tempDir(), "x")]),
+      await run(["--preset", "huge", "--tokens", "1k", "--out", path.join(tempDir(), "x")]),
       /unknown preset "huge"/,
     );
     expectNamedError(
-      run(["--preset", "micro-cla2", "--tokens", "lots", "--out", path.join(tempDir(), "x")]),
+      await run(["--preset", "micro-cla2", "--tokens", "lots", "--out", path.join(tempDir(), "x")]),
       /--tokens expects a count/,
     );
-    expectNamedError(run(["--preset", "micro-cla2", "--tokens", "1k"]), /needs --preset, --tokens and --out/);
+    expectNamedError(await run(["--preset", "micro-cla2", "--tokens", "1k"]), /needs --preset, --tokens and --out/);
     expectNamedError(
-      run(["--preset", "micro-cla2", "--tokens", "1k", "--out", path.join(tempDir(), "x"), "--retrieval-share", "1"]),
+      await run([
+        "--preset",
+        "micro-cla2",
+        "--tokens",
+        "1k",
+        "--out",
+        path.join(tempDir(), "x"),
+        "--retrieval-share",
+        "1",
+      ]),
       /--retrieval-share expects a number in \[0, 1\), got "1"/,
     );
   });

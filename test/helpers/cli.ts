@@ -2,6 +2,7 @@
  * Running the CLI in process for tests, with its stdout and stderr captured, and the check every bad-input
  * test makes: the exit code, one line naming the error class, no stack trace.
  */
+import { spawn } from "node:child_process";
 import { expect } from "vitest";
 import { main } from "../../src/cli/main.js";
 
@@ -33,4 +34,23 @@ export function expectFailure(
   expect(r.err).toContain(name);
   expect(r.err).not.toMatch(/\n\s+at /);
   for (const m of mentions) expect(r.err).toMatch(m);
+}
+
+/**
+ * A command run as a child process, awaited: what spawnSync returns (status, stdout, stderr) without blocking
+ * the test worker's event loop (a long spawnSync starves vitest's messages to its main process).
+ */
+export function spawnAsync(
+  command: string,
+  args: string[],
+): Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (status, signal) => resolve({ status, signal, stdout, stderr }));
+  });
 }
