@@ -10,6 +10,7 @@ import type { KvDType } from "../src/kvcache/cache.js";
 import type { DType } from "../src/memory/dtype.js";
 import { loadModel, type Model } from "../src/model/model.js";
 import type { Session } from "../src/model/session.js";
+import { argmax } from "../src/model/sampler.js";
 import { llamaConfig } from "../src/model/synthetic.js";
 import { SHAPES, randomTokens, tempDir, writeTestGguf } from "./helpers/models.js";
 
@@ -48,12 +49,6 @@ function prefill(model: Model): { sessions: Session[]; next: number[] } {
   );
   const next = sessions.map((session, i) => argmax(session.evaluate(randomTokens(SESSIONS[i].prompt, 512, 11 + i))));
   return { sessions, next };
-}
-
-function argmax(logits: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-  return best;
 }
 
 describe("decodeBatch == each session alone (bit-exact logits at every step)", () => {

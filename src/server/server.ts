@@ -326,7 +326,7 @@ export class KvslimServer {
           text: (text, logprob) => reply.text(text, logprob),
           end: (result) => {
             reply.end(result);
-            this.metrics.requests.inc({ endpoint: path(r), status: 200 });
+            this.metrics.requests.inc({ endpoint: endpointPath(r), status: 200 });
             resolve();
           },
           error: (e) => {
@@ -340,7 +340,7 @@ export class KvslimServer {
       res.on("close", () => {
         if (!res.writableFinished) {
           engine.cancel(job);
-          this.metrics.requests.inc({ endpoint: path(r), status: 499 });
+          this.metrics.requests.inc({ endpoint: endpointPath(r), status: 499 });
           resolve();
         }
       });
@@ -368,7 +368,7 @@ function digest(key: string): Buffer {
   return crypto.createHash("sha256").update(key).digest();
 }
 
-function path(r: GenerationRequest): string {
+function endpointPath(r: GenerationRequest): string {
   return r.endpoint === "chat" ? "/v1/chat/completions" : "/v1/completions";
 }
 
