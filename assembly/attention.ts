@@ -12,6 +12,7 @@
 import { dotRows4F32, dotF32 } from "./matvec";
 import { expF32x4, expF32 } from "./exp";
 import { hsum, hsum4, loadAsF32, load4AsF32 } from "./convert";
+import { dot8Acc } from "./simd";
 
 /**
  * Dense attention: scores (S) = K (S, Hd) @ q (Hd) * scale; p = softmax(scores);
@@ -170,7 +171,7 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
 
 /**
  * The 4 dots of rows w0..w3 (n elements T) with x (n f32), as one f32x4: the order of matvec.ts's
- * dotRows4F32 (8 elements per step into one accumulator, lo + hi products added first, hsum4, scalar tail),
+ * dotRows4F32 (8 elements per step into one accumulator with simd.ts's dot8Acc, hsum4, scalar tail),
  * so for T = f32 it is dotRows4F32 bit for bit and for bf16 it equals it on the decoded values.
  */
 // @ts-ignore: decorator
@@ -181,10 +182,10 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
   for (; i + 8 <= n; i += 8) {
     const xl = v128.load(x + (i << 2)), xh = v128.load(x + (i << 2), 16);
     const o = i * size, oh = o + 4 * size;
-    a0 = f32x4.add(a0, f32x4.add(f32x4.mul(load4AsF32<T>(w0 + o), xl), f32x4.mul(load4AsF32<T>(w0 + oh), xh)));
-    a1 = f32x4.add(a1, f32x4.add(f32x4.mul(load4AsF32<T>(w1 + o), xl), f32x4.mul(load4AsF32<T>(w1 + oh), xh)));
-    a2 = f32x4.add(a2, f32x4.add(f32x4.mul(load4AsF32<T>(w2 + o), xl), f32x4.mul(load4AsF32<T>(w2 + oh), xh)));
-    a3 = f32x4.add(a3, f32x4.add(f32x4.mul(load4AsF32<T>(w3 + o), xl), f32x4.mul(load4AsF32<T>(w3 + oh), xh)));
+    a0 = dot8Acc(a0, load4AsF32<T>(w0 + o), xl, load4AsF32<T>(w0 + oh), xh);
+    a1 = dot8Acc(a1, load4AsF32<T>(w1 + o), xl, load4AsF32<T>(w1 + oh), xh);
+    a2 = dot8Acc(a2, load4AsF32<T>(w2 + o), xl, load4AsF32<T>(w2 + oh), xh);
+    a3 = dot8Acc(a3, load4AsF32<T>(w3 + o), xl, load4AsF32<T>(w3 + oh), xh);
   }
   let sums = hsum4(a0, a1, a2, a3);
   if (i < n) {
@@ -209,9 +210,7 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
   let a = f32x4.splat(0);
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
-    const lo = f32x4.mul(load4AsF32<T>(w + i * size), v128.load(x + (i << 2)));
-    const hi = f32x4.mul(load4AsF32<T>(w + (i + 4) * size), v128.load(x + (i << 2), 16));
-    a = f32x4.add(a, f32x4.add(lo, hi));
+    a = dot8Acc(a, load4AsF32<T>(w + i * size), v128.load(x + (i << 2)), load4AsF32<T>(w + (i + 4) * size), v128.load(x + (i << 2), 16));
   }
   let sum = hsum(a);
   if (i < n) {

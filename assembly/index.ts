@@ -8,7 +8,7 @@ export { roundF16, roundBf16, getRowF32, getRowF16, getRowBf16, rmsnorm, ropeInt
 export { packBf16, storeColumnF32, storeColumnBf16 } from "./elementwise";
 export { attendF32, softmaxF32, expSumF32, attentionF32, attentionBf16, attendRowsF32, attendRowsBf16 } from "./attention";
 export { attentionCausalF32, attentionCausalBf16 } from "./attention-causal";
-export { sparqScoresF32, sparqScoresBf16, sparqScoresStridedF32, sparqScoresStridedBf16 } from "./sparq";
+export { sparqScoresF32, sparqScoresBf16, sparqScoresStridedF32, sparqScoresStridedBf16, sparqAlpha } from "./sparq";
 export { topK } from "./topk";
 // Training (f32): the backward kernels, the forwards that save what they need, the loss, the optimizer.
 export { matmulBackwardInput, matmulBackwardWeight } from "./train-matmul";
@@ -18,7 +18,7 @@ export { attentionForward, attentionBackwardPV, attentionBackwardQK } from "./tr
 export { crossEntropy } from "./train-loss";
 export { adamw, sumSquares, scale } from "./train-optimizer";
 // Not a kernel: exported so the tests can measure the SIMD exp's accuracy directly.
-export { expF32 } from "./exp";
+export { expF32, expApproxF32 } from "./exp";
 
 /**
  * The first byte past the module's static data. The loader checks it is below the arena's

@@ -10,6 +10,7 @@ import {
   bf16ToF32, f16ToF32, bf16LoToF32x4, bf16HiToF32x4, f16HiHalvesBiased, f16LoHalves, joinLo, joinHi,
   allNormal2, f16x4Exact, hsum4,
 } from "./convert";
+import { dot8Acc } from "./simd";
 import { matvecF32, matvecF16, matvecBf16, dotF32, dotF16, dotBf16 } from "./matvec";
 
 const F32 = 0;
@@ -58,17 +59,17 @@ const PANEL_BYTES: usize = 256 * 1024;
     }
     const o = k << 2;
     let xl = v128.load(x0 + o), xh = v128.load(x0 + o, 16);
-    c0a = f32x4.add(c0a, f32x4.add(f32x4.mul(waLo, xl), f32x4.mul(waHi, xh)));
-    c0b = f32x4.add(c0b, f32x4.add(f32x4.mul(wbLo, xl), f32x4.mul(wbHi, xh)));
+    c0a = dot8Acc(c0a, waLo, xl, waHi, xh);
+    c0b = dot8Acc(c0b, wbLo, xl, wbHi, xh);
     xl = v128.load(x1 + o); xh = v128.load(x1 + o, 16);
-    c1a = f32x4.add(c1a, f32x4.add(f32x4.mul(waLo, xl), f32x4.mul(waHi, xh)));
-    c1b = f32x4.add(c1b, f32x4.add(f32x4.mul(wbLo, xl), f32x4.mul(wbHi, xh)));
+    c1a = dot8Acc(c1a, waLo, xl, waHi, xh);
+    c1b = dot8Acc(c1b, wbLo, xl, wbHi, xh);
     xl = v128.load(x2 + o); xh = v128.load(x2 + o, 16);
-    c2a = f32x4.add(c2a, f32x4.add(f32x4.mul(waLo, xl), f32x4.mul(waHi, xh)));
-    c2b = f32x4.add(c2b, f32x4.add(f32x4.mul(wbLo, xl), f32x4.mul(wbHi, xh)));
+    c2a = dot8Acc(c2a, waLo, xl, waHi, xh);
+    c2b = dot8Acc(c2b, wbLo, xl, wbHi, xh);
     xl = v128.load(x3 + o); xh = v128.load(x3 + o, 16);
-    c3a = f32x4.add(c3a, f32x4.add(f32x4.mul(waLo, xl), f32x4.mul(waHi, xh)));
-    c3b = f32x4.add(c3b, f32x4.add(f32x4.mul(wbLo, xl), f32x4.mul(wbHi, xh)));
+    c3a = dot8Acc(c3a, waLo, xl, waHi, xh);
+    c3b = dot8Acc(c3b, wbLo, xl, wbHi, xh);
   }
   // [out[i][r], out[i][r+1], out[i+1][r], out[i+1][r+1]] and the same for rows i+2, i+3.
   let top = hsum4(c0a, c0b, c1a, c1b), bottom = hsum4(c2a, c2b, c3a, c3b);

@@ -11,6 +11,7 @@ import {
   TWO_POW_56, TWO_POW_M56, f16ToF32, bf16ToF32, bf16LoToF32x4, bf16HiToF32x4, f16HiHalves, f16LoHalves,
   joinLo, joinHi, allNormal, allNormal4, f16x4Exact, hsum, hsum4,
 } from "./convert";
+import { dot8Acc } from "./simd";
 
 // ---- f32 ----
 
@@ -23,10 +24,10 @@ import {
   for (; i + 8 <= n; i += 8) {
     const o = i << 2;
     const xl = v128.load(x + o), xh = v128.load(x + o, 16);
-    a0 = f32x4.add(a0, f32x4.add(f32x4.mul(v128.load(w0 + o), xl), f32x4.mul(v128.load(w0 + o, 16), xh)));
-    a1 = f32x4.add(a1, f32x4.add(f32x4.mul(v128.load(w1 + o), xl), f32x4.mul(v128.load(w1 + o, 16), xh)));
-    a2 = f32x4.add(a2, f32x4.add(f32x4.mul(v128.load(w2 + o), xl), f32x4.mul(v128.load(w2 + o, 16), xh)));
-    a3 = f32x4.add(a3, f32x4.add(f32x4.mul(v128.load(w3 + o), xl), f32x4.mul(v128.load(w3 + o, 16), xh)));
+    a0 = dot8Acc(a0, v128.load(w0 + o), xl, v128.load(w0 + o, 16), xh);
+    a1 = dot8Acc(a1, v128.load(w1 + o), xl, v128.load(w1 + o, 16), xh);
+    a2 = dot8Acc(a2, v128.load(w2 + o), xl, v128.load(w2 + o, 16), xh);
+    a3 = dot8Acc(a3, v128.load(w3 + o), xl, v128.load(w3 + o, 16), xh);
   }
   let sums = hsum4(a0, a1, a2, a3);
   if (i < n) {
@@ -50,7 +51,7 @@ export function dotF32(x: usize, w: usize, n: usize): f32 {
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
     const o = i << 2;
-    a = f32x4.add(a, f32x4.add(f32x4.mul(v128.load(w + o), v128.load(x + o)), f32x4.mul(v128.load(w + o, 16), v128.load(x + o, 16))));
+    a = dot8Acc(a, v128.load(w + o), v128.load(x + o), v128.load(w + o, 16), v128.load(x + o, 16));
   }
   let sum = hsum(a);
   if (i < n) {
@@ -83,13 +84,13 @@ export function matvecF32(out: usize, x: usize, w: usize, n: i32, d: i32): void 
     const xl = v128.load(x + (i << 2)), xh = v128.load(x + (i << 2), 16);
     const o = i << 1;
     let h = v128.load(w0 + o);
-    a0 = f32x4.add(a0, f32x4.add(f32x4.mul(bf16LoToF32x4(h), xl), f32x4.mul(bf16HiToF32x4(h), xh)));
+    a0 = dot8Acc(a0, bf16LoToF32x4(h), xl, bf16HiToF32x4(h), xh);
     h = v128.load(w1 + o);
-    a1 = f32x4.add(a1, f32x4.add(f32x4.mul(bf16LoToF32x4(h), xl), f32x4.mul(bf16HiToF32x4(h), xh)));
+    a1 = dot8Acc(a1, bf16LoToF32x4(h), xl, bf16HiToF32x4(h), xh);
     h = v128.load(w2 + o);
-    a2 = f32x4.add(a2, f32x4.add(f32x4.mul(bf16LoToF32x4(h), xl), f32x4.mul(bf16HiToF32x4(h), xh)));
+    a2 = dot8Acc(a2, bf16LoToF32x4(h), xl, bf16HiToF32x4(h), xh);
     h = v128.load(w3 + o);
-    a3 = f32x4.add(a3, f32x4.add(f32x4.mul(bf16LoToF32x4(h), xl), f32x4.mul(bf16HiToF32x4(h), xh)));
+    a3 = dot8Acc(a3, bf16LoToF32x4(h), xl, bf16HiToF32x4(h), xh);
   }
   let sums = hsum4(a0, a1, a2, a3);
   if (i < n) {
@@ -113,7 +114,7 @@ export function dotBf16(x: usize, w: usize, n: usize): f32 {
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
     const h = v128.load(w + (i << 1));
-    a = f32x4.add(a, f32x4.add(f32x4.mul(bf16LoToF32x4(h), v128.load(x + (i << 2))), f32x4.mul(bf16HiToF32x4(h), v128.load(x + (i << 2), 16))));
+    a = dot8Acc(a, bf16LoToF32x4(h), v128.load(x + (i << 2)), bf16HiToF32x4(h), v128.load(x + (i << 2), 16));
   }
   let sum = hsum(a);
   if (i < n) {
@@ -136,20 +137,24 @@ export function matvecBf16(out: usize, x: usize, w: usize, n: i32, d: i32): void
 
 // ---- f16 ----
 
-/** Σ of w (8 f16 at p, converted exactly) times x (8 f32 at x): the path for subnormals and ±0. */
-function dot8F16Exact(p: usize, x: usize): v128 {
-  const lo = f32x4.mul(f16x4Exact(v128.load16x4_u(p)), v128.load(x));
-  return f32x4.add(lo, f32x4.mul(f16x4Exact(v128.load16x4_u(p, 8)), v128.load(x, 16)));
+/**
+ * acc plus Σ of w (8 f16 at p, converted exactly) times x (8 f32 at x), scaled by 2^-56: the path
+ * for subnormals and ±0. w * 2^-56 is exact (the smallest f16 subnormal stays an f32 normal).
+ */
+function dot8F16Exact(acc: v128, p: usize, x: usize): v128 {
+  const unscale = f32x4.splat(TWO_POW_M56);
+  const lo = f32x4.mul(f16x4Exact(v128.load16x4_u(p)), unscale), hi = f32x4.mul(f16x4Exact(v128.load16x4_u(p, 8)), unscale);
+  return dot8Acc(acc, lo, v128.load(x), hi, v128.load(x, 16));
 }
 
 /**
- * Σ of w (8 f16 in h) times x * 2^112 (xl, xh): the fast path. Products are exactly w * x, the same
+ * acc plus Σ of w (8 f16 in h) times x * 2^112 (xl, xh): the fast path. Products are exactly w * x, the same
  * as dot8F16Exact's, so which path a block takes never changes the result.
  */
 // @ts-ignore: decorator
-@inline function dot8F16Fast(h: v128, xl: v128, xh: v128): v128 {
+@inline function dot8F16Fast(acc: v128, h: v128, xl: v128, xh: v128): v128 {
   const hi16 = f16HiHalves(h), lo16 = f16LoHalves(h);
-  return f32x4.add(f32x4.mul(joinLo(lo16, hi16), xl), f32x4.mul(joinHi(lo16, hi16), xh));
+  return dot8Acc(acc, joinLo(lo16, hi16), xl, joinHi(lo16, hi16), xh);
 }
 
 /** Scalar tail shared by the f16 dots: Σ_{i0 <= i < n} w[i] x[i], converting exactly. */
@@ -167,7 +172,7 @@ function dotTailF16(x: usize, w: usize, i0: usize, n: usize): f32 {
 // @ts-ignore: decorator
 @inline function dotRows4F16(x: usize, w0: usize, rowBytes: usize, n: usize): v128 {
   const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
-  const scale = f32x4.splat(TWO_POW_56), unscale = f32x4.splat(TWO_POW_M56);
+  const scale = f32x4.splat(TWO_POW_56);
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
@@ -175,15 +180,15 @@ function dotTailF16(x: usize, w: usize, i0: usize, n: usize): f32 {
     const h0 = v128.load(w0 + o), h1 = v128.load(w1 + o), h2 = v128.load(w2 + o), h3 = v128.load(w3 + o);
     if (allNormal4(h0, h1, h2, h3)) {
       const xl = f32x4.mul(v128.load(xo), scale), xh = f32x4.mul(v128.load(xo, 16), scale);
-      a0 = f32x4.add(a0, dot8F16Fast(h0, xl, xh));
-      a1 = f32x4.add(a1, dot8F16Fast(h1, xl, xh));
-      a2 = f32x4.add(a2, dot8F16Fast(h2, xl, xh));
-      a3 = f32x4.add(a3, dot8F16Fast(h3, xl, xh));
+      a0 = dot8F16Fast(a0, h0, xl, xh);
+      a1 = dot8F16Fast(a1, h1, xl, xh);
+      a2 = dot8F16Fast(a2, h2, xl, xh);
+      a3 = dot8F16Fast(a3, h3, xl, xh);
     } else {
-      a0 = f32x4.add(a0, f32x4.mul(dot8F16Exact(w0 + o, xo), unscale));
-      a1 = f32x4.add(a1, f32x4.mul(dot8F16Exact(w1 + o, xo), unscale));
-      a2 = f32x4.add(a2, f32x4.mul(dot8F16Exact(w2 + o, xo), unscale));
-      a3 = f32x4.add(a3, f32x4.mul(dot8F16Exact(w3 + o, xo), unscale));
+      a0 = dot8F16Exact(a0, w0 + o, xo);
+      a1 = dot8F16Exact(a1, w1 + o, xo);
+      a2 = dot8F16Exact(a2, w2 + o, xo);
+      a3 = dot8F16Exact(a3, w3 + o, xo);
     }
   }
   let sums = f32x4.mul(hsum4(a0, a1, a2, a3), f32x4.splat(TWO_POW_56));
@@ -197,15 +202,15 @@ function dotTailF16(x: usize, w: usize, i0: usize, n: usize): f32 {
 
 /** The dot of one f16 row w (n) with x (n), in the same order as dotRows4F16. */
 export function dotF16(x: usize, w: usize, n: usize): f32 {
-  const scale = f32x4.splat(TWO_POW_56), unscale = f32x4.splat(TWO_POW_M56);
+  const scale = f32x4.splat(TWO_POW_56);
   let a = f32x4.splat(0);
   let i: usize = 0;
   for (; i + 8 <= n; i += 8) {
     const xo = x + (i << 2), h = v128.load(w + (i << 1));
     if (allNormal(h)) {
-      a = f32x4.add(a, dot8F16Fast(h, f32x4.mul(v128.load(xo), scale), f32x4.mul(v128.load(xo, 16), scale)));
+      a = dot8F16Fast(a, h, f32x4.mul(v128.load(xo), scale), f32x4.mul(v128.load(xo, 16), scale));
     } else {
-      a = f32x4.add(a, f32x4.mul(dot8F16Exact(w + (i << 1), xo), unscale));
+      a = dot8F16Exact(a, w + (i << 1), xo);
     }
   }
   let sum = hsum(a) * TWO_POW_56;

@@ -15,6 +15,8 @@
 //   S-major k (S, Hd): the cache's own rows, gathered 4 positions per vector with lane loads
 //     (sparqScoresStrided*: no second copy of K, but touches most cache lines of K).
 import { loadAsF32, load4AsF32 } from "./convert";
+import { expApproxF32x4 } from "./exp";
+import { rowMax } from "./attention";
 
 /**
  * sHat (g, S) from the d-major kT (Hd, ldk) f32, positions 0..S-1 of each row used; q (g, Hd);
@@ -137,4 +139,63 @@ export function sparqScoresStridedBf16(out: usize, q: usize, k: usize, idx: usiz
   v128.store(out, f32x4.mul(a1, scale4), 16);
   v128.store(out, f32x4.mul(a2, scale4), 32);
   v128.store(out, f32x4.mul(a3, scale4), 48);
+}
+
+/**
+ * SparQ's α per query head (step 6): alpha[h] = min(1, Σ_{j<n} e^(a[h][idx[j]] − m) / Σ_{s<S} e^(a[h][s] − m)),
+ * a (g, S) the approximate logits, m = max_s a[h][s], idx (n) i32 the selected positions; alpha (g) f32.
+ * The exps are expApproxF32x4's (relative error about 2e-7); sums run in f32x4 lanes over blocks of 64
+ * terms, and the blocks' sums add up in f64.
+ */
+export function sparqAlpha(alpha: usize, approx: usize, idx: usize, n: i32, S: i32, g: i32): void {
+  const end = <usize>S << 2, nSel = <usize>n;
+  for (let h: usize = 0; h < <usize>g; h++) {
+    const row = approx + h * end;
+    const m = rowMax(row, end), m4 = f32x4.splat(m);
+    // The normaliser over all S positions.
+    let total: f64 = 0;
+    const vectorEnd = end & ~15;
+    let o: usize = 0;
+    while (o < vectorEnd) {
+      const blockEnd = min(vectorEnd, o + 256);
+      let a = f32x4.splat(0), b = a;
+      for (; o + 32 <= blockEnd; o += 32) {
+        a = f32x4.add(a, expApproxF32x4(f32x4.sub(v128.load(row + o), m4)));
+        b = f32x4.add(b, expApproxF32x4(f32x4.sub(v128.load(row + o, 16), m4)));
+      }
+      if (o < blockEnd) {
+        a = f32x4.add(a, expApproxF32x4(f32x4.sub(v128.load(row + o), m4)));
+        o += 16;
+      }
+      total += lanesF64(f32x4.add(a, b));
+    }
+    for (; o < end; o += 4) total += <f64>f32x4.extract_lane(expApproxF32x4(f32x4.splat(load<f32>(row + o) - m)), 0);
+    // The selected positions' share, 4 gathered at a time.
+    let selected: f64 = 0;
+    let j: usize = 0;
+    while (j + 4 <= nSel) {
+      const blockEnd = min(nSel & ~3, j + 64);
+      let a = f32x4.splat(0);
+      for (; j < blockEnd; j += 4) {
+        const p = idx + (j << 2);
+        let v = v128.load32_zero(row + (<usize>load<i32>(p) << 2));
+        v = v128.load32_lane(row + (<usize>load<i32>(p, 4) << 2), v, 1);
+        v = v128.load32_lane(row + (<usize>load<i32>(p, 8) << 2), v, 2);
+        v = v128.load32_lane(row + (<usize>load<i32>(p, 12) << 2), v, 3);
+        a = f32x4.add(a, expApproxF32x4(f32x4.sub(v, m4)));
+      }
+      selected += lanesF64(a);
+    }
+    for (; j < nSel; j++) {
+      const v = load<f32>(row + (<usize>load<i32>(idx + (j << 2)) << 2));
+      selected += <f64>f32x4.extract_lane(expApproxF32x4(f32x4.splat(v - m)), 0);
+    }
+    store<f32>(alpha + (h << 2), <f32>min<f64>(1, selected / total));
+  }
+}
+
+/** The 4 lanes of an f32x4 summed in f64, in lane order. */
+// @ts-ignore: decorator
+@inline function lanesF64(a: v128): f64 {
+  return <f64>f32x4.extract_lane(a, 0) + <f64>f32x4.extract_lane(a, 1) + <f64>f32x4.extract_lane(a, 2) + <f64>f32x4.extract_lane(a, 3);
 }

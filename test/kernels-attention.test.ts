@@ -146,18 +146,45 @@ describe("attention", () => {
 });
 
 describe("softmax", () => {
-  test("expSumF32 wasm == reference: max exact, Σ e^(x − max) within rel 1e-6 of float64; x untouched", () => {
-    for (const n of [1, 3, 4, 17, 100, 1031, 16384]) {
-      const x = gaussian(makeRandom(n + 1), n, 4);
-      const max = Math.max(...x);
-      const sum = x.reduce((acc, v) => acc + Math.exp(v - max), 0);
-      for (const k of [wasm, ref]) {
-        putF32(K, x);
-        k.expSumF32(OUT_WASM, K, n);
-        const [m, s] = getF32(OUT_WASM, 2);
-        expect(m).toBe(Math.fround(max));
-        expect(Math.abs(s - sum) / sum).toBeLessThan(1e-6);
-        expect(getF32(K, n)).toEqual(Float32Array.from(x));
+  test("sparqAlpha wasm == reference == float64 per head (|err| ≤ 1e-6·α), clamped to 1; approx untouched", () => {
+    for (const [S, g] of [
+      [1, 1],
+      [3, 2],
+      [17, 1],
+      [100, 4],
+      [1031, 3],
+      [16384, 1],
+      [16391, 2],
+    ]) {
+      const random = makeRandom(S * 7 + g);
+      const x = gaussian(random, g * S, 4);
+      // A far-below entry (its exp is below e^-87) and selections of several sizes, in ascending order.
+      if (S > 5) x[2] = x[0] - 120;
+      for (const n of [...new Set([1, Math.ceil(S / 16), Math.ceil(S / 3), S])]) {
+        const idx = rowIndices(random, S, n, "ascending");
+        putI32(IDX, idx);
+        const expected = range(g).map((h) => {
+          const row = x.subarray(h * S, (h + 1) * S);
+          const max = row.reduce((a, b) => Math.max(a, b), -Infinity);
+          const e = (v: number) => Math.exp(Math.max(v - max, -87));
+          const total = row.reduce((acc, v) => acc + e(v), 0);
+          return Math.min(1, idx.reduce((acc, i) => acc + e(row[i]), 0) / total);
+        });
+        for (const [k, label] of [
+          [wasm, "wasm"],
+          [ref, "reference"],
+        ] as const) {
+          putF32(K, x);
+          k.sparqAlpha(OUT_WASM, K, IDX, n, S, g);
+          const alpha = getF32(OUT_WASM, g);
+          for (let h = 0; h < g; h++) {
+            expect(Math.abs(alpha[h] - expected[h]), `${label} S=${S} g=${g} n=${n} h=${h}`).toBeLessThanOrEqual(
+              1e-6 * expected[h],
+            );
+            expect(alpha[h]).toBeLessThanOrEqual(1);
+          }
+          expect(getF32(K, g * S)).toEqual(Float32Array.from(x));
+        }
       }
     }
   });

@@ -139,6 +139,9 @@ describe("sparqScores", () => {
   });
 });
 
+/** Whether topK's long-input path samples position i of n (it takes floor(j·n / 1024), j < 1024). */
+const isSampled = (i: number, n: number) => Math.floor((Math.ceil((i * 1024) / n) * n) / 1024) === i;
+
 /** Inputs for topK: gaussian, heavy ties among awkward values, all equal, sorted both ways, tiny spreads. */
 function topKInputs(n: number, seed: number): [string, Float32Array][] {
   const random = makeRandom(seed);
@@ -151,6 +154,10 @@ function topKInputs(n: number, seed: number): [string, Float32Array][] {
     ["descending", Float32Array.from(range(n), (i) => n / 2 - i)],
     // Values differing only in the low mantissa bits: the select needs all three digits.
     ["narrow", Float32Array.from({ length: n }, () => 1 + Math.floor(random() * 64) * 2 ** -23)],
+    // Against the long-input path's sample of 1024 evenly spaced keys: a sample that sees only the
+    // smallest values (its guess keeps everything), and one that sees only the largest (it keeps too few).
+    ["sample sees the smallest", Float32Array.from(range(n), (i) => (isSampled(i, n) ? -1 : random()))],
+    ["sample sees the largest", Float32Array.from(range(n), (i) => (isSampled(i, n) ? 2 + random() : random()))],
   ];
 }
 
@@ -161,11 +168,11 @@ describe("topK", () => {
   const SCRATCH_CANARY = 0x5a5a5a5a;
 
   test("topK wasm == reference == naive sort (exact), ascending indices, within 4·(n + 2048) bytes of scratch", () => {
-    for (const n of [1, 2, 3, 5, 17, 100, 1031, 4099, 131072]) {
+    for (const n of [1, 2, 3, 5, 17, 100, 1031, 4099, 16411, 131072]) {
       for (const [name, x] of topKInputs(n, n)) {
         putF32(Q, x);
         const order = naiveOrder(x);
-        for (const kk of n > 5000 ? [1, Math.ceil(n / 8), n] : kks(n)) {
+        for (const kk of n > 5000 ? [1, 1100, Math.ceil(n / 8), Math.floor(n / 4), n] : kks(n)) {
           const expected = naiveTopK(order, kk);
           const what = `${name} n=${n} kk=${kk}`;
           for (const [k, label] of [

@@ -6,7 +6,15 @@
  */
 import { describe, expect, test } from "vitest";
 import { createReferenceKernels } from "../src/kernels/reference.js";
-import { getKernelModule, loadWasmKernels, loadWasmKernelsSync } from "../src/kernels/wasm.js";
+import {
+  chooseKernelBuild,
+  getKernelModule,
+  kernelBuildOf,
+  loadWasmKernels,
+  loadWasmKernelsSync,
+  relaxedSimdSupported,
+} from "../src/kernels/wasm.js";
+import { UnsupportedError, UsageError } from "../src/errors.js";
 import type { Kernels } from "../src/kernels/kernels.js";
 import { Arena, type Ptr } from "../src/memory/arena.js";
 import { type DType, bytesFor, decode, encode, f32ToBf16, bf16ToF32, roundF16 } from "../src/memory/dtype.js";
@@ -84,6 +92,59 @@ test("loadWasmKernels gives a plain object of the module's exported functions, o
   expect(Object.keys(kernels).sort()).toEqual(Object.keys(ref).sort());
   // Each is the wasm export itself (native code), not a JavaScript wrapper.
   for (const fn of Object.values(kernels)) expect(String(fn)).toContain("[native code]");
+});
+
+describe("kernel builds", () => {
+  test("the tests run the build KVSLIM_KERNELS names (default: relaxed where the runtime validates it)", () => {
+    const forced = process.env.KVSLIM_KERNELS;
+    const expected =
+      forced === "portable" || forced === "relaxed" ? forced : relaxedSimdSupported() ? "relaxed" : "portable";
+    expect(chooseKernelBuild()).toBe(expected);
+    expect(kernelBuildOf(wasm)).toBe(expected);
+    expect(kernelBuildOf(ref)).toBeUndefined();
+  });
+
+  test("a bad KVSLIM_KERNELS is a UsageError naming the variable", () => {
+    const saved = process.env.KVSLIM_KERNELS;
+    process.env.KVSLIM_KERNELS = "fast";
+    try {
+      expect(() => chooseKernelBuild()).toThrow(UsageError);
+      expect(() => chooseKernelBuild()).toThrow(/KVSLIM_KERNELS must be one of portable, relaxed, got "fast"/);
+      expect(chooseKernelBuild("portable")).toBe("portable"); // an explicit choice wins over the variable
+    } finally {
+      if (saved === undefined) delete process.env.KVSLIM_KERNELS;
+      else process.env.KVSLIM_KERNELS = saved;
+    }
+  });
+
+  test("both builds load where relaxed SIMD validates; asking for relaxed elsewhere is an UnsupportedError", () => {
+    const portable = loadWasmKernelsSync(arena.memory, "portable");
+    expect(kernelBuildOf(portable)).toBe("portable");
+    if (relaxedSimdSupported()) {
+      expect(kernelBuildOf(loadWasmKernelsSync(arena.memory, "relaxed"))).toBe("relaxed");
+    } else {
+      expect(() => chooseKernelBuild("relaxed")).toThrow(UnsupportedError);
+    }
+  });
+
+  test.runIf(relaxedSimdSupported())(
+    "portable and relaxed f32 matmul agree within rounding (|err| ≤ 1e-6·√n·Σ|w·x|)",
+    () => {
+      const portable = loadWasmKernelsSync(arena.memory, "portable");
+      const relaxed = loadWasmKernelsSync(arena.memory, "relaxed");
+      for (const dtype of FLOAT_DTYPES) {
+        const n = 333,
+          d = 17,
+          t = 5;
+        const { w, x } = setupProduct(dtype, n, d, t, 42);
+        runMatmul(portable, dtype, OUT_WASM, n, d, t);
+        runMatmul(relaxed, dtype, OUT_REF, n, d, t);
+        const naive = naiveMatmul(x, w, n, d, t);
+        const bound = naive.magnitude.map((m) => m * dotBound(n));
+        expectWithin(getF32(OUT_WASM, t * d), getF32(OUT_REF, t * d), bound, `${dtype} portable vs relaxed`);
+      }
+    },
+  );
 });
 
 describe("matvec", () => {
@@ -451,6 +512,20 @@ describe("element-wise", () => {
     expect(expF32(-Infinity)).toBe(0);
     expect(expF32(0)).toBe(1);
     expect(expF32(NaN)).toBeNaN();
+  });
+
+  test("the approximate SIMD exp (SparQ's α) is within 2.5e-7 + 2⁻²³·|x| relative of float64 Math.exp on [-87, 0]", () => {
+    const exports = new WebAssembly.Instance(getKernelModule(), { env: { memory: arena.memory } }).exports;
+    const expApprox = exports.expApproxF32 as (x: number) => number;
+    let worst = 0;
+    for (let i = 0; i <= 200000; i++) {
+      const x = Math.fround(-87 * (i / 200000));
+      const exact = Math.exp(x);
+      worst = Math.max(worst, Math.abs(expApprox(x) - exact) / exact / (2.5e-7 + 2 ** -23 * Math.abs(x)));
+    }
+    expect(worst).toBeLessThanOrEqual(1);
+    expect(expApprox(0)).toBeCloseTo(1, 6);
+    expect(Math.abs(expApprox(-1000) / Math.exp(-87) - 1)).toBeLessThan(1e-5); // clamped, not 0
   });
 
   test("add wasm == reference bit for bit, also in place", () => {

@@ -93,7 +93,7 @@ export interface AttentionScratch {
   components: Ptr; // (Hd) i32: selected query components
   absQ: Ptr; // (Hd) f32: Σ over the group of |q|
   headScale: Ptr; // (g) f32: per-head multipliers
-  stats: Ptr; // (2) f32: a softmax's max and normaliser
+  alpha: Ptr; // (g) f32: SparQ's α per query head
   topK: Ptr; // topK kernel scratch: 4 (C + 2048) bytes
   /** Prefill rows one attentionCausal* call may take (what `causal` holds). */
   causalRows: number;
@@ -123,7 +123,7 @@ export function attentionScratchSizes(
     components: 4 * headDim,
     absQ: 4 * headDim,
     headScale: 4 * groupSize,
-    stats: 8,
+    alpha: 4 * groupSize,
     topK: 4 * (Math.max(maxRows, headDim) + 2048),
   };
 }

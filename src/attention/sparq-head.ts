@@ -10,9 +10,6 @@ export const SPARQ_DOUBLE = 2;
 export const SPARQ_BY_PROBABILITIES = 4;
 export const SPARQ_REALLOCATION = 8;
 
-/** α per query head of the group, reused across calls (each thread has its own module instance). */
-let alphaScratch = new Float64Array(8);
-
 /** What a thread runs kernels with: its own kernels instance over the shared memory, and views of it. */
 export interface KernelEnv {
   kernels: Kernels;
@@ -49,7 +46,7 @@ export function sparqHead(
   approx: number,
   rank: number,
   index: number,
-  stats: number,
+  alpha: number,
   scores: number,
 ): void {
   const { kernels: kern, f32, i32 } = env;
@@ -89,30 +86,35 @@ export function sparqHead(
   const byProbabilities = (flags & SPARQ_BY_PROBABILITIES) !== 0;
   const a4 = approx >> 2;
   if (byProbabilities) for (let h = 0; h < g; h++) kern.softmaxF32(approx + 4 * h * S, S);
-  const rank4 = rank >> 2;
-  f32.copyWithin(rank4, a4, a4 + S);
-  for (let h = 1; h < g; h++) kern.add(rank, rank, approx + 4 * h * S, S);
-  f32.fill(Infinity, rank4 + S - 1 - l, rank4 + S);
-  kern.topK(index, rank, S, k + 1, topK);
-
-  // Step 6: α = Σ ŝ over the selection, per query head, ŝ = softmax of the approximate logits: the
-  // normaliser needs all S exps, the numerator only the k + 1 selected (exps in float64 here).
+  // One head ranks by its own row; a group by the sum of its rows.
+  let ranking = approx;
+  if (g > 1) {
+    kern.add(rank, approx, approx + 4 * S, S);
+    for (let h = 2; h < g; h++) kern.add(rank, rank, approx + 4 * h * S, S);
+    ranking = rank;
+  }
+  // The forced positions are the last ones, so i2 = the top (k + 1 − forced) of the positions before
+  // them, then the forced ones: the same indices, ascending, as ranking them above everything.
+  const forced = Math.min(l + 1, S);
+  const free = S - forced;
+  const take = k + 1 - forced;
+  if (take > 0) kern.topK(index, ranking, free, take, topK);
   const i2 = index >> 2;
-  const st = stats >> 2;
-  if (alphaScratch.length < g) alphaScratch = new Float64Array(g);
-  const alpha = alphaScratch;
-  for (let h = 0; h < g; h++) {
-    const row = a4 + h * S;
-    let a = 0;
-    if (byProbabilities) {
+  const first = Math.max(0, take);
+  for (let j = first; j <= k; j++) i32[i2 + j] = free + j - first;
+
+  // Step 6: α = Σ ŝ over the selection, per query head, ŝ = softmax of the approximate logits (its
+  // normaliser needs all S exps, the numerator only the k + 1 selected).
+  const al = alpha >> 2;
+  if (byProbabilities) {
+    for (let h = 0; h < g; h++) {
+      const row = a4 + h * S;
+      let a = 0;
       for (let j = 0; j <= k; j++) a += f32[row + i32[i2 + j]];
-    } else {
-      kern.expSumF32(stats, approx + 4 * h * S, S);
-      const max = f32[st];
-      for (let j = 0; j <= k; j++) a += Math.exp(f32[row + i32[i2 + j]] - max);
-      a /= f32[st + 1];
+      f32[al + h] = Math.min(1, a);
     }
-    alpha[h] = Math.min(1, a);
+  } else {
+    kern.sparqAlpha(alpha, approx, index, k + 1, S, g);
   }
   // Step 7: exact attention over the k + 1 selected rows only.
   const attendRows = bf16 ? kern.attendRowsBf16 : kern.attendRowsF32;
@@ -122,7 +124,7 @@ export function sparqHead(
   if ((flags & SPARQ_REALLOCATION) !== 0) {
     const m = vMean >> 2;
     for (let h = 0; h < g; h++) {
-      const a = Math.fround(alpha[h]);
+      const a = f32[al + h];
       const rest = Math.fround(1 - a);
       const o = (out >> 2) + h * Hd;
       for (let i = 0; i < Hd; i++)

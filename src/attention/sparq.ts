@@ -124,7 +124,7 @@ export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMe
           sc.approx,
           sc.rank,
           sc.index,
-          sc.stats,
+          sc.alpha,
           sc.scores,
         );
       }

@@ -9,7 +9,7 @@ import * as path from "node:path";
 import type { Command } from "commander";
 import type { AttentionSpec } from "../attention/method.js";
 import { UsageError, formatBytes } from "../errors.js";
-import { kernelWasmPath } from "../kernels/wasm.js";
+import { packageRoot } from "../kernels/wasm.js";
 import { prefixMatch } from "../eval/metrics.js";
 import { attentionName } from "../model/config.js";
 import { loadModel, type Model } from "../model/model.js";
@@ -70,7 +70,7 @@ export function registerDemo(program: Command): void {
     .option(...threadsOption)
     .action(
       async (flags: { model?: string; prompts: number; chars: number; compression: number; threads?: number }) => {
-        const models = path.join(path.dirname(path.dirname(kernelWasmPath())), "models");
+        const models = path.join(packageRoot(), "models");
         const main = flags.model ?? path.join(models, DEFAULT_MODEL);
         if (!fs.existsSync(path.join(main, "config.json"))) {
           const given = flags.model === undefined ? "" : "--model: ";

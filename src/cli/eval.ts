@@ -13,7 +13,7 @@ import { RULER_TASKS } from "../eval/tasks/ruler.js";
 import { mergeResults } from "../eval/merge.js";
 import { TEXT_SOURCES, type TextSource } from "../eval/text.js";
 import { writeReport } from "../eval/report.js";
-import { kernelWasmPath } from "../kernels/wasm.js";
+import { packageRoot } from "../kernels/wasm.js";
 import { loadModel } from "../model/model.js";
 import { choiceOption, intOption, parseFloatIn, pathOption, seedOption, threadsOption } from "./options.js";
 
@@ -222,7 +222,7 @@ function formatDuration(seconds: number): string {
 }
 
 function version(): string {
-  const pkg = path.join(path.dirname(path.dirname(kernelWasmPath())), "package.json");
+  const pkg = path.join(packageRoot(), "package.json");
   try {
     return (JSON.parse(fs.readFileSync(pkg, "utf8")) as { version: string }).version;
   } catch {

@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import type { Command } from "commander";
 import { FormatError, UsageError, formatBytes } from "../errors.js";
-import { loadModel } from "../model/model.js";
+import { KERNEL_CHOICES, type KernelChoice, loadModel } from "../model/model.js";
 import { chatPrompt, type ChatMessage } from "../tokenizer/chat.js";
 import {
   addAttentionOptions,
@@ -29,7 +29,7 @@ interface GenerateFlags extends AttentionFlags {
   stop: string[];
   chat?: boolean;
   system?: string;
-  kernels: "wasm" | "reference";
+  kernels: KernelChoice;
   threads?: number;
 }
 
@@ -55,8 +55,8 @@ export function registerGenerate(program: Command): void {
     .option("--system <text>", "system message for --chat")
     .option(
       "--kernels <which>",
-      "wasm (default) or reference (slow, for checking)",
-      choiceOption("--kernels", ["wasm", "reference"]),
+      "wasm (default: relaxed SIMD where the runtime has it, else portable), portable, relaxed, or reference (slow, for checking)",
+      choiceOption("--kernels", KERNEL_CHOICES),
       "wasm",
     )
     .option(...threadsOption);

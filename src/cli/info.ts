@@ -11,6 +11,7 @@ import { DENSE_LAYOUT } from "../kvcache/cache.js";
 import { planMemory, resolveThreads } from "../model/model.js";
 import { openModelSource } from "../model/source.js";
 import { checkTensors } from "../model/weights.js";
+import { chooseKernelBuild, describeKernelBuild } from "../kernels/wasm.js";
 import { trainingRecord, type TrainingRecord } from "../train/checkpoint.js";
 import { isTrainPreset } from "../train/presets.js";
 import { runShape, type TrainOptions } from "../train/trainer.js";
@@ -85,6 +86,7 @@ export function registerInfo(program: Command): void {
         weightBytes: plan.weights,
         activationBytes: plan.runState,
         fit: { budget, tokens: fitTokens, sequences: Math.floor(fitTokens / context), context },
+        kernels: chooseKernelBuild(),
         ...(record === null ? {} : { training: trainingSummary(record) }),
       };
       if (opts.json) {
@@ -100,6 +102,7 @@ export function registerInfo(program: Command): void {
         `KV bytes      ${kvF32} B/token at f32 (kvslim's cache), ${kvBytesPerToken(c, 2)} B/token at 16-bit (the papers' unit)`,
         `fits in ${formatBytes(budget)}${opts.memory ? "" : " (the WebAssembly limit)"}: ${fitTokens.toLocaleString("en-US")} tokens of f32 KV = ${info.fit.sequences} sequences × ${context} tokens` +
           (forCache <= 0 ? " (the weights alone exceed the budget)" : ""),
+        `kernels       ${describeKernelBuild(info.kernels)}`,
       ];
       if (info.training !== undefined) lines.push(...trainingLines(info.training));
       process.stdout.write(lines.join("\n") + "\n");

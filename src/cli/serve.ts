@@ -7,7 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
 import { UsageError } from "../errors.js";
-import { kernelWasmPath } from "../kernels/wasm.js";
+import { packageRoot } from "../kernels/wasm.js";
 import { MAX_MEMORY } from "../memory/arena.js";
 import { loadModel } from "../model/model.js";
 import { KvslimServer } from "../server/server.js";
@@ -39,7 +39,7 @@ interface ServeFlags extends AttentionFlags {
 }
 
 /** The shipped default model, next to the package's build/ directory. */
-const defaultModel = () => path.join(path.dirname(path.dirname(kernelWasmPath())), "models", "kvslim-tiny");
+const defaultModel = () => path.join(packageRoot(), "models", "kvslim-tiny");
 
 export function registerServe(program: Command): void {
   const command = program

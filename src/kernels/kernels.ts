@@ -83,8 +83,6 @@ export interface Kernels extends TrainKernels {
    * -Infinity entries become 0; +Infinity, or every entry -Infinity, is unsupported.
    */
   softmaxF32(x: Ptr, n: number): void;
-  /** out (2) = [max x, Σ e^(x − max)] of x (n), summed as softmaxF32 sums; x is not written. */
-  expSumF32(out: Ptr, x: Ptr, n: number): void;
   /**
    * Dense attention of the g query heads sharing one KV head: for each head h,
    * scores[h] (S) = K (S, Hd) @ q[h] * scale; p[h] = softmax(scores[h]); out[h] (Hd) = p[h] @ V (S, Hd).
@@ -216,9 +214,18 @@ export interface Kernels extends TrainKernels {
   ): void;
 
   /**
+   * SparQ's α per query head: alpha[h] (g f32) = min(1, Σ_{j<n} e^(a[h][idx[j]] − m_h) / Σ_{s<S} e^(a[h][s] − m_h)),
+   * for the approximate logits a (g, S) f32, m_h = max_s a[h][s], and the n selected positions idx (n) i32.
+   * The exps are approximate (relative error about 2e-7; e^x below e^-87 counts as e^-87); sums in f32
+   * lanes over blocks of 64 terms, blocks added in f64. a is not written.
+   */
+  sparqAlpha(alpha: Ptr, approx: Ptr, idx: Ptr, n: number, S: number, g: number): void;
+
+  /**
    * outIdx (kk) i32 = the indices of the kk largest of x (n) f32, in ascending index order; 1 <= kk <= n.
    * Larger value first, ties to the lower index; values compare by their f32 bits mapped to order-
-   * preserving u32 keys (-0 < +0, +Infinity allowed; NaN unsupported). No sort: a radix select.
+   * preserving u32 keys (-0 < +0, +Infinity allowed; NaN unsupported). No sort: a radix select (for long x and
+   * kk ≤ n/4, on the keys above a threshold guessed from a sample).
    * scratch: 4 * (n + 2048) bytes, caller-provided (the kernel keeps no state between calls).
    */
   topK(outIdx: Ptr, x: Ptr, n: number, kk: number, scratch: Ptr): void;

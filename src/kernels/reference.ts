@@ -298,14 +298,6 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
     softmaxF32(x, n) {
       softmax(x, n);
     },
-    expSumF32(out, x, n) {
-      let max = -Infinity;
-      for (let s = 0; s < n; s++) max = Math.max(max, f32[x / 4 + s]);
-      let sum = 0;
-      for (let s = 0; s < n; s++) sum += f(Math.exp(f32[x / 4 + s] - max));
-      f32[out / 4] = max;
-      f32[out / 4 + 1] = sum;
-    },
     attentionF32(out, scores, q, k, v, S, Hd, g, scale) {
       attend(readF32, 4, out, scores, q, k, v, (s) => s, S, Hd, g, scale);
     },
@@ -338,6 +330,19 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
       sparqScores(readBf16, out, q, k, idx, scale, r, S, Hd, g, (i, s) => s * Hd + i);
     },
 
+    sparqAlpha(alpha, approx, idx, n, S, g) {
+      // float64 exps and sums (the kernel's exps are approximate: tests compare with a tolerance).
+      for (let h = 0; h < g; h++) {
+        const row = approx / 4 + h * S;
+        let max = -Infinity;
+        for (let s = 0; s < S; s++) max = Math.max(max, f32[row + s]);
+        let total = 0;
+        for (let s = 0; s < S; s++) total += Math.exp(Math.max(f32[row + s] - max, -87));
+        let selected = 0;
+        for (let j = 0; j < n; j++) selected += Math.exp(Math.max(f32[row + i32[idx / 4 + j]] - max, -87));
+        f32[alpha / 4 + h] = Math.min(1, selected / total);
+      }
+    },
     topK(outIdx, x, n, kk, scratch) {
       // The kk-th largest key T from a sorted copy of the keys (in scratch: 4n bytes), then the
       // kernel's emission rule: every key > T, and the first kk - #{key > T} keys == T.

@@ -13,7 +13,7 @@ import { createAttention, layoutFor, type AttentionMethod, type AttentionSpec } 
 import { UsageError, formatBytes } from "../errors.js";
 import type { Kernels } from "../kernels/kernels.js";
 import { createReferenceKernels } from "../kernels/reference.js";
-import { loadWasmKernels } from "../kernels/wasm.js";
+import { type KernelBuild, kernelBuildOf, loadWasmKernels } from "../kernels/wasm.js";
 import { KV_DTYPES, KvCache, type KvDType, type KvLayout } from "../kvcache/cache.js";
 import { Arena, allocSize } from "../memory/arena.js";
 import { Pool } from "../memory/pool.js";
@@ -27,6 +27,10 @@ import { openModelSource, type ModelSource } from "./source.js";
 import type { TensorSpec } from "./tensor-names.js";
 import { checkTensors, loadWeights, weightBytes, type Weights } from "./weights.js";
 
+/** The kernels a model may run on (LoadOptions.kernels). */
+export const KERNEL_CHOICES = ["wasm", "portable", "relaxed", "reference"] as const;
+export type KernelChoice = (typeof KERNEL_CHOICES)[number];
+
 export interface LoadOptions {
   /** Longest context a session may use. Default: the model's trained context, at most 4096. */
   contextSize?: number;
@@ -34,8 +38,13 @@ export interface LoadOptions {
   sessions?: number;
   /** The cache pool's size in bytes, instead of `sessions` caches of contextSize (a server's KV memory limit). */
   cacheBytes?: number;
-  /** "wasm" (default) or the plain-TypeScript reference kernels (slow; for checking). */
-  kernels?: "wasm" | "reference";
+  /**
+   * Which kernels run: "wasm" (default: the relaxed-SIMD build where the runtime has it, else the
+   * portable one; the KVSLIM_KERNELS environment variable can force either), "portable" or "relaxed"
+   * (that build, or an error if the runtime cannot run it), or "reference" (the plain-TypeScript
+   * twins: slow; for checking).
+   */
+  kernels?: KernelChoice;
   /** Default KV storage dtype of sessions ("f32" unless given); sizes the cache pool. */
   kvDtype?: KvDType;
   /** Default attention method of sessions (dense unless given); its cache layout sizes the pool. */
@@ -118,8 +127,15 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       ? `${source.name} with ${sessions} × ${contextSize}-token KV caches`
       : `${source.name} with ${formatBytes(options.cacheBytes)} of KV cache memory`,
   );
-  const kind = options.kernels ?? "wasm";
-  const kernels = kind === "reference" ? createReferenceKernels(arena.memory) : await loadWasmKernels(arena.memory);
+  const choice = options.kernels ?? "wasm";
+  if (!(KERNEL_CHOICES as readonly string[]).includes(choice)) {
+    throw new UsageError(`kernels must be one of ${KERNEL_CHOICES.join(", ")}, got ${JSON.stringify(choice)}`);
+  }
+  const kind = choice === "reference" ? "reference" : "wasm";
+  const kernels =
+    choice === "reference"
+      ? createReferenceKernels(arena.memory)
+      : await loadWasmKernels(arena.memory, choice === "wasm" ? undefined : choice);
   const weights = loadWeights(source, specs, arena);
   const state = createRunState(arena, source.config, Math.min(CHUNK, contextSize), contextSize, threads);
   const poolBase = arena.alloc(plan.cachePool);
@@ -175,6 +191,11 @@ export class Model {
     this.derived = derive(source.config);
     this.tokenizer = source.tokenizer;
     this.name = source.name;
+  }
+
+  /** The kernels this model runs: a WebAssembly build, or "reference" for the plain-TypeScript twins. */
+  get kernelBuild(): KernelBuild | "reference" {
+    return kernelBuildOf(this.kernels) ?? "reference";
   }
 
   createSession(options: SessionOptions = {}): Session {

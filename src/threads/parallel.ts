@@ -9,6 +9,7 @@
  */
 import type { KernelEnv } from "../attention/sparq-head.js";
 import type { Kernels } from "../kernels/kernels.js";
+import { kernelModuleOf } from "../kernels/wasm.js";
 import type { Ptr } from "../memory/arena.js";
 import { OPS, execute } from "./ops.js";
 import { kernelWorkers, releaseKernelWorkers, type KernelKind, type KernelPool } from "./pool.js";
@@ -67,10 +68,13 @@ export class Parallel {
     minSplitWork = MIN_SPLIT_WORK,
   ): Promise<Parallel> {
     if (threads <= 1) return new Parallel(1, envOf(kernels, memory), null, 0, minSplitWork);
+    const module = kind === "wasm" ? kernelModuleOf(kernels) : undefined;
+    if (kind === "wasm" && module === undefined)
+      throw new Error("Parallel.create: these kernels were not loaded by kernels/wasm.ts");
     const pool = await kernelWorkers(threads - 1);
     const id = pool.register();
     try {
-      pool.attach(id, memory, kind, threads - 1);
+      pool.attach(id, memory, kind, module, threads - 1);
     } catch (e) {
       releaseKernelWorkers(pool);
       throw e;

@@ -13,7 +13,6 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import { KvslimError } from "../errors.js";
-import { getKernelModule } from "../kernels/wasm.js";
 import {
   CMD,
   Command,
@@ -100,9 +99,14 @@ export class KernelPool {
     }
   }
 
-  /** Makes workers 0..n-1 hold kernels over `memory` (the id from register()); synchronous. */
-  attach(id: number, memory: WebAssembly.Memory, kind: KernelKind, n: number): void {
-    const module = kind === "wasm" ? getKernelModule() : undefined;
+  /** Makes workers 0..n-1 hold kernels over `memory` (the id from register()), from `module` if wasm; synchronous. */
+  attach(
+    id: number,
+    memory: WebAssembly.Memory,
+    kind: KernelKind,
+    module: WebAssembly.Module | undefined,
+    n: number,
+  ): void {
     const commands = this.workers.map((_, w) => {
       if (w >= n || this.attached[w].has(id)) return Command.Nop;
       this.ports[w].postMessage({ id, memory, kind, module });
