@@ -127,6 +127,18 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
   // Step 1: scores (g, n), each block of 4 K rows dotted with every head's q before the next block.
   const scale4 = f32x4.splat(scale);
   let s: usize = 0;
+  if (gathered) {
+    // Rows picked from all over the cache defeat the hardware prefetcher, and a computation that waits
+    // for each block's rows keeps only a few misses in flight. So first touch every line of the rows
+    // (K and V) in a loop of independent loads, which keeps many in flight; the steps below then find
+    // them in cache (k + 1 rows of K and V: at most a few hundred KiB per head).
+    let touched: u64 = 0;
+    for (let j: usize = 0; j < nRows; j++) {
+      const offset = <usize>load<i32>(idx + (j << 2)) * rowBytes;
+      for (let o: usize = 0; o < rowBytes; o += 64) touched ^= load<u64>(k + offset + o) ^ load<u64>(v + offset + o);
+    }
+    touchSink ^= touched;
+  }
   for (; s + 4 <= nRows; s += 4) {
     const k0 = k + rowOf(idx, s, gathered) * rowBytes, k1 = k + rowOf(idx, s + 1, gathered) * rowBytes;
     const k2 = k + rowOf(idx, s + 2, gathered) * rowBytes, k3 = k + rowOf(idx, s + 3, gathered) * rowBytes;
@@ -162,6 +174,9 @@ export function attendRowsBf16(out: usize, scores: usize, q: usize, k: usize, v:
     }
   }
 }
+
+/** Where attend's touches go, so the loads are kept (per instance: each thread has its own). */
+let touchSink: u64 = 0;
 
 /** The cache row of the s-th row attended: idx[s] (i32) when gathered, else s. */
 // @ts-ignore: decorator
