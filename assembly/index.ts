@@ -17,8 +17,10 @@ export { ropeInterleavedBackward, ropeHalvesBackward, swigluBackward, embeddingB
 export { attentionForward, attentionBackwardPV, attentionBackwardQK } from "./train-attention";
 export { crossEntropy } from "./train-loss";
 export { adamw, sumSquares, scale } from "./train-optimizer";
-// Not a kernel: exported so the tests can measure the SIMD exp's accuracy directly.
+// Not kernels: the SIMD exps, exported so the tests can measure their accuracy directly, and the
+// benchmarks' measure of a build's arithmetic peak.
 export { expF32, expApproxF32 } from "./exp";
+export { peakF32 } from "./peak";
 
 /**
  * The first byte past the module's static data. The loader checks it is below the arena's

@@ -1,21 +1,31 @@
 /**
- * Microbenchmark of the kernels: WASM SIMD vs the TypeScript reference, single thread.
+ * Microbenchmark of the kernels, single thread: the portable SIMD build against the relaxed-SIMD build
+ * (where the runtime has it), each kernel timed on both in the same run.
  *
+ * First each build's arithmetic peak (peakF32: independent f32x4 multiply-add chains on registers), then:
  * matvec is memory bound, so it reports GB/s of weights read; matmul reports GFLOP/s (2 t n d).
  * Shapes are the 97M reference model's: D 768, FFN 2048, vocab 8192, prefill of 64 tokens.
- * Decode attention reports GB/s of K and V read (one KV head, 16k positions), topK GB/s of scores.
- * Training GEMMs (forward and both backward products of a linear layer, t = 512) report GFLOP/s, WASM only.
+ * Decode attention reports GB/s of K and V read (one KV head, 16k positions); SparQ's per-position steps
+ * (approximate scores from 8 of 64 d-major bf16 columns, top-k of n/16, α) report µs.
+ * Training GEMMs (forward and both backward products of a linear layer, t = 512) report GFLOP/s.
  * Run: npm run build && npm run bench -- kernels
  */
 import { Arena } from "../src/memory/arena.js";
 import { type DType, bytesFor, encode } from "../src/memory/dtype.js";
 import type { Kernels } from "../src/kernels/kernels.js";
-import { createReferenceKernels } from "../src/kernels/reference.js";
-import { loadWasmKernelsSync } from "../src/kernels/wasm.js";
+import {
+  type KernelBuild,
+  KERNEL_BUILDS,
+  describeKernelBuild,
+  getKernelModule,
+  loadWasmKernelsSync,
+  relaxedSimdSupported,
+} from "../src/kernels/wasm.js";
 
 const arena = new Arena(96 << 20, "the kernel benchmark");
-const wasm = loadWasmKernelsSync(arena.memory);
-const ref = createReferenceKernels(arena.memory);
+const builds = KERNEL_BUILDS.filter((b) => b === "portable" || relaxedSimdSupported());
+const kernelsOf = new Map<KernelBuild, Kernels>(builds.map((b) => [b, loadWasmKernelsSync(arena.memory, b)]));
+const wasm = kernelsOf.get("portable")!;
 const W = arena.alloc(32 << 20);
 const X = arena.alloc(1 << 20);
 const XQ = arena.alloc(1 << 20);
@@ -80,7 +90,25 @@ function matmulSeconds(k: Kernels, dtype: DType, n: number, d: number, t: number
 const pad = (s: string, width: number) => s.padEnd(width);
 const DTYPES: DType[] = ["f32", "f16", "bf16", "q8_0"];
 
-console.log("matvec: GB/s of weights read (WASM, reference, ratio)");
+/** One line: `label`, then rate(build) for each build, and relaxed / portable. */
+function row(label: string, unit: string, rate: (k: Kernels) => number, digits = 2): void {
+  const rates = builds.map((b) => rate(kernelsOf.get(b)!));
+  const cells = rates.map((r, i) => `${builds[i]} ${r.toFixed(digits).padStart(7)} ${unit}`);
+  const ratio = rates.length > 1 ? `  relaxed/portable ${(rates[1] / rates[0]).toFixed(2)}×` : "";
+  console.log(`  ${pad(label, 40)} ${cells.join("  ")}${ratio}`);
+}
+
+console.log(`kernel builds: ${builds.map((b) => `${b} = ${describeKernelBuild(b)}`).join("; ")}`);
+console.log("peak: GFLOP/s of 12 independent f32x4 multiply-add chains (registers only)");
+for (const build of builds) {
+  const peak = new WebAssembly.Instance(getKernelModule(build), { env: { memory: arena.memory } }).exports.peakF32 as (
+    n: number,
+  ) => number;
+  const n = 1_000_000;
+  console.log(`  ${pad(build, 40)} ${((96 * n) / timePerCall(() => peak(n), 0.5) / 1e9).toFixed(1)} GFLOP/s`);
+}
+
+console.log("matvec: GB/s of weights read");
 for (const [n, d] of [
   [768, 2048],
   [2048, 768],
@@ -89,11 +117,10 @@ for (const [n, d] of [
   for (const dtype of DTYPES) {
     setup(dtype, n, d, 1);
     const bytes = bytesFor(dtype, n * d);
-    const wasmGBs = bytes / matvecSeconds(wasm, dtype, n, d, 0.5) / 1e9;
-    const refGBs = bytes / matvecSeconds(ref, dtype, n, d, 0.3) / 1e9;
-    console.log(
-      `  ${pad(kernelName("matvec", dtype), 11)} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ` +
-        `${wasmGBs.toFixed(2).padStart(6)} GB/s  reference ${refGBs.toFixed(3).padStart(6)} GB/s  x${(wasmGBs / refGBs).toFixed(0)}`,
+    row(
+      `${kernelName("matvec", dtype)} n=${n} d=${d}`,
+      "GB/s",
+      (k) => bytes / matvecSeconds(k, dtype, n, d, 0.5) / 1e9,
     );
   }
 }
@@ -106,11 +133,10 @@ for (const [t, n, d] of [
   for (const dtype of DTYPES) {
     setup(dtype, n, d, t);
     const flops = 2 * t * n * d;
-    const wasmGF = flops / matmulSeconds(wasm, dtype, n, d, t, 0.5) / 1e9;
-    const refGF = flops / matmulSeconds(ref, dtype, n, d, t, 0.3) / 1e9;
-    console.log(
-      `  ${pad(kernelName("matmul", dtype), 11)} t=${t} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ` +
-        `${wasmGF.toFixed(2).padStart(6)} GFLOP/s  reference ${refGF.toFixed(3).padStart(6)} GFLOP/s  x${(wasmGF / refGF).toFixed(0)}`,
+    row(
+      `${kernelName("matmul", dtype)} t=${t} n=${n} d=${d}`,
+      "GFLOP/s",
+      (k) => flops / matmulSeconds(k, dtype, n, d, t, 0.5) / 1e9,
     );
   }
 }
@@ -138,27 +164,47 @@ console.log("attention: GB/s of K and V read (S 16384, Hd 128, one KV head share
         const fn = dtype === "f32" ? kernels.attentionF32 : kernels.attentionBf16;
         return timePerCall(() => fn(OUT, XQ, X, kPtr, vPtr, S, Hd, g, 1 / Math.sqrt(Hd)), minSeconds);
       };
-      const wasmGBs = bytes / seconds(wasm, 0.5) / 1e9;
-      const refGBs = bytes / seconds(ref, 0.3) / 1e9;
-      console.log(
-        `  ${pad(dtype === "f32" ? "attentionF32" : "attentionBf16", 13)} g=${g} ` +
-          `${wasmGBs.toFixed(2).padStart(6)} GB/s  reference ${refGBs.toFixed(3).padStart(6)} GB/s  x${(wasmGBs / refGBs).toFixed(0)}`,
-      );
+      row(`${dtype === "f32" ? "attentionF32" : "attentionBf16"} g=${g}`, "GB/s", (k) => bytes / seconds(k, 0.5) / 1e9);
     }
   }
 }
 
-console.log("topK: GB/s of x read (n 16384, kk n/8)");
+console.log("SparQ's per-position steps at S 16384, d_h 64 (µs per KV head; L2-resident inputs)");
 {
-  const n = 16384,
-    kk = n / 8;
-  arena.f32.set(values(n, 6), X / 4);
-  const wasmSeconds = timePerCall(() => wasm.topK(OUT, X, n, kk, W), 0.5);
-  const refSeconds = timePerCall(() => ref.topK(OUT, X, n, kk, W), 0.3);
-  console.log(
-    `  topK          n=${n} ${((4 * n) / wasmSeconds / 1e9).toFixed(2).padStart(6)} GB/s (${(wasmSeconds * 1e6).toFixed(1)} µs)  ` +
-      `reference ${((4 * n) / refSeconds / 1e9).toFixed(3).padStart(6)} GB/s  x${(refSeconds / wasmSeconds).toFixed(0)}`,
+  const S = 16384,
+    Hd = 64,
+    r = 8,
+    kk = S / 16 + 1;
+  const kT = W,
+    approx = W + S * Hd * 2,
+    idx = approx + 4 * S,
+    scratch = idx + 4 * S;
+  const kT16 = new Uint16Array(S * Hd);
+  const kValues = values(S * Hd, 10);
+  for (let i = 0; i < S * Hd; i++)
+    kT16[i] = (new Uint32Array(Float32Array.of(kValues[i] * 20).buffer)[0] >>> 16) & 0xffff;
+  arena.u16.set(kT16, kT / 2);
+  arena.f32.set(
+    values(Hd, 11).map((v) => v * 20),
+    X / 4,
   );
+  arena.i32.set(
+    Array.from({ length: r }, (_, j) => j * 7),
+    XQ / 4,
+  );
+  arena.f32[XQ / 4 + 64] = 0.5;
+  wasm.sparqScoresBf16(approx, X, kT, XQ, XQ + 256, r, S, S, Hd, 1);
+  wasm.topK(idx, approx, S, kk, scratch);
+  const approxCopy = arena.f32.slice(approx / 4, approx / 4 + S);
+  row(
+    `sparqScoresBf16 r=${r}`,
+    "µs",
+    (k) => 1e6 * timePerCall(() => k.sparqScoresBf16(OUT, X, kT, XQ, XQ + 256, r, S, S, Hd, 1), 0.3),
+    1,
+  );
+  arena.f32.set(approxCopy, approx / 4);
+  row(`topK kk=${kk}`, "µs", (k) => 1e6 * timePerCall(() => k.topK(OUT, approx, S, kk, scratch), 0.3), 1);
+  row(`sparqAlpha n=${kk}`, "µs", (k) => 1e6 * timePerCall(() => k.sparqAlpha(OUT, approx, idx, kk, S, 1), 0.3), 1);
 }
 
 console.log(
@@ -175,15 +221,12 @@ for (const [t, n, d] of [
   arena.f32.set(values(t * d, 9), T_Y / 4);
   arena.f32.fill(0, dW / 4, dW / 4 + d * n);
   const flops = 2 * t * n * d;
-  const runs: [string, () => void][] = [
-    ["matmulF32", () => wasm.matmulF32(T_Y, T_X, w, n, d, t, d)],
-    ["matmulBackwardInput", () => wasm.matmulBackwardInput(T_X, T_Y, w, n, d, t, d, 0)],
-    ["matmulBackwardWeight", () => wasm.matmulBackwardWeight(dW, T_Y, T_X, n, d, t, d)],
+  const runs: [string, (k: Kernels) => void][] = [
+    ["matmulF32", (k) => k.matmulF32(T_Y, T_X, w, n, d, t, d)],
+    ["matmulBackwardInput", (k) => k.matmulBackwardInput(T_X, T_Y, w, n, d, t, d, 0)],
+    ["matmulBackwardWeight", (k) => k.matmulBackwardWeight(dW, T_Y, T_X, n, d, t, d)],
   ];
   for (const [name, run] of runs) {
-    const gflops = flops / timePerCall(run, 1) / 1e9;
-    console.log(
-      `  ${pad(name, 21)} t=${t} n=${pad(String(n), 5)} d=${pad(String(d), 5)} ${gflops.toFixed(2).padStart(6)} GFLOP/s`,
-    );
+    row(`${name} t=${t} n=${n} d=${d}`, "GFLOP/s", (k) => flops / timePerCall(() => run(k), 1) / 1e9);
   }
 }
