@@ -4,6 +4,7 @@
 export { matvecF32, matvecF16, matvecBf16 } from "./matvec";
 export { matmulF32, matmulF16, matmulBf16 } from "./matmul";
 export { matvecQ8_0, matmulQ8_0, quantizeQ8_0, getRowQ8_0 } from "./q8_0";
+export { quantizeQ8_1, quantizeQ8_K, matvecQ4_0, matvecQ4_1, matvecQ5_0, matvecQ5_1, matvecQ4_K, matvecQ5_K, matvecQ6_K, matmulQ4_0, matmulQ4_1, matmulQ5_0, matmulQ5_1, matmulQ4_K, matmulQ5_K, matmulQ6_K, getRowQ4_0, getRowQ4_1, getRowQ5_0, getRowQ5_1, getRowQ4_K, getRowQ5_K, getRowQ6_K } from "./quants";
 export { roundF16, roundBf16, getRowF32, getRowF16, getRowBf16, rmsnorm, ropeInterleaved, ropeHalves, swiglu, add } from "./elementwise";
 export { packBf16, storeColumnF32, storeColumnBf16 } from "./elementwise";
 export { attendF32, softmaxF32, expSumF32, attentionF32, attentionBf16, attendRowsF32, attendRowsBf16 } from "./attention";

@@ -21,13 +21,13 @@ import { availableParallelism } from "node:os";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import type { AttentionSpec } from "../src/attention/method.js";
 import type { KvDType } from "../src/kvcache/cache.js";
-import type { DType } from "../src/memory/dtype.js";
+import type { FileType } from "../src/model/file-types.js";
 import { loadModel } from "../src/model/model.js";
 import { PRESETS } from "../src/model/presets.js";
 import { referenceModelFile } from "./models.js";
 
 interface Args {
-  dtypes: DType[];
+  dtypes: FileType[];
   contexts: number[];
   decode: number;
   prefill: number;
@@ -56,7 +56,7 @@ function parseArgs(argv: string[]): Args {
   let compression = 8;
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
-    if (flag === "--dtypes") args.dtypes = value.split(",") as DType[];
+    if (flag === "--dtypes") args.dtypes = value.split(",") as FileType[];
     else if (flag === "--kv-dtype") args.kvDtype = value as KvDType;
     else if (flag === "--attention") method = value;
     else if (flag === "--compression") compression = Number(value);
@@ -85,7 +85,7 @@ function tokens(n: number, V: number): number[] {
 interface Row {
   engine: string;
   threads: number;
-  dtype: DType;
+  dtype: FileType;
   kv: string;
   context: number;
   prefillTps: number;
@@ -93,7 +93,7 @@ interface Row {
   note?: string;
 }
 
-async function benchKvslim(file: string, dtype: DType, a: Args, context: number, threads: number): Promise<Row[]> {
+async function benchKvslim(file: string, dtype: FileType, a: Args, context: number, threads: number): Promise<Row[]> {
   const evicting = a.attention !== null && a.attention.method !== "sparq";
   const model = await loadModel(file, {
     threads,
@@ -160,7 +160,7 @@ async function benchKvslim(file: string, dtype: DType, a: Args, context: number,
 
 async function benchLlamaCpp(
   file: string,
-  dtype: DType,
+  dtype: FileType,
   a: Args,
   context: number,
   kv: "F16" | "F32",

@@ -4,11 +4,11 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import type { DType } from "../src/memory/dtype.js";
+import type { FileType } from "../src/model/file-types.js";
 import { PRESETS } from "../src/model/presets.js";
 import { randomWeights, syntheticVocab, writeGgufModel } from "../src/model/synthetic.js";
 
-export function referenceModelFile(dtype: DType): string {
+export function referenceModelFile(dtype: FileType): string {
   const dir = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "..", "bench", ".models");
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, `reference-${dtype}.gguf`);

@@ -15,7 +15,7 @@ import path from "node:path";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import { OutOfMemoryError } from "../src/errors.js";
 import type { KvDType } from "../src/kvcache/cache.js";
-import type { DType } from "../src/memory/dtype.js";
+import type { FileType } from "../src/model/file-types.js";
 import { loadModel } from "../src/model/model.js";
 import { PRESETS } from "../src/model/presets.js";
 import { referenceModelFile } from "./models.js";
@@ -26,7 +26,7 @@ interface Args {
   threads: number;
   prompt: number;
   tokens: number;
-  dtype: DType;
+  dtype: FileType;
   memory: number;
 }
 
@@ -38,7 +38,7 @@ function parseArgs(argv: string[]): Args {
     else if (flag === "--threads") a.threads = Number(value);
     else if (flag === "--prompt") a.prompt = Number(value);
     else if (flag === "--tokens") a.tokens = Number(value);
-    else if (flag === "--dtype") a.dtype = value as DType;
+    else if (flag === "--dtype") a.dtype = value as FileType;
     else if (flag === "--memory") a.memory = Number(/^(\d+)MiB$/.exec(value)?.[1] ?? NaN) * 2 ** 20;
     else throw new Error(`unknown flag ${flag}; flags: --streams --threads --prompt --tokens --dtype --memory NMiB`);
   }

@@ -467,10 +467,10 @@ describe("refusals leave no output file", () => {
     expectFailure(await cli("export", "-m", hf, "-o", out), 1, "FileExistsError", /--force/);
     expect(fs.readFileSync(out, "utf8")).toBe("keep me");
     expectFailure(
-      await cli("export", "-m", hf, "-o", out, "--dtype", "q4_0", "--force"),
+      await cli("export", "-m", hf, "-o", out, "--dtype", "q3_k", "--force"),
       2,
       "UsageError",
-      /--dtype expects f32, f16, q8_0/,
+      /--dtype expects f32, f16, q4_0, .*q4_k_m.*, got "q3_k"/,
     );
     expectFailure(
       await cli("export", "-m", path.join(dir, "missing"), "-o", out, "--force"),

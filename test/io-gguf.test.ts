@@ -325,11 +325,15 @@ describe("GGUF reader rejects bad files with named errors stating expected and f
     );
   });
 
-  it("a known but non-kvslim type (q4_k) is read with dtype null", () => {
+  it("a ggml type kvslim computes with (q4_k) is read with its dtype; a known one it does not (q3_k) with dtype null", () => {
     const read = readBytes(
       craft({ tensors: [{ name: "q", ne: [256, 2], type: 12, offset: 0 }], dataBytes: 288 }).bytes,
     )();
-    expect(read.tensors[0]).toMatchObject({ type: "q4_k", dtype: null, shape: [2, 256], byteLength: 288 });
+    expect(read.tensors[0]).toMatchObject({ type: "q4_k", dtype: "q4_k", shape: [2, 256], byteLength: 288 });
+    const q3 = readBytes(
+      craft({ tensors: [{ name: "q", ne: [256, 2], type: 11, offset: 0 }], dataBytes: 220 }).bytes,
+    )();
+    expect(q3.tensors[0]).toMatchObject({ type: "q3_k", dtype: null, shape: [2, 256], byteLength: 220 });
   });
 
   const { bytes: whole, marks } = craft();

@@ -370,7 +370,7 @@ const TABLE: Record<string, CommandCases> = {
       "--out": GGUF_OUT,
       "--preset": { values: ["unknown", "", "TINY"] },
       "--dtype": {
-        values: ["q3", "", "F32", "q4_0"],
+        values: ["q3", "", "F32", "q4_k"],
         more: {
           "q8_0 for a directory": {
             argv: (b, o) => [...without(b, "--out"), "--out", o.new("-dir"), "--dtype", "q8_0"],
@@ -396,7 +396,7 @@ const TABLE: Record<string, CommandCases> = {
         },
       },
       "--out": GGUF_OUT,
-      "--dtype": { values: ["q3", "", "bf16", "F16"] },
+      "--dtype": { values: ["q3", "", "q3_k", "F16"] },
       "--force": {},
     },
   },

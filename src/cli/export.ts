@@ -1,5 +1,5 @@
 /**
- * `kvslim export -m DIR -o model.gguf [--dtype f32|f16|q8_0] [--force]`: convert a Hugging Face llama
+ * `kvslim export -m DIR -o model.gguf [--dtype f32|f16|bf16|q8_0|q4_k_m|…] [--force]`: convert a Hugging Face llama
  * directory (what kvslim's training writes) to GGUF for llama.cpp (src/io/export-gguf.ts). CLA models
  * are refused: GGUF has no cross-layer K/V sharing.
  */
@@ -24,7 +24,11 @@ export function registerExport(program: Command): void {
     )
     .requiredOption("-m, --model <dir>", "the model directory", pathOption("--model"))
     .requiredOption("-o, --out <file>", "the .gguf file to write", pathOption("--out"))
-    .option("--dtype <dtype>", `matrix dtype: ${EXPORT_DTYPES.join(", ")} (vectors stay f32)`, "f32")
+    .option(
+      "--dtype <type>",
+      `file type: ${EXPORT_DTYPES.join(", ")} (k-quant types are mixed as llama-quantize mixes them; vectors stay f32)`,
+      "f32",
+    )
     .option("--force", "overwrite an existing output file")
     .action((flags: ExportFlags) => {
       if (!isExportDType(flags.dtype))

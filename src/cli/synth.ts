@@ -4,7 +4,7 @@
  */
 import type { Command } from "commander";
 import { UsageError } from "../errors.js";
-import { DTYPES, isDType, type DType } from "../memory/dtype.js";
+import { FILE_TYPES, isFileType } from "../model/file-types.js";
 import { PRESETS, isPreset } from "../model/presets.js";
 import { randomWeights, syntheticVocab, writeGgufModel, writeHfModel } from "../model/synthetic.js";
 import { checkOutput, pathOption, seedOption } from "./options.js";
@@ -15,7 +15,12 @@ export function registerSynth(program: Command): void {
     .description("write a random-weight model of a named shape (for benchmarks and smoke tests)")
     .requiredOption("-o, --out <path>", "output: a .gguf file, or a directory for safetensors", pathOption("--out"))
     .option("--preset <name>", `shape: ${Object.keys(PRESETS).join(", ")}`, "tiny")
-    .option("--dtype <dtype>", `matrix dtype: ${DTYPES.join(", ")} (q8_0 GGUF only)`, "f32")
+    .option(
+      "--dtype <type>",
+      `weight type: ${Object.keys(FILE_TYPES).join(", ")} (a directory takes f32, f16 or bf16; the others are GGUF ` +
+        `file types, mixed as llama-quantize mixes them)`,
+      "f32",
+    )
     .option(...seedOption("random seed"), 1)
     .option("--force", "overwrite an existing output")
     .action((opts: { out: string; preset: string; dtype: string; seed: number; force?: boolean }) => {
@@ -23,11 +28,14 @@ export function registerSynth(program: Command): void {
         throw new UsageError(
           `--preset: unknown preset "${opts.preset}"; expected one of ${Object.keys(PRESETS).join(", ")}`,
         );
-      if (!isDType(opts.dtype))
-        throw new UsageError(`--dtype expects one of ${DTYPES.join(", ")}, got "${opts.dtype}"`);
-      if (opts.dtype === "q8_0" && !opts.out.endsWith(".gguf")) {
+      const dtype = opts.dtype;
+      if (!isFileType(dtype))
+        throw new UsageError(`--dtype expects one of ${Object.keys(FILE_TYPES).join(", ")}, got "${dtype}"`);
+      const inDirectory = dtype === "f32" || dtype === "f16" || dtype === "bf16";
+      if (!inDirectory && !opts.out.endsWith(".gguf")) {
         throw new UsageError(
-          `--dtype q8_0 needs a .gguf --out (safetensors has no q8_0), got the directory "${opts.out}"; use f32, f16 or bf16 there`,
+          `--dtype ${dtype} needs a .gguf --out (safetensors holds only f32, f16 and bf16), got the directory ` +
+            `"${opts.out}"; use f32, f16 or bf16 there`,
         );
       }
       checkOutput("--out", opts.out, opts.force ?? false);
@@ -35,10 +43,10 @@ export function registerSynth(program: Command): void {
       const weights = randomWeights(config, { seed: opts.seed });
       const vocab = syntheticVocab(config.vocabSize, opts.seed);
       if (opts.out.endsWith(".gguf")) {
-        writeGgufModel(opts.out, config, weights, vocab, opts.dtype, opts.force);
-      } else {
-        writeHfModel(opts.out, config, weights, vocab, opts.dtype as Exclude<DType, "q8_0">, opts.force); // q8_0 refused above
+        writeGgufModel(opts.out, config, weights, vocab, dtype, opts.force);
+      } else if (inDirectory) {
+        writeHfModel(opts.out, config, weights, vocab, dtype, opts.force);
       }
-      process.stderr.write(`wrote ${opts.out} (${opts.preset}, ${opts.dtype}, seed ${opts.seed})\n`);
+      process.stderr.write(`wrote ${opts.out} (${opts.preset}, ${dtype}, seed ${opts.seed})\n`);
     });
 }

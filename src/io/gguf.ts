@@ -265,7 +265,7 @@ function tensorInfo(r: HeaderReader, name: string, ne: number[], typeId: number)
     const known = [...GGML_TYPES.keys()].join(", ");
     throw new UnsupportedError(
       `${r.path}: tensor ${name} has ggml type id ${typeId}, which kvslim does not know (known ids: ${known}); ` +
-        `re-convert the model to f32, f16, bf16 or q8_0`,
+        `re-convert the model to f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k`,
     );
   }
   if (ne[0] % type.blockSize !== 0) {

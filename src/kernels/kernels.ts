@@ -22,7 +22,7 @@
  */
 import type { Ptr } from "../memory/arena.js";
 
-export interface Kernels extends TrainKernels {
+export interface Kernels extends TrainKernels, QuantKernels {
   /** out (d) = W (d, n) @ x (n), W f32. */
   matvecF32(out: Ptr, x: Ptr, w: Ptr, n: number, d: number): void;
   /** out (d) = W (d, n) @ x (n), W f16, x f32. */
@@ -390,6 +390,89 @@ export interface TrainKernels {
   sumSquares(out: Ptr, x: Ptr, n: number): void;
   /** x (n) *= alpha, in place (gradient clipping). */
   scale(x: Ptr, n: number, alpha: number): void;
+}
+
+/**
+ * The quantized-weight kernels (assembly/quants*.ts, reference twin reference-quants.ts) for the GGUF
+ * block types of src/memory/quants.ts: the legacy 32-value blocks Q4_0, Q4_1, Q5_0, Q5_1 and the
+ * K-quants Q4_K, Q5_K, Q6_K (256-value super-blocks). Layouts: dev/notes/ggml-quant-formats.md §2, §3.
+ *
+ * A weight type multiplies activations quantized to its ggml partner ("vec_dot type"): Q4_0, Q5_0 take
+ * q8_0 blocks (quantizeQ8_0), Q4_1, Q5_1 q8_1 blocks (quantizeQ8_1), the K-quants q8_K blocks
+ * (quantizeQ8_K). W holds d rows of n values (n a multiple of 32, or of 256 for the K-quants), row
+ * after row; xq holds t rows of n values' activation blocks back to back.
+ *
+ * Each dot is ggml's generic vec_dot for the pair: exact integer sums per (sub-)block, then f32
+ * operations in one fixed order, blocks added in order into one f32 sum from 0 (no fused multiply-add):
+ *   Q4_0  sum += (f32(Σ (c−8)·x) · d) · dx          Q5_0  sum += (d · dx) · f32(Σ (c−16)·x)
+ *   Q4_1, Q5_1  sum += (d · dx) · f32(Σ c·x) + m · sx
+ *   Q4_K, Q5_K  sum += (d · dy) · f32(Σ_j sc_j Σ c·x) − (dmin · dy) · f32(Σ_j m_j (bsums[2j] + bsums[2j+1]))
+ *   Q6_K  sum += (d · dy) · f32(Σ_j sc_j Σ (c−32)·x)
+ * (c the weight codes, x the activation's int8; d, m, dmin the weight block's, dx, sx the q8_0 / q8_1
+ * block's f16 fields; dy the q8_K block's f32 d.) The legacy formulas are ggml's operation for operation;
+ * ggml's K-quant code sums in 8 lanes instead, which only changes the last bits. Results are the same
+ * bits in both WASM builds, in the twin, and for a row whether it comes from matvec or any row of matmul
+ * (so any split of the rows between threads, at any row, gives the same bits). Weight scales must be
+ * finite; xq must be as the quantizers write it (q8_K bsums = the sums of the codes).
+ */
+export interface QuantKernels {
+  /**
+   * out (n/32 blocks of 36 bytes) = q8_1(x (n)): f16 d, f16 s, 32 int8. d and the int8 are quantizeQ8_0's
+   * (d = max|x|/127, x = nearest-even(x · 127/max|x|)); s = f16(f32(Σ int8) · d) with d unrounded (as
+   * ggml's quantize_row_q8_1 on x86).
+   */
+  quantizeQ8_1(out: Ptr, x: Ptr, n: number): void;
+  /**
+   * out (n/256 blocks of 292 bytes) = q8_K(x (n)) as ggml's quantize_row_q8_K: f32 d, 256 int8, 16 int16
+   * bsums. max = the x of largest magnitude (the first; NaN ignored), iscale = −127/max, x = min(127,
+   * nearest-even(iscale · x)), d = 1/iscale, bsums[g] = Σ of int8 16g … 16g+15. max = 0: all zero.
+   */
+  quantizeQ8_K(out: Ptr, x: Ptr, n: number): void;
+
+  /** out (d) = W (d, n) @ x (n), W Q4_0 (d rows of n/32 blocks), xq = x as q8_0 blocks (n/32). */
+  matvecQ4_0(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number): void;
+  /** out (d) = W (d, n) @ x (n), W Q4_1, xq = x as q8_1 blocks (n/32). */
+  matvecQ4_1(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number): void;
+  /** out (d) = W (d, n) @ x (n), W Q5_0, xq = x as q8_0 blocks (n/32). */
+  matvecQ5_0(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number): void;
+  /** out (d) = W (d, n) @ x (n), W Q5_1, xq = x as q8_1 blocks (n/32). */
+  matvecQ5_1(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number): void;
+  /** out (d) = W (d, n) @ x (n), W Q4_K (d rows of n/256 super-blocks), xq = x as q8_K blocks (n/256). */
+  matvecQ4_K(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number): void;
+  /** out (d) = W (d, n) @ x (n), W Q5_K, xq = x as q8_K blocks (n/256). */
+  matvecQ5_K(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number): void;
+  /** out (d) = W (d, n) @ x (n), W Q6_K, xq = x as q8_K blocks (n/256). */
+  matvecQ6_K(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number): void;
+
+  /**
+   * out (t, d) = X (t, n) @ W (d, n)^T, W Q4_0, xq = t rows of n/32 q8_0 blocks; out's rows ldo ≥ d floats
+   * apart. Row i of out is matvecQ4_0 of X's row i, bit for bit (and so for every matmul below).
+   */
+  matmulQ4_0(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void;
+  /** out (t, d) = X (t, n) @ W (d, n)^T, W Q4_1, xq = t rows of n/32 q8_1 blocks; row stride ldo. */
+  matmulQ4_1(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void;
+  /** out (t, d) = X (t, n) @ W (d, n)^T, W Q5_0, xq = t rows of n/32 q8_0 blocks; row stride ldo. */
+  matmulQ5_0(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void;
+  /** out (t, d) = X (t, n) @ W (d, n)^T, W Q5_1, xq = t rows of n/32 q8_1 blocks; row stride ldo. */
+  matmulQ5_1(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void;
+  /** out (t, d) = X (t, n) @ W (d, n)^T, W Q4_K, xq = t rows of n/256 q8_K blocks; row stride ldo. */
+  matmulQ4_K(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void;
+  /** out (t, d) = X (t, n) @ W (d, n)^T, W Q5_K, xq = t rows of n/256 q8_K blocks; row stride ldo. */
+  matmulQ5_K(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void;
+  /** out (t, d) = X (t, n) @ W (d, n)^T, W Q6_K, xq = t rows of n/256 q8_K blocks; row stride ldo. */
+  matmulQ6_K(out: Ptr, xq: Ptr, w: Ptr, n: number, d: number, t: number, ldo: number): void;
+
+  /**
+   * out (n) = row `row` of table (rows, n) dequantized to f32: exactly src/memory/quants.ts dequantize()
+   * (ggml's dequantize_row_*, every product and sum rounded to f32, no fused multiply-add).
+   */
+  getRowQ4_0(out: Ptr, table: Ptr, row: number, n: number): void;
+  getRowQ4_1(out: Ptr, table: Ptr, row: number, n: number): void;
+  getRowQ5_0(out: Ptr, table: Ptr, row: number, n: number): void;
+  getRowQ5_1(out: Ptr, table: Ptr, row: number, n: number): void;
+  getRowQ4_K(out: Ptr, table: Ptr, row: number, n: number): void;
+  getRowQ5_K(out: Ptr, table: Ptr, row: number, n: number): void;
+  getRowQ6_K(out: Ptr, table: Ptr, row: number, n: number): void;
 }
 
 export type KernelName = keyof Kernels;

@@ -7,7 +7,8 @@
  * RoPE, add, SparQ's approximate scores, topK, bf16 packing) this file computes the same f32
  * operations, with Math.fround after each one.
  * Pointers are byte offsets into `memory`; views are created once (the memory never grows).
- * The training kernels' twins live in reference-train.ts and are merged in here.
+ * The training kernels' twins live in reference-train.ts, the quantized-weight kernels' in
+ * reference-quants.ts; both are merged in here.
  */
 import type { Ptr } from "../memory/arena.js";
 import {
@@ -22,6 +23,7 @@ import {
   roundHalfEven,
 } from "../memory/dtype.js";
 import type { Kernels } from "./kernels.js";
+import { createReferenceQuantKernels } from "./reference-quants.js";
 import { createReferenceTrainKernels } from "./reference-train.js";
 
 const f = Math.fround;
@@ -213,6 +215,7 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
 
   return {
     ...createReferenceTrainKernels(memory),
+    ...createReferenceQuantKernels(memory),
     matvecF32: matvec(readF32, 4),
     matvecF16: matvec(readF16, 2),
     matvecBf16: matvec(readBf16, 2),

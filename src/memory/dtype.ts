@@ -7,17 +7,29 @@
  *   f16   2 bytes, IEEE 754 binary16
  *   bf16  2 bytes, the upper half of a binary32
  *   q8_0  blocks of 32 elements, 34 bytes each: f16 scale d, then 32 int8 q; x[i] = d * q[i]
+ *   q4_0, q4_1, q5_0, q5_1 (blocks of 32) and q4_k, q5_k, q6_k (blocks of 256): ggml's 4- to 6-bit
+ *         formats, described in quants.ts
  */
+import { f16ToF32, f32ToF16 } from "./half.js";
+import { QUANT_BLOCKS, QUANT_TYPES, type QuantType, dequantize, quantize } from "./quants.js";
 
-export type DType = "f32" | "f16" | "bf16" | "q8_0";
+export { f16ToF32, f32ToF16 };
 
-export const DTYPES: readonly DType[] = ["f32", "f16", "bf16", "q8_0"];
+export type DType = "f32" | "f16" | "bf16" | "q8_0" | QuantType;
+
+export const DTYPES: readonly DType[] = ["f32", "f16", "bf16", "q8_0", ...QUANT_TYPES];
+
+/** Whether a dtype is one of ggml's 4- to 6-bit block formats (quants.ts). */
+export function isQuantType(dtype: DType): dtype is QuantType {
+  return (QUANT_TYPES as readonly string[]).includes(dtype);
+}
 
 export const Q8_0_BLOCK = 32;
 export const Q8_0_BLOCK_BYTES = 34;
 
 /** Elements per block (1 for the plain float types). */
 export function blockSize(dtype: DType): number {
+  if (isQuantType(dtype)) return QUANT_BLOCKS[dtype].values;
   return dtype === "q8_0" ? Q8_0_BLOCK : 1;
 }
 
@@ -32,7 +44,7 @@ export function bytesFor(dtype: DType, n: number): number {
     case "q8_0":
       return (n / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES;
     default:
-      return dtype satisfies never;
+      return (n / QUANT_BLOCKS[dtype].values) * QUANT_BLOCKS[dtype].bytes;
   }
 }
 
@@ -43,43 +55,6 @@ export function isDType(s: string): s is DType {
 // Scratch for bit casts.
 const f32Buf = new Float32Array(1);
 const u32Buf = new Uint32Array(f32Buf.buffer);
-
-/** binary16 bits -> number (exact). */
-export function f16ToF32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 31) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
-
-/** number -> binary16 bits, round to nearest even (overflow -> inf, NaN kept). */
-export function f32ToF16(value: number): number {
-  f32Buf[0] = value;
-  const x = u32Buf[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    // Subnormal half (or zero): shift the implicit 1 in and round.
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rest = mant & ((1 << shift) - 1);
-    let h = mant >>> shift;
-    if (rest > half || (rest === half && h & 1)) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && h & 1)) h++; // may carry into the exponent: still correct
-  return sign | h;
-}
 
 /** bfloat16 bits -> number (exact). */
 export function bf16ToF32(b: number): number {
@@ -160,7 +135,7 @@ export function encode(dtype: DType, values: ArrayLike<number>): Uint8Array {
     case "q8_0":
       return quantizeQ8_0(values);
     default:
-      return dtype satisfies never;
+      return quantize(dtype, values);
   }
 }
 
@@ -177,6 +152,6 @@ export function decode(dtype: DType, bytes: Uint8Array, n: number): Float32Array
     case "q8_0":
       return dequantizeQ8_0(bytes, n);
     default:
-      return dtype satisfies never;
+      return dequantize(dtype, bytes, n);
   }
 }

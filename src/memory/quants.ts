@@ -18,7 +18,7 @@
  *   q6_k  256 values, 210 B: 128 B of low nibbles, 64 B of high bit pairs, 16 signed 8-bit scales (one per
  *         16 values), then d; x = (d·scale_j)·(q − 32).
  */
-import { f16ToF32, f32ToF16 } from "./dtype.js";
+import { f16ToF32, f32ToF16 } from "./half.js";
 
 export const QUANT_TYPES = ["q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"] as const;
 export type QuantType = (typeof QUANT_TYPES)[number];

@@ -9,8 +9,8 @@
  *      per-producer kv norms); llama.cpp has no cross-layer K/V sharing.
  *   3. Tensors: HF names -> GGUF names (tensor-names.ts). Llama Q/K rows (and biases) go from HF's
  *      "halves" RoPE pairing to GGUF's interleaved one (interleaveRowOrder, the row permutation llama.cpp's
- *      convert_hf_to_gguf.py applies). Matrices are encoded in the requested dtype; vectors stay f32, as
- *      llama.cpp's converter keeps them. Llama-3 RoPE scaling becomes the rope_freqs tensor.
+ *      convert_hf_to_gguf.py applies). Matrices are encoded in the file type's dtype for them (file-types.ts:
+ *      one dtype, or llama-quantize's mix); vectors stay f32, as llama.cpp's converter keeps them. Llama-3 RoPE scaling becomes the rope_freqs tensor.
  *   4. Model metadata: ggufMetadataFor (the keys configFromGguf reads back) and general.file_type.
  *   5. Tokenizer: byte-level BPE only, written as tokenizer.ggml.model "gpt2" with tokenizer.ggml.pre
  *      "gpt-2", whose regex is the one @huggingface/tokenizers' ByteLevel pre-tokenizer uses (llama.cpp
@@ -30,7 +30,8 @@ import {
   UsageError,
   formatBytes,
 } from "../errors.js";
-import { blockSize, decode, encode, type DType } from "../memory/dtype.js";
+import { decode, encode, type DType } from "../memory/dtype.js";
+import { FILE_TYPES, type FileType, isFileType, tensorDTypes } from "./file-types.js";
 import type { ModelConfig } from "./config.js";
 import { ggufMetadataFor } from "./files.js";
 import { llama3FreqFactors } from "./rope.js";
@@ -40,11 +41,12 @@ import { checkTensors } from "./weights.js";
 import { gguf, writeGguf, type GgufEntry, type TensorToWrite } from "../io/gguf-writer.js";
 import { readTensorBytes } from "../io/tensor-file.js";
 
-export const EXPORT_DTYPES = ["f32", "f16", "q8_0"] as const;
-export type ExportDType = (typeof EXPORT_DTYPES)[number];
+/** The file types export writes: every one kvslim knows (file-types.ts). */
+export const EXPORT_DTYPES = Object.keys(FILE_TYPES) as FileType[];
+export type ExportDType = FileType;
 
 export interface ExportOptions {
-  /** dtype of the matrices (vectors are always f32). Default f32. */
+  /** File type: the matrices' dtype or llama-quantize's mix (file-types.ts); vectors are always f32. Default f32. */
   dtype?: ExportDType;
   /** Replace an existing output file. Default false (FileExistsError). */
   force?: boolean;
@@ -66,11 +68,8 @@ export const BYTE_LEVEL_PRE = "gpt-2";
 /** llama.h LLAMA_TOKEN_TYPE_*: the values of tokenizer.ggml.token_type. */
 const TOKEN_TYPE = { normal: 1, control: 3, userDefined: 4, unused: 5 } as const;
 
-/** llama.cpp's general.file_type (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0). */
-const FILE_TYPE: Record<ExportDType, number> = { f32: 0, f16: 1, q8_0: 7 };
-
 export function isExportDType(s: string): s is ExportDType {
-  return (EXPORT_DTYPES as readonly string[]).includes(s);
+  return isFileType(s);
 }
 
 export function exportGguf(hfDir: string, outFile: string, options: ExportOptions = {}): ExportSummary {
@@ -92,18 +91,11 @@ export function exportGguf(hfDir: string, outFile: string, options: ExportOption
   refuseCla(hfDir, source);
   const specs = checkTensors(source);
   const { config } = source;
-  if (dtype === "q8_0") {
-    const ragged = specs.find((s) => !s.vector && s.shape[s.shape.length - 1] % blockSize("q8_0") !== 0);
-    if (ragged) {
-      throw new UnsupportedError(
-        `${hfDir}: tensor ${ragged.hfName} has rows of ${ragged.shape[ragged.shape.length - 1]} elements, not a ` +
-          `multiple of the q8_0 block size 32; export with --dtype f16 or f32`,
-      );
-    }
-  }
+  // Each tensor's dtype in this file type; a matrix no type of the file fits is refused here, before any work.
+  const dtypes = tensorDTypes(dtype, specs, config.tiedEmbeddings);
 
   // Step 3: tensors under GGUF names and row order.
-  const tensors = specs.map((spec) => convertTensor(source, spec, dtype));
+  const tensors = specs.map((spec) => convertTensor(source, spec, dtypes.get(spec.name)!));
   const freqFactors = llama3FreqFactors(config);
   if (freqFactors)
     tensors.push({
@@ -116,7 +108,8 @@ export function exportGguf(hfDir: string, outFile: string, options: ExportOption
   // Steps 4 and 5: metadata, then write (step 6).
   const metadata: [string, GgufEntry][] = [
     ...ggufMetadataFor(config, source.name),
-    ["general.file_type", gguf.u32(FILE_TYPE[dtype])],
+    ["general.file_type", gguf.u32(FILE_TYPES[dtype])],
+    ["general.quantization_version", gguf.u32(2)],
     ...tokenizerMetadata(hfDir, source),
   ];
   writeGguf(outFile, metadata, tensors, { overwrite: force });
@@ -174,7 +167,7 @@ function readModelType(hfDir: string): unknown {
 }
 
 /** Step 3 for one tensor: read, decode to f32, interleave llama Q/K rows, encode. */
-function convertTensor(source: ModelSource, spec: TensorSpec, dtype: ExportDType): TensorToWrite {
+function convertTensor(source: ModelSource, spec: TensorSpec, target: DType): TensorToWrite {
   const info = source.tensors.get(spec.name)!;
   const bytes = new Uint8Array(info.byteLength);
   readTensorBytes(info, bytes);
@@ -185,7 +178,6 @@ function convertTensor(source: ModelSource, spec: TensorSpec, dtype: ExportDType
     const order = interleaveRowOrder(spec.ropeRows === "q" ? c.nHeads : c.nKvHeads, c.headDim);
     values = permuteRows(values, order, spec.vector ? 1 : spec.shape[1]);
   }
-  const target: DType = spec.vector ? "f32" : dtype;
   return { name: spec.name, dtype: target, shape: spec.shape, data: encode(target, values) };
 }
 

@@ -17,8 +17,8 @@ import {
 import type { Kernels } from "../kernels/kernels.js";
 import type { KvCache } from "../kvcache/cache.js";
 import type { Arena, Ptr } from "../memory/arena.js";
-import type { LinearOp, Parallel } from "../threads/parallel.js";
-import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES } from "../memory/dtype.js";
+import { LINEAR_OPS, type LinearOp, type Parallel } from "../threads/parallel.js";
+import { bytesFor } from "../memory/dtype.js";
 import { derive, type Derived, type ModelConfig } from "./config.js";
 import { RopeTable, llama3FreqFactors } from "./rope.js";
 import type { Matrix, Weights } from "./weights.js";
@@ -265,9 +265,24 @@ export class Forward {
         [op, rowBytes, input] = ["Bf16", 2 * n, s.act];
         break;
       case "q8_0":
-        // Rows of x are whole q8_0 blocks (n is a multiple of 32), so all T rows quantize in one call.
+      case "q4_0":
+      case "q5_0":
+        // Activations as llama.cpp quantizes them for these weights: q8_0 blocks. Rows of x are whole
+        // blocks (n is a multiple of 32), so all T rows quantize in one call.
         k.quantizeQ8_0(s.act, x, T * n);
-        [op, rowBytes, input] = ["Q8_0", (n / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES, s.act];
+        [op, rowBytes, input] = [LINEAR_OPS[W.dtype], bytesFor(W.dtype, n), s.act];
+        break;
+      case "q4_1":
+      case "q5_1":
+        k.quantizeQ8_1(s.act, x, T * n);
+        [op, rowBytes, input] = [LINEAR_OPS[W.dtype], bytesFor(W.dtype, n), s.act];
+        break;
+      case "q4_k":
+      case "q5_k":
+      case "q6_k":
+        // q8_K blocks of 256 (n is a multiple of 256 for these weights).
+        k.quantizeQ8_K(s.act, x, T * n);
+        [op, rowBytes, input] = [LINEAR_OPS[W.dtype], bytesFor(W.dtype, n), s.act];
         break;
       default:
         return W.dtype satisfies never;
@@ -288,6 +303,20 @@ export class Forward {
         return k.getRowBf16(out, table.ptr, row, table.cols);
       case "q8_0":
         return k.getRowQ8_0(out, table.ptr, row, table.cols);
+      case "q4_0":
+        return k.getRowQ4_0(out, table.ptr, row, table.cols);
+      case "q4_1":
+        return k.getRowQ4_1(out, table.ptr, row, table.cols);
+      case "q5_0":
+        return k.getRowQ5_0(out, table.ptr, row, table.cols);
+      case "q5_1":
+        return k.getRowQ5_1(out, table.ptr, row, table.cols);
+      case "q4_k":
+        return k.getRowQ4_K(out, table.ptr, row, table.cols);
+      case "q5_k":
+        return k.getRowQ5_K(out, table.ptr, row, table.cols);
+      case "q6_k":
+        return k.getRowQ6_K(out, table.ptr, row, table.cols);
       default:
         return table.dtype satisfies never;
     }

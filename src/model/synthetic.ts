@@ -10,7 +10,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { writeGguf, gguf, type GgufEntry, type TensorToWrite } from "../io/gguf-writer.js";
 import { writeSafetensors } from "../io/safetensors.js";
-import { encode, type DType } from "../memory/dtype.js";
+import { encode } from "../memory/dtype.js";
+import { FILE_TYPES, type FileType, tensorDTypes } from "./file-types.js";
 import { Rng } from "./sampler.js";
 import { derive, type ModelConfig } from "./config.js";
 import { ggufMetadataFor, hfConfigFor } from "./files.js";
@@ -128,8 +129,6 @@ export function hfTokenizerFiles(v: SyntheticVocab): { tokenizer: object; tokeni
 
 export interface RandomWeightsOptions {
   seed?: number;
-  /** dtype of the matrices (vectors are always f32). */
-  dtype?: DType;
   /** Standard deviation of matrix entries; default 1/sqrt(fan-in) keeps activations O(1). */
   std?: number;
 }
@@ -160,10 +159,12 @@ export function randomWeights(
 export function tensorsToWrite(
   config: ModelConfig,
   weights: ReturnType<typeof randomWeights>,
-  dtype: DType,
+  fileType: FileType,
   hf: boolean,
 ): TensorToWrite[] {
-  const byName = new Map(expectedTensors(config).map((s) => [s.name, s]));
+  const specs = expectedTensors(config);
+  const byName = new Map(specs.map((s) => [s.name, s]));
+  const dtypes = tensorDTypes(fileType, specs, config.tiedEmbeddings);
   return [...weights].map(([name, { shape, values }]) => {
     const spec = byName.get(name)!;
     let data = values;
@@ -176,16 +177,21 @@ export function tensorsToWrite(
         data.set(values.subarray(ggufRow * rowLen, (ggufRow + 1) * rowLen), hfRow * rowLen),
       );
     }
-    const d: DType = spec.vector ? "f32" : dtype;
+    const d = dtypes.get(name)!;
     return { name: hf ? spec.hfName : name, dtype: d, shape, data: encode(d, data) };
   });
 }
 
 /** Full GGUF metadata (model + tokenizer) for a synthetic model. */
-export function ggufModelMetadata(config: ModelConfig, vocab: SyntheticVocab, dtype: DType): [string, GgufEntry][] {
+export function ggufModelMetadata(
+  config: ModelConfig,
+  vocab: SyntheticVocab,
+  fileType: FileType,
+): [string, GgufEntry][] {
   return [
     ...ggufMetadataFor(config),
-    ["general.file_type", gguf.u32(fileType(dtype))],
+    ["general.file_type", gguf.u32(FILE_TYPES[fileType])],
+    ["general.quantization_version", gguf.u32(2)],
     ...ggufTokenizerMetadata(vocab),
   ];
 }
@@ -195,10 +201,10 @@ export function writeGgufModel(
   config: ModelConfig,
   weights: ReturnType<typeof randomWeights>,
   vocab: SyntheticVocab,
-  dtype: DType = "f32",
+  fileType: FileType = "f32",
   overwrite = false,
 ): void {
-  writeGguf(file, ggufModelMetadata(config, vocab, dtype), tensorsToWrite(config, weights, dtype, false), {
+  writeGguf(file, ggufModelMetadata(config, vocab, fileType), tensorsToWrite(config, weights, fileType, false), {
     overwrite,
   });
 }
@@ -222,11 +228,6 @@ export function writeHfModel(
   fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(hfConfigFor(config, dtype), null, 2));
   fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(tokenizer));
   fs.writeFileSync(path.join(dir, "tokenizer_config.json"), JSON.stringify(tokenizerConfig, null, 2));
-}
-
-/** llama.cpp's general.file_type for a uniform dtype. */
-function fileType(dtype: DType): number {
-  return { f32: 0, f16: 1, q8_0: 7, bf16: 32 }[dtype];
 }
 
 /** A plain Llama config with sensible defaults; override what you need. */

@@ -1,7 +1,7 @@
 /**
  * Model weights in the arena, in their file dtype.
  *
- * Matrices (projections, embeddings) keep their file dtype (f32, f16, bf16, q8_0) and are converted
+ * Matrices (projections, embeddings) keep their file dtype (f32, f16, bf16, q8_0, q4_0 … q6_k) and are converted
  * inside the kernels; small vectors (norm weights, biases) are converted to f32 at load.
  * checkTensors() compares a file's tensors with what the config requires, before anything is read.
  */

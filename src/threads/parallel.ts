@@ -20,7 +20,19 @@ const ROW_ALIGN = 4;
 /** Products with fewer multiply-adds than this stay on one thread (a job's overhead is ~µs). */
 const MIN_SPLIT_WORK = 1 << 16;
 
-export type LinearOp = "F32" | "F16" | "Bf16" | "Q8_0";
+export type LinearOp = "F32" | "F16" | "Bf16" | "Q8_0" | "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1" | "Q4_K" | "Q5_K" | "Q6_K";
+
+/** The product kernel suffix of each block-format weight dtype. */
+export const LINEAR_OPS = {
+  q8_0: "Q8_0",
+  q4_0: "Q4_0",
+  q4_1: "Q4_1",
+  q5_0: "Q5_0",
+  q5_1: "Q5_1",
+  q4_k: "Q4_K",
+  q5_k: "Q5_K",
+  q6_k: "Q6_K",
+} as const satisfies Record<string, LinearOp>;
 
 export class Parallel {
   private readonly lists: Float64Array[];
@@ -31,12 +43,26 @@ export class Parallel {
     F16: OPS.matvecF16,
     Bf16: OPS.matvecBf16,
     Q8_0: OPS.matvecQ8_0,
+    Q4_0: OPS.matvecQ4_0,
+    Q4_1: OPS.matvecQ4_1,
+    Q5_0: OPS.matvecQ5_0,
+    Q5_1: OPS.matvecQ5_1,
+    Q4_K: OPS.matvecQ4_K,
+    Q5_K: OPS.matvecQ5_K,
+    Q6_K: OPS.matvecQ6_K,
   };
   private readonly matmulOps: Record<LinearOp, number> = {
     F32: OPS.matmulF32,
     F16: OPS.matmulF16,
     Bf16: OPS.matmulBf16,
     Q8_0: OPS.matmulQ8_0,
+    Q4_0: OPS.matmulQ4_0,
+    Q4_1: OPS.matmulQ4_1,
+    Q5_0: OPS.matmulQ5_0,
+    Q5_1: OPS.matmulQ5_1,
+    Q4_K: OPS.matmulQ4_K,
+    Q5_K: OPS.matmulQ5_K,
+    Q6_K: OPS.matmulQ6_K,
   };
   private disposed = false;
 

@@ -5,7 +5,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { ModelConfig } from "../../src/model/config.js";
-import type { DType } from "../../src/memory/dtype.js";
+import type { FileType } from "../../src/model/file-types.js";
 import { llamaConfig, randomWeights, syntheticVocab, writeGgufModel, writeHfModel } from "../../src/model/synthetic.js";
 
 export function tempDir(prefix = "kvslim-test-"): string {
@@ -22,7 +22,7 @@ export function writeTestGguf(
   dir: string,
   name: string,
   config: ModelConfig,
-  dtype: DType = "f32",
+  dtype: FileType = "f32",
   seed = 1,
 ): TestModel {
   const weights = randomWeights(config, { seed });
@@ -44,7 +44,10 @@ export function writeTestHf(
   return { config, weights, path: out };
 }
 
-/** Shapes the llama.cpp comparison runs on (all matrix widths multiples of 32 so q8_0 applies). */
+/**
+ * Shapes the llama.cpp comparison runs on (all matrix widths multiples of 32 so q8_0 and the other 32-element
+ * formats apply; llama-k256's are multiples of 256, so the k-quants apply too).
+ */
 export const SHAPES = {
   "llama-gqa": llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512 }),
   "llama-mqa": llamaConfig({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 1, ffnDim: 128, vocabSize: 512 }),
@@ -69,6 +72,7 @@ export const SHAPES = {
     ropeTheta: 1e6,
     normEps: 1e-6,
   }),
+  "llama-k256": llamaConfig({ dModel: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 512, vocabSize: 512 }),
 } satisfies Record<string, ModelConfig>;
 
 /** A seeded list of token ids in [0, V - 2) (no specials). */
