@@ -25,6 +25,7 @@ import type { FileType } from "../src/model/file-types.js";
 import { loadModel } from "../src/model/model.js";
 import { PRESETS } from "../src/model/presets.js";
 import { referenceModelFile } from "./models.js";
+import { chooseKernelBuild, describeKernelBuild } from "../src/kernels/wasm.js";
 
 interface Args {
   dtypes: FileType[];
@@ -214,6 +215,7 @@ async function main(): Promise<void> {
   console.log(
     `reference model: llama, d_model 768, 12 layers, 12 heads (MHA), FFN 2048, vocab 8192; threads ${a.threads.join(", ")}`,
   );
+  console.log(`kernels: ${describeKernelBuild(chooseKernelBuild())} (KVSLIM_KERNELS=portable|relaxed to choose)`);
   console.log(`engine          thr dtype  KV   context  prefill tok/s  decode tok/s`);
   const print = (r: Row) =>
     console.log(

@@ -20,6 +20,7 @@ import { loadModel } from "../src/model/model.js";
 import { PRESETS } from "../src/model/presets.js";
 import { referenceModelFile } from "./models.js";
 import { KvslimServer } from "../src/server/server.js";
+import { chooseKernelBuild, describeKernelBuild } from "../src/kernels/wasm.js";
 
 interface Args {
   streams: number[];
@@ -145,6 +146,7 @@ async function main(): Promise<void> {
   console.log(
     `reference model (97M, llama MHA, ${a.dtype}), ${a.threads} thread(s); each stream: ${a.prompt}-token prompt, ${a.tokens} tokens generated greedily`,
   );
+  console.log(`kernels: ${describeKernelBuild(chooseKernelBuild())} (KVSLIM_KERNELS=portable|relaxed to choose)`);
   console.log("streams  kvslim tok/s  llama.cpp tok/s  kvslim / llama.cpp  kvslim vs its 1 stream");
   let single = NaN;
   for (const n of a.streams) {

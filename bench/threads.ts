@@ -10,7 +10,7 @@
  * FFN 2048, vocab 8192, f32 and q8_0) as one decode step (matvec) and one prefill chunk of 64 rows (matmul).
  */
 import { availableParallelism } from "node:os";
-import { loadWasmKernelsSync } from "../src/kernels/wasm.js";
+import { chooseKernelBuild, describeKernelBuild, loadWasmKernelsSync } from "../src/kernels/wasm.js";
 import { Arena } from "../src/memory/arena.js";
 import { encode } from "../src/memory/dtype.js";
 import { Parallel, type LinearOp } from "../src/threads/parallel.js";
@@ -51,6 +51,7 @@ function time(f: () => void, pause = 0): number {
 const parallels = new Map<number, Parallel>();
 for (const t of threadCounts) parallels.set(t, await Parallel.create(kernels, arena.memory, "wasm", t));
 
+console.log(`kernels: ${describeKernelBuild(chooseKernelBuild())} (KVSLIM_KERNELS=portable|relaxed to choose)`);
 console.log("job overhead (every thread adds 4 floats; µs per job, median)");
 for (const [t, par] of parallels) {
   const job = () => {

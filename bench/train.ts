@@ -10,7 +10,7 @@
  * forward + backward + AdamW on synthetic tokens (the speed does not depend on them), median of `steps`.
  */
 import { availableParallelism } from "node:os";
-import { loadWasmKernelsSync } from "../src/kernels/wasm.js";
+import { chooseKernelBuild, describeKernelBuild, loadWasmKernelsSync } from "../src/kernels/wasm.js";
 import { Arena } from "../src/memory/arena.js";
 import { Parallel } from "../src/threads/parallel.js";
 import { TrainModel } from "../src/train/model.js";
@@ -57,6 +57,7 @@ const gemms = [
 console.log(
   `${presetName}: ${(layout.tensors.reduce((s, x) => s + x.size, 0) / 1e6).toFixed(2)}M parameters, batch ${shape.batch} × ${shape.seqLen} tokens; threads ${threadCounts.join(", ")}`,
 );
+console.log(`kernels: ${describeKernelBuild(chooseKernelBuild())} (KVSLIM_KERNELS=portable|relaxed to choose)`);
 console.log(`GEMMs at t = ${t} rows (GFLOP/s): forward | dX = dY·W | dW += dYᵀ·X`);
 const steady: Record<number, number> = {};
 for (const threads of threadCounts) {

@@ -19,7 +19,7 @@ import { allocateAttentionScratch, attentionScratchSizes, type AttentionScratch 
 import { UsageError, formatBytes } from "../errors.js";
 import { parseFloatIn, parseInteger } from "./options.js";
 import type { Kernels } from "../kernels/kernels.js";
-import { loadWasmKernels } from "../kernels/wasm.js";
+import { chooseKernelBuild, describeKernelBuild, loadWasmKernels } from "../kernels/wasm.js";
 import { KvCache, type KvDType } from "../kvcache/cache.js";
 import { Arena, type Ptr } from "../memory/arena.js";
 import { Pool } from "../memory/pool.js";
@@ -165,6 +165,7 @@ async function runBench(
     console.log(
       `memory bandwidth (same run): copy ${bw.copy.toFixed(1)} GB/s (read + write), streaming read ${bw.read.toFixed(1)} GB/s`,
     );
+    console.log(`kernels: ${describeKernelBuild(chooseKernelBuild())}`);
     console.log(
       `G = ${G} KV heads; MHA: 8 query heads, GQA: 32; one layer, one decode step; median of ≥ 5 steps; speedup vs dense at the same threads`,
     );
