@@ -19,6 +19,8 @@ import type { LlamaModel, Token } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { main } from "../src/cli/main.js";
 import { FileExistsError, UnsupportedError } from "../src/errors.js";
+import { FILE_TYPES, tensorDTypes } from "../src/model/file-types.js";
+import { expectedTensors } from "../src/model/tensor-names.js";
 import { exportGguf, type ExportDType } from "../src/model/export-gguf.js";
 import { readGguf } from "../src/io/gguf.js";
 import { writeSafetensors } from "../src/io/safetensors.js";
@@ -354,24 +356,28 @@ describe("exported GGUF runs like the directory", () => {
     expectErrorsByPosition(errors, { median: 3e-5, max: 1e-4 });
   });
 
-  test("f16 and q8_0 exports hold exactly the f32 export's matrices encoded in that dtype; vectors stay f32", () => {
+  test("f16, q8_0, q4_0 and q4_k_m exports hold exactly the f32 export's matrices encoded in the type llama-quantize's mix gives each; vectors stay f32", () => {
     const config = SHAPES["llama tied MQA"](bpe.tokens.length);
     const hf = path.join(dir, "encodings");
     writeHfDir(hf, config, bpe);
+    const types = ["f32", "f16", "q8_0", "q4_0", "q4_k_m"] as const;
     const files = Object.fromEntries(
-      (["f32", "f16", "q8_0"] as const).map((d) => [d, readGguf(exportGguf(hf, `${hf}-${d}.gguf`, { dtype: d }).path)]),
+      types.map((d) => [d, readGguf(exportGguf(hf, `${hf}-${d}.gguf`, { dtype: d }).path)]),
     );
     const bytes = (t: { byteLength: number }) => {
       const b = new Uint8Array(t.byteLength);
       readTensorBytes(t as Parameters<typeof readTensorBytes>[0], b);
       return b;
     };
-    for (const d of ["f16", "q8_0"] as const) {
+    for (const d of types.slice(1)) {
       expect(files[d].tensors.map((t) => t.name)).toEqual(files.f32.tensors.map((t) => t.name));
+      const mix = tensorDTypes(d, expectedTensors(config), config.tiedEmbeddings);
+      expect(files[d].metadata.get("general.file_type")).toBe(FILE_TYPES[d]);
       for (const [i, t] of files[d].tensors.entries()) {
         const f32 = files.f32.tensors[i];
         const values = decode("f32", bytes(f32), f32.byteLength / 4);
-        const want = t.shape.length === 1 ? "f32" : d;
+        const want = mix.get(t.name)!;
+        if (t.shape.length === 1) expect(want).toBe("f32");
         expect({ name: t.name, type: t.type }).toEqual({ name: t.name, type: want });
         expect(Buffer.from(bytes(t)).equals(Buffer.from(encode(want, values))), t.name).toBe(true);
       }
