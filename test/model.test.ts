@@ -10,6 +10,7 @@ import { claShare, type ModelConfig } from "../src/model/config.js";
 import { hfConfigFor } from "../src/model/files.js";
 import { loadModel } from "../src/model/model.js";
 import { llamaConfig } from "../src/model/synthetic.js";
+import { llama3FreqFactors } from "../src/model/rope.js";
 import { naiveForward } from "./helpers/naive-forward.js";
 import { SHAPES, randomTokens, relMaxDiff, tempDir, writeTestGguf, writeTestHf } from "./helpers/models.js";
 
@@ -94,6 +95,27 @@ describe("forward pass", () => {
 });
 
 describe("formats and CLA", () => {
+  test("a synthetic GGUF of a Llama-3-scaled config carries the scaling (rope_freqs) and loads with it", async () => {
+    const scaling = { type: "llama3" as const, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 64 };
+    const config = llamaConfig({
+      dModel: 64,
+      nLayers: 1,
+      nHeads: 4,
+      ffnDim: 128,
+      vocabSize: 512,
+      ropeScaling: scaling,
+    });
+    const m = writeTestGguf(dir, "llama3-scaled", config);
+    const model = await loadModel(m.path, { threads: 1 });
+    try {
+      // GGUF holds the scaling as the factors themselves (config.ropeScaling stays null for GGUF files).
+      expect(model.weights.ropeFreqFactors).toEqual(llama3FreqFactors(config));
+      expect(model.weights.ropeFreqFactors!.some((f) => f !== 1)).toBe(true);
+    } finally {
+      model.dispose();
+    }
+  });
+
   for (const shape of ["llama-gqa", "qwen2-bias"] as const) {
     test(`${shape}: the same weights as safetensors and as GGUF give bit-identical logits`, async () => {
       const config = SHAPES[shape];

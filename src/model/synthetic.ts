@@ -11,6 +11,7 @@ import path from "node:path";
 import { writeGguf, gguf, type GgufEntry, type TensorToWrite } from "../io/gguf-writer.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import { encode } from "../memory/dtype.js";
+import { llama3FreqFactors } from "./rope.js";
 import { FILE_TYPES, type FileType, tensorDTypes } from "./file-types.js";
 import { Rng } from "./sampler.js";
 import { derive, type ModelConfig } from "./config.js";
@@ -204,9 +205,18 @@ export function writeGgufModel(
   fileType: FileType = "f32",
   overwrite = false,
 ): void {
-  writeGguf(file, ggufModelMetadata(config, vocab, fileType), tensorsToWrite(config, weights, fileType, false), {
-    overwrite,
-  });
+  const tensors = tensorsToWrite(config, weights, fileType, false);
+  // Llama-3 RoPE scaling travels in GGUF as the rope_freqs tensor (as llama.cpp's converter writes it).
+  const freqFactors = llama3FreqFactors(config);
+  if (freqFactors) {
+    tensors.push({
+      name: "rope_freqs.weight",
+      dtype: "f32",
+      shape: [freqFactors.length],
+      data: encode("f32", freqFactors),
+    });
+  }
+  writeGguf(file, ggufModelMetadata(config, vocab, fileType), tensors, { overwrite });
 }
 
 export function writeHfModel(
