@@ -97,7 +97,7 @@ export function registerInfo(program: Command): void {
         `model         ${info.name} (${info.format})`,
         `architecture  ${c.architecture}, ${info.attention}: ${c.nLayers} layers, d_model ${c.dModel}, ${c.nHeads} heads × ${c.headDim}, ${c.nKvHeads} KV heads, FFN ${c.ffnDim}, vocab ${c.vocabSize}`,
         `parameters    ${(params / 1e6).toFixed(2)} M (${[...byDtype].map(([k, v]) => `${k} ${(v / 1e6).toFixed(2)} M`).join(", ")}), ${formatBytes(plan.weights)} in memory`,
-        `context       ${c.contextLength} trained, RoPE theta ${c.ropeTheta}${c.ropeScaling ? " (Llama-3 scaling)" : ""}`,
+        `context       ${c.contextLength} trained, RoPE theta ${c.ropeTheta}${c.ropeScaling || source.tensors.has("rope_freqs.weight") ? " (Llama-3 scaling)" : ""}`,
         `KV layout     ${d.producers.length} of ${c.nLayers} layers hold K/V${d.producers.length < c.nLayers ? ` (CLA: kv_source ${c.kvSource.join(" ")})` : ""}`,
         `KV bytes      ${kvF32} B/token at f32 (kvslim's cache), ${kvBytesPerToken(c, 2)} B/token at 16-bit (the papers' unit)`,
         `fits in ${formatBytes(budget)}${opts.memory ? "" : " (the WebAssembly limit)"}: ${fitTokens.toLocaleString("en-US")} tokens of f32 KV = ${info.fit.sequences} sequences × ${context} tokens` +
