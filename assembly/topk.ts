@@ -138,15 +138,25 @@ function selectKey(keys: usize, m: usize, kk: u32, hist: usize): u64 {
       m1++;
     }
   }
+  return lowerDigits(keys, m1, d1, need, hist);
+}
+
+/**
+ * Steps 2 and 3 of the select on the m keys at keys (u32, overwritten), all with first digit d1, of which
+ * the `need` largest are wanted: the kk-th largest key and the count of its equals wanted, as selectKey
+ * returns them.
+ */
+function lowerDigits(keys: usize, m: usize, d1: u32, need: u32, hist: usize): u64 {
   memory.fill(hist, 0, BINS << 2);
-  for (let i: usize = 0; i < m1; i++) {
+  for (let i: usize = 0; i < m; i++) {
     const bin = hist + (((load<u32>(keys + (i << 2)) >> 10) & 0x7ff) << 2);
     store<u32>(bin, load<u32>(bin) + 1);
   }
   const d2 = digitHolding(hist, BINS, need);
   need -= countAbove(hist, BINS, d2);
+  // Keep the keys also matching d2 (in place: the write index never passes the read index).
   let m2: usize = 0;
-  for (let i: usize = 0; i < m1; i++) {
+  for (let i: usize = 0; i < m; i++) {
     const key = load<u32>(keys + (i << 2));
     if (((key >> 10) & 0x7ff) == d2) {
       store<u32>(keys + (m2 << 2), key);
@@ -193,31 +203,9 @@ function topKFull(outIdx: usize, x: usize, nx: usize, want: usize, scratch: usiz
     }
   }
   // Steps 2 (the second digit) and 3 on the kept keys.
-  memory.fill(hist, 0, BINS << 2);
-  for (let i: usize = 0; i < m; i++) {
-    const bin = hist + (((load<u32>(keys + (i << 2)) >> 10) & 0x7ff) << 2);
-    store<u32>(bin, load<u32>(bin) + 1);
-  }
-  const d2 = digitHolding(hist, BINS, need);
-  need -= countAbove(hist, BINS, d2);
-
-  // Step 3: keep the keys also matching d2 (in place: the write index never passes the read index).
-  let m2: usize = 0;
-  for (let i: usize = 0; i < m; i++) {
-    const key = load<u32>(keys + (i << 2));
-    if (((key >> 10) & 0x7ff) == d2) {
-      store<u32>(keys + (m2 << 2), key);
-      m2++;
-    }
-  }
-  memory.fill(hist, 0, 1024 << 2);
-  for (let i: usize = 0; i < m2; i++) {
-    const bin = hist + ((load<u32>(keys + (i << 2)) & 0x3ff) << 2);
-    store<u32>(bin, load<u32>(bin) + 1);
-  }
-  const d3 = digitHolding(hist, 1024, need);
-  need -= countAbove(hist, 1024, d3);
-  const threshold = (d1 << 21) | (d2 << 10) | d3;
+  const selected = lowerDigits(keys, m, d1, need, hist);
+  const threshold = <u32>(selected >>> 32);
+  need = <u32>selected;
 
   // Step 4: emit in index order. Runs of 4 with no key >= T (most of x when kk << n) are skipped
   // with one vector compare, on keys moved to signed order (wasm SIMD has no unsigned >=).

@@ -179,11 +179,13 @@ console.log("SparQ's per-position steps at S 16384, d_h 64 (µs per KV head; L2-
     approx = W + S * Hd * 2,
     idx = approx + 4 * S,
     scratch = idx + 4 * S;
-  const kT16 = new Uint16Array(S * Hd);
-  const kValues = values(S * Hd, 10);
-  for (let i = 0; i < S * Hd; i++)
-    kT16[i] = (new Uint32Array(Float32Array.of(kValues[i] * 20).buffer)[0] >>> 16) & 0xffff;
-  arena.u16.set(kT16, kT / 2);
+  arena.u8.set(
+    encode(
+      "bf16",
+      values(S * Hd, 10).map((v) => v * 20),
+    ),
+    kT,
+  );
   arena.f32.set(
     values(Hd, 11).map((v) => v * 20),
     X / 4,

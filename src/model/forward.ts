@@ -98,6 +98,18 @@ export function createRunState(arena: Arena, c: ModelConfig, rows: number, maxSe
   return state;
 }
 
+/** The activation quantizer llama.cpp pairs with each block-format weight dtype (its "vec_dot_type"). */
+const ACTIVATIONS = {
+  q8_0: "quantizeQ8_0",
+  q4_0: "quantizeQ8_0",
+  q5_0: "quantizeQ8_0",
+  q4_1: "quantizeQ8_1",
+  q5_1: "quantizeQ8_1",
+  q4_k: "quantizeQ8_K",
+  q5_k: "quantizeQ8_K",
+  q6_k: "quantizeQ8_K",
+} as const satisfies Record<keyof typeof LINEAR_OPS, keyof Kernels>;
+
 export class Forward {
   private readonly d: Derived;
   private readonly rope: RopeTable;
@@ -264,28 +276,11 @@ export class Forward {
         k.roundBf16(s.act, x, T * n);
         [op, rowBytes, input] = ["Bf16", 2 * n, s.act];
         break;
-      case "q8_0":
-      case "q4_0":
-      case "q5_0":
-        // Activations as llama.cpp quantizes them for these weights: q8_0 blocks. Rows of x are whole
-        // blocks (n is a multiple of 32), so all T rows quantize in one call.
-        k.quantizeQ8_0(s.act, x, T * n);
-        [op, rowBytes, input] = [LINEAR_OPS[W.dtype], bytesFor(W.dtype, n), s.act];
-        break;
-      case "q4_1":
-      case "q5_1":
-        k.quantizeQ8_1(s.act, x, T * n);
-        [op, rowBytes, input] = [LINEAR_OPS[W.dtype], bytesFor(W.dtype, n), s.act];
-        break;
-      case "q4_k":
-      case "q5_k":
-      case "q6_k":
-        // q8_K blocks of 256 (n is a multiple of 256 for these weights).
-        k.quantizeQ8_K(s.act, x, T * n);
-        [op, rowBytes, input] = [LINEAR_OPS[W.dtype], bytesFor(W.dtype, n), s.act];
-        break;
       default:
-        return W.dtype satisfies never;
+        // Block formats meet activations quantized as llama.cpp's CPU backend pairs them (ACTIVATIONS). Rows
+        // of x are whole blocks (n is a multiple of the block), so all T rows quantize in one call.
+        k[ACTIVATIONS[W.dtype]](s.act, x, T * n);
+        [op, rowBytes, input] = [LINEAR_OPS[W.dtype], bytesFor(W.dtype, n), s.act];
     }
     if (T === 1) par.matvec(op, out, input, W.ptr, n, d, rowBytes);
     else par.matmul(op, out, input, W.ptr, n, d, T, rowBytes);
@@ -301,24 +296,8 @@ export class Forward {
         return k.getRowF16(out, table.ptr, row, table.cols);
       case "bf16":
         return k.getRowBf16(out, table.ptr, row, table.cols);
-      case "q8_0":
-        return k.getRowQ8_0(out, table.ptr, row, table.cols);
-      case "q4_0":
-        return k.getRowQ4_0(out, table.ptr, row, table.cols);
-      case "q4_1":
-        return k.getRowQ4_1(out, table.ptr, row, table.cols);
-      case "q5_0":
-        return k.getRowQ5_0(out, table.ptr, row, table.cols);
-      case "q5_1":
-        return k.getRowQ5_1(out, table.ptr, row, table.cols);
-      case "q4_k":
-        return k.getRowQ4_K(out, table.ptr, row, table.cols);
-      case "q5_k":
-        return k.getRowQ5_K(out, table.ptr, row, table.cols);
-      case "q6_k":
-        return k.getRowQ6_K(out, table.ptr, row, table.cols);
       default:
-        return table.dtype satisfies never;
+        return k[`getRow${LINEAR_OPS[table.dtype]}`](out, table.ptr, row, table.cols);
     }
   }
 
