@@ -11,6 +11,9 @@ export { attendF32, softmaxF32, expSumF32, attentionF32, attentionBf16, attendRo
 export { attentionCausalF32, attentionCausalBf16 } from "./attention-causal";
 export { sparqScoresF32, sparqScoresBf16, sparqScoresStridedF32, sparqScoresStridedBf16, sparqAlpha } from "./sparq";
 export { topK } from "./topk";
+// The KV cache in q8_0 / q4_0 blocks: the q4_0 quantiser, dense attention, SparQ's scores.
+export { quantizeQ4_0, attentionQ8_0, attentionQ4_0, attendRowsQ8_0, attendRowsQ4_0, attentionCausalQ8_0, attentionCausalQ4_0 } from "./kv-quant";
+export { sparqScoresQ8_0T, sparqScoresQ4_0T, sparqScoresStridedQ8_0, sparqScoresStridedQ4_0 } from "./kv-quant-sparq";
 // Training (f32): the backward kernels, the forwards that save what they need, the loss, the optimizer.
 export { matmulBackwardInput, matmulBackwardWeight } from "./train-matmul";
 export { rmsnormForward, rmsnormBackward } from "./train-rmsnorm";

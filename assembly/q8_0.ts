@@ -30,19 +30,19 @@ const BLOCK_BYTES: usize = 34;
 }
 
 /**
- * The 4 block scales d_w at w0, w0 + rowBytes, ... as f32x4, times 2^-112: each f16 goes to the
- * high half of an i32 lane, an arithmetic shift by 3 moves exponent and mantissa to their f32
- * places and the mask clears the sign copies. Exact for every finite f16; times d_x * 2^112
- * (scaleX) it gives f32(d_w * d_x) exactly as f32(d_w) * f32(d_x) rounds. An f16-subnormal d_w
- * (a block with max|w| < 0.0078, which trained weights do not have; all-zero blocks are fine)
- * becomes an f32 subnormal: still exact, only slower on x86.
+ * The 4 block scales d_w at w0..w3 as f32x4, times 2^-112: each f16 goes to the high half of an
+ * i32 lane, an arithmetic shift by 3 moves exponent and mantissa to their f32 places and the mask
+ * clears the sign copies. Exact for every finite f16; times d_x * 2^112 (scaleX) it gives
+ * f32(d_w * d_x) exactly as f32(d_w) * f32(d_x) rounds. An f16-subnormal d_w (a block with
+ * max|w| < 0.0078, which trained weights do not have; all-zero blocks are fine) becomes an f32
+ * subnormal: still exact, only slower on x86.
  */
 // @ts-ignore: decorator
-@inline function scales4(w0: usize, rowBytes: usize): v128 {
+@inline function scales4(w0: usize, w1: usize, w2: usize, w3: usize): v128 {
   let h = v128.load16_lane(w0, i32x4.splat(0), 1);
-  h = v128.load16_lane(w0 + rowBytes, h, 3);
-  h = v128.load16_lane(w0 + 2 * rowBytes, h, 5);
-  h = v128.load16_lane(w0 + 3 * rowBytes, h, 7);
+  h = v128.load16_lane(w1, h, 3);
+  h = v128.load16_lane(w2, h, 5);
+  h = v128.load16_lane(w3, h, 7);
   return v128.and(i32x4.shr_s(h, 3), i32x4.splat(0x8fffffff));
 }
 
@@ -52,8 +52,8 @@ const BLOCK_BYTES: usize = 34;
   return f32x4.splat(f16ToF32(load<u16>(xb)) * TWO_POW_112);
 }
 
-/** The dot of one q8_0 row w with xq (nb blocks). */
-function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
+/** The dot of one q8_0 row w with xq (nb blocks); equal to each lane of dotRows4Q8_0. */
+export function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
   let sum: f32 = 0;
   const xEnd = xq + nb * BLOCK_BYTES;
   for (let xb = xq, wb = w; xb < xEnd; xb += BLOCK_BYTES, wb += BLOCK_BYTES) {
@@ -64,20 +64,20 @@ function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
   return sum;
 }
 
-/** The 4 dots of q8_0 rows w0, w0 + rowBytes, ... with xq (nb blocks), as one f32x4. */
+/** The 4 dots of q8_0 rows w0..w3 (a matrix's consecutive rows, or KV rows anywhere) with xq (nb blocks), as one f32x4. */
 // @ts-ignore: decorator
-@inline function dotRows4Q8_0(xq: usize, w0: usize, rowBytes: usize, nb: usize): v128 {
+@inline export function dotRows4Q8_0(xq: usize, w0: usize, w1: usize, w2: usize, w3: usize, nb: usize): v128 {
   let acc = f32x4.splat(0);
   const xEnd = xq + nb * BLOCK_BYTES;
-  for (let xb = xq, wb = w0; xb < xEnd; xb += BLOCK_BYTES, wb += BLOCK_BYTES) {
+  for (let xb = xq, o: usize = 0; xb < xEnd; xb += BLOCK_BYTES, o += BLOCK_BYTES) {
     const q0 = loadQ0(xb), q1 = loadQ1(xb), q2 = loadQ2(xb), q3 = loadQ3(xb);
     const sumi = hsum4i(
-      blockDot(wb, q0, q1, q2, q3),
-      blockDot(wb + rowBytes, q0, q1, q2, q3),
-      blockDot(wb + 2 * rowBytes, q0, q1, q2, q3),
-      blockDot(wb + 3 * rowBytes, q0, q1, q2, q3),
+      blockDot(w0 + o, q0, q1, q2, q3),
+      blockDot(w1 + o, q0, q1, q2, q3),
+      blockDot(w2 + o, q0, q1, q2, q3),
+      blockDot(w3 + o, q0, q1, q2, q3),
     );
-    const d = f32x4.mul(scales4(wb, rowBytes), scaleX(xb));
+    const d = f32x4.mul(scales4(w0 + o, w1 + o, w2 + o, w3 + o), scaleX(xb));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), d));
   }
   return acc;
@@ -88,7 +88,8 @@ export function matvecQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32): voi
   const nb = <usize>n / BLOCK, rowBytes = nb * BLOCK_BYTES;
   let r = 0;
   for (; r + 4 <= d; r += 4) {
-    v128.store(out + (<usize>r << 2), dotRows4Q8_0(xq, w + <usize>r * rowBytes, rowBytes, nb));
+    const w0 = w + <usize>r * rowBytes;
+    v128.store(out + (<usize>r << 2), dotRows4Q8_0(xq, w0, w0 + rowBytes, w0 + 2 * rowBytes, w0 + 3 * rowBytes, nb));
   }
   for (; r < d; r++) store<f32>(out + (<usize>r << 2), dotQ8_0(xq, w + <usize>r * rowBytes, nb));
 }
@@ -124,14 +125,17 @@ export function matmulQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32, t: i
           blockDot(wb + 2 * rowBytes, q0, q1, q2, q3),
           blockDot(wb + 3 * rowBytes, q0, q1, q2, q3),
         );
-        const dw = scales4(wb, rowBytes);
+        const dw = scales4(wb, wb + rowBytes, wb + 2 * rowBytes, wb + 3 * rowBytes);
         accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(sumiA), f32x4.mul(dw, scaleX(xba))));
         accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(sumiB), f32x4.mul(dw, scaleX(xbb))));
       }
       v128.store(out + <usize>i * outRow + (<usize>r << 2), accA);
       v128.store(out + <usize>(i + 1) * outRow + (<usize>r << 2), accB);
     }
-    if (i < t) v128.store(out + <usize>i * outRow + (<usize>r << 2), dotRows4Q8_0(xq + <usize>i * rowBytes, w0, rowBytes, nb));
+    if (i < t) {
+      const dots = dotRows4Q8_0(xq + <usize>i * rowBytes, w0, w0 + rowBytes, w0 + 2 * rowBytes, w0 + 3 * rowBytes, nb);
+      v128.store(out + <usize>i * outRow + (<usize>r << 2), dots);
+    }
   }
   for (; r < d; r++) {
     const wr = w + <usize>r * rowBytes;

@@ -134,21 +134,21 @@ import { f16x4Scaled, pack2, lanesSum, store16 } from "./quants";
 
 // ---- f32 part ----
 
-/** A block's f32 term for 4 weight rows (blocks at wb + r·rowBytes) and the activation block xb. */
+/** A block's f32 term for 4 weight rows (their blocks at w0..w3) and the activation block xb. */
 // @ts-ignore: decorator
-@inline function term4<T>(sumi: v128, wb: usize, rowBytes: usize, xb: usize): v128 {
+@inline function term4<T>(sumi: v128, w0: usize, w1: usize, w2: usize, w3: usize, xb: usize): v128 {
   // Weight scales times 2^-112 (f16x4Scaled), activation scales times 2^112 (exact: |dx| < 2^16): the
   // product of the two is the f32 product of the unscaled values (see q8_0.ts). For Q4_0's
   // (sumi * d) * dx the same holds: sumi * d·2^-112 rounds like sumi * d scaled, except below the
   // normal f32 range, which only an f16-subnormal d with |sumi·d| < 2^-14 reaches, and there the
   // product (an integer times 2^-136) is exact.
   const s = f32x4.convert_i32x4_s(sumi);
-  const dw = f16x4Scaled(wb, rowBytes), dx = f32x4.splat(f16ToF32(load<u16>(xb)) * TWO_POW_112);
+  const dw = f16x4Scaled(w0, w1, w2, w3), dx = f32x4.splat(f16ToF32(load<u16>(xb)) * TWO_POW_112);
   if (!offset<T>() && !five<T>()) return f32x4.mul(f32x4.mul(s, dw), dx);
   const t = f32x4.mul(f32x4.mul(dw, dx), s);
   if (!offset<T>()) return t;
   const sx = f32x4.splat(f16ToF32(load<u16>(xb, 2)) * TWO_POW_112);
-  return f32x4.add(t, f32x4.mul(f16x4Scaled(wb + 2, rowBytes), sx));
+  return f32x4.add(t, f32x4.mul(f16x4Scaled(w0 + 2, w1 + 2, w2 + 2, w3 + 2), sx));
 }
 
 /** The same term for one weight row, in scalar f32 (the same operations as each lane of term4). */
@@ -176,8 +176,8 @@ import { f16x4Scaled, pack2, lanesSum, store16 } from "./quants";
 @inline function secondSums(u01: v128, u23: v128): v128 { return i32x4.shuffle(u01, u23, 2, 3, 6, 7); }
 
 
-/** The dot of one weight row w with the activation row xq (nb blocks). */
-function dotRow<T>(xq: usize, w: usize, nb: usize): f32 {
+/** The dot of one weight row w with the activation row xq (nb blocks); equal to each lane of dotRows4. */
+export function dotRow<T>(xq: usize, w: usize, nb: usize): f32 {
   const f = lowNibble(), bits = bitOfLane(), b16 = sixteen(), one = ones16();
   let sum: f32 = 0;
   const xEnd = xq + nb * xBytes<T>();
@@ -190,21 +190,24 @@ function dotRow<T>(xq: usize, w: usize, nb: usize): f32 {
   return sum;
 }
 
-/** The dots of the 4 weight rows w0, w0 + rowBytes, ... with xq (nb blocks), as one f32x4. */
-function dotRows4<T>(xq: usize, w0: usize, rowBytes: usize, nb: usize): v128 {
+/**
+ * The dots of the 4 weight rows at w0..w3 (a matrix's consecutive rows, or KV rows anywhere) with xq
+ * (nb blocks), as one f32x4.
+ */
+export function dotRows4<T>(xq: usize, w0: usize, w1: usize, w2: usize, w3: usize, nb: usize): v128 {
   const f = lowNibble(), bits = bitOfLane(), b16 = sixteen(), one = ones16();
   let acc = f32x4.splat(0);
   const xEnd = xq + nb * xBytes<T>();
-  for (let xb = xq, wb = w0; xb < xEnd; xb += xBytes<T>(), wb += wBytes<T>()) {
+  for (let xb = xq, o: usize = 0; xb < xEnd; xb += xBytes<T>(), o += wBytes<T>()) {
     const x = xb + xAt<T>();
     const a0 = act0(x), a1 = act1(x), a2 = act2(x), a3 = act3(x);
     const off = offsetSums<T>(a0, a1, a2, a3);
-    const w1 = wb + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
-    const s0 = widen<T>(dot32(codes0<T>(wb, f, bits, b16), codes1<T>(wb, f, bits, b16), a0, a1, a2, a3), off, one);
-    const s1 = widen<T>(dot32(codes0<T>(w1, f, bits, b16), codes1<T>(w1, f, bits, b16), a0, a1, a2, a3), off, one);
-    const s2 = widen<T>(dot32(codes0<T>(w2, f, bits, b16), codes1<T>(w2, f, bits, b16), a0, a1, a2, a3), off, one);
-    const s3 = widen<T>(dot32(codes0<T>(w3, f, bits, b16), codes1<T>(w3, f, bits, b16), a0, a1, a2, a3), off, one);
-    acc = f32x4.add(acc, term4<T>(hsum4i(s0, s1, s2, s3), wb, rowBytes, xb));
+    const b0 = w0 + o, b1 = w1 + o, b2 = w2 + o, b3 = w3 + o;
+    const s0 = widen<T>(dot32(codes0<T>(b0, f, bits, b16), codes1<T>(b0, f, bits, b16), a0, a1, a2, a3), off, one);
+    const s1 = widen<T>(dot32(codes0<T>(b1, f, bits, b16), codes1<T>(b1, f, bits, b16), a0, a1, a2, a3), off, one);
+    const s2 = widen<T>(dot32(codes0<T>(b2, f, bits, b16), codes1<T>(b2, f, bits, b16), a0, a1, a2, a3), off, one);
+    const s3 = widen<T>(dot32(codes0<T>(b3, f, bits, b16), codes1<T>(b3, f, bits, b16), a0, a1, a2, a3), off, one);
+    acc = f32x4.add(acc, term4<T>(hsum4i(s0, s1, s2, s3), b0, b1, b2, b3, xb));
   }
   return acc;
 }
@@ -227,7 +230,10 @@ function dotRows4<T>(xq: usize, w0: usize, rowBytes: usize, nb: usize): v128 {
 @inline function matvec<T>(out: usize, xq: usize, w: usize, n: i32, d: i32): void {
   const nb = <usize>n / 32, rowBytes = nb * wBytes<T>();
   let r = 0;
-  for (; r + 4 <= d; r += 4) v128.store(out + (<usize>r << 2), dotRows4<T>(xq, w + <usize>r * rowBytes, rowBytes, nb));
+  for (; r + 4 <= d; r += 4) {
+    const w0 = w + <usize>r * rowBytes;
+    v128.store(out + (<usize>r << 2), dotRows4<T>(xq, w0, w0 + rowBytes, w0 + 2 * rowBytes, w0 + 3 * rowBytes, nb));
+  }
   for (; r < d; r++) store<f32>(out + (<usize>r << 2), dotRow<T>(xq, w + <usize>r * rowBytes, nb));
 }
 
@@ -258,13 +264,16 @@ function dotRows4<T>(xq: usize, w0: usize, rowBytes: usize, nb: usize): v128 {
           rowInts2<T>(w2, f, bits, b16, one, a0, a1, a2, a3, offA, b0, b1, b2, b3, offB),
           rowInts2<T>(w3, f, bits, b16, one, a0, a1, a2, a3, offA, b0, b1, b2, b3, offB),
         );
-        accA = f32x4.add(accA, term4<T>(firstSums(u01, u23), wb, rowBytes, xa));
-        accB = f32x4.add(accB, term4<T>(secondSums(u01, u23), wb, rowBytes, xb));
+        accA = f32x4.add(accA, term4<T>(firstSums(u01, u23), wb, w1, w2, w3, xa));
+        accB = f32x4.add(accB, term4<T>(secondSums(u01, u23), wb, w1, w2, w3, xb));
       }
       v128.store(out + <usize>i * outRow + (<usize>r << 2), accA);
       v128.store(out + <usize>(i + 1) * outRow + (<usize>r << 2), accB);
     }
-    if (i < t) v128.store(out + <usize>i * outRow + (<usize>r << 2), dotRows4<T>(xq + <usize>i * xRow, w0, rowBytes, nb));
+    if (i < t) {
+      const dots = dotRows4<T>(xq + <usize>i * xRow, w0, w0 + rowBytes, w0 + 2 * rowBytes, w0 + 3 * rowBytes, nb);
+      v128.store(out + <usize>i * outRow + (<usize>r << 2), dots);
+    }
   }
   for (; r < d; r++) {
     const wr = w + <usize>r * rowBytes;

@@ -61,13 +61,13 @@ export { quantizeQ8_K, matvecQ4_K, matvecQ5_K, matvecQ6_K, matmulQ4_K, matmulQ5_
   );
 }
 
-/** The f16 values at p, p + stride, p + 2 stride, p + 3 stride as f32x4, times 2^-112 (exact; see q8_0.ts scales4). */
+/** The f16 values at p0, p1, p2, p3 as f32x4, times 2^-112 (exact; see q8_0.ts scales4). */
 // @ts-ignore: decorator
-@inline export function f16x4Scaled(p: usize, stride: usize): v128 {
-  let h = v128.load16_lane(p, i32x4.splat(0), 1);
-  h = v128.load16_lane(p + stride, h, 3);
-  h = v128.load16_lane(p + 2 * stride, h, 5);
-  h = v128.load16_lane(p + 3 * stride, h, 7);
+@inline export function f16x4Scaled(p0: usize, p1: usize, p2: usize, p3: usize): v128 {
+  let h = v128.load16_lane(p0, i32x4.splat(0), 1);
+  h = v128.load16_lane(p1, h, 3);
+  h = v128.load16_lane(p2, h, 5);
+  h = v128.load16_lane(p3, h, 7);
   return v128.and(i32x4.shr_s(h, 3), i32x4.splat(0x8fffffff));
 }
 

@@ -133,7 +133,7 @@ export function sparqScoresStridedBf16(out: usize, q: usize, k: usize, idx: usiz
 
 /** out (16) = [a0, a1, a2, a3] * scale. */
 // @ts-ignore: decorator
-@inline function storeScaled(out: usize, a0: v128, a1: v128, a2: v128, a3: v128, scale: f32): void {
+@inline export function storeScaled(out: usize, a0: v128, a1: v128, a2: v128, a3: v128, scale: f32): void {
   const scale4 = f32x4.splat(scale);
   v128.store(out, f32x4.mul(a0, scale4));
   v128.store(out, f32x4.mul(a1, scale4), 16);

@@ -20,12 +20,18 @@
 import { availableParallelism } from "node:os";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import type { AttentionSpec } from "../src/attention/method.js";
-import type { KvDType } from "../src/kvcache/cache.js";
+import { KV_DTYPES, type KvDType } from "../src/kvcache/cache.js";
 import type { FileType } from "../src/model/file-types.js";
 import { loadModel } from "../src/model/model.js";
 import { PRESETS } from "../src/model/presets.js";
 import { referenceModelFile } from "./models.js";
 import { chooseKernelBuild, describeKernelBuild } from "../src/kernels/wasm.js";
+import { openModelSource } from "../src/model/source.js";
+import { attentionName } from "../src/model/config.js";
+
+/** llama.cpp's KV cache types (a quantised V runs with its flash attention, which it requires). */
+const LLAMA_KV = ["F16", "F32", "Q8_0", "Q4_0"] as const;
+type LlamaKv = (typeof LLAMA_KV)[number];
 
 interface Args {
   dtypes: FileType[];
@@ -35,9 +41,11 @@ interface Args {
   threads: number[];
   kvDtype: KvDType;
   attention: AttentionSpec | null;
-  llamaKv: ("F16" | "F32")[];
+  llamaKv: LlamaKv[];
   engines: ("kvslim" | "llama.cpp")[];
   llamaFlash: boolean;
+  /** A model file or directory to run instead of the reference model (kvslim only). */
+  model: string | null;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -52,25 +60,33 @@ function parseArgs(argv: string[]): Args {
     llamaKv: ["F16", "F32"],
     engines: ["kvslim", "llama.cpp"],
     llamaFlash: false,
+    model: null,
   };
   let method: string | null = null;
   let compression = 8;
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
     if (flag === "--dtypes") args.dtypes = value.split(",") as FileType[];
-    else if (flag === "--kv-dtype") args.kvDtype = value as KvDType;
-    else if (flag === "--attention") method = value;
+    else if (flag === "--kv-dtype") {
+      if (!(KV_DTYPES as readonly string[]).includes(value))
+        throw new Error(`--kv-dtype expects one of ${KV_DTYPES.join(", ")}, got ${value}`);
+      args.kvDtype = value as KvDType;
+    } else if (flag === "--attention") method = value;
     else if (flag === "--compression") compression = Number(value);
-    else if (flag === "--llama-kv") args.llamaKv = value.toUpperCase().split(",") as ("F16" | "F32")[];
-    else if (flag === "--contexts") args.contexts = value.split(",").map(Number);
+    else if (flag === "--llama-kv") {
+      args.llamaKv = value.toUpperCase().split(",") as LlamaKv[];
+      const bad = args.llamaKv.find((kv) => !LLAMA_KV.includes(kv));
+      if (bad !== undefined) throw new Error(`--llama-kv expects some of ${LLAMA_KV.join(",")}, got ${bad}`);
+    } else if (flag === "--contexts") args.contexts = value.split(",").map(Number);
     else if (flag === "--decode") args.decode = Number(value);
     else if (flag === "--prefill") args.prefill = Number(value);
     else if (flag === "--threads") args.threads = value.split(",").map(Number);
     else if (flag === "--engines") args.engines = value.split(",") as Args["engines"];
     else if (flag === "--llama-flash") args.llamaFlash = value === "on";
+    else if (flag === "--model") args.model = value;
     else
       throw new Error(
-        `unknown flag ${flag}; flags: --dtypes --contexts --decode --prefill --threads --kv-dtype --attention --compression --llama-kv --engines --llama-flash on|off`,
+        `unknown flag ${flag}; flags: --dtypes --contexts --decode --prefill --threads --kv-dtype --attention --compression --llama-kv --engines --llama-flash on|off --model PATH`,
       );
   }
   if (method === "sparq") args.attention = { method, compression };
@@ -86,7 +102,7 @@ function tokens(n: number, V: number): number[] {
 interface Row {
   engine: string;
   threads: number;
-  dtype: FileType;
+  dtype: string;
   kv: string;
   context: number;
   prefillTps: number;
@@ -94,7 +110,7 @@ interface Row {
   note?: string;
 }
 
-async function benchKvslim(file: string, dtype: FileType, a: Args, context: number, threads: number): Promise<Row[]> {
+async function benchKvslim(file: string, dtype: string, a: Args, context: number, threads: number): Promise<Row[]> {
   const evicting = a.attention !== null && a.attention.method !== "sparq";
   const model = await loadModel(file, {
     threads,
@@ -122,7 +138,18 @@ async function benchKvslim(file: string, dtype: FileType, a: Args, context: numb
   const session = model.createSession();
   const prefillTps = fill(session);
   if (a.attention !== null && !evicting) session.setAttention({ method: "dense" });
-  rows.push({ engine: "kvslim", threads, dtype, kv: a.kvDtype, context, prefillTps, decodeTps: decode(session) });
+  const stored = (s: ReturnType<typeof model.createSession>) =>
+    `KV stored ${Math.round(s.cache.usedBytes / s.cache.length)} B/token`;
+  rows.push({
+    engine: "kvslim",
+    threads,
+    dtype,
+    kv: a.kvDtype,
+    context,
+    prefillTps,
+    decodeTps: decode(session),
+    note: stored(session),
+  });
   if (a.attention !== null && !evicting) {
     session.setAttention(a.attention);
     const decodeTps = decode(session);
@@ -135,7 +162,7 @@ async function benchKvslim(file: string, dtype: FileType, a: Args, context: numb
       context,
       prefillTps,
       decodeTps,
-      note: `KV transfer 1/${(1 / ratio).toFixed(1)} of dense`,
+      note: `${stored(session)}, KV transfer 1/${(1 / ratio).toFixed(1)} of dense`,
     });
   }
   session.dispose();
@@ -151,7 +178,7 @@ async function benchKvslim(file: string, dtype: FileType, a: Args, context: numb
       context,
       prefillTps: tps,
       decodeTps,
-      note: `KV transfer 1/${(1 / other.kvTraffic().ratio).toFixed(1)} of dense`,
+      note: `${stored(other)}, KV transfer 1/${(1 / other.kvTraffic().ratio).toFixed(1)} of dense`,
     });
     other.dispose();
   }
@@ -164,7 +191,7 @@ async function benchLlamaCpp(
   dtype: FileType,
   a: Args,
   context: number,
-  kv: "F16" | "F32",
+  kv: LlamaKv,
   threads: number,
 ): Promise<Row> {
   const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, progressLogs: false });
@@ -173,7 +200,7 @@ async function benchLlamaCpp(
     contextSize: context + a.decode + 16,
     threads,
     batchSize: 512,
-    flashAttention: a.llamaFlash,
+    flashAttention: a.llamaFlash || kv.startsWith("Q"),
     experimentalKvCacheKeyType: kv,
     experimentalKvCacheValueType: kv,
   });
@@ -193,7 +220,7 @@ async function benchLlamaCpp(
   await ctx.dispose();
   await model.dispose();
   return {
-    engine: a.llamaFlash ? "llama.cpp (FA)" : "llama.cpp",
+    engine: a.llamaFlash || kv.startsWith("Q") ? "llama.cpp (FA)" : "llama.cpp",
     threads,
     dtype,
     kv: kv.toLowerCase(),
@@ -212,24 +239,31 @@ function argmax(x: Float32Array): number {
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   const rows: Row[] = [];
-  console.log(
-    `reference model: llama, d_model 768, 12 layers, 12 heads (MHA), FFN 2048, vocab 8192; threads ${a.threads.join(", ")}`,
-  );
+  if (a.model !== null) {
+    const c = openModelSource(a.model).config;
+    console.log(
+      `model ${a.model}: ${attentionName(c)}, d_model ${c.dModel}, ${c.nLayers} layers, ${c.nHeads} heads × ${c.headDim}, ${c.nKvHeads} KV heads; kvslim only; threads ${a.threads.join(", ")}`,
+    );
+    a.engines = ["kvslim"];
+  } else
+    console.log(
+      `reference model: llama, d_model 768, 12 layers, 12 heads (MHA), FFN 2048, vocab 8192; threads ${a.threads.join(", ")}`,
+    );
   console.log(`kernels: ${describeKernelBuild(chooseKernelBuild())} (KVSLIM_KERNELS=portable|relaxed to choose)`);
   console.log(`engine          thr dtype  KV   context  prefill tok/s  decode tok/s`);
   const print = (r: Row) =>
     console.log(
       `${r.engine.padEnd(15)} ${String(r.threads).padStart(3)} ${r.dtype.padEnd(6)} ${r.kv.padEnd(4)} ${String(r.context).padStart(7)}  ${r.prefillTps.toFixed(1).padStart(13)}  ${r.decodeTps.toFixed(1).padStart(12)}${r.note ? `  ${r.note}` : ""}`,
     );
-  for (const dtype of a.dtypes) {
-    const file = referenceModelFile(dtype);
+  for (const dtype of a.model !== null ? ["model"] : a.dtypes) {
+    const file = a.model ?? referenceModelFile(dtype as FileType);
     for (const context of a.contexts) {
       for (const threads of a.threads) {
         const ours = a.engines.includes("kvslim") ? await benchKvslim(file, dtype, a, context, threads) : [];
         ours.forEach(print);
         const refs: Row[] = [];
         for (const kv of a.engines.includes("llama.cpp") ? a.llamaKv : []) {
-          const ref = await benchLlamaCpp(file, dtype, a, context, kv, threads);
+          const ref = await benchLlamaCpp(file, dtype as FileType, a, context, kv, threads);
           print(ref);
           refs.push(ref);
         }

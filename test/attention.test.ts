@@ -11,9 +11,17 @@ import { createReferenceKernels } from "../src/kernels/reference.js";
 import { KvCache, type KvDType } from "../src/kvcache/cache.js";
 import { ALIGN, Arena, PAGE, alignUp } from "../src/memory/arena.js";
 import { Pool } from "../src/memory/pool.js";
-import { Harness, stored, type HarnessShape } from "./helpers/attention-harness.js";
+import { Harness, type HarnessShape } from "./helpers/attention-harness.js";
 import { gaussian, makeRandom } from "./helpers/kernels-helpers.js";
-import { NaiveEvicting, naiveDense, naiveSparq, topIndices, type Row } from "./helpers/naive-attention.js";
+import {
+  NaiveEvicting,
+  naiveDense,
+  naiveSparq,
+  quantizedBlock,
+  storedRow,
+  topIndices,
+  type Row,
+} from "./helpers/naive-attention.js";
 
 /** Random q (T, H·Hd), k and v (T, G·Hd); keys scaled so attention is peaked enough to matter. */
 function randomStep(random: () => number, s: HarnessShape, T: number) {
@@ -39,11 +47,39 @@ class History {
         const pos = this.rows[g].length;
         this.rows[g].push({
           pos,
-          k: Array.from(k.subarray(at, at + Hd), (x) => stored(dtype, x)),
-          v: Array.from(v.subarray(at, at + Hd), (x) => stored(dtype, x)),
+          k: storedRow(dtype, Array.from(k.subarray(at, at + Hd))),
+          v: storedRow(dtype, Array.from(v.subarray(at, at + Hd))),
         });
       }
     }
+  }
+  /**
+   * The rows of KV head g with the keys SparQ's approximate scores read: with a quantised cache and the
+   * double layout, each channel of each whole group of 32 positions quantised again (KIVI-style); the
+   * positions after the last whole group keep their rows' keys.
+   */
+  sparqRows(g: number, layout: "double" | "single"): Row[] {
+    const { dtype, Hd } = this.s;
+    const rows = this.rows[g];
+    if ((dtype !== "q8_0" && dtype !== "q4_0") || layout === "single") return rows;
+    const out = rows.map((r) => ({ ...r, kApprox: r.k }));
+    for (let first = 0; first + 32 <= rows.length; first += 32) {
+      const keys = out.slice(first, first + 32).map((r) => [...r.k]);
+      for (let i = 0; i < Hd; i++) {
+        const channel = quantizedBlock(
+          dtype,
+          keys.map((k) => k[i]),
+        );
+        channel.forEach((x, e) => (keys[e][i] = x));
+      }
+      keys.forEach((k, e) => (out[first + e].kApprox = k));
+    }
+    return out;
+  }
+  /** The query as a cache of this dtype's dot products see it: q8_0-quantised for q8_0 and q4_0 caches. */
+  query(q: number[]): number[] {
+    const dtype = this.s.dtype;
+    return dtype === "q8_0" || dtype === "q4_0" ? storedRow("q8_0", q) : q;
   }
   vMean(g: number): number[] {
     const rows = this.rows[g];
@@ -76,13 +112,21 @@ function relError(s: HarnessShape, out: Float32Array, t: number, expected: numbe
   return diff / scale;
 }
 
+const QUANTIZED = ["q8_0", "q4_0"] as const;
 const MHA = (dtype: KvDType): HarnessShape => ({ H: 4, G: 4, Hd: 32, maxRows: 512, dtype });
-const GQA = (dtype: KvDType): HarnessShape => ({ H: 6, G: 2, Hd: 24, maxRows: 512, dtype });
+/** A quantised cache needs whole blocks of 32: head dim 32 for those, 24 otherwise. */
+const GQA = (dtype: KvDType): HarnessShape => ({
+  H: 6,
+  G: 2,
+  Hd: dtype.startsWith("q") ? 32 : 24,
+  maxRows: 512,
+  dtype,
+});
 
 describe("SparQ", () => {
   const cases = [];
   for (const shape of ["MHA", "GQA"] as const) {
-    for (const dtype of ["f32", "bf16"] as const) {
+    for (const dtype of ["f32", "bf16", ...QUANTIZED] as const) {
       for (const reallocation of [true, false]) {
         for (const layout of ["double", "single"] as const) cases.push({ shape, dtype, reallocation, layout });
       }
@@ -106,12 +150,13 @@ describe("SparQ", () => {
         const out = harness.step(q, k, v);
         history.add(k, v);
         const expected = Array.from({ length: s.G }, (_, g) =>
-          naiveSparq(groupQueries(s, q, 0, g), history.rows[g], history.vMean(g), {
+          naiveSparq(groupQueries(s, q, 0, g), history.sparqRows(g, layout), history.vMean(g), {
             r: 8,
             k: 40,
             l: 10,
             reallocation,
             groupRanking: "logits",
+            query: (x) => history.query(x),
           }),
         );
         expect(relError(s, out, 0, expected)).toBeLessThan(1e-5);
@@ -144,7 +189,7 @@ describe("SparQ", () => {
     }
   });
 
-  test.each(["f32", "bf16"] as const)(
+  test.each(["f32", "bf16", ...QUANTIZED] as const)(
     "%s: k + 1 ≥ S selects everything and equals dense attention, bit for bit",
     (dtype) => {
       for (const s of [MHA(dtype), GQA(dtype)]) {
@@ -198,6 +243,10 @@ describe("evicting baselines", () => {
     { policy: "h2o" as const, dtype: "bf16" as const, shape: "GQA" },
     { policy: "streaming" as const, dtype: "f32" as const, shape: "GQA" },
     { policy: "streaming" as const, dtype: "bf16" as const, shape: "MHA" },
+    { policy: "h2o" as const, dtype: "q8_0" as const, shape: "GQA" },
+    { policy: "h2o" as const, dtype: "q4_0" as const, shape: "MHA" },
+    { policy: "streaming" as const, dtype: "q8_0" as const, shape: "MHA" },
+    { policy: "streaming" as const, dtype: "q4_0" as const, shape: "GQA" },
   ];
   test.each(cases)(
     "$policy $shape $dtype: == naive simulation over prefill + 30 decode steps (rel 1e-5); the cache never holds more than budget + 1 rows",
@@ -207,17 +256,21 @@ describe("evicting baselines", () => {
       const spec: AttentionSpec =
         policy === "h2o" ? { method: "h2o", budget } : { method: "streaming", budget, sinks: 4 };
       const harness = new Harness(s, spec);
-      const naive = Array.from({ length: s.G }, () => new NaiveEvicting(policy, budget, policy === "h2o" ? 12 : 4));
+      const query = (x: number[]) => (dtype === "q8_0" || dtype === "q4_0" ? storedRow("q8_0", x) : x);
+      const naive = Array.from(
+        { length: s.G },
+        () => new NaiveEvicting(policy, budget, policy === "h2o" ? 12 : 4, query),
+      );
       const random = makeRandom(8);
       const feed = (T: number) => {
         const { q, k, v } = randomStep(random, s, T);
         const out = harness.step(q, k, v);
         const expected: number[][][][] = naive.map((n, g) => {
           const keys = Array.from({ length: T }, (_, t) =>
-            Array.from(k.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd), (x) => stored(dtype, x)),
+            storedRow(dtype, Array.from(k.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd))),
           );
           const values = Array.from({ length: T }, (_, t) =>
-            Array.from(v.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd), (x) => stored(dtype, x)),
+            storedRow(dtype, Array.from(v.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd))),
           );
           return n.step(
             Array.from({ length: T }, (_, t) => groupQueries(s, q, t, g)),
@@ -370,6 +423,57 @@ describe("byte counters", () => {
     },
   );
 
+  test.each(QUANTIZED)(
+    "%s: counted bytes per step == the blocks each method's kernels are given (rows of Hd/32 blocks with their scales; SparQ's Kᵀ codes, a scale per 32 positions, the unfinished group from the rows)",
+    (dtype) => {
+      const s = MHA(dtype);
+      const Hd = s.Hd;
+      const R = (Hd / 32) * (dtype === "q8_0" ? 34 : 18); // one K or V row
+      const code = dtype === "q8_0" ? 1 : 0.5; // one Kᵀ code
+      const prompt = 220;
+      const steps = 10; // S = 221 … 230: the step with S = 224 completes a group of Kᵀ
+      const sum = (per: (S: number) => number) => {
+        let total = 0;
+        for (let i = 0; i < steps; i++) total += s.G * per(prompt + i + 1);
+        return total;
+      };
+      const run = (spec: AttentionSpec) => {
+        const h = new Harness(s, spec);
+        const random = makeRandom(2);
+        const p = randomStep(random, s, prompt);
+        h.step(p.q, p.k, p.v);
+        for (let i = 0; i < steps; i++) {
+          const d = randomStep(random, s, 1);
+          h.step(d.q, d.k, d.v);
+        }
+        return h.cache.traffic;
+      };
+      const dense = run({ method: "dense" });
+      expect(dense.read + dense.written).toBe(sum((S) => 2 * S * R + 2 * R));
+      const r = 8;
+      const k = 32;
+      const sparq = run({ method: "sparq", r, k, reallocation: true });
+      const columns = (S: number) => {
+        const grouped = Math.floor(S / 32) * 32;
+        return r * grouped * code + r * (grouped / 32) * 2 + (S - grouped) * (r * code + 2 * Math.min(r, Hd / 32));
+      };
+      // A step whose row completes a group reads the group's 32 K rows and writes Hd codes of 32 and their scales.
+      const group = (S: number) => (S % 32 === 0 ? 32 * R + Hd * (32 * code + 2) : 0);
+      expect(sparq.read + sparq.written).toBe(
+        sum((S) => columns(S) + 2 * (k + 1) * R + 4 * Hd + 2 * R + 2 * 4 * Hd + group(S)),
+      );
+      expect(sparq.denseRead + sparq.denseWritten).toBe(dense.read + dense.written);
+      const single = run({ method: "sparq", r, k, reallocation: true, layout: "single" });
+      expect(single.read + single.written).toBe(
+        sum((S) => S * (r * code + 2 * Math.min(r, Hd / 32)) + 2 * (k + 1) * R + 4 * Hd + 2 * R + 2 * 4 * Hd),
+      );
+      const h2o = run({ method: "h2o", budget: 64 });
+      expect(h2o.read + h2o.written).toBe(sum(() => 2 * 65 * R + 2 * 65 * 4 + 2 * R + 4 + 4));
+      const streaming = run({ method: "streaming", budget: 64 });
+      expect(streaming.read + streaming.written).toBe(sum(() => 2 * 65 * R + 2 * R + 4));
+    },
+  );
+
   test("sparq with compression c: r = Hd/c and k = S/(2c) track S; ratio ≈ 1/c at long context (±15%)", () => {
     const s: HarnessShape = { H: 2, G: 2, Hd: 64, maxRows: 4200, dtype: "f32" };
     const h = new Harness(s, { method: "sparq", compression: 8 });
@@ -390,15 +494,16 @@ describe("byte counters", () => {
 });
 
 describe("KV cache rewind and traffic", () => {
-  test.each(["f32", "bf16"] as const)(
-    "%s: rewind(5) after 5 decode steps leaves rows, length and K/V as a cache that never took them, v̄ the float64 mean of the rows left (≤ 1e-6 relative), and the next SparQ step equal to that cache's (≤ 1e-5); traffic is counted for decode steps only",
+  test.each(["f32", "bf16", ...QUANTIZED] as const)(
+    "%s: rewind(5) after 5 decode steps (across a group of 32 positions) leaves rows, length and K/V as a cache that never took them, v̄ the float64 mean of the rows left (≤ 1e-6 relative), and the next SparQ step equal to that cache's (≤ 1e-5); traffic is counted for decode steps only",
     (dtype) => {
-      const s: HarnessShape = { H: 2, G: 2, Hd: 16, maxRows: 128, dtype };
+      const s: HarnessShape = { H: 2, G: 2, Hd: 32, maxRows: 128, dtype };
       const spec: AttentionSpec = { method: "sparq", r: 4, k: 8, reallocation: true };
       const a = new Harness(s, spec);
       const b = new Harness(s, spec);
       const random = makeRandom(5);
-      const prompt = randomStep(random, s, 40);
+      const P = 62; // the decode steps complete the group of positions 32–63, the rewind reopens it
+      const prompt = randomStep(random, s, P);
       a.step(prompt.q, prompt.k, prompt.v);
       b.step(prompt.q, prompt.k, prompt.v);
       expect(a.cache.traffic).toEqual({ steps: 0, read: 0, written: 0, denseRead: 0, denseWritten: 0 }); // prefill is not counted
@@ -410,22 +515,26 @@ describe("KV cache rewind and traffic", () => {
       expect(counted.steps).toBe(5);
       a.cache.rewind(5);
       expect(a.cache.traffic).toEqual(counted);
-      expect([a.cache.rows, a.cache.length]).toEqual([40, 40]);
-      const bytes = (h: Harness) =>
-        h.arena.u8.slice(h.cache.keys(0, 0), h.cache.keys(0, 0) + 2 * s.G * 40 * s.Hd * h.cache.bytesPerElement);
+      expect([a.cache.rows, a.cache.length]).toEqual([P, P]);
+      const bytes = (h: Harness, g: number) =>
+        h.arena.u8.slice(h.cache.keys(0, g), h.cache.keys(0, g) + P * h.cache.rowBytes);
       for (let g = 0; g < s.G; g++) {
         const mean = a.arena.f32.slice(a.cache.valueMean(0, g) >> 2, (a.cache.valueMean(0, g) >> 2) + s.Hd);
+        const rows = Array.from({ length: P }, (_, t) =>
+          storedRow(dtype, Array.from(prompt.v.subarray((t * s.G + g) * s.Hd, (t * s.G + g + 1) * s.Hd))),
+        );
         for (let j = 0; j < s.Hd; j++) {
-          let sum = 0;
-          for (let t = 0; t < 40; t++) sum += stored(dtype, prompt.v[(t * s.G + g) * s.Hd + j]);
-          expect(Math.abs(mean[j] - sum / 40)).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(sum / 40)));
+          const m = rows.reduce((sum, r) => sum + r[j], 0) / P;
+          expect(Math.abs(mean[j] - m)).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(m)));
         }
+        expect(bytes(a, g)).toEqual(bytes(b, g));
       }
-      expect(bytes(a).subarray(0, s.G * 40 * s.Hd)).toEqual(bytes(b).subarray(0, s.G * 40 * s.Hd));
-      const next = randomStep(random, s, 1);
-      const outA = a.step(next.q, next.k, next.v);
-      const outB = b.step(next.q, next.k, next.v);
-      for (let i = 0; i < outA.length; i++) expect(Math.abs(outA[i] - outB[i])).toBeLessThanOrEqual(1e-5);
+      for (let i = 0; i < 4; i++) {
+        const next = randomStep(random, s, 1);
+        const outA = a.step(next.q, next.k, next.v);
+        const outB = b.step(next.q, next.k, next.v);
+        for (let j = 0; j < outA.length; j++) expect(Math.abs(outA[j] - outB[j])).toBeLessThanOrEqual(1e-5);
+      }
     },
   );
 

@@ -200,6 +200,30 @@ describe("working commands", () => {
     expect(info.training).toBeUndefined(); // a model directory, not a training run
     const text = await run("info", cla);
     expect(text.out).toContain("2 of 4 layers hold K/V");
+    expect(text.out).toContain("no q8_0/q4_0: head dim 16 is not a multiple of 32");
+    const bad = await run("info", cla, "--kv-dtype", "q8_0");
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain("a q8_0 KV cache needs a head dimension that is a multiple of 32");
+  });
+
+  test("info counts q8_0 / q4_0 KV bytes per token with their scales (34 and 18 bytes per 32 values) and fits with them", async () => {
+    const config = llamaConfig({ dModel: 128, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, vocabSize: 512 });
+    const model = writeTestHf(dir, "kv-info", config).path;
+    const r = await run("info", model, "--json", "--memory", "64MiB", "--context", "1000", "--kv-dtype", "q4_0");
+    expect(r.code, r.err).toBe(0);
+    const info = JSON.parse(r.out);
+    const elements = 2 * 2 * 2 * 32; // K and V × layers × KV heads × head dim
+    expect(info.kvBytesPerToken).toEqual({
+      f32: elements * 4,
+      bf16: elements * 2,
+      q8_0: (elements / 32) * 34,
+      q4_0: (elements / 32) * 18,
+      "16-bit": elements * 2,
+    });
+    expect(info.fit.kvDtype).toBe("q4_0");
+    expect(info.fit.tokens).toBe(
+      Math.floor((64 * 2 ** 20 - info.weightBytes - info.activationBytes) / ((elements / 32) * 18)),
+    );
   });
 });
 
@@ -363,7 +387,9 @@ describe("bad input: one line, named error, non-zero exit", () => {
       ["--attention", "sparq", "--compression", "4", "--sparq-layout", "triple"],
       /--sparq-layout expects double or single/,
     ],
-    [["--kv-dtype", "f16"], /--kv-dtype expects one of f32, bf16, got "f16"/],
+    [["--kv-dtype", "f16"], /--kv-dtype expects one of f32, bf16, q8_0, q4_0, got "f16"/],
+    // llama-gqa's head dim is 16: no whole blocks of 32.
+    [["--kv-dtype", "q4_0"], /a q4_0 KV cache needs a head dimension that is a multiple of 32, but this model's is 16/],
   ])("bad attention flags %j: UsageError, exit 2", async (flags, message) => {
     expectFailure(await run("generate", "-m", good, "-p", "x", ...flags), 2, "UsageError", message);
   });

@@ -249,7 +249,7 @@ describe("kvslim serve with the openai client", () => {
     }
   });
 
-  test("8 concurrent streams (dense, SparQ 1/4, H2O 1/2, bf16 KV, different lengths) each get the text they get alone", async () => {
+  test("8 concurrent streams (dense, SparQ 1/4, H2O 1/2, bf16, q8_0 and q4_0 KV, different lengths) each get the text they get alone", async () => {
     const prompts = Array.from({ length: 8 }, (_, i) => [
       {
         role: "system" as const,
@@ -267,6 +267,8 @@ describe("kvslim serve with the openai client", () => {
       { method: "streaming", budget: 40 },
       undefined,
     ];
+    // Some streams keep their K/V in bf16, q8_0 or q4_0 (a session per dtype, batched with the rest).
+    const KV_DTYPE_OF: Record<number, string> = { 3: "bf16", 4: "q8_0", 6: "q4_0" };
     const run = async (i: number) => {
       const stream = await s.client.chat.completions.create({
         model: "kvslim-tiny",
@@ -275,7 +277,10 @@ describe("kvslim serve with the openai client", () => {
         temperature: 0,
         stream: true,
         // @ts-expect-error kvslim's extension field
-        kvslim: { ...(methods[i] ? { attention: methods[i] } : {}), ...(i === 3 ? { kv_dtype: "bf16" } : {}) },
+        kvslim: {
+          ...(methods[i] ? { attention: methods[i] } : {}),
+          ...(KV_DTYPE_OF[i] ? { kv_dtype: KV_DTYPE_OF[i] } : {}),
+        },
       });
       let text = "";
       for await (const c of stream) text += c.choices[0]?.delta.content ?? "";
@@ -374,7 +379,7 @@ describe("errors as the client's own error types (OpenAI envelope, param named)"
       "kvslim.attention.compression",
       /does not apply to method dense/,
     );
-    await bad({ kvslim: { kv_dtype: "f8" } }, "kvslim.kv_dtype", /must be one of f32, bf16/);
+    await bad({ kvslim: { kv_dtype: "f8" } }, "kvslim.kv_dtype", /must be one of f32, bf16, q8_0, q4_0/);
     await bad(
       { messages: [{ role: "robot", content: "hi" }] },
       "messages[0].role",

@@ -8,6 +8,23 @@
  */
 import { OPS } from "../threads/ops.js";
 import type { AttentionContext, AttentionMethod, AttentionScratch } from "./method.js";
+import type { KvDType } from "../kvcache/cache.js";
+
+/** The decode attention kernel of each KV dtype. */
+const ATTENTION: Record<KvDType, number> = {
+  f32: OPS.attentionF32,
+  bf16: OPS.attentionBf16,
+  q8_0: OPS.attentionQ8_0,
+  q4_0: OPS.attentionQ4_0,
+};
+
+/** The prefill (causal) attention kernel of each KV dtype. */
+const ATTENTION_CAUSAL: Record<KvDType, number> = {
+  f32: OPS.attentionCausalF32,
+  bf16: OPS.attentionCausalBf16,
+  q8_0: OPS.attentionCausalQ8_0,
+  q4_0: OPS.attentionCausalQ4_0,
+};
 
 /**
  * Called after each group's attention is queued on `thread`, whose scratch.scores (g, S) will hold the
@@ -42,7 +59,7 @@ export function attendDense(
   }
   const { cache, nHeads: H, nKvHeads: G, headDim: Hd, scale, parallel: par, scratches } = ctx;
   const g = H / G;
-  const attention = cache.layout.dtype === "f32" ? OPS.attentionF32 : OPS.attentionBf16;
+  const attention = ATTENTION[cache.layout.dtype];
   // KV head kv always runs on the same thread, so an observer's running sums stay in order.
   for (let t = 0; t < T; t++) {
     const S = cache.span(t);
@@ -51,7 +68,8 @@ export function attendDense(
       const thread = par.threadOf(kv, G);
       const scratch = scratches[thread];
       const { k, v } = cache.attendRows(slot, kv, S);
-      par.task(thread, attention, out + at, scratch.scores, q + at, k, v, S, Hd, g, scale);
+      // (The f32 and bf16 kernels take no quantised-query scratch; an extra argument is ignored.)
+      par.task(thread, attention, out + at, scratch.scores, q + at, k, v, S, Hd, g, scale, scratch.qq);
       observe?.(thread, scratch, slot, kv, S);
     }
   }
@@ -66,7 +84,7 @@ export function attendDense(
 function attendCausal(ctx: AttentionContext, slot: number, q: number, out: number, T: number): void {
   const { cache, nHeads: H, nKvHeads: G, headDim: Hd, scale, parallel: par, scratches } = ctx;
   const g = H / G;
-  const causal = cache.layout.dtype === "f32" ? OPS.attentionCausalF32 : OPS.attentionCausalBf16;
+  const causal = ATTENTION_CAUSAL[cache.layout.dtype];
   const S0 = cache.span(0) - 1;
   const rows = scratches[0].causalRows;
   // scratch.causal holds (causalRows, g, C) probabilities and every span is ≤ C (positions seen).
@@ -89,6 +107,7 @@ function attendCausal(ctx: AttentionContext, slot: number, q: number, out: numbe
         g,
         H * Hd,
         scale,
+        scratches[thread].qq,
       );
     }
   }

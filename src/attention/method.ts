@@ -95,6 +95,7 @@ export interface AttentionScratch {
   headScale: Ptr; // (g) f32: per-head multipliers
   alpha: Ptr; // (g) f32: SparQ's α per query head
   topK: Ptr; // topK kernel scratch: 4 (C + 2048) bytes
+  qq: Ptr; // (causalRows, g, Hd/32) q8_0 blocks: queries quantised for a q8_0 / q4_0 cache's dot products
   /** Prefill rows one attentionCausal* call may take (what `causal` holds). */
   causalRows: number;
 }
@@ -125,6 +126,8 @@ export function attentionScratchSizes(
     headScale: 4 * groupSize,
     alpha: 4 * groupSize,
     topK: 4 * (Math.max(maxRows, headDim) + 2048),
+    // A decode step quantises g query heads; a prefill call every head of its rows first.
+    qq: causalRowsFor(groupSize, maxRows, chunk) * groupSize * Math.ceil(headDim / 32) * 34,
   };
 }
 

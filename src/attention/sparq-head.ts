@@ -9,6 +9,9 @@ export const SPARQ_BF16 = 1;
 export const SPARQ_DOUBLE = 2;
 export const SPARQ_BY_PROBABILITIES = 4;
 export const SPARQ_REALLOCATION = 8;
+/** K, V in q8_0 / q4_0 blocks; a d-major copy quantised per channel in groups of 32 positions. */
+export const SPARQ_Q8_0 = 16;
+export const SPARQ_Q4_0 = 32;
 
 /** What a thread runs kernels with: its own kernels instance over the shared memory, and views of it. */
 export interface KernelEnv {
@@ -20,7 +23,10 @@ export interface KernelEnv {
 /**
  * Steps 1–8 for one KV head. q, out (g, Hd); keys = the d-major copy kT (Hd, C) when flags has
  * SPARQ_DOUBLE, else the S-major K (S, Hd) read with a strided gather; K, V (S, Hd); vMean (Hd) f32.
- * The remaining pointers are this thread's scratch (AttentionScratch fields of the same names).
+ * Quantised (SPARQ_Q8_0, SPARQ_Q4_0): kT holds codes (Hd, C) with their scales at keyScales (Hd, C/32),
+ * C then the Kt row length (a multiple of 32), and positions past the last whole group of 32 are scored
+ * from the K rows. The remaining pointers are this thread's scratch (AttentionScratch fields of the same
+ * names).
  */
 export function sparqHead(
   env: KernelEnv,
@@ -30,6 +36,7 @@ export function sparqHead(
   K: number,
   V: number,
   vMean: number,
+  keyScales: number,
   C: number,
   S: number,
   r: number,
@@ -48,9 +55,12 @@ export function sparqHead(
   index: number,
   alpha: number,
   scores: number,
+  qq: number,
 ): void {
   const { kernels: kern, f32, i32 } = env;
   const bf16 = (flags & SPARQ_BF16) !== 0;
+  const q8 = (flags & SPARQ_Q8_0) !== 0;
+  const q4bit = (flags & SPARQ_Q4_0) !== 0;
   const q4 = q >> 2;
   // Step 1: i1 = the r largest components of |q|, summed over the group's query heads (one i1 per KV head).
   for (let i = 0; i < Hd; i++) {
@@ -72,7 +82,19 @@ export function sparqHead(
   }
 
   // Step 3: approximate logits (g, S) = q[i1] · K[:, i1]ᵀ / τ, reading r columns of K.
-  if ((flags & SPARQ_DOUBLE) !== 0) {
+  const double = (flags & SPARQ_DOUBLE) !== 0;
+  if (q8 || q4bit) {
+    // Whole groups of 32 positions from the quantised Kt, the rest from the K rows.
+    const grouped = double ? Math.floor(S / 32) * 32 : 0;
+    if (grouped > 0) {
+      const approximate = q8 ? kern.sparqScoresQ8_0T : kern.sparqScoresQ4_0T;
+      approximate(approx, q, keys, keyScales, components, headScale, r, grouped, S, C, Hd, g);
+    }
+    if (grouped < S) {
+      const approximate = q8 ? kern.sparqScoresStridedQ8_0 : kern.sparqScoresStridedQ4_0;
+      approximate(approx, q, K, components, headScale, r, grouped, S, Hd, g);
+    }
+  } else if (double) {
     const approximate = bf16 ? kern.sparqScoresBf16 : kern.sparqScoresF32;
     approximate(approx, q, keys, components, headScale, r, S, C, Hd, g);
   } else {
@@ -117,8 +139,13 @@ export function sparqHead(
     kern.sparqAlpha(alpha, approx, index, k + 1, S, g);
   }
   // Step 7: exact attention over the k + 1 selected rows only.
-  const attendRows = bf16 ? kern.attendRowsBf16 : kern.attendRowsF32;
-  attendRows(out, scores, q, K, V, index, k + 1, Hd, g, scale);
+  if (q8 || q4bit) {
+    const attendRows = q8 ? kern.attendRowsQ8_0 : kern.attendRowsQ4_0;
+    attendRows(out, scores, q, K, V, index, k + 1, Hd, g, scale, qq);
+  } else {
+    const attendRows = bf16 ? kern.attendRowsBf16 : kern.attendRowsF32;
+    attendRows(out, scores, q, K, V, index, k + 1, Hd, g, scale);
+  }
 
   // Step 8: mean-value reallocation, y = α·y + (1 − α)·v̄.
   if ((flags & SPARQ_REALLOCATION) !== 0) {

@@ -15,7 +15,14 @@ import { UsageError } from "../errors.js";
 import { attendDense } from "./dense.js";
 import { sparqReallocates, type AttentionContext, type AttentionMethod, type SparqSpec } from "./method.js";
 import { OPS } from "../threads/ops.js";
-import { SPARQ_BF16, SPARQ_BY_PROBABILITIES, SPARQ_DOUBLE, SPARQ_REALLOCATION } from "./sparq-head.js";
+import {
+  SPARQ_BF16,
+  SPARQ_BY_PROBABILITIES,
+  SPARQ_DOUBLE,
+  SPARQ_Q4_0,
+  SPARQ_Q8_0,
+  SPARQ_REALLOCATION,
+} from "./sparq-head.js";
 
 /** r and k for a step attending S positions. */
 export interface SparqBudget {
@@ -68,9 +75,11 @@ export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMe
     );
   const doubleLayout = (spec.layout ?? "double") === "double";
   const byProbabilities = spec.groupRanking === "probabilities";
-  const bf16 = cache.layout.dtype === "bf16";
+  const dtype = cache.layout.dtype;
   const flags =
-    (bf16 ? SPARQ_BF16 : 0) |
+    (dtype === "bf16" ? SPARQ_BF16 : 0) |
+    (dtype === "q8_0" ? SPARQ_Q8_0 : 0) |
+    (dtype === "q4_0" ? SPARQ_Q4_0 : 0) |
     (doubleLayout ? SPARQ_DOUBLE : 0) |
     (byProbabilities ? SPARQ_BY_PROBABILITIES : 0) |
     (reallocation ? SPARQ_REALLOCATION : 0);
@@ -99,6 +108,7 @@ export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMe
         const columns = cache.keyColumns(slot, kv, r, S);
         const rows = cache.gatherRows(slot, kv, k + 1);
         const vMean = reallocation ? cache.meanValue(slot, kv) : 0;
+        const quantizedT = cache.quantized !== null && doubleLayout;
         par.task(
           t,
           OPS.sparqHead,
@@ -108,7 +118,8 @@ export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMe
           rows.k,
           rows.v,
           vMean,
-          cache.capacity,
+          quantizedT ? cache.keysTScales(slot, kv) : 0,
+          quantizedT ? cache.kTStride : cache.capacity,
           S,
           r,
           k,
@@ -126,6 +137,7 @@ export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMe
           sc.index,
           sc.alpha,
           sc.scores,
+          sc.qq,
         );
       }
       par.flush();

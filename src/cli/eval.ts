@@ -15,6 +15,7 @@ import { TEXT_SOURCES, type TextSource } from "../eval/text.js";
 import { writeReport } from "../eval/report.js";
 import { packageRoot } from "../kernels/wasm.js";
 import { loadModel } from "../model/model.js";
+import { KV_DTYPES, type KvDType } from "../kvcache/cache.js";
 import { choiceOption, intOption, parseFloatIn, pathOption, seedOption, threadsOption } from "./options.js";
 
 interface RunFlags {
@@ -84,7 +85,7 @@ export function registerEval(program: Command): void {
       "1/1",
     )
     .option("-o, --out <dir>", "directory for results.jsonl (created if missing)", pathOption("--out"))
-    .option("--kv-dtype <dtype>", "KV cache storage", choiceOption("--kv-dtype", ["f32", "bf16"]), "f32")
+    .option("--kv-dtype <dtype>", "KV cache storage", choiceOption("--kv-dtype", KV_DTYPES), "f32")
     .option(...threadsOption)
     .action(async (flags: RunFlags, command: Command) => {
       if (flags.model === undefined) throw new UsageError("eval needs a model: -m FILE.gguf or -m DIR");
@@ -114,7 +115,7 @@ export function registerEval(program: Command): void {
       if (total === 0) throw new UsageError("--methods and --compression give no cells to run");
       // The cache pool fits SparQ's layout (K twice, the mean of V), the largest any cell needs.
       const model = await loadModel(flags.model, {
-        kvDtype: flags.kvDtype as "f32" | "bf16",
+        kvDtype: flags.kvDtype as KvDType,
         attention: { method: "sparq", compression: 8, reallocation: true },
         threads: flags.threads,
       });

@@ -22,7 +22,7 @@
  */
 import type { Ptr } from "../memory/arena.js";
 
-export interface Kernels extends TrainKernels, QuantKernels {
+export interface Kernels extends TrainKernels, QuantKernels, KvQuantKernels {
   /** out (d) = W (d, n) @ x (n), W f32. */
   matvecF32(out: Ptr, x: Ptr, w: Ptr, n: number, d: number): void;
   /** out (d) = W (d, n) @ x (n), W f16, x f32. */
@@ -473,6 +473,197 @@ export interface QuantKernels {
   getRowQ4_K(out: Ptr, table: Ptr, row: number, n: number): void;
   getRowQ5_K(out: Ptr, table: Ptr, row: number, n: number): void;
   getRowQ6_K(out: Ptr, table: Ptr, row: number, n: number): void;
+}
+
+/**
+ * The kernels for a KV cache held in ggml's 32-value blocks (assembly/kv-quant.ts, reference twin
+ * reference-kvquant.ts), as llama.cpp's q8_0 / q4_0 cache types. A K or V row of Hd values (Hd a multiple
+ * of 32) is Hd/32 blocks, rows back to back (row s at byte s·rowBytes; q4_0 rows are not 4-byte aligned):
+ *   q8_0  34 bytes per block: f16 d, 32 int8 q; x = d·q        (rowBytes = Hd/32·34)
+ *   q4_0  18 bytes per block: f16 d, 16 bytes of 4-bit codes c, value e < 16 in the low nibble of byte e,
+ *         value e ≥ 16 in the high nibble of byte e − 16; x = (c − 8)·d   (rowBytes = Hd/32·18)
+ * Each dequantised value is exact in f32. Every kernel is its f32 counterpart on the dequantised cache,
+ * bit for bit, except the attention scores q·K: as in llama.cpp's CPU flash attention, q is quantised to
+ * q8_0 (quantizeQ8_0, into the caller's scratch qq) and row s's score is matvecQ8_0 / matvecQ4_0 of K's
+ * row s with it. All results are the same bits in both builds and in the twin.
+ */
+export interface KvQuantKernels {
+  /**
+   * out (n/32 blocks of 18 bytes) = q4_0(x (n)) as ggml's quantize_row_q4_0_ref and src/memory/quants.ts
+   * quantize("q4_0"), byte for byte: m = the first x of largest |x| (NaN never), d = m / −8 (stored as f16),
+   * id = d ≠ 0 ? f32(1/d) : 0, code = min(15, trunc(x·id + 8.5)) with x·id + 8.5 rounded once (as ggml
+   * compiled with FMA contraction). NaN codes 0; an all-zero block stores d = −0 and codes 8.
+   */
+  quantizeQ4_0(out: Ptr, x: Ptr, n: number): void;
+  /**
+   * Dense attention of the g query heads of one KV head over S rows of K, V q8_0: for each head h,
+   * qq[h] = q8_0(q[h]); scores[h][s] = f32(matvecQ8_0 row s of K with qq[h]) · scale; p[h] = softmaxF32(scores[h]);
+   * out[h] (Hd) = Σ_s p[h][s] V[s], in attentionF32's order (its step 3 on the dequantised V, bit for bit).
+   * q, out (g, Hd) f32; scores (g, S) f32 holds p afterwards; qq: scratch of g·(Hd/32)·34 bytes, holding
+   * q8_0(q) afterwards. K and V are read once for all g heads.
+   */
+  attentionQ8_0(
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    S: number,
+    Hd: number,
+    g: number,
+    scale: number,
+    qq: Ptr,
+  ): void;
+  /** attentionQ8_0 with K, V q4_0: the scores are matvecQ4_0's dots (q4_0 rows · q8_0 qq) times scale. */
+  attentionQ4_0(
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    S: number,
+    Hd: number,
+    g: number,
+    scale: number,
+    qq: Ptr,
+  ): void;
+  /**
+   * attentionQ8_0 over the rows idx (n) of K, V (i32 positions, any order, repeats allowed): equal bit for
+   * bit to attentionQ8_0 on those rows gathered in idx order. scores (g, n) holds p afterwards; qq as there.
+   */
+  attendRowsQ8_0(
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    idx: Ptr,
+    n: number,
+    Hd: number,
+    g: number,
+    scale: number,
+    qq: Ptr,
+  ): void;
+  /** attendRowsQ8_0 with K, V q4_0. */
+  attendRowsQ4_0(
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    idx: Ptr,
+    n: number,
+    Hd: number,
+    g: number,
+    scale: number,
+    qq: Ptr,
+  ): void;
+  /**
+   * Causal attention of a prefill chunk over K, V (S0 + T rows) q8_0, with attentionCausalF32's layouts:
+   * query (t, h) at q (T, qStride) float t·qStride + h·Hd, out the same; scores (T, g, S0 + T), row (t, h)
+   * holding the query's p in its first S0 + t + 1 floats (the rest not written). Bit for bit attentionQ8_0
+   * once per row t with S = S0 + t + 1; K and V are read once per call (in tiles, as attentionCausalF32).
+   * qq: scratch of T·g·(Hd/32)·34 bytes (every query's q8_0 blocks; query (t, h) at (t·g + h)·(Hd/32)·34).
+   */
+  attentionCausalQ8_0(
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    S0: number,
+    T: number,
+    Hd: number,
+    g: number,
+    qStride: number,
+    scale: number,
+    qq: Ptr,
+  ): void;
+  /** attentionCausalQ8_0 with K, V q4_0 (bit for bit attentionQ4_0 once per row). */
+  attentionCausalQ4_0(
+    out: Ptr,
+    scores: Ptr,
+    q: Ptr,
+    k: Ptr,
+    v: Ptr,
+    S0: number,
+    T: number,
+    Hd: number,
+    g: number,
+    qStride: number,
+    scale: number,
+    qq: Ptr,
+  ): void;
+
+  /**
+   * SparQ's approximate scores from a d-major key copy quantised per channel in groups of 32 positions
+   * (as KIVI quantises keys), q8_0: component i of position s is the int8 at byte kT + i·ldk + s times the
+   * f16 at byte dT + 2·(i·(ldk/32) + ⌊s/32⌋) (ldk a multiple of 32, n ≤ ldk). out[h·ldo + s] for s < n only
+   * (ldo ≥ n). q (g, Hd) f32; idx (r) i32; scale (g) f32. Equal to sparqScoresF32 on the dequantised kT, bit
+   * for bit.
+   */
+  sparqScoresQ8_0T(
+    out: Ptr,
+    q: Ptr,
+    kT: Ptr,
+    dT: Ptr,
+    idx: Ptr,
+    scale: Ptr,
+    r: number,
+    n: number,
+    ldo: number,
+    ldk: number,
+    Hd: number,
+    g: number,
+  ): void;
+  /**
+   * sparqScoresQ8_0T with q4_0 groups: channel i's group j is 16 bytes of codes at kT + i·(ldk/2) + 16·j,
+   * position 32j + e in the low nibble of byte e (e < 16) or the high nibble of byte e − 16; value (c − 8)·d,
+   * d at the same place of dT.
+   */
+  sparqScoresQ4_0T(
+    out: Ptr,
+    q: Ptr,
+    kT: Ptr,
+    dT: Ptr,
+    idx: Ptr,
+    scale: Ptr,
+    r: number,
+    n: number,
+    ldo: number,
+    ldk: number,
+    Hd: number,
+    g: number,
+  ): void;
+  /**
+   * SparQ's approximate scores from the cache's own rows K (S rows, q8_0) for positions from … S − 1 only:
+   * out[h·S + s] there (the rest of out untouched), equal to sparqScoresStridedF32 on the dequantised rows.
+   */
+  sparqScoresStridedQ8_0(
+    out: Ptr,
+    q: Ptr,
+    k: Ptr,
+    idx: Ptr,
+    scale: Ptr,
+    r: number,
+    from: number,
+    S: number,
+    Hd: number,
+    g: number,
+  ): void;
+  /** sparqScoresStridedQ8_0 with K q4_0. */
+  sparqScoresStridedQ4_0(
+    out: Ptr,
+    q: Ptr,
+    k: Ptr,
+    idx: Ptr,
+    scale: Ptr,
+    r: number,
+    from: number,
+    S: number,
+    Hd: number,
+    g: number,
+  ): void;
 }
 
 export type KernelName = keyof Kernels;

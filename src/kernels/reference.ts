@@ -8,7 +8,7 @@
  * operations, with Math.fround after each one.
  * Pointers are byte offsets into `memory`; views are created once (the memory never grows).
  * The training kernels' twins live in reference-train.ts, the quantized-weight kernels' in
- * reference-quants.ts; both are merged in here.
+ * reference-quants.ts, the quantized-KV-cache kernels' in reference-kvquant.ts; all are merged in here.
  */
 import type { Ptr } from "../memory/arena.js";
 import {
@@ -23,6 +23,7 @@ import {
   roundHalfEven,
 } from "../memory/dtype.js";
 import type { Kernels } from "./kernels.js";
+import { createReferenceKvQuantKernels } from "./reference-kvquant.js";
 import { createReferenceQuantKernels } from "./reference-quants.js";
 import { createReferenceTrainKernels } from "./reference-train.js";
 
@@ -216,6 +217,7 @@ export function createReferenceKernels(memory: WebAssembly.Memory): Kernels {
   return {
     ...createReferenceTrainKernels(memory),
     ...createReferenceQuantKernels(memory),
+    ...createReferenceKvQuantKernels(memory),
     matvecF32: matvec(readF32, 4),
     matvecF16: matvec(readF16, 2),
     matvecBf16: matvec(readBf16, 2),

@@ -92,6 +92,17 @@ export const KERNEL_NAMES = [
   "getRowQ4_K",
   "getRowQ5_K",
   "getRowQ6_K",
+  "quantizeQ4_0",
+  "attentionQ8_0",
+  "attentionQ4_0",
+  "attendRowsQ8_0",
+  "attendRowsQ4_0",
+  "attentionCausalQ8_0",
+  "attentionCausalQ4_0",
+  "sparqScoresQ8_0T",
+  "sparqScoresQ4_0T",
+  "sparqScoresStridedQ8_0",
+  "sparqScoresStridedQ4_0",
 ] as const satisfies readonly KernelName[];
 
 // Fails to compile if a Kernels method is missing from the list above.

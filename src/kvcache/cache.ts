@@ -1,11 +1,13 @@
 /**
- * KV storage: one slot per producer layer (CLA: consumers read their producer's slot), in f32 or bf16,
- * plus what the session's attention method asks for.
+ * KV storage: one slot per producer layer (CLA: consumers read their producer's slot), in f32, bf16 or
+ * ggml's q8_0 / q4_0 blocks, plus what the session's attention method asks for.
  *
- * Layout of one slot (C = capacity in rows, b = bytes per element of the KV dtype):
- *   K     (G, C, Hd)  b    keys after RoPE, one row of Hd per cached position
- *   V     (G, C, Hd)  b    values
- *   Kt    (G, Hd, C)  b    SparQ's d-major copy of K: component i of every row contiguous (optional)
+ * Layout of one slot (C = capacity in rows, R = bytes of one row of Hd elements in the KV dtype: 4·Hd,
+ * 2·Hd, or Hd/32 blocks of 34 (q8_0) or 18 (q4_0) bytes, each an f16 scale and 32 codes):
+ *   K     (G, C, Hd)  R/row  keys after RoPE, one row of Hd per cached position
+ *   V     (G, C, Hd)  R/row  values
+ *   Kt    (G, Hd, C)  b      SparQ's d-major copy of K: component i of every row contiguous (optional)
+ *   Ktd   (G, Hd, C/32) f16  the scales of a quantised Kt (see "Quantised caches")
  *   vMean (G, Hd)     f32  SparQ's running mean of every V row stored so far (optional)
  *   acc   (G, C)      f32  H2O's accumulated attention probability of each row (optional)
  *   pos   (G, C)      i32  the position each row holds, −1 if free (evicting methods only)
@@ -19,6 +21,16 @@
  * An evicting cache changes size: dense prefill needs the whole prompt, then the method compacts it to its
  * budget and resize() moves it into a smaller block of the pool, returning the rest.
  *
+ * Quantised caches. A q8_0 or q4_0 row is quantised once when stored (as llama.cpp quantises its cache) and
+ * every method attends over the quantised rows. SparQ's d-major copy is quantised per channel instead, in
+ * groups of 32 positions with one f16 scale each (as KIVI quantises keys: a few channels of K carry most of
+ * its magnitude, so a per-row scale would spend the codes on them, while one channel across positions
+ * varies little); step 1 then reads r code rows and one scale per 32 positions. A group is quantised from
+ * the stored K rows (dequantised) when its 32nd row is stored, so it is a function of the rows: the
+ * positions of the unfinished last group are scored from the K rows themselves, and a rewind or a resize
+ * leaves nothing to repair. Kt holds C rounded up to a multiple of 32 positions; Kt values take 1 byte (q8_0)
+ * or half a byte (q4_0, two positions per byte as in a q4_0 block).
+ *
  * KV traffic. The cache is the one place decode-step bytes are counted: store() counts what it writes, and
  * the accessors attention methods take their kernel arguments from at a decode step (attendRows,
  * keyColumns, gatherRows, meanValue, accumulatedScores) count the bytes of the rows and columns they hand
@@ -28,16 +40,40 @@
  * strided column read moves whole lines), queries, outputs and scratch, and an eviction policy's scan of
  * the positions or scores it keeps beside the rows.
  */
-import { OutOfMemoryError } from "../errors.js";
+import { OutOfMemoryError, UsageError } from "../errors.js";
 import type { Kernels } from "../kernels/kernels.js";
 import type { Arena, Ptr } from "../memory/arena.js";
 import { bf16ToF32 } from "../memory/dtype.js";
+import { f16ToF32, f32ToF16 } from "../memory/half.js";
+import { nearestInt, quantize } from "../memory/quants.js";
 import type { Pool } from "../memory/pool.js";
 
-export type KvDType = "f32" | "bf16";
-export const KV_DTYPES: readonly KvDType[] = ["f32", "bf16"];
+export type KvDType = "f32" | "bf16" | "q8_0" | "q4_0";
+export const KV_DTYPES: readonly KvDType[] = ["f32", "bf16", "q8_0", "q4_0"];
 
-export const kvBytesPer = (dtype: KvDType): number => (dtype === "f32" ? 4 : 2);
+/** The block-quantised KV dtypes (32 elements per block). */
+export type QuantKvDType = "q8_0" | "q4_0";
+export const isQuantizedKv = (dtype: KvDType): dtype is QuantKvDType => dtype === "q8_0" || dtype === "q4_0";
+
+/** Elements per block of a quantised row. */
+export const KV_BLOCK = 32;
+const KV_BLOCK_BYTES: Record<QuantKvDType, number> = { q8_0: 34, q4_0: 18 };
+
+/** Bytes per element: 4, 2, or a quantised block's bytes over its 32 elements (scales included). */
+export const kvBytesPer = (dtype: KvDType): number =>
+  dtype === "f32" ? 4 : dtype === "bf16" ? 2 : KV_BLOCK_BYTES[dtype] / KV_BLOCK;
+
+/** Bytes of one K or V row of Hd elements. */
+export function kvRowBytes(dtype: KvDType, Hd: number): number {
+  return isQuantizedKv(dtype) ? (Hd / KV_BLOCK) * KV_BLOCK_BYTES[dtype] : Hd * kvBytesPer(dtype);
+}
+
+/** Why a KV dtype cannot hold rows of head dim Hd, or null if it can. */
+export function kvDtypeProblem(dtype: KvDType, Hd: number): string | null {
+  return isQuantizedKv(dtype) && Hd % KV_BLOCK !== 0
+    ? `a ${dtype} KV cache needs a head dimension that is a multiple of ${KV_BLOCK}, but this model's is ${Hd}`
+    : null;
+}
 
 /** What a cache needs to know of a model: slots (producer layers), G KV heads, Hd head dim. */
 export interface KvShape {
@@ -83,20 +119,27 @@ export const DENSE_LAYOUT: KvLayout = {
 export interface KvSlot {
   k: Ptr; // (G, C, Hd)
   v: Ptr; // (G, C, Hd)
-  kT: Ptr; // (G, Hd, C), 0 if absent
+  kT: Ptr; // (G, Hd, C), 0 if absent (quantised: (G, Hd, C32) codes)
+  kTd: Ptr; // (G, Hd, C32 / 32) f16 scales of a quantised kT, 0 if absent
   vMean: Ptr; // (G, Hd) f32, 0 if absent
   acc: Ptr; // (G, C) f32, 0 if absent
   pos: Ptr; // (G, C) i32, 0 if absent
 }
 
+/** Positions a quantised Kt row holds for a capacity of C rows: C rounded up to whole groups. */
+const groupedCapacity = (C: number): number => Math.ceil(C / KV_BLOCK) * KV_BLOCK;
+
 /** Bytes of each part of one slot of C rows. */
 function slotParts(shape: KvShape, layout: KvLayout, C: number) {
   const { nKvHeads: G, headDim: Hd } = shape;
-  const b = kvBytesPer(layout.dtype);
+  const row = kvRowBytes(layout.dtype, Hd);
+  const quantized = isQuantizedKv(layout.dtype);
+  const C32 = groupedCapacity(C);
   return {
-    k: G * C * Hd * b,
-    v: G * C * Hd * b,
-    kT: layout.kTransposed ? G * Hd * C * b : 0,
+    k: G * C * row,
+    v: G * C * row,
+    kT: !layout.kTransposed ? 0 : quantized ? G * Hd * C32 * (layout.dtype === "q8_0" ? 1 : 0.5) : G * C * row,
+    kTd: layout.kTransposed && quantized ? G * Hd * (C32 / KV_BLOCK) * 2 : 0,
     vMean: layout.vMean ? G * Hd * 4 : 0,
     acc: layout.accumulated ? G * C * 4 : 0,
     pos: layout.positions ? G * C * 4 : 0,
@@ -113,7 +156,10 @@ export class KvCache {
   length = 0;
   readonly G: number;
   readonly Hd: number;
-  readonly bytesPerElement: number;
+  /** Bytes of one K or V row (scales included when quantised). */
+  readonly rowBytes: number;
+  /** The dtype of a quantised cache, or null. */
+  readonly quantized: QuantKvDType | null;
   /** Decode steps' bytes so far (see "KV traffic" above). */
   readonly traffic: Traffic = newTraffic();
   /** The current step's counts, until advance() keeps or drops them. */
@@ -121,6 +167,8 @@ export class KvCache {
   private block: Ptr = 0;
   /** (nSlots × G) the row the next key of each head goes to, for evicting caches after their first eviction. */
   private readonly nextRow: Int32Array;
+  /** One decoded V row, for the running mean. */
+  private readonly meanScratch: Float32Array;
 
   constructor(
     private readonly arena: Arena,
@@ -132,8 +180,12 @@ export class KvCache {
   ) {
     this.G = shape.nKvHeads;
     this.Hd = shape.headDim;
-    this.bytesPerElement = kvBytesPer(layout.dtype);
+    this.rowBytes = kvRowBytes(layout.dtype, shape.headDim);
+    this.quantized = isQuantizedKv(layout.dtype) ? layout.dtype : null;
+    const problem = kvDtypeProblem(layout.dtype, shape.headDim);
+    if (problem !== null) throw new UsageError(problem);
     this.nextRow = new Int32Array(shape.nSlots * shape.nKvHeads).fill(-1);
+    this.meanScratch = new Float32Array(shape.headDim);
     this.resize(capacity);
   }
 
@@ -156,16 +208,45 @@ export class KvCache {
 
   /** Keys of KV head g in `slot`: (C, Hd) rows. */
   keys(slot: number, g: number): Ptr {
-    return this.slots[slot].k + g * this.capacity * this.Hd * this.bytesPerElement;
+    return this.slots[slot].k + g * this.capacity * this.rowBytes;
   }
 
   values(slot: number, g: number): Ptr {
-    return this.slots[slot].v + g * this.capacity * this.Hd * this.bytesPerElement;
+    return this.slots[slot].v + g * this.capacity * this.rowBytes;
   }
 
-  /** The d-major keys of head g: (Hd, C), row stride C elements. */
+  /**
+   * The d-major keys of head g: (Hd, C), row stride C elements; quantised, (Hd, kTStride) codes, a row
+   * kTStride·b bytes (b = 1 for q8_0, ½ for q4_0).
+   */
   keysT(slot: number, g: number): Ptr {
-    return this.slots[slot].kT + g * this.Hd * this.capacity * this.bytesPerElement;
+    return (
+      this.slots[slot].kT +
+      (this.quantized ? g * this.Hd * this.kTStride * this.kTCodeBytes : g * this.capacity * this.rowBytes)
+    );
+  }
+
+  /** The f16 scales of head g's quantised d-major keys: (Hd, kTStride / 32). */
+  keysTScales(slot: number, g: number): Ptr {
+    return this.slots[slot].kTd + g * this.Hd * (this.kTStride / KV_BLOCK) * 2;
+  }
+
+  /** Positions a quantised Kt row holds (the capacity rounded up to whole groups of 32). */
+  get kTStride(): number {
+    return groupedCapacity(this.capacity);
+  }
+
+  /** Bytes of one quantised Kt code: 1 (q8_0) or ½ (q4_0). */
+  private get kTCodeBytes(): number {
+    return this.quantized === "q8_0" ? 1 : 0.5;
+  }
+
+  /**
+   * Positions of a step attending S rows whose keys a quantised Kt holds: the whole groups (32 each)
+   * below S. The rest are scored from the K rows.
+   */
+  groupedPositions(S: number): number {
+    return Math.floor(S / KV_BLOCK) * KV_BLOCK;
   }
 
   /** The running mean of V of head g: (Hd) f32. */
@@ -188,7 +269,7 @@ export class KvCache {
    * and what dense attention would read for this head at this step.
    */
   attendRows(slot: number, g: number, n: number): { k: Ptr; v: Ptr } {
-    this.step.read += 2 * n * this.Hd * this.bytesPerElement;
+    this.step.read += 2 * n * this.rowBytes;
     this.countDenseRead();
     return { k: this.keys(slot, g), v: this.values(slot, g) };
   }
@@ -196,17 +277,28 @@ export class KvCache {
   /**
    * The keys of head g for a kernel that reads r components of each of n rows (SparQ's approximate scores):
    * the d-major copy when the layout has one, else the rows (read with a stride). Counts r·n elements read,
-   * and what dense attention would read for this head at this step.
+   * and what dense attention would read for this head at this step. Quantised: r codes per position and
+   * one scale per 32 positions of each of the r channels from Kt, and for each position read from the rows
+   * (the unfinished group, or all without Kt) r codes and the scales of the blocks they can fall in
+   * (min(r, Hd/32)).
    */
   keyColumns(slot: number, g: number, r: number, n: number): Ptr {
-    this.step.read += r * n * this.bytesPerElement;
+    if (this.quantized === null) this.step.read += r * n * kvBytesPer(this.layout.dtype);
+    else {
+      const grouped = this.layout.kTransposed ? this.groupedPositions(n) : 0;
+      const fromRows = n - grouped;
+      this.step.read +=
+        r * grouped * this.kTCodeBytes +
+        r * (grouped / KV_BLOCK) * 2 +
+        fromRows * (r * this.kTCodeBytes + 2 * Math.min(r, this.Hd / KV_BLOCK));
+    }
     this.countDenseRead();
     return this.layout.kTransposed ? this.keysT(slot, g) : this.keys(slot, g);
   }
 
-  /** K and V of head g for a kernel that reads n of its rows by index: counts 2·n·Hd elements read. */
+  /** K and V of head g for a kernel that reads n of its rows by index: counts 2·n rows read. */
   gatherRows(slot: number, g: number, n: number): { k: Ptr; v: Ptr } {
-    this.step.read += 2 * n * this.Hd * this.bytesPerElement;
+    this.step.read += 2 * n * this.rowBytes;
     return { k: this.keys(slot, g), v: this.values(slot, g) };
   }
 
@@ -225,7 +317,7 @@ export class KvCache {
 
   /** Dense attention reads K and V of every position seen, the current one included, for one head. */
   private countDenseRead(): void {
-    this.step.denseRead += 2 * (this.length + 1) * this.Hd * this.bytesPerElement;
+    this.step.denseRead += 2 * (this.length + 1) * this.rowBytes;
   }
 
   /**
@@ -234,37 +326,120 @@ export class KvCache {
    * for the running mean), and dense attention's K and V rows.
    */
   store(slot: number, t: number, k: Ptr, v: Ptr): void {
-    const { kernels: kern, Hd, G } = this;
-    const b = this.bytesPerElement;
+    const { kernels: kern, Hd, G, rowBytes } = this;
     const s = this.slots[slot];
+    const { layout, step } = this;
     for (let g = 0; g < G; g++) {
       const row = this.rowFor(slot, g, t);
-      const at = (g * this.capacity + row) * Hd * b;
+      const at = (g * this.capacity + row) * rowBytes;
       const kg = k + 4 * g * Hd;
       const vg = v + 4 * g * Hd;
-      if (this.layout.dtype === "f32") {
-        this.arena.u8.copyWithin(s.k + at, kg, kg + 4 * Hd);
-        this.arena.u8.copyWithin(s.v + at, vg, vg + 4 * Hd);
-        if (this.layout.kTransposed) kern.storeColumnF32(this.keysT(slot, g) + row * b, kg, Hd, this.capacity);
-      } else {
-        kern.packBf16(s.k + at, kg, Hd);
-        kern.packBf16(s.v + at, vg, Hd);
-        if (this.layout.kTransposed) kern.storeColumnBf16(this.keysT(slot, g) + row * b, kg, Hd, this.capacity);
+      switch (layout.dtype) {
+        case "f32":
+          this.arena.u8.copyWithin(s.k + at, kg, kg + 4 * Hd);
+          this.arena.u8.copyWithin(s.v + at, vg, vg + 4 * Hd);
+          if (layout.kTransposed) kern.storeColumnF32(this.keysT(slot, g) + row * 4, kg, Hd, this.capacity);
+          break;
+        case "bf16":
+          kern.packBf16(s.k + at, kg, Hd);
+          kern.packBf16(s.v + at, vg, Hd);
+          if (layout.kTransposed) kern.storeColumnBf16(this.keysT(slot, g) + row * 2, kg, Hd, this.capacity);
+          break;
+        case "q8_0":
+          kern.quantizeQ8_0(s.k + at, kg, Hd);
+          kern.quantizeQ8_0(s.v + at, vg, Hd);
+          break;
+        case "q4_0":
+          kern.quantizeQ4_0(s.k + at, kg, Hd);
+          kern.quantizeQ4_0(s.v + at, vg, Hd);
+          break;
       }
-      if (this.layout.vMean) this.updateMean(slot, g, s.v + at, this.length + t + 1);
-      if (this.layout.positions) this.arena.i32[(this.positions(slot, g) >> 2) + row] = this.length + t;
-      if (this.layout.accumulated) this.arena.f32[(this.accumulated(slot, g) >> 2) + row] = 0;
+      // A quantised Kt takes a group of 32 positions when its last row is stored (rows are in position
+      // order: quantised Kt is SparQ's, which never evicts).
+      if (layout.kTransposed && this.quantized !== null && (row + 1) % KV_BLOCK === 0) {
+        this.quantizeKeyGroup(slot, g, row + 1 - KV_BLOCK);
+        step.read += KV_BLOCK * rowBytes;
+        step.written += Hd * (KV_BLOCK * this.kTCodeBytes + 2);
+      }
+      if (layout.vMean) this.updateMean(slot, g, s.v + at, this.length + t + 1);
+      if (layout.positions) this.arena.i32[(this.positions(slot, g) >> 2) + row] = this.length + t;
+      if (layout.accumulated) this.arena.f32[(this.accumulated(slot, g) >> 2) + row] = 0;
     }
-    const { layout, step } = this;
-    // K and V rows, the d-major column, the mean (read and written, f32), a position and a score.
+    // K and V rows, the d-major column (unquantised), the mean (read and written, f32), a position and a score.
+    const column = layout.kTransposed && this.quantized === null ? rowBytes : 0;
     step.written +=
       G *
-      (Hd * b * (layout.kTransposed ? 3 : 2) +
-        (layout.vMean ? 4 * Hd : 0) +
-        (layout.positions ? 4 : 0) +
-        (layout.accumulated ? 4 : 0));
+      (2 * rowBytes + column + (layout.vMean ? 4 * Hd : 0) + (layout.positions ? 4 : 0) + (layout.accumulated ? 4 : 0));
     step.read += layout.vMean ? G * 4 * Hd : 0;
-    step.denseWritten += G * 2 * Hd * b;
+    step.denseWritten += G * 2 * rowBytes;
+  }
+
+  /** Dequantises (or decodes) the K or V row at `at` into out (Hd). */
+  readRow(at: Ptr, out: Float32Array): void {
+    const { u8, u16, f32 } = this.arena;
+    const Hd = this.Hd;
+    switch (this.layout.dtype) {
+      case "f32":
+        out.set(f32.subarray(at >> 2, (at >> 2) + Hd));
+        return;
+      case "bf16":
+        for (let j = 0; j < Hd; j++) out[j] = bf16ToF32(u16[(at >> 1) + j]);
+        return;
+      case "q8_0":
+        for (let b = 0; b < Hd / KV_BLOCK; b++) {
+          const block = at + b * 34;
+          const d = f16ToF32(u8[block] | (u8[block + 1] << 8));
+          for (let e = 0; e < KV_BLOCK; e++) out[b * KV_BLOCK + e] = d * ((u8[block + 2 + e] << 24) >> 24);
+        }
+        return;
+      case "q4_0":
+        for (let b = 0; b < Hd / KV_BLOCK; b++) {
+          const block = at + b * 18;
+          const d = f16ToF32(u8[block] | (u8[block + 1] << 8));
+          for (let e = 0; e < 16; e++) {
+            const byte = u8[block + 2 + e];
+            out[b * KV_BLOCK + e] = d * ((byte & 15) - 8);
+            out[b * KV_BLOCK + e + 16] = d * ((byte >> 4) - 8);
+          }
+        }
+        return;
+    }
+  }
+
+  /**
+   * Quantises positions first … first + 31 of head g's keys into Kt, channel by channel: each channel's 32
+   * values (the stored K rows, dequantised) become one block of the cache's format, its scale in Ktd and its
+   * codes at the channel's row of Kt (q4_0: 16 bytes, position e in the low nibble of byte e, e + 16 in the
+   * high one, as in a q4_0 block).
+   */
+  private quantizeKeyGroup(slot: number, g: number, first: number): void {
+    const { Hd, arena } = this;
+    const rows = Array.from({ length: KV_BLOCK }, () => new Float32Array(Hd));
+    const keys = this.keys(slot, g);
+    for (let e = 0; e < KV_BLOCK; e++) this.readRow(keys + (first + e) * this.rowBytes, rows[e]);
+    const codes = this.keysT(slot, g);
+    const scales = this.keysTScales(slot, g);
+    const stride = this.kTStride;
+    const channel = new Float32Array(KV_BLOCK);
+    for (let i = 0; i < Hd; i++) {
+      for (let e = 0; e < KV_BLOCK; e++) channel[e] = rows[e][i];
+      const block = this.quantized === "q8_0" ? quantizeBlockQ8_0(channel) : quantize("q4_0", channel);
+      const scale = scales + 2 * (i * (stride / KV_BLOCK) + first / KV_BLOCK);
+      arena.u8[scale] = block[0];
+      arena.u8[scale + 1] = block[1];
+      const at = codes + (i * stride + first) * this.kTCodeBytes;
+      arena.u8.set(block.subarray(2), at);
+    }
+  }
+
+  /** Quantises every whole group of the held rows into Kt again (after a move). */
+  private requantizeKeyGroups(): void {
+    if (!this.layout.kTransposed || this.quantized === null) return;
+    for (let slot = 0; slot < this.slots.length; slot++) {
+      for (let g = 0; g < this.G; g++) {
+        for (let first = 0; first + KV_BLOCK <= this.rows; first += KV_BLOCK) this.quantizeKeyGroup(slot, g, first);
+      }
+    }
   }
 
   /** The row token t of this step goes to in head g. */
@@ -308,17 +483,16 @@ export class KvCache {
     if (!Number.isInteger(n) || n < 0 || n > this.rows)
       throw new RangeError(`kv cache: cannot rewind ${n} of ${this.rows} rows`);
     if (this.layout.positions) throw new RangeError("kv cache: an evicting cache cannot rewind");
-    const { f32, u16 } = this.arena;
-    const b = this.bytesPerElement;
+    const f32 = this.arena.f32;
+    const value = new Float32Array(this.Hd);
     for (; n > 0; n--) {
       const m = this.rows - 1; // rows left once row m goes
       for (let slot = 0; this.layout.vMean && slot < this.slots.length; slot++) {
         for (let g = 0; g < this.G; g++) {
           const mean = this.valueMean(slot, g) >> 2;
-          const row = this.values(slot, g) + m * this.Hd * b;
+          this.readRow(this.values(slot, g) + m * this.rowBytes, value);
           for (let j = 0; j < this.Hd; j++) {
-            const v = b === 4 ? f32[(row >> 2) + j] : bf16ToF32(u16[(row >> 1) + j]);
-            f32[mean + j] = m === 0 ? 0 : Math.fround(((m + 1) * f32[mean + j] - v) / m);
+            f32[mean + j] = m === 0 ? 0 : Math.fround(((m + 1) * f32[mean + j] - value[j]) / m);
           }
         }
       }
@@ -395,6 +569,7 @@ export class KvCache {
     }
     this.rows = rows;
     this.nextRow.fill(-1);
+    this.requantizeKeyGroups();
   }
 
   /** Makes `block` (taken from the pool) the cache's memory, laid out for `capacity` rows. */
@@ -415,6 +590,7 @@ export class KvCache {
         k: next(parts.k),
         v: next(parts.v),
         kT: next(parts.kT),
+        kTd: next(parts.kTd),
         vMean: next(parts.vMean),
         acc: next(parts.acc),
         pos: next(parts.pos),
@@ -448,10 +624,9 @@ export class KvCache {
     newC: number,
     keptRows: Int32Array[][],
   ): number {
-    const { G, Hd } = this;
-    const b = this.bytesPerElement;
+    const { G, Hd, rowBytes } = this;
+    const b = kvBytesPer(this.layout.dtype);
     const u8 = this.arena.u8;
-    const rowBytes = Hd * b;
     const copy = (to: Ptr, from: Ptr, n: number) => u8.set(src.subarray(from - srcBase, from - srcBase + n), to);
     let kept = 0;
     for (let slot = 0; slot < oldSlots.length; slot++) {
@@ -468,7 +643,8 @@ export class KvCache {
           const dst = (g * newC + i) * rowBytes;
           copy(to.k + dst, from.k + at, rowBytes);
           copy(to.v + dst, from.v + at, rowBytes);
-          if (this.layout.kTransposed) {
+          if (this.layout.kTransposed && this.quantized === null) {
+            // (A quantised Kt is quantised again from the rows once they are moved.)
             for (let j = 0; j < Hd; j++)
               copy(to.kT + ((g * Hd + j) * newC + i) * b, from.kT + ((g * Hd + j) * oldC + r) * b, b);
           }
@@ -490,9 +666,26 @@ export class KvCache {
     const inv = Math.fround(1 / n);
     // n = 1 assigns (the pool's memory may hold anything, NaN included, from an earlier session).
     if (n === 1) f32.fill(0, mean, mean + this.Hd);
+    const value = this.meanScratch;
+    this.readRow(vRow, value);
     for (let j = 0; j < this.Hd; j++) {
-      const v = this.layout.dtype === "f32" ? f32[(vRow >> 2) + j] : bf16ToF32(this.arena.u16[(vRow >> 1) + j]);
-      f32[mean + j] = Math.fround(f32[mean + j] + Math.fround(Math.fround(v - f32[mean + j]) * inv));
+      f32[mean + j] = Math.fround(f32[mean + j] + Math.fround(Math.fround(value[j] - f32[mean + j]) * inv));
     }
   }
+}
+
+/**
+ * One q8_0 block of 32 values, as the kernels' quantizeQ8_0 makes it: d = max|x| / 127 (f16), codes
+ * nearest-even(x · 127 / max|x|).
+ */
+function quantizeBlockQ8_0(x: Float32Array): Uint8Array {
+  let amax = 0;
+  for (let e = 0; e < KV_BLOCK; e++) amax = Math.max(amax, Math.abs(x[e]));
+  const out = new Uint8Array(34);
+  const d = f32ToF16(Math.fround(amax / 127));
+  out[0] = d & 255;
+  out[1] = d >> 8;
+  const id = amax !== 0 ? Math.fround(127 / amax) : 0;
+  for (let e = 0; e < KV_BLOCK; e++) out[2 + e] = nearestInt(Math.fround(x[e] * id)) & 255;
+  return out;
 }

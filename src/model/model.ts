@@ -14,7 +14,7 @@ import { UsageError, formatBytes } from "../errors.js";
 import type { Kernels } from "../kernels/kernels.js";
 import { createReferenceKernels } from "../kernels/reference.js";
 import { type KernelBuild, kernelBuildOf, loadWasmKernels } from "../kernels/wasm.js";
-import { KV_DTYPES, KvCache, type KvDType, type KvLayout } from "../kvcache/cache.js";
+import { KV_DTYPES, KvCache, kvDtypeProblem, type KvDType, type KvLayout } from "../kvcache/cache.js";
 import { Arena, allocSize } from "../memory/arena.js";
 import { Pool } from "../memory/pool.js";
 import { Parallel } from "../threads/parallel.js";
@@ -105,7 +105,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
     throw new UsageError(`sessions must be a positive integer, got ${sessions}`);
   if (options.cacheBytes !== undefined && !(Number.isSafeInteger(options.cacheBytes) && options.cacheBytes >= 0))
     throw new UsageError(`cacheBytes must be a whole number of bytes ≥ 0, got ${options.cacheBytes}`);
-  const kvDtype = checkKvDtype(options.kvDtype ?? "f32");
+  const kvDtype = checkKvDtype(options.kvDtype ?? "f32", source.config.headDim);
   const attention = options.attention ?? { method: "dense" };
   const threads = resolveThreads(options.threads);
   const f16Activations = options.f16Activations ?? "f32";
@@ -157,10 +157,13 @@ export function resolveThreads(requested: number | undefined): number {
   return threads;
 }
 
-export function checkKvDtype(dtype: string): KvDType {
+/** `dtype` as a KvDType if it is one that a model of head dim Hd can use. */
+export function checkKvDtype(dtype: string, headDim: number): KvDType {
   if (!(KV_DTYPES as readonly string[]).includes(dtype)) {
     throw new UsageError(`KV dtype "${dtype}" is not supported; expected one of ${KV_DTYPES.join(", ")}`);
   }
+  const problem = kvDtypeProblem(dtype as KvDType, headDim);
+  if (problem !== null) throw new UsageError(problem);
   return dtype as KvDType;
 }
 
@@ -207,7 +210,7 @@ export class Model {
           `load the model with a larger contextSize`,
       );
     }
-    const kvDtype = checkKvDtype(options.kvDtype ?? this.defaults.kvDtype);
+    const kvDtype = checkKvDtype(options.kvDtype ?? this.defaults.kvDtype, this.config.headDim);
     const spec = options.attention ?? this.defaults.attention;
     const layout = layoutFor(spec, kvDtype, this.config.nHeads / this.config.nKvHeads);
     const evicting = layout.positions;

@@ -15,7 +15,7 @@ import crypto from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { AttentionSpec } from "../attention/method.js";
-import type { KvDType } from "../kvcache/cache.js";
+import { kvDtypeProblem, type KvDType } from "../kvcache/cache.js";
 import type { Model } from "../model/model.js";
 import { chatPrompt } from "../tokenizer/chat.js";
 import {
@@ -307,6 +307,8 @@ export class KvslimServer {
         "context_length_exceeded",
       );
     const maxTokens = r.maxTokens ?? Math.min(limit, context - prompt.length);
+    const kvProblem = r.kvDtype === null ? null : kvDtypeProblem(r.kvDtype, model.config.headDim);
+    if (kvProblem !== null) throw invalid(kvProblem, "kvslim.kv_dtype");
 
     const id = `${r.endpoint === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomBytes(12).toString("hex")}`;
     const created = Math.floor(Date.now() / 1000);

@@ -38,6 +38,8 @@ const JS_OPS = {
       a[at + 21],
       a[at + 22],
       a[at + 23],
+      a[at + 24],
+      a[at + 25],
     );
   },
   /** Throws: lets tests check that a worker's failure reaches the caller. */

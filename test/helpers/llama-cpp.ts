@@ -18,9 +18,13 @@ export async function loadLlamaCppModel(modelPath: string): Promise<LlamaModel> 
   return llama.loadModel({ modelPath, gpuLayers: 0 });
 }
 
+/** llama.cpp's KV cache types kvslim compares against (quantised V needs its flash attention). */
+export type LlamaCppKv = "F32" | "Q8_0" | "Q4_0";
+
 /**
  * Next-token log-probabilities from llama.cpp after each of `positions` (indices into tokens), with an f32
- * KV cache so the only differences from kvslim are summation order.
+ * KV cache by default, so the only differences from kvslim are summation order; a q8_0 or q4_0 cache (K and
+ * V) runs llama.cpp's flash attention, the path that reads a quantised V.
  */
 export async function llamaCppLogits(
   model: LlamaModel,
@@ -28,14 +32,15 @@ export async function llamaCppLogits(
   positions: number[],
   vocabSize: number,
   threads = 1,
+  kv: LlamaCppKv = "F32",
 ): Promise<Map<number, Float32Array>> {
   const context = await model.createContext({
     contextSize: Math.max(256, tokens.length + 16),
     batchSize: 512,
     threads,
-    flashAttention: false,
-    experimentalKvCacheKeyType: "F32",
-    experimentalKvCacheValueType: "F32",
+    flashAttention: kv !== "F32",
+    experimentalKvCacheKeyType: kv,
+    experimentalKvCacheValueType: kv,
   });
   try {
     const sequence = context.getSequence();
@@ -115,6 +120,7 @@ export async function errorsBySequence(
   sequences: number[][],
   vocabSize: number,
   options: LoadOptions = {},
+  kv: LlamaCppKv = "F32",
 ): Promise<number[]> {
   const errors: number[] = [];
   const longest = Math.max(...sequences.map((s) => s.length));
@@ -122,7 +128,7 @@ export async function errorsBySequence(
   try {
     for (const tokens of sequences) {
       const positions = tokens.map((_, p) => p);
-      const expected = await llamaCppLogits(ref, tokens, positions, vocabSize);
+      const expected = await llamaCppLogits(ref, tokens, positions, vocabSize, 1, kv);
       const session = model.createSession();
       const all = session.evaluate(tokens, true);
       const V = vocabSize;

@@ -11,6 +11,8 @@ export interface Row {
   pos: number;
   k: number[];
   v: number[];
+  /** The key SparQ's approximate scores read, when it differs from k (a quantised d-major copy). */
+  kApprox?: number[];
 }
 
 /** Softmax in float64. */
@@ -44,6 +46,8 @@ export interface NaiveSparqOptions {
   l: number;
   reallocation: boolean;
   groupRanking: "logits" | "probabilities";
+  /** The query as the exact attention's dot products see it (a quantised cache quantises it to q8_0). */
+  query?: (q: number[]) => number[];
 }
 
 /**
@@ -65,7 +69,8 @@ export function naiveSparq(qs: number[][], rows: Row[], vMean: number[], o: Naiv
     const scale = f(1 / Math.sqrt((Hd * covered) / total));
     return rows.map((row) => {
       let acc = 0;
-      for (const i of i1) acc = f(acc + f(q[i] * row.k[i]));
+      const key = row.kApprox ?? row.k;
+      for (const i of i1) acc = f(acc + f(q[i] * key[i]));
       return f(acc * scale);
     });
   });
@@ -81,7 +86,7 @@ export function naiveSparq(qs: number[][], rows: Row[], vMean: number[], o: Naiv
   return qs.map((q, h) => {
     const alpha = i2.reduce((s, i) => s + sHat[h][i], 0);
     const { out } = naiveDense(
-      q,
+      o.query?.(q) ?? q,
       i2.map((i) => rows[i]),
     );
     return o.reallocation ? out.map((y, j) => alpha * y + (1 - alpha) * vMean[j]) : out;
@@ -101,6 +106,8 @@ export class NaiveEvicting {
     readonly policy: "h2o" | "streaming",
     readonly budget: number,
     readonly recentOrSinks: number,
+    /** The query as the dot products see it (a quantised cache quantises it to q8_0). */
+    readonly query: (q: number[]) => number[] = (q) => q,
   ) {}
 
   /** T tokens: qs[t] (g of Hd), keys[t], values[t] → outputs[t] (g of Hd). */
@@ -111,7 +118,7 @@ export class NaiveEvicting {
       this.rows.push({ pos: this.length + t, k: keys[t], v: values[t], acc: 0 });
       outs.push(
         qs[t].map((q) => {
-          const { out, p } = naiveDense(q, this.rows);
+          const { out, p } = naiveDense(this.query(q), this.rows);
           p.forEach((pi, i) => (this.rows[i].acc += pi));
           return out;
         }),
@@ -137,4 +144,60 @@ export class NaiveEvicting {
     }
     this.rows = kept.sort((a, b) => a.pos - b.pos);
   }
+}
+
+/** A value rounded to binary16 and back (round to nearest even), in plain arithmetic. */
+function f16Round(x: number): number {
+  if (x === 0 || !Number.isFinite(x)) return x;
+  const e = Math.max(Math.floor(Math.log2(Math.abs(x))), -14); // subnormals share the exponent −14
+  const step = 2 ** (e - 10);
+  const q = x / step;
+  const r = Math.round(q);
+  const even = r - q === 0.5 && r % 2 !== 0 ? r - 1 : r;
+  return even * step;
+}
+
+/** Round half to even. */
+const roundEven = (x: number) => {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+};
+
+/**
+ * What a q8_0 or q4_0 block stores for 32 values, dequantised (ggml's formulas, written out here rather than
+ * taken from src/): q8_0 d = f16(max|x| / 127), codes nearest-even(x · 127/max|x|); q4_0 d = f16(m / −8) for
+ * the value m of largest magnitude, codes min(15, trunc(x / d + 8.5)), value (c − 8)·d.
+ */
+export function quantizedBlock(dtype: "q8_0" | "q4_0", x: readonly number[]): number[] {
+  if (dtype === "q8_0") {
+    const amax = Math.max(...x.map(Math.abs));
+    const d = f16Round(f(amax / 127));
+    const id = amax !== 0 ? f(127 / amax) : 0;
+    return x.map((v) => d * roundEven(f(v * id)));
+  }
+  let m = 0;
+  for (const v of x) if (Math.abs(v) > Math.abs(m)) m = v;
+  const dx = f(m / -8);
+  const id = dx !== 0 ? f(1 / dx) : 0;
+  const d = f16Round(dx);
+  // x·id + 8.5 rounded once, as ggml's C compiles it with multiply-add contraction (float64 holds it exactly).
+  return x.map((v) => d * (Math.min(15, Math.trunc(v * id + 8.5)) - 8));
+}
+
+/** A row as a cache of `dtype` stores it: each value rounded (f32, bf16) or each block of 32 quantised. */
+export function storedRow(dtype: "f32" | "bf16" | "q8_0" | "q4_0", row: readonly number[]): number[] {
+  if (dtype === "f32") return row.map((v) => f(v));
+  if (dtype === "bf16") {
+    const buf = new Float32Array(1);
+    const bits = new Uint32Array(buf.buffer);
+    return row.map((v) => {
+      buf[0] = v;
+      const b = bits[0];
+      bits[0] = ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) << 16;
+      return buf[0];
+    });
+  }
+  const out: number[] = [];
+  for (let i = 0; i < row.length; i += 32) out.push(...quantizedBlock(dtype, row.slice(i, i + 32).map(f)));
+  return out;
 }
