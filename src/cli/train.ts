@@ -48,6 +48,7 @@ interface Flags {
   maxTime?: number;
   corpusDocuments?: number;
   retrievalShare?: number;
+  retrievalChars?: { minChars: number; maxChars: number };
   from?: string;
 }
 
@@ -78,6 +79,11 @@ export function registerTrain(program: Command): void {
       "--retrieval-share <fraction>",
       `share of the training text's characters that are generated retrieval documents (default: ${RETRIEVAL_SHARE})`,
       fraction("--retrieval-share"),
+    )
+    .option(
+      "--retrieval-chars <min-max>",
+      "length range of the retrieval documents in characters, e.g. 2000-8000 (default: 300-1200 scaled by --seq-len / 512)",
+      charRange,
     )
     .option("--warmup <fraction>", "warmup steps as a fraction of all steps", fraction("--warmup"), 0.05)
     .option(
@@ -176,7 +182,7 @@ export function registerTrain(program: Command): void {
           tokenizer: flags.tokenizer,
           corpusDocuments: flags.corpusDocuments,
           from: flags.from,
-          data: flags.retrievalShare === undefined ? undefined : { retrievalShare: flags.retrievalShare },
+          data: { retrievalShare: flags.retrievalShare, ...flags.retrievalChars },
         };
         const out = flags.out;
         run = () => startRun(out, options, progress(maxSeconds));
@@ -210,12 +216,25 @@ const FIXED_ON_RESUME: Partial<Record<keyof Flags, string>> = {
   seqLen: "--seq-len",
   lr: "--lr",
   retrievalShare: "--retrieval-share",
+  retrievalChars: "--retrieval-chars",
   warmup: "--warmup",
   evalBatches: "--eval-batches",
   tokenizer: "--tokenizer",
   corpusDocuments: "--corpus-documents",
   from: "--from",
 };
+
+/** "MIN-MAX": two positive integers, MIN ≤ MAX. */
+function charRange(value: string): { minChars: number; maxChars: number } {
+  const match = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(value);
+  const [minChars, maxChars] = match === null ? [NaN, NaN] : [Number(match[1]), Number(match[2])];
+  if (!(minChars > 0 && maxChars >= minChars && Number.isSafeInteger(maxChars))) {
+    throw new UsageError(
+      `--retrieval-chars expects MIN-MAX with integers 0 < MIN ≤ MAX (e.g. 2000-8000), got "${value}"`,
+    );
+  }
+  return { minChars, maxChars };
+}
 
 let stopRequested = false;
 
