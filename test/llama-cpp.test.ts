@@ -134,49 +134,60 @@ describe("next-token probabilities match llama.cpp", () => {
  * Quantised KV caches: kvslim's q8_0 and q4_0 caches against llama.cpp's (`-ctk`/`-ctv`, which needs its flash
  * attention for V) on f32 weights. Both quantise each K and V row when it is stored, quantise the query to
  * q8_0 for the K dot products, and read V dequantised; they differ in summation order and in llama.cpp's
- * online softmax. llama.cpp also rotates Q, K and V by a Walsh–Hadamard matrix before quantising when the
- * head dim is a multiple of 64 (the default of the llama.cpp this project tests with; LLAMA_ATTN_ROT_DISABLE=1 turns it off), which
- * kvslim does not do: the rotation is turned off here, and docs/llama-cpp.md says what it changes.
+ * online softmax. With the head dim a multiple of 64 both rotate Q, K and V by Walsh–Hadamard matrices first
+ * (llama.cpp by default; kvslim's "auto"); LLAMA_ATTN_ROT_DISABLE=1 and kvRotation "none" turn it off.
  * A K or V value that lies on a rounding boundary can take the other code in one of them, as with rounded
  * activations (errorsBySequence), so the same two-step check applies: short sequences to the exact bound,
- * the long run to a flip's. An f32 cache is held off by ≥ 10×: it is not what llama.cpp computed.
+ * the long run to a flip's. An f32 cache, and the other rotation setting, are held off by ≥ 10×: neither is
+ * what llama.cpp computed.
  */
-describe("quantised KV caches match llama.cpp's (its Hadamard rotation off)", () => {
+describe("quantised KV caches match llama.cpp's, rotated and not", () => {
   for (const kv of ["q8_0", "q4_0"] as const) {
-    const llamaKv = kv === "q8_0" ? "Q8_0" : "Q4_0";
-    test(`llama-k256 f32 weights, ${kv} K and V: ${SHORT.sequences} ${SHORT.length}-token sequences (median ≤ ${TOLERANCE}, max ≤ ${FLIP_BOUND}; an f32 cache's median ≥ 10× that), then ${POSITIONS.length} positions up to ${CONTEXT} tokens (max ≤ ${FLIP_BOUND})`, async () => {
-      // Read by llama.cpp when it creates a context's KV cache (Node's process.env sets the real environment).
-      process.env.LLAMA_ATTN_ROT_DISABLE = "1";
-      const m = writeTestGguf(dir, `kv-${kv}`, SHAPES["llama-k256"], "f32");
-      const V = m.config.vocabSize;
-      const tokens = randomTokens(CONTEXT, V, 7);
-      const sequences = Array.from({ length: SHORT.sequences }, (_, i) =>
-        tokens.slice(i * SHORT.length, (i + 1) * SHORT.length),
-      );
-      const ref = await loadLlamaCppModel(m.path);
-      let expected: Map<number, Float32Array>;
-      try {
-        expectErrorsBySequence(await errorsBySequence(ref, m.path, sequences, V, { kvDtype: kv }, llamaKv), {
-          median: TOLERANCE,
-          max: FLIP_BOUND,
-        });
-        const unquantised = await errorsBySequence(ref, m.path, sequences, V, { kvDtype: "f32" }, llamaKv);
-        expect(
-          [...unquantised].sort((a, b) => a - b)[SHORT.sequences >> 1],
-          `an f32 cache against llama.cpp's ${kv}: ${unquantised.map((e) => e.toExponential(1)).join(" ")}`,
-        ).toBeGreaterThanOrEqual(10 * TOLERANCE);
-        expected = await llamaCppLogits(ref, tokens, POSITIONS, V, 1, llamaKv);
-      } finally {
-        await ref.dispose();
-        delete process.env.LLAMA_ATTN_ROT_DISABLE;
-      }
-      const model = await loadModel(m.path, { contextSize: CONTEXT, kvDtype: kv });
-      const session = model.createSession();
-      const all = session.evaluate(tokens, true);
-      const errors = POSITIONS.map((p) => maxAbsDiff(logSoftmax(all.subarray(p * V, (p + 1) * V)), expected.get(p)!));
-      session.dispose();
-      model.dispose();
-      expectErrorsByPosition(errors, { median: FLIP_BOUND, max: FLIP_BOUND });
-    });
+    for (const rotation of ["hadamard", "none"] as const) {
+      const llamaKv = kv === "q8_0" ? "Q8_0" : "Q4_0";
+      const other = rotation === "none" ? "hadamard" : "none";
+      test(`llama-k256 f32 weights, ${kv} K and V, rotation ${rotation}: ${SHORT.sequences} ${SHORT.length}-token sequences (median ≤ ${TOLERANCE}, max ≤ ${FLIP_BOUND}; an f32 cache's and rotation ${other}'s medians ≥ 10× that), then ${POSITIONS.length} positions up to ${CONTEXT} tokens (max ≤ ${FLIP_BOUND})`, async () => {
+        // Read by llama.cpp when it creates a context's KV cache (Node's process.env sets the real environment).
+        process.env.LLAMA_ATTN_ROT_DISABLE = rotation === "none" ? "1" : "0";
+        const m = writeTestGguf(dir, `kv-${kv}-${rotation}`, SHAPES["llama-k256"], "f32");
+        const V = m.config.vocabSize;
+        const tokens = randomTokens(CONTEXT, V, 7);
+        const sequences = Array.from({ length: SHORT.sequences }, (_, i) =>
+          tokens.slice(i * SHORT.length, (i + 1) * SHORT.length),
+        );
+        const ref = await loadLlamaCppModel(m.path);
+        const median = (e: number[]) => [...e].sort((a, b) => a - b)[e.length >> 1];
+        let expected: Map<number, Float32Array>;
+        try {
+          const same = await errorsBySequence(
+            ref,
+            m.path,
+            sequences,
+            V,
+            { kvDtype: kv, kvRotation: rotation },
+            llamaKv,
+          );
+          expectErrorsBySequence(same, { median: TOLERANCE, max: FLIP_BOUND });
+          for (const options of [{ kvDtype: "f32" as const }, { kvDtype: kv, kvRotation: other }]) {
+            const off = await errorsBySequence(ref, m.path, sequences, V, options, llamaKv);
+            expect(
+              median(off),
+              `${JSON.stringify(options)}: ${off.map((e) => e.toExponential(1)).join(" ")}`,
+            ).toBeGreaterThanOrEqual(10 * TOLERANCE);
+          }
+          expected = await llamaCppLogits(ref, tokens, POSITIONS, V, 1, llamaKv);
+        } finally {
+          await ref.dispose();
+          delete process.env.LLAMA_ATTN_ROT_DISABLE;
+        }
+        const model = await loadModel(m.path, { contextSize: CONTEXT, kvDtype: kv, kvRotation: rotation });
+        const session = model.createSession();
+        const all = session.evaluate(tokens, true);
+        const errors = POSITIONS.map((p) => maxAbsDiff(logSoftmax(all.subarray(p * V, (p + 1) * V)), expected.get(p)!));
+        session.dispose();
+        model.dispose();
+        expectErrorsByPosition(errors, { median: FLIP_BOUND, max: FLIP_BOUND });
+      });
+    }
   }
 });

@@ -8,6 +8,7 @@ import { DEFAULT_SINKS } from "../attention/streaming.js";
 import { UsageError } from "../errors.js";
 import { KV_DTYPES, type KvDType } from "../kvcache/cache.js";
 import { floatOption, intOption } from "./options.js";
+import { KV_ROTATIONS, type KvRotation } from "../model/model.js";
 
 export interface AttentionFlags {
   attention: string;
@@ -21,6 +22,7 @@ export interface AttentionFlags {
   sinks?: number;
   h2oRecent?: number;
   kvDtype: string;
+  kvRotation: string;
 }
 
 export function addAttentionOptions(command: Command): Command {
@@ -43,7 +45,19 @@ export function addAttentionOptions(command: Command): Command {
       intOption("--sinks", 0),
     )
     .option("--h2o-recent <n>", "h2o: recent window (default budget/4)", intOption("--h2o-recent", 0))
-    .option("--kv-dtype <dtype>", `KV cache storage: ${KV_DTYPES.join(", ")}`, "f32");
+    .option("--kv-dtype <dtype>", `KV cache storage: ${KV_DTYPES.join(", ")}`, "f32")
+    .option(
+      "--kv-rotation <how>",
+      `q8_0 / q4_0 caches: ${KV_ROTATIONS.join(", ")} (auto: Hadamard-rotate Q, K, V when the head dim is a multiple of 64, as llama.cpp does)`,
+      "auto",
+    );
+}
+
+export function kvRotationFrom(flags: AttentionFlags): KvRotation {
+  if (!(KV_ROTATIONS as readonly string[]).includes(flags.kvRotation)) {
+    throw new UsageError(`--kv-rotation expects one of ${KV_ROTATIONS.join(", ")}, got "${flags.kvRotation}"`);
+  }
+  return flags.kvRotation as KvRotation;
 }
 
 export function kvDtypeFrom(flags: AttentionFlags): KvDType {

@@ -14,7 +14,7 @@ import { mergeResults } from "../eval/merge.js";
 import { TEXT_SOURCES, type TextSource } from "../eval/text.js";
 import { writeReport } from "../eval/report.js";
 import { packageRoot } from "../kernels/wasm.js";
-import { loadModel } from "../model/model.js";
+import { KV_ROTATIONS, loadModel, type KvRotation } from "../model/model.js";
 import { KV_DTYPES, type KvDType } from "../kvcache/cache.js";
 import { choiceOption, intOption, parseFloatIn, pathOption, seedOption, threadsOption } from "./options.js";
 
@@ -32,6 +32,7 @@ interface RunFlags {
   shard: string;
   out?: string;
   kvDtype: string;
+  kvRotation: string;
   threads?: number;
 }
 
@@ -86,6 +87,12 @@ export function registerEval(program: Command): void {
     )
     .option("-o, --out <dir>", "directory for results.jsonl (created if missing)", pathOption("--out"))
     .option("--kv-dtype <dtype>", "KV cache storage", choiceOption("--kv-dtype", KV_DTYPES), "f32")
+    .option(
+      "--kv-rotation <how>",
+      "q8_0 / q4_0 caches: auto (Hadamard-rotate when the head dim is a multiple of 64, as llama.cpp does), hadamard, none",
+      choiceOption("--kv-rotation", KV_ROTATIONS),
+      "auto",
+    )
     .option(...threadsOption)
     .action(async (flags: RunFlags, command: Command) => {
       if (flags.model === undefined) throw new UsageError("eval needs a model: -m FILE.gguf or -m DIR");
@@ -116,6 +123,7 @@ export function registerEval(program: Command): void {
       // The cache pool fits SparQ's layout (K twice, the mean of V), the largest any cell needs.
       const model = await loadModel(flags.model, {
         kvDtype: flags.kvDtype as KvDType,
+        kvRotation: flags.kvRotation as KvRotation,
         attention: { method: "sparq", compression: 8, reallocation: true },
         threads: flags.threads,
       });

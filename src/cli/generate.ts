@@ -12,6 +12,7 @@ import {
   attentionSpecFrom,
   checkAttentionForModel,
   kvDtypeFrom,
+  kvRotationFrom,
   type AttentionFlags,
 } from "./attention-options.js";
 import { choiceOption, collect, floatOption, intOption, pathOption, seedOption, threadsOption } from "./options.js";
@@ -63,6 +64,7 @@ export function registerGenerate(program: Command): void {
   addAttentionOptions(command).action(async (flags: GenerateFlags) => {
     const attention = attentionSpecFrom(flags);
     const kvDtype = kvDtypeFrom(flags);
+    const kvRotation = kvRotationFrom(flags);
     // Without --chat there is no template for a system message to go into: dropping it silently would hide a typo.
     if (flags.system !== undefined && !flags.chat)
       throw new UsageError("--system applies only with --chat (the system message goes into the chat template)");
@@ -73,6 +75,7 @@ export function registerGenerate(program: Command): void {
       contextSize: flags.context,
       kernels: flags.kernels,
       kvDtype,
+      kvRotation,
       attention,
       threads: flags.threads,
     });

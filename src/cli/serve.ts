@@ -16,6 +16,7 @@ import {
   attentionSpecFrom,
   checkAttentionForModel,
   kvDtypeFrom,
+  kvRotationFrom,
   type AttentionFlags,
 } from "./attention-options.js";
 import { bytesOption, intOption, pathOption, threadsOption } from "./options.js";
@@ -85,6 +86,7 @@ export function registerServe(program: Command): void {
   addAttentionOptions(command).action(async (flags: ServeFlags) => {
     const attention = attentionSpecFrom(flags);
     const kvDtype = kvDtypeFrom(flags);
+    const kvRotation = kvRotationFrom(flags);
     const modelPath = flags.model ?? defaultModel();
     if (!fs.existsSync(modelPath))
       throw new UsageError(`--model expects a .gguf file or a model directory; ${modelPath} does not exist`);
@@ -140,6 +142,7 @@ export function registerServe(program: Command): void {
       model = await loadModel(modelPath, {
         contextSize: flags.context,
         kvDtype,
+        kvRotation,
         attention,
         threads: flags.threads,
         ...(flags.kvMemory !== undefined ? { cacheBytes: flags.kvMemory } : { sessions: flags.parallel }),

@@ -8,7 +8,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { AttentionSpec } from "../attention/method.js";
-import type { Model } from "../model/model.js";
+import { rotates, type Model } from "../model/model.js";
 import { attentionName } from "../model/config.js";
 import { interval } from "./metrics.js";
 import { appendResult, readResults, type CellRecord } from "./results.js";
@@ -186,6 +186,9 @@ export async function runGrid(
   let skipped = 0;
   // A task's parameters once (--data's digest reads the whole file).
   const paramsOf = new Map(o.tasks.map((task) => [task, taskParams(task, o)]));
+  // The cache's storage as results name it: the dtype, "+hadamard" when a quantised cache is rotated.
+  const { kvDtype, kvRotation } = model.defaults;
+  const cacheName = kvDtype + (rotates(kvRotation, kvDtype, model.config.headDim) ? "+hadamard" : "");
   const keyOf = (cell: Cell) =>
     JSON.stringify({
       task: cell.task,
@@ -195,7 +198,7 @@ export async function runGrid(
       samples: o.samples,
       seed: o.seed,
       digest,
-      kvDtype: model.defaults.kvDtype,
+      kvDtype: cacheName,
     });
   const todo = cells.filter((cell) => !done.has(keyOf(cell)));
   o.onStart?.({
@@ -228,7 +231,7 @@ export async function runGrid(
       method: cell.method,
       compression: cell.compression,
       spec: describeSpec(cell),
-      kvDtype: model.defaults.kvDtype,
+      kvDtype: cacheName,
       seed: o.seed,
       model: { path: modelPath, name: model.name, digest, architecture: attentionName(model.config) },
       score: interval(m.results.map((r) => r.score)),

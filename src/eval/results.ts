@@ -18,6 +18,7 @@ export interface CellRecord {
   method: string;
   compression: number;
   spec: Record<string, unknown>;
+  /** The KV cache's dtype, with "+hadamard" when a quantised cache is rotated. */
   kvDtype: string;
   seed: number;
   model: { path: string; name: string; digest: string; architecture: string };

@@ -22,7 +22,7 @@
  * budget and resize() moves it into a smaller block of the pool, returning the rest.
  *
  * Quantised caches. A q8_0 or q4_0 row is quantised once when stored (as llama.cpp quantises its cache) and
- * every method attends over the quantised rows. SparQ's d-major copy is quantised per channel instead, in
+ * every method attends over the quantised rows. With `rotation` the rows are rotated first (rotation.ts). SparQ's d-major copy is quantised per channel instead, in
  * groups of 32 positions with one f16 scale each (as KIVI quantises keys: a few channels of K carry most of
  * its magnitude, so a per-row scale would spend the codes on them, while one channel across positions
  * varies little); step 1 then reads r code rows and one scale per 32 positions. A group is quantised from
@@ -46,6 +46,7 @@ import type { Arena, Ptr } from "../memory/arena.js";
 import { bf16ToF32 } from "../memory/dtype.js";
 import { f16ToF32, f32ToF16 } from "../memory/half.js";
 import { nearestInt, quantize } from "../memory/quants.js";
+import { rotate, rotationBlocks } from "./rotation.js";
 import type { Pool } from "../memory/pool.js";
 
 export type KvDType = "f32" | "bf16" | "q8_0" | "q4_0";
@@ -93,6 +94,11 @@ export interface KvLayout {
   accumulated: boolean;
   /** Evicting methods: the position each row holds. */
   positions: boolean;
+  /**
+   * K and V are stored rotated (rotation.ts) and the attention methods rotate queries and outputs to match;
+   * only for a quantised cache whose head dim is a multiple of 64. Default false.
+   */
+  rotation?: boolean;
 }
 
 /** Bytes moved by decode steps, as the cache counted them; dense* is what dense attention would move. */
@@ -160,6 +166,8 @@ export class KvCache {
   readonly rowBytes: number;
   /** The dtype of a quantised cache, or null. */
   readonly quantized: QuantKvDType | null;
+  /** The rotation's block sizes for K (and queries) and V when the layout rotates, else null. */
+  readonly rotation: { k: number; v: number } | null;
   /** Decode steps' bytes so far (see "KV traffic" above). */
   readonly traffic: Traffic = newTraffic();
   /** The current step's counts, until advance() keeps or drops them. */
@@ -184,6 +192,11 @@ export class KvCache {
     this.quantized = isQuantizedKv(layout.dtype) ? layout.dtype : null;
     const problem = kvDtypeProblem(layout.dtype, shape.headDim);
     if (problem !== null) throw new UsageError(problem);
+    this.rotation = layout.rotation === true ? rotationBlocks(shape.headDim) : null;
+    if (layout.rotation === true && (this.rotation === null || this.quantized === null))
+      throw new UsageError(
+        `the Hadamard rotation is for a q8_0 or q4_0 cache with a head dimension that is a multiple of 64; this one is ${layout.dtype} with head dimension ${shape.headDim}`,
+      );
     this.nextRow = new Int32Array(shape.nSlots * shape.nKvHeads).fill(-1);
     this.meanScratch = new Float32Array(shape.headDim);
     this.resize(capacity);
@@ -329,6 +342,11 @@ export class KvCache {
     const { kernels: kern, Hd, G, rowBytes } = this;
     const s = this.slots[slot];
     const { layout, step } = this;
+    if (this.rotation !== null) {
+      // In place: the caller's k and v are not read again.
+      rotate(this.arena.f32, k >> 2, G, Hd, this.rotation.k);
+      rotate(this.arena.f32, v >> 2, G, Hd, this.rotation.v);
+    }
     for (let g = 0; g < G; g++) {
       const row = this.rowFor(slot, g, t);
       const at = (g * this.capacity + row) * rowBytes;

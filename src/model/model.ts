@@ -14,7 +14,8 @@ import { UsageError, formatBytes } from "../errors.js";
 import type { Kernels } from "../kernels/kernels.js";
 import { createReferenceKernels } from "../kernels/reference.js";
 import { type KernelBuild, kernelBuildOf, loadWasmKernels } from "../kernels/wasm.js";
-import { KV_DTYPES, KvCache, kvDtypeProblem, type KvDType, type KvLayout } from "../kvcache/cache.js";
+import { KV_DTYPES, KvCache, isQuantizedKv, kvDtypeProblem, type KvDType, type KvLayout } from "../kvcache/cache.js";
+import { rotationBlocks } from "../kvcache/rotation.js";
 import { Arena, allocSize } from "../memory/arena.js";
 import { Pool } from "../memory/pool.js";
 import { Parallel } from "../threads/parallel.js";
@@ -47,6 +48,8 @@ export interface LoadOptions {
   kernels?: KernelChoice;
   /** Default KV storage dtype of sessions ("f32" unless given); sizes the cache pool. */
   kvDtype?: KvDType;
+  /** Default Hadamard rotation of quantised caches (kvcache/rotation.ts); see SessionOptions.kvRotation. */
+  kvRotation?: KvRotation;
   /** Default attention method of sessions (dense unless given); its cache layout sizes the pool. */
   attention?: AttentionSpec;
   /**
@@ -106,6 +109,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   if (options.cacheBytes !== undefined && !(Number.isSafeInteger(options.cacheBytes) && options.cacheBytes >= 0))
     throw new UsageError(`cacheBytes must be a whole number of bytes ≥ 0, got ${options.cacheBytes}`);
   const kvDtype = checkKvDtype(options.kvDtype ?? "f32", source.config.headDim);
+  const kvRotation = checkKvRotation(options.kvRotation);
   const attention = options.attention ?? { method: "dense" };
   const threads = resolveThreads(options.threads);
   const f16Activations = options.f16Activations ?? "f32";
@@ -144,8 +148,29 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const forward = new Forward(kernels, parallel, arena, source.config, weights, state, f16Activations);
   return new Model(source, arena, kernels, parallel, weights, forward, state.rows, pool, contextSize, plan, {
     kvDtype,
+    kvRotation,
     attention,
   });
+}
+
+/** How a session's quantised cache is rotated: "auto" (default), "hadamard" or "none". */
+export type KvRotation = "auto" | "hadamard" | "none";
+export const KV_ROTATIONS: readonly KvRotation[] = ["auto", "hadamard", "none"];
+
+function checkKvRotation(rotation: string | undefined): KvRotation {
+  if (rotation !== undefined && !(KV_ROTATIONS as readonly string[]).includes(rotation))
+    throw new UsageError(`KV rotation must be one of ${KV_ROTATIONS.join(", ")}, got ${JSON.stringify(rotation)}`);
+  return (rotation ?? "auto") as KvRotation;
+}
+
+/**
+ * Whether a cache of `dtype` rotates: "auto" rotates q8_0 and q4_0 caches whose head dim is a multiple of 64
+ * (llama.cpp's default), "hadamard" asks for it (an error where it does not apply), "none" never rotates.
+ */
+export function rotates(rotation: KvRotation, dtype: KvDType, headDim: number): boolean {
+  if (rotation === "none") return false;
+  if (rotation === "hadamard") return true;
+  return isQuantizedKv(dtype) && rotationBlocks(headDim) !== null;
 }
 
 /** The thread count: `requested`, or the machine's cores; 1 to 64. */
@@ -188,7 +213,7 @@ export class Model {
     readonly contextSize: number,
     readonly plan: MemoryPlan,
     /** What sessions use unless their options say otherwise. */
-    readonly defaults: { kvDtype: KvDType; attention: AttentionSpec },
+    readonly defaults: { kvDtype: KvDType; kvRotation: KvRotation; attention: AttentionSpec },
   ) {
     this.config = source.config;
     this.derived = derive(source.config);
@@ -212,7 +237,12 @@ export class Model {
     }
     const kvDtype = checkKvDtype(options.kvDtype ?? this.defaults.kvDtype, this.config.headDim);
     const spec = options.attention ?? this.defaults.attention;
-    const layout = layoutFor(spec, kvDtype, this.config.nHeads / this.config.nKvHeads);
+    const rotation = rotates(
+      checkKvRotation(options.kvRotation ?? this.defaults.kvRotation),
+      kvDtype,
+      this.config.headDim,
+    );
+    const layout = { ...layoutFor(spec, kvDtype, this.config.nHeads / this.config.nKvHeads), rotation };
     const evicting = layout.positions;
     // An evicting cache starts small and grows for a prompt (see attention/evicting.ts).
     const cache = new KvCache(

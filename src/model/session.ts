@@ -8,12 +8,19 @@ import type { KvCache, KvDType } from "../kvcache/cache.js";
 import type { Model } from "./model.js";
 import type { SamplerOptions } from "./sampler.js";
 import { TokenStream, type StopReason } from "./token-stream.js";
+import type { KvRotation } from "./model.js";
 
 export interface SessionOptions {
   /** Positions this session may reach; at most the model's loaded context size. */
   contextSize?: number;
-  /** KV storage dtype: "f32" or "bf16" (default: the model's load option, else f32). */
+  /** KV storage dtype: "f32", "bf16", "q8_0" or "q4_0" (default: the model's load option, else f32). */
   kvDtype?: KvDType;
+  /**
+   * A q8_0 / q4_0 cache's Walsh–Hadamard rotation (kvcache/rotation.ts): "auto" (default: rotate when the
+   * head dim is a multiple of 64, as llama.cpp does), "hadamard" (rotate, or an error where it cannot) or
+   * "none". Default: the model's load option.
+   */
+  kvRotation?: KvRotation;
   /** Decode-time attention method, e.g. { method: "sparq", compression: 8 } (default dense). */
   attention?: AttentionSpec;
 }

@@ -24,6 +24,8 @@ export interface HarnessShape {
   kernels?: "wasm" | "reference";
   /** Threads the method runs on (Harness.create); default 1. */
   threads?: number;
+  /** Store K and V Hadamard-rotated (a quantised cache, head dim a multiple of 64). */
+  rotation?: boolean;
 }
 
 export class Harness {
@@ -44,7 +46,7 @@ export class Harness {
     rowsPerStep = 256,
   ) {
     const { H, G, Hd, maxRows, dtype } = shape;
-    const layout = layoutFor(spec, dtype, H / G);
+    const layout = { ...layoutFor(spec, dtype, H / G), rotation: shape.rotation ?? false };
     const pool = KvCache.bytesFor({ nSlots: 1, nKvHeads: G, headDim: Hd }, layout, maxRows) + (1 << 16);
     const sizes = attentionScratchSizes(H / G, Hd, maxRows, rowsPerStep);
     const threads = shape.threads ?? 1;
