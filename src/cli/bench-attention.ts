@@ -20,7 +20,7 @@ import { UsageError, formatBytes } from "../errors.js";
 import { parseFloatIn, parseInteger } from "./options.js";
 import type { Kernels } from "../kernels/kernels.js";
 import { chooseKernelBuild, describeKernelBuild, loadWasmKernels } from "../kernels/wasm.js";
-import { KvCache, type KvDType } from "../kvcache/cache.js";
+import { KV_DTYPES, KvCache, type KvDType } from "../kvcache/cache.js";
 import { Arena, type Ptr } from "../memory/arena.js";
 import { Pool } from "../memory/pool.js";
 import { Parallel } from "../threads/parallel.js";
@@ -78,7 +78,7 @@ export function registerBenchAttention(bench: Command): void {
     .option("--contexts <list>", "cached positions S", "1024,4096,16384,65536")
     .option("--head-dims <list>", "head dimensions", "64,128")
     .option("--shapes <list>", "mha (8 query heads over 8 KV heads), gqa (32 over 8)", "mha,gqa")
-    .option("--kv-dtypes <list>", "KV storage dtypes", "f32,bf16")
+    .option("--kv-dtypes <list>", `KV storage dtypes: some of ${KV_DTYPES.join(", ")}`, "f32,bf16")
     .option("--ratios <list>", "compression ratios c (transfer 1/c)", "2,4,8")
     .option("--methods <list>", "methods besides dense", "sparq,h2o,streaming")
     .option("--seconds <s>", "time budget per measurement", "0.3")
@@ -101,7 +101,7 @@ function configsFrom(flags: Flags): Config[] {
   const contexts = list(flags.contexts, (item) => parseInteger(item, "--contexts", 1, 1 << 22));
   const headDims = list(flags.headDims, (item) => parseInteger(item, "--head-dims", 1, MAX_HEAD_DIM));
   const shapes = list(flags.shapes, choices("--shapes", ["mha", "gqa"]));
-  const dtypes = list(flags.kvDtypes, choices("--kv-dtypes", ["f32", "bf16"]));
+  const dtypes = list(flags.kvDtypes, choices("--kv-dtypes", KV_DTYPES));
   const out: Config[] = [];
   for (const S of contexts)
     for (const Hd of headDims)
