@@ -136,13 +136,17 @@ describe("methods in a model", () => {
         let last = new Float32Array();
         for (const t of tokens.slice(200)) last = s.evaluate([t]);
         const bytes = s.cache.allocatedBytes;
+        const used = s.cache.usedBytes;
         s.dispose();
         m.dispose();
-        return { last, bytes };
+        return { last, bytes, used };
       };
       const a = await run("f32");
       const b = await run(kvDtype);
       expect(b.bytes).toBe(a.bytes * fraction);
+      // 220 positions × K and V × 2 producer layers × 1 KV head × 32 values.
+      expect(a.used).toBe(220 * 2 * 2 * 32 * 4);
+      expect(b.used).toBe(a.used * fraction);
       expect(relMaxDiff(b.last, a.last)).toBeGreaterThan(0);
       expect(relMaxDiff(b.last, a.last)).toBeLessThan(0.5);
     },
@@ -164,6 +168,25 @@ describe("methods in a model", () => {
     expect(await bytes({ method: "sparq", compression: 8, reallocation: true })).toBe(1.5 * dense + vMean);
     expect(await bytes({ method: "sparq", compression: 8, layout: "single", reallocation: true })).toBe(dense + vMean);
   });
+
+  test.each(["q8_0", "q4_0"] as const)(
+    "%s SparQ cache: allocated = rows + the per-channel Kᵀ (codes + an f16 scale per 32 positions, capacity rounded up to 32) + v̄; stored bytes per held row the same without the rounding",
+    async (kvDtype) => {
+      const m = await loadModel(models["cla2-hd32"], {
+        contextSize: 250,
+        kvDtype,
+        attention: { method: "sparq", compression: 8, reallocation: true },
+      });
+      const s = m.createSession();
+      s.evaluate(randomTokens(100, 512));
+      const [P, Hd, row, code] = [2, 32, kvDtype === "q8_0" ? 34 : 18, kvDtype === "q8_0" ? 1 : 0.5];
+      const C32 = 256; // 250 rounded up to whole groups of 32
+      expect(s.cache.allocatedBytes).toBe(P * (2 * 250 * row + Hd * C32 * code + Hd * (C32 / 32) * 2 + Hd * 4));
+      expect(s.cache.usedBytes).toBe(P * (100 * (2 * row + Hd * (code + 2 / 32)) + Hd * 4));
+      s.dispose();
+      m.dispose();
+    },
+  );
 
   test("session traffic on a CLA-2 model == what every layer's kernels are given, summed (writes only at producers)", async () => {
     const m = await loadModel(models.cla2, { contextSize: 400, attention: { method: "sparq", r: 4, k: 32 } });

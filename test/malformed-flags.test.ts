@@ -234,6 +234,15 @@ const TABLE: Record<string, CommandCases> = {
       "--context": ints(1),
       "--json": {},
       "--threads": THREADS,
+      "--kv-dtype": {
+        values: ["q3", "", "F32"],
+        more: {
+          "q8_0 with head dim 16": {
+            argv: (b) => [...b, "--kv-dtype", "q8_0"],
+            says: ["a q8_0 KV cache needs a head dimension that is a multiple of 32, but this model's is 16"],
+          },
+        },
+      },
     },
   },
 
@@ -360,7 +369,26 @@ const TABLE: Record<string, CommandCases> = {
         },
         "with streaming": notFor(["--attention", "streaming", "--kv-budget", "32"], "--h2o-recent", "4", "streaming"),
       }),
-      "--kv-dtype": { values: ["q3", "", "f16", "BF16"] },
+      "--kv-dtype": {
+        values: ["q3", "", "f16", "BF16", "Q8_0"],
+        more: {
+          "q4_0 with head dim 16": {
+            argv: (b) => [...b, "--kv-dtype", "q4_0"],
+            says: ["a q4_0 KV cache needs a head dimension that is a multiple of 32, but this model's is 16"],
+          },
+        },
+      },
+      "--kv-rotation": {
+        values: ["", "on", "HADAMARD", "yes"],
+        more: {
+          "hadamard for an f32 cache": {
+            argv: (b) => [...b, "--kv-rotation", "hadamard"],
+            says: [
+              "the Hadamard rotation is for a q8_0 or q4_0 cache with a head dimension that is a multiple of 64; this one is f32 with head dimension 16",
+            ],
+          },
+        },
+      },
     },
   },
 
@@ -639,6 +667,7 @@ const TABLE: Record<string, CommandCases> = {
       "--text": { values: ["", "wikipedia", "Brown"] },
       "--out": { values: [""] },
       "--kv-dtype": { values: ["q3", "", "F32"] },
+      "--kv-rotation": { values: ["", "on", "HADAMARD"] },
       "--threads": THREADS,
     },
   },
@@ -778,6 +807,7 @@ for (const flag of [
   "--sinks",
   "--h2o-recent",
   "--kv-dtype",
+  "--kv-rotation",
 ])
   TABLE.serve.options[flag] = TABLE.generate.options[flag];
 

@@ -6,9 +6,9 @@ import type { Command } from "commander";
 import { ATTENTION_METHODS, type AttentionSpec } from "../attention/method.js";
 import { DEFAULT_SINKS } from "../attention/streaming.js";
 import { UsageError } from "../errors.js";
-import { KV_DTYPES, type KvDType } from "../kvcache/cache.js";
+import { KV_DTYPES, kvDtypeProblem, type KvDType } from "../kvcache/cache.js";
 import { floatOption, intOption } from "./options.js";
-import { KV_ROTATIONS, type KvRotation } from "../model/model.js";
+import { KV_ROTATIONS, rotates, type KvRotation } from "../model/model.js";
 
 export interface AttentionFlags {
   attention: string;
@@ -50,6 +50,16 @@ export function addAttentionOptions(command: Command): Command {
       "--kv-rotation <how>",
       `q8_0 / q4_0 caches: ${KV_ROTATIONS.join(", ")} (auto: Hadamard-rotate Q, K, V when the head dim is a multiple of 64, as llama.cpp does)`,
       "auto",
+    );
+}
+
+/** --kv-dtype and --kv-rotation against a model of head dim Hd: a UsageError naming the flag if they cannot apply. */
+export function checkKvFlags(kvDtype: KvDType, kvRotation: KvRotation, headDim: number): void {
+  const problem = kvDtypeProblem(kvDtype, headDim);
+  if (problem !== null) throw new UsageError(`--kv-dtype ${kvDtype}: ${problem}`);
+  if (kvRotation === "hadamard" && !rotates("auto", kvDtype, headDim))
+    throw new UsageError(
+      `--kv-rotation hadamard: the Hadamard rotation is for a q8_0 or q4_0 cache with a head dimension that is a multiple of 64; this one is ${kvDtype} with head dimension ${headDim}`,
     );
 }
 

@@ -6,6 +6,7 @@ import fs from "node:fs";
 import type { Command } from "commander";
 import { FormatError, UsageError, formatBytes } from "../errors.js";
 import { KERNEL_CHOICES, type KernelChoice, loadModel } from "../model/model.js";
+import { openModelSource } from "../model/source.js";
 import { chatPrompt, type ChatMessage } from "../tokenizer/chat.js";
 import {
   addAttentionOptions,
@@ -13,6 +14,7 @@ import {
   checkAttentionForModel,
   kvDtypeFrom,
   kvRotationFrom,
+  checkKvFlags,
   type AttentionFlags,
 } from "./attention-options.js";
 import { choiceOption, collect, floatOption, intOption, pathOption, seedOption, threadsOption } from "./options.js";
@@ -71,6 +73,7 @@ export function registerGenerate(program: Command): void {
     const prompt = readPrompt(flags);
     if (!fs.existsSync(flags.model))
       throw new UsageError(`--model expects a .gguf file or a model directory; ${flags.model} does not exist`);
+    checkKvFlags(kvDtype, kvRotation, openModelSource(flags.model).config.headDim);
     const model = await loadModel(flags.model, {
       contextSize: flags.context,
       kernels: flags.kernels,

@@ -8,7 +8,7 @@ import { formatBytes, UsageError } from "../errors.js";
 import { derive, attentionName, kvBytesPerToken } from "../model/config.js";
 import { MAX_MEMORY } from "../memory/arena.js";
 import { DENSE_LAYOUT, KV_DTYPES, kvBytesPer, kvDtypeProblem, type KvDType } from "../kvcache/cache.js";
-import { checkKvDtype, planMemory, resolveThreads } from "../model/model.js";
+import { planMemory, resolveThreads } from "../model/model.js";
 import { openModelSource } from "../model/source.js";
 import { checkTensors } from "../model/weights.js";
 import { chooseKernelBuild, describeKernelBuild } from "../kernels/wasm.js";
@@ -66,7 +66,9 @@ export function registerInfo(program: Command): void {
           DENSE_LAYOUT,
           resolveThreads(opts.threads),
         );
-        const kvDtype = checkKvDtype(opts.kvDtype, c.headDim);
+        const kvDtype = opts.kvDtype as KvDType;
+        const problem = kvDtypeProblem(kvDtype, c.headDim);
+        if (problem !== null) throw new UsageError(`--kv-dtype ${kvDtype}: ${problem}`);
         // Every dtype this model's head dim allows (the quantised ones need whole blocks of 32).
         const perToken = Object.fromEntries(
           KV_DTYPES.filter((t) => kvDtypeProblem(t, c.headDim) === null).map((t) => [

@@ -10,6 +10,7 @@ import { UsageError } from "../errors.js";
 import { packageRoot } from "../kernels/wasm.js";
 import { MAX_MEMORY } from "../memory/arena.js";
 import { loadModel } from "../model/model.js";
+import { openModelSource } from "../model/source.js";
 import { KvslimServer } from "../server/server.js";
 import {
   addAttentionOptions,
@@ -17,6 +18,7 @@ import {
   checkAttentionForModel,
   kvDtypeFrom,
   kvRotationFrom,
+  checkKvFlags,
   type AttentionFlags,
 } from "./attention-options.js";
 import { bytesOption, intOption, pathOption, threadsOption } from "./options.js";
@@ -139,6 +141,7 @@ export function registerServe(program: Command): void {
     const stop = stopSignals(server);
     let model;
     try {
+      checkKvFlags(kvDtype, kvRotation, openModelSource(modelPath).config.headDim);
       model = await loadModel(modelPath, {
         contextSize: flags.context,
         kvDtype,

@@ -215,8 +215,15 @@ export class KvCache {
   /** Bytes holding real rows (what "KV bytes stored" reports); K, V and Kt scale with rows. */
   get usedBytes(): number {
     const { nSlots } = this.shape;
-    const perRow = KvCache.bytesFor(this.shape, { ...this.layout, vMean: false }, 1);
-    return this.heldRows * perRow + (this.layout.vMean ? nSlots * this.G * this.Hd * 4 : 0);
+    const { layout, G, Hd } = this;
+    // Per row and head: K and V, a column of Kt (with a quantised Kt's scale, one per 32 rows), a score, a position.
+    const column = !layout.kTransposed
+      ? 0
+      : this.quantized === null
+        ? this.rowBytes
+        : Hd * (this.kTCodeBytes + 2 / KV_BLOCK);
+    const perRow = G * (2 * this.rowBytes + column + (layout.accumulated ? 4 : 0) + (layout.positions ? 4 : 0));
+    return nSlots * this.heldRows * perRow + (layout.vMean ? nSlots * G * Hd * 4 : 0);
   }
 
   /** Keys of KV head g in `slot`: (C, Hd) rows. */
