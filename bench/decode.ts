@@ -152,8 +152,9 @@ async function benchKvslim(file: string, dtype: string, a: Args, context: number
   });
   if (a.attention !== null && !evicting) {
     session.setAttention(a.attention);
+    const before = { ...session.cache.traffic }; // the dense steps above are not SparQ's
     const decodeTps = decode(session);
-    const ratio = session.kvTraffic().ratio;
+    const ratio = session.kvTraffic(before).ratio;
     rows.push({
       engine: `kvslim+${a.attention.method}`,
       threads,
