@@ -4,7 +4,7 @@
  * Reads headers only.
  */
 import type { Command } from "commander";
-import { formatBytes, UsageError } from "../errors.js";
+import { formatBytes } from "../errors.js";
 import { derive, attentionName, kvBytesPerToken } from "../model/config.js";
 import { MAX_MEMORY } from "../memory/arena.js";
 import { DENSE_LAYOUT, KV_DTYPES, kvBytesPer, kvDtypeProblem, type KvDType } from "../kvcache/cache.js";
@@ -15,7 +15,8 @@ import { chooseKernelBuild, describeKernelBuild } from "../kernels/wasm.js";
 import { trainingRecord, type TrainingRecord } from "../train/checkpoint.js";
 import { isTrainPreset } from "../train/presets.js";
 import { runShape, type TrainOptions } from "../train/trainer.js";
-import { bytesOption, intOption, threadsOption } from "./options.js";
+import { bytesOption, choiceOption, intOption, threadsOption } from "./options.js";
+import { checkKvFlags } from "./attention-options.js";
 import { retrievalText } from "./train.js";
 
 export function registerInfo(program: Command): void {
@@ -34,7 +35,12 @@ export function registerInfo(program: Command): void {
       "context length per sequence for the fit (default: the model's)",
       intOption("--context", 1),
     )
-    .option("--kv-dtype <dtype>", `KV cache storage for the fit: ${KV_DTYPES.join(", ")}`, "f32")
+    .option(
+      "--kv-dtype <dtype>",
+      `KV cache storage for the fit: ${KV_DTYPES.join(", ")}`,
+      choiceOption("--kv-dtype", KV_DTYPES),
+      "f32",
+    )
     .option("--json", "print JSON instead of text")
     .option(...threadsOption)
     .action(
@@ -42,8 +48,6 @@ export function registerInfo(program: Command): void {
         modelPath: string,
         opts: { memory?: number; context?: number; json?: boolean; threads?: number; kvDtype: string },
       ) => {
-        if (!(KV_DTYPES as readonly string[]).includes(opts.kvDtype))
-          throw new UsageError(`--kv-dtype expects one of ${KV_DTYPES.join(", ")}, got "${opts.kvDtype}"`);
         const source = openModelSource(modelPath);
         for (const note of source.notes) process.stderr.write(`note: ${note}\n`);
         const specs = checkTensors(source);
@@ -67,8 +71,7 @@ export function registerInfo(program: Command): void {
           resolveThreads(opts.threads),
         );
         const kvDtype = opts.kvDtype as KvDType;
-        const problem = kvDtypeProblem(kvDtype, c.headDim);
-        if (problem !== null) throw new UsageError(`--kv-dtype ${kvDtype}: ${problem}`);
+        checkKvFlags(kvDtype, "auto", c.headDim);
         // Every dtype this model's head dim allows (the quantised ones need whole blocks of 32).
         const perToken = Object.fromEntries(
           KV_DTYPES.filter((t) => kvDtypeProblem(t, c.headDim) === null).map((t) => [

@@ -177,6 +177,10 @@ export class KvCache {
   private readonly nextRow: Int32Array;
   /** One decoded V row, for the running mean. */
   private readonly meanScratch: Float32Array;
+  /** A group's 32 decoded K rows and one channel of them, for a quantised Kt (views made once). */
+  private readonly groupRows: Float32Array[];
+  private readonly groupChannel = new Float32Array(KV_BLOCK);
+  private readonly groupBlock = new Uint8Array(34);
 
   constructor(
     private readonly arena: Arena,
@@ -199,6 +203,10 @@ export class KvCache {
       );
     this.nextRow = new Int32Array(shape.nSlots * shape.nKvHeads).fill(-1);
     this.meanScratch = new Float32Array(shape.headDim);
+    const rows = new Float32Array(KV_BLOCK * shape.headDim);
+    this.groupRows = Array.from({ length: KV_BLOCK }, (_, e) =>
+      rows.subarray(e * shape.headDim, (e + 1) * shape.headDim),
+    );
     this.resize(capacity);
   }
 
@@ -438,17 +446,15 @@ export class KvCache {
    * high one, as in a q4_0 block).
    */
   private quantizeKeyGroup(slot: number, g: number, first: number): void {
-    const { Hd, arena } = this;
-    const rows = Array.from({ length: KV_BLOCK }, () => new Float32Array(Hd));
+    const { Hd, arena, groupRows: rows, groupChannel: channel } = this;
     const keys = this.keys(slot, g);
     for (let e = 0; e < KV_BLOCK; e++) this.readRow(keys + (first + e) * this.rowBytes, rows[e]);
     const codes = this.keysT(slot, g);
     const scales = this.keysTScales(slot, g);
     const stride = this.kTStride;
-    const channel = new Float32Array(KV_BLOCK);
     for (let i = 0; i < Hd; i++) {
       for (let e = 0; e < KV_BLOCK; e++) channel[e] = rows[e][i];
-      const block = this.quantized === "q8_0" ? quantizeBlockQ8_0(channel) : quantize("q4_0", channel);
+      const block = this.quantized === "q8_0" ? quantizeBlockQ8_0(channel, this.groupBlock) : quantize("q4_0", channel);
       const scale = scales + 2 * (i * (stride / KV_BLOCK) + first / KV_BLOCK);
       arena.u8[scale] = block[0];
       arena.u8[scale + 1] = block[1];
@@ -703,10 +709,9 @@ export class KvCache {
  * One q8_0 block of 32 values, as the kernels' quantizeQ8_0 makes it: d = max|x| / 127 (f16), codes
  * nearest-even(x · 127 / max|x|).
  */
-function quantizeBlockQ8_0(x: Float32Array): Uint8Array {
+function quantizeBlockQ8_0(x: Float32Array, out: Uint8Array): Uint8Array {
   let amax = 0;
   for (let e = 0; e < KV_BLOCK; e++) amax = Math.max(amax, Math.abs(x[e]));
-  const out = new Uint8Array(34);
   const d = f32ToF16(Math.fround(amax / 127));
   out[0] = d & 255;
   out[1] = d >> 8;
