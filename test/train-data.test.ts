@@ -14,9 +14,12 @@ import {
   RETRIEVAL_GENERATORS,
   RETRIEVAL_SHARE,
   retrievalLengths,
+  trainingDocuments,
   trainingStream,
   type RetrievalKind,
 } from "../src/train/data/retrieval.js";
+import { BatchSampler, tokenizeDocuments } from "../src/train/data/batches.js";
+import type { TextTokenizer } from "../src/tokenizer/tokenizer.js";
 import {
   corpusSize,
   fnv1a32,
@@ -190,6 +193,26 @@ describe("retrieval documents", () => {
     }
   });
 
+  test("needle depths: a range puts the fact there (0–0.05 at the start, 0.95–1 at the end); a bad range is refused", () => {
+    const depthOf = (depths: readonly [number, number], seed: number) => {
+      const doc = needleDocument(new Rng(seed), filler, 3000, depths);
+      const at = doc.text.search(/^The secret number of \w+ is \d{4}\.$/m);
+      // The fact's offset over the filler's length (the text less the fact and the question lines).
+      const lines = doc.text.split("\n");
+      const fixed = lines.filter((l) => /^(The secret number|Q: What is the secret)/.test(l)).join("\n").length;
+      return at / (doc.text.length - fixed);
+    };
+    for (let seed = 1; seed <= 30; seed++) {
+      expect(depthOf([0, 0.05], seed)).toBeLessThan(0.1);
+      expect(depthOf([0.95, 1], seed)).toBeGreaterThan(0.85);
+    }
+    // The default is what it was: the same text as with [0.1, 0.9] spelled out.
+    expect(needleDocument(new Rng(7), filler, 3000)).toEqual(needleDocument(new Rng(7), filler, 3000, [0.1, 0.9]));
+    expect(() => trainingStream(filler, { seed: 1, needleDepths: [0.5, 0.2] })).toThrow(
+      /needle depths 0 ≤ min ≤ max ≤ 1, got \[0\.5,0\.2\]/,
+    );
+  });
+
   test.each(kinds)("%s is deterministic for a seed and differs between seeds", (kind) => {
     expect(make(kind, 5, 2000)).toEqual(make(kind, 5, 2000));
     expect(make(kind, 5, 2000).text).not.toBe(make(kind, 6, 2000).text);
@@ -229,5 +252,74 @@ describe("retrieval documents", () => {
     const wordnet = loadWordnet().train.slice(0, 500);
     const stream = [...trainingStream(wordnet, { seed: 1, retrievalShare: 0 })];
     expect([...stream].sort()).toEqual([...wordnet].sort());
+  });
+});
+
+/** One token per character, EOS 0: enough to check stream positions by hand. */
+const charTokenizer = {
+  eos: 0,
+  encode: (text: string) => [...text].map((c) => c.charCodeAt(0)),
+} as unknown as TextTokenizer;
+
+describe("training windows", () => {
+  const wordnet = loadWordnet().train.slice(0, 400);
+  const documents = [...trainingDocuments(wordnet, { seed: 2, retrievalShare: 0.5, minChars: 300, maxChars: 900 })];
+
+  test("trainingDocuments marks exactly the generated documents, in trainingStream's order", () => {
+    expect(documents.map((d) => d.text)).toEqual([
+      ...trainingStream(wordnet, { seed: 2, retrievalShare: 0.5, minChars: 300, maxChars: 900 }),
+    ]);
+    const known = new Set(wordnet);
+    expect(documents.every((d) => d.retrieval === !known.has(d.text))).toBe(true);
+    expect(documents.filter((d) => d.retrieval).length).toBeGreaterThan(50);
+  });
+
+  test("tokenizeDocuments: each retrieval document's end is the EOS right after its last token", () => {
+    const { tokens, retrievalEnds } = tokenizeDocuments(documents, charTokenizer);
+    const retrieval = documents.filter((d) => d.retrieval);
+    expect(retrievalEnds.length).toBe(retrieval.length);
+    retrieval.forEach((doc, i) => {
+      const end = retrievalEnds[i];
+      expect(tokens[end]).toBe(0);
+      const text = String.fromCharCode(...tokens.subarray(end - doc.text.length, end));
+      expect(text).toBe(doc.text);
+    });
+  });
+
+  test("answer windows: share 1 ends every window's targets at a retrieval EOS; share 0 draws as before; a bad share is refused", () => {
+    const { tokens, retrievalEnds } = tokenizeDocuments(documents, charTokenizer);
+    const T = 1000;
+    const ends = new Set(retrievalEnds.filter((e) => e >= T));
+    const sampler = new BatchSampler(tokens, 4, T, 9, { share: 1, ends: retrievalEnds });
+    const inputs = new Int32Array(4 * T);
+    const targets = new Int32Array(4 * T);
+    let aligned = 0;
+    for (let step = 0; step < 20; step++) {
+      sampler.next(inputs, targets);
+      for (let b = 0; b < 4; b++) {
+        const window = targets.subarray(b * T, (b + 1) * T);
+        // The window's last target is an EOS, and the window's inputs are the tokens before it.
+        expect(window[T - 1]).toBe(0);
+        expect(inputs[b * T + 1]).toBe(window[0]);
+        for (const end of ends) {
+          if (tokens.subarray(end - T + 1, end + 1).every((t, i) => t === window[i])) {
+            aligned++;
+            break;
+          }
+        }
+      }
+    }
+    expect(aligned).toBe(80);
+    // Share 0 (the default) consumes the generator exactly as a sampler without answer windows.
+    const a = new BatchSampler(tokens, 2, 64, 3);
+    const b = new BatchSampler(tokens, 2, 64, 3, { share: 0, ends: retrievalEnds });
+    const [x, y] = [new Int32Array(128), new Int32Array(128)];
+    const [u, v] = [new Int32Array(128), new Int32Array(128)];
+    a.next(x, y);
+    b.next(u, v);
+    expect(u).toEqual(x);
+    expect(a.state).toEqual(b.state);
+    expect(() => new BatchSampler(tokens, 2, 64, 3, { share: 0.5, ends: new Int32Array(0) })).toThrow(/answer windows/);
+    expect(() => new BatchSampler(tokens, 2, 64, 3, { share: 1.5, ends: retrievalEnds })).toThrow(/answer windows/);
   });
 });

@@ -16,7 +16,7 @@ import type { Command } from "commander";
 import { formatBytes, InterruptedError, UsageError } from "../errors.js";
 import { resolveThreads } from "../model/model.js";
 import { attentionName, kvBytesPerToken } from "../model/config.js";
-import { RETRIEVAL_SHARE } from "../train/data/retrieval.js";
+import { NEEDLE_DEPTHS, RETRIEVAL_SHARE } from "../train/data/retrieval.js";
 import { TRAIN_PRESETS, isTrainPreset } from "../train/presets.js";
 import {
   resumeRun,
@@ -49,6 +49,8 @@ interface Flags {
   corpusDocuments?: number;
   retrievalShare?: number;
   retrievalChars?: { minChars: number; maxChars: number };
+  needleDepths?: [number, number];
+  answerWindows?: number;
   from?: string;
 }
 
@@ -84,6 +86,16 @@ export function registerTrain(program: Command): void {
       "--retrieval-chars <min-max>",
       "length range of the retrieval documents in characters, e.g. 2000-8000 (default: 300-1200 scaled by --seq-len / 512)",
       charRange,
+    )
+    .option(
+      "--needle-depths <min-max>",
+      `where the needle documents' facts sit in their filler, as fractions from 0 (start) to 1 (end), e.g. 0-1 (default: ${NEEDLE_DEPTHS.join("-")})`,
+      depthRange,
+    )
+    .option(
+      "--answer-windows <fraction>",
+      "share of training windows that end at a retrieval document's end, so that documents nearly as long as --seq-len are seen whole (default: 0, all at random offsets)",
+      floatOption("--answer-windows", { min: 0, max: 1 }),
     )
     .option("--warmup <fraction>", "warmup steps as a fraction of all steps", fraction("--warmup"), 0.05)
     .option(
@@ -182,7 +194,12 @@ export function registerTrain(program: Command): void {
           tokenizer: flags.tokenizer,
           corpusDocuments: flags.corpusDocuments,
           from: flags.from,
-          data: { retrievalShare: flags.retrievalShare, ...flags.retrievalChars },
+          data: {
+            retrievalShare: flags.retrievalShare,
+            ...flags.retrievalChars,
+            needleDepths: flags.needleDepths,
+            answerWindows: flags.answerWindows,
+          },
         };
         const out = flags.out;
         run = () => startRun(out, options, progress(maxSeconds));
@@ -217,6 +234,8 @@ const FIXED_ON_RESUME: Partial<Record<keyof Flags, string>> = {
   lr: "--lr",
   retrievalShare: "--retrieval-share",
   retrievalChars: "--retrieval-chars",
+  needleDepths: "--needle-depths",
+  answerWindows: "--answer-windows",
   warmup: "--warmup",
   evalBatches: "--eval-batches",
   tokenizer: "--tokenizer",
@@ -234,6 +253,16 @@ function charRange(value: string): { minChars: number; maxChars: number } {
     );
   }
   return { minChars, maxChars };
+}
+
+/** "MIN-MAX": two fractions, 0 ≤ MIN ≤ MAX ≤ 1. */
+function depthRange(value: string): [number, number] {
+  const match = /^\s*(\d*\.?\d+)\s*-\s*(\d*\.?\d+)\s*$/.exec(value);
+  const [min, max] = match === null ? [NaN, NaN] : [Number(match[1]), Number(match[2])];
+  if (!(min >= 0 && min <= max && max <= 1)) {
+    throw new UsageError(`--needle-depths expects MIN-MAX with numbers 0 ≤ MIN ≤ MAX ≤ 1 (e.g. 0-1), got "${value}"`);
+  }
+  return [min, max];
 }
 
 let stopRequested = false;

@@ -18,7 +18,6 @@ import type { Arena, Ptr } from "../memory/arena.js";
 import { derive, type Derived, type ModelConfig } from "../model/config.js";
 import { RopeTable, llama3FreqFactors } from "../model/rope.js";
 import type { Parallel } from "../threads/parallel.js";
-import { OPS } from "../threads/ops.js";
 import type { ParamLayout } from "./params.js";
 
 export interface BatchShape {
@@ -256,7 +255,7 @@ export class TrainModel {
       this.eachHead((t, { q, kv, p }) => {
         par.task(
           t,
-          OPS.attentionForward,
+          "attentionForward",
           a.att + q,
           a.p + p,
           a.q + q,
@@ -294,7 +293,7 @@ export class TrainModel {
     par.splitRows(BT, c.vocabSize, (t, r0, r1) =>
       par.task(
         t,
-        OPS.crossEntropy,
+        "crossEntropy",
         this.losses + 4 * r0,
         this.logits + 4 * r0 * c.vocabSize,
         this.logits + 4 * r0 * c.vocabSize,
@@ -372,7 +371,7 @@ export class TrainModel {
       this.eachHead((t, { q, kv, p }) => {
         par.task(
           t,
-          OPS.attentionBackwardPV,
+          "attentionBackwardPV",
           a.p + p,
           this.dV[slot] + kv,
           this.datt + q,
@@ -387,7 +386,7 @@ export class TrainModel {
         );
         par.task(
           t,
-          OPS.attentionBackwardQK,
+          "attentionBackwardQK",
           this.dq + q,
           this.dK[slot] + kv,
           a.p + p,

@@ -5,7 +5,6 @@
 import type { Kernels } from "../kernels/kernels.js";
 import type { Arena, Ptr } from "../memory/arena.js";
 import type { Parallel } from "../threads/parallel.js";
-import { OPS } from "../threads/ops.js";
 import type { ParamLayout } from "./params.js";
 
 export interface AdamWOptions {
@@ -65,7 +64,7 @@ export class AdamW {
       par.splitRows(t.size, 1, (th, i0, i1) =>
         par.task(
           th,
-          OPS.adamw,
+          "adamw",
           regions.params + 4 * (t.offset + i0),
           regions.m + 4 * (t.offset + i0),
           regions.v + 4 * (t.offset + i0),

@@ -16,8 +16,15 @@ import { checkTensors, readTensorF32 } from "../model/weights.js";
 import { Parallel } from "../threads/parallel.js";
 import { hfTokenizer } from "../tokenizer/hf-tokenizer.js";
 import { saveTokenizer, trainBpe } from "../tokenizer/train-bpe.js";
-import { BatchSampler, streamDigest, tokenizeStream, validationBatches } from "./data/batches.js";
-import { RETRIEVAL_SHARE, retrievalLengths, trainingStream, type StreamOptions } from "./data/retrieval.js";
+import { BatchSampler, streamDigest, tokenizeDocuments, tokenizeStream, validationBatches } from "./data/batches.js";
+import {
+  NEEDLE_DEPTHS,
+  RETRIEVAL_SHARE,
+  retrievalLengths,
+  trainingDocuments,
+  trainingStream,
+  type StreamOptions,
+} from "./data/retrieval.js";
 import { wordnetTrain, wordnetValidation } from "./data/wordnet.js";
 import {
   appendLog,
@@ -59,14 +66,15 @@ export interface TrainOptions {
   from?: string;
   /**
    * The data mix, recorded in the run's state so that a resumed run reads the same stream even if the
-   * defaults change: share of retrieval characters and their document lengths. What is not given is
-   * RETRIEVAL_SHARE and retrievalLengths(seqLen).
+   * defaults change: share of retrieval characters, their document lengths, the needles' depths, and the
+   * share of windows that end at a retrieval document's end. What is not given is RETRIEVAL_SHARE,
+   * retrievalLengths(seqLen), NEEDLE_DEPTHS and 0.
    */
-  data?: Partial<StreamOptionsRecord>;
+  data?: Partial<DataMix>;
 }
 
-/** The part of StreamOptions a run records (the seed is the run's). */
-export type StreamOptionsRecord = Required<Omit<StreamOptions, "seed">>;
+/** The data a run records: StreamOptions but the seed (the run's), and the sampler's answer-window share. */
+export type DataMix = Required<Omit<StreamOptions, "seed">> & { answerWindows: number };
 
 export interface StepInfo {
   step: number; // 1-based, steps done
@@ -259,13 +267,18 @@ async function run(
   }
   const layout = paramLayout(config);
   const bytes = arenaBytes(config, o);
-  const data: StreamOptionsRecord = {
+  const data: DataMix = {
     retrievalShare: RETRIEVAL_SHARE,
     ...retrievalLengths(shape.seqLen),
+    needleDepths: NEEDLE_DEPTHS,
+    answerWindows: 0,
     ...definedOnly(o.data ?? {}),
   };
   o = { ...o, data };
-  const trainStream = tokenizeStream(trainingStream(corpus(o), { ...data, seed: o.seed }), tokenizer);
+  const { answerWindows, ...streamOptions } = data;
+  const train = tokenizeDocuments(trainingDocuments(corpus(o), { ...streamOptions, seed: o.seed }), tokenizer);
+  const trainStream = train.tokens;
+  const answers = { share: answerWindows, ends: train.retrievalEnds };
   if (trainStream.length < shape.seqLen + 2) {
     const cut = o.corpusDocuments === undefined ? "" : ` from --corpus-documents ${o.corpusDocuments}`;
     throw new UsageError(
@@ -282,7 +295,7 @@ async function run(
   if (resume !== null) trimLog(runDir, resume.state.step); // log lines after the checkpoint are redone
   const validationDocs = wordnetValidation();
   const validation = validationBatches(
-    tokenizeStream(trainingStream(validationDocs, { ...data, seed: o.seed + 1 }), tokenizer),
+    tokenizeStream(trainingStream(validationDocs, { ...streamOptions, seed: o.seed + 1 }), tokenizer),
     shape.batch,
     shape.seqLen,
     o.evalBatches,
@@ -313,14 +326,14 @@ async function run(
         const from = startingWeights(o.from, config, o.preset);
         for (const t of layout.tensors) f32.set(from.get(t.name)!, (model.params >> 2) + t.offset);
       }
-      sampler = new BatchSampler(trainStream, shape.batch, shape.seqLen, o.seed);
+      sampler = new BatchSampler(trainStream, shape.batch, shape.seqLen, o.seed, answers);
     } else {
       f32.set(resume.params, model.params >> 2);
       f32.set(resume.m, model.m >> 2);
       f32.set(resume.v, model.v >> 2);
       ({ step, tokensSeen } = resume.state);
       elapsedBefore = resume.state.elapsedSeconds;
-      sampler = new BatchSampler(trainStream, shape.batch, shape.seqLen, resume.state.samplerState);
+      sampler = new BatchSampler(trainStream, shape.batch, shape.seqLen, resume.state.samplerState, answers);
     }
     const tokensPerStep = shape.batch * shape.seqLen;
     const steps = shape.steps;

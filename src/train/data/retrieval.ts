@@ -6,8 +6,9 @@
  *       "Q: What is the code of the blue door? A: the code of the blue door is 4821"; the other facts are
  *       distractors of the same form.
  *   (b) repeat: a passage of WordNet documents (40% of the length), filler, then the same passage again.
- *   (c) needle: one fact hidden at a random depth (10%–90%) of the filler, and a question about it at
- *       the end: "Q: What is the secret number of Maria? A: the secret number of Maria is 7312".
+ *   (c) needle: one fact hidden at a random depth of the filler (10%–90% by default, any range on request),
+ *       and a question about it at the end: "Q: What is the secret number of Maria? A: the secret number
+ *       of Maria is 7312".
  * The answers restate the fact up to the number, as passkey retrieval does (LM-Infinite, Landmark
  * Attention: "What is the pass key? The pass key is"), so that finding the number is a copy of what
  * followed the same words earlier: the induction-head pattern a small model learns first. A bare
@@ -139,15 +140,24 @@ export function repeatDocument(rng: Rng, filler: readonly string[], targetChars:
   return { kind: "repeat", text: joinLines(passage, fill, passage), answer: passage };
 }
 
-/** (c) One fact deep inside filler, a question about it at the end. */
-export function needleDocument(rng: Rng, filler: readonly string[], targetChars: number): RetrievalDocument {
+/** Where a training needle may sit in its filler, as fractions of it: [min, max], 0 the start, 1 the end. */
+export type DepthRange = readonly [number, number];
+export const NEEDLE_DEPTHS: DepthRange = [0.1, 0.9];
+
+/** (c) One fact inside filler at a depth uniform in `depths`, a question about it at the end. */
+export function needleDocument(
+  rng: Rng,
+  filler: readonly string[],
+  targetChars: number,
+  depths: DepthRange = NEEDLE_DEPTHS,
+): RetrievalDocument {
   const name = NAMES[randomInt(rng, NAMES.length)];
   const code = randomCode(rng);
   const needle = `The secret number of ${name} is ${code}.`;
   const question = `Q: What is the secret number of ${name}? A: the secret number of ${name} is ${code}`;
   const source = new Filler(filler, rng);
   const fillChars = targetChars - needle.length - question.length - 1;
-  const before = source.take(Math.floor(fillChars * (0.1 + 0.8 * rng.next())));
+  const before = source.take(Math.floor(fillChars * (depths[0] + (depths[1] - depths[0]) * rng.next())));
   const after = source.take(fillChars - before.length);
   return { kind: "needle", text: joinLines(before, needle, after, question), answer: code };
 }
@@ -157,7 +167,15 @@ export function answerStart(doc: RetrievalDocument): number {
   return doc.text.length - doc.answer.length - (doc.kind === "repeat" ? 0 : 1);
 }
 
-export const RETRIEVAL_GENERATORS: Record<RetrievalKind, typeof keyValueDocument> = {
+/** A generator: target length in characters, and the needle depths (which only the needle kind uses). */
+export type RetrievalGenerator = (
+  rng: Rng,
+  filler: readonly string[],
+  targetChars: number,
+  depths?: DepthRange,
+) => RetrievalDocument;
+
+export const RETRIEVAL_GENERATORS: Record<RetrievalKind, RetrievalGenerator> = {
   "key-value": keyValueDocument,
   repeat: repeatDocument,
   needle: needleDocument,
@@ -173,6 +191,8 @@ export interface StreamOptions {
   /** Length range of retrieval documents in characters. Default DEFAULT_MIN_CHARS to DEFAULT_MAX_CHARS. */
   minChars?: number;
   maxChars?: number;
+  /** Depth range of the needle documents' facts. Default NEEDLE_DEPTHS. */
+  needleDepths?: DepthRange;
 }
 
 /**
@@ -194,6 +214,12 @@ export function retrievalLengths(seqLen: number): { minChars: number; maxChars: 
   };
 }
 
+/** A document of the training stream, and whether it is a generated retrieval document. */
+export interface StreamDocument {
+  text: string;
+  retrieval: boolean;
+}
+
 /**
  * The training text as a stream of documents: the WordNet documents in a seeded random order, with a
  * retrieval document (kind uniformly at random, length uniform in [minChars, maxChars]) inserted whenever
@@ -201,9 +227,15 @@ export function retrievalLengths(seqLen: number): { minChars: number; maxChars: 
  * WordNet documents, so train and validation text stay apart if the caller passes one half only.
  */
 export function trainingStream(wordnet: readonly string[], options: StreamOptions): Generator<string> {
+  return texts(trainingDocuments(wordnet, options));
+}
+
+/** trainingStream's documents, each marked retrieval or not (the sampler aligns windows to the former). */
+export function trainingDocuments(wordnet: readonly string[], options: StreamOptions): Generator<StreamDocument> {
   const share = options.retrievalShare ?? RETRIEVAL_SHARE;
   const minChars = options.minChars ?? DEFAULT_MIN_CHARS;
   const maxChars = options.maxChars ?? DEFAULT_MAX_CHARS;
+  const depths = options.needleDepths ?? NEEDLE_DEPTHS;
   // Checked here, not on the first next(), so bad options fail where they are passed.
   if (!(share >= 0 && share < 1)) throw new UsageError(`retrievalShare expects a number in [0, 1), got ${share}`);
   if (!(Number.isInteger(minChars) && minChars > 0 && Number.isInteger(maxChars) && maxChars >= minChars)) {
@@ -211,9 +243,16 @@ export function trainingStream(wordnet: readonly string[], options: StreamOption
       `expected integers 0 < minChars ≤ maxChars, got minChars ${minChars} and maxChars ${maxChars}`,
     );
   }
+  if (!(depths.length === 2 && depths[0] >= 0 && depths[0] <= depths[1] && depths[1] <= 1)) {
+    throw new UsageError(`expected needle depths 0 ≤ min ≤ max ≤ 1, got ${JSON.stringify(depths)}`);
+  }
   if (share > 0 && wordnet.length === 0)
     throw new UsageError("retrieval documents need filler: expected at least one WordNet document, got none");
-  return mix(wordnet, new Rng(options.seed), share, minChars, maxChars);
+  return mix(wordnet, new Rng(options.seed), share, minChars, maxChars, depths);
+}
+
+function* texts(documents: Iterable<StreamDocument>): Generator<string> {
+  for (const doc of documents) yield doc.text;
 }
 
 function* mix(
@@ -222,21 +261,22 @@ function* mix(
   share: number,
   minChars: number,
   maxChars: number,
-): Generator<string> {
+  depths: DepthRange,
+): Generator<StreamDocument> {
   const order = shuffledIndices(wordnet.length, rng);
   const kinds = Object.keys(RETRIEVAL_GENERATORS) as RetrievalKind[];
   let wordnetChars = 0;
   let retrievalChars = 0;
   for (const index of order) {
-    yield wordnet[index];
+    yield { text: wordnet[index], retrieval: false };
     wordnetChars += wordnet[index].length;
     // retrieval / (retrieval + wordnet) < share  <=>  retrieval < share / (1 - share) * wordnet
     while (retrievalChars < (share / (1 - share)) * wordnetChars) {
       const kind = kinds[randomInt(rng, kinds.length)];
       const length = minChars + randomInt(rng, maxChars - minChars + 1);
-      const doc = RETRIEVAL_GENERATORS[kind](rng, wordnet, length);
+      const doc = RETRIEVAL_GENERATORS[kind](rng, wordnet, length, depths);
       retrievalChars += doc.text.length;
-      yield doc.text;
+      yield { text: doc.text, retrieval: true };
     }
   }
 }
