@@ -1,4 +1,4 @@
-// SparQ's approximate scores (Ribar et al. 2023, arXiv:2312.04985, Step 1) over a KV cache in q8_0 / q4_0
+// SparQ's approximate scores (Ribar et al. 2023, arXiv:2312.04985; step 3 of Algorithm 1) over a KV cache in q8_0 / q4_0
 // blocks (layouts: kv-quant.ts), from two layouts of the keys:
 //   a d-major copy quantised per channel in groups of 32 positions (as KIVI quantises keys): channel i's
 //     codes in a row of kT, one f16 scale per (channel, group) in dT (sparqScores*T);

@@ -1,4 +1,4 @@
-// SparQ Attention's approximate scores (Ribar et al. 2023, arXiv:2312.04985, Step 1):
+// SparQ Attention's approximate scores (Ribar et al. 2023, arXiv:2312.04985), step 3 of its Algorithm 1:
 //   sHat[h] (S) = q[h][i1..ir] · K[:, i1..ir] * scale[h]
 // over the r components idx of q with the largest |q| (chosen by the caller, e.g. with topK).
 //

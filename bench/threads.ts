@@ -14,7 +14,6 @@ import { chooseKernelBuild, describeKernelBuild, loadWasmKernelsSync } from "../
 import { Arena } from "../src/memory/arena.js";
 import { encode } from "../src/memory/dtype.js";
 import { Parallel, type LinearOp } from "../src/threads/parallel.js";
-import { OPS } from "../src/threads/ops.js";
 import { shutdownKernelWorkers } from "../src/threads/pool.js";
 
 const args = process.argv.slice(2);
@@ -55,7 +54,7 @@ console.log(`kernels: ${describeKernelBuild(chooseKernelBuild())} (KVSLIM_KERNEL
 console.log("job overhead (every thread adds 4 floats; µs per job, median)");
 for (const [t, par] of parallels) {
   const job = () => {
-    for (let i = 0; i < t; i++) par.task(i, OPS.add, OUT + 64 * i, X, X, 4);
+    for (let i = 0; i < t; i++) par.task(i, "add", OUT + 64 * i, X, X, 4);
     par.flush();
   };
   const hot = time(job) * 1e6;

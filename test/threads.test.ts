@@ -5,6 +5,8 @@
  */
 import { spawn } from "node:child_process";
 import path from "node:path";
+import { readdirSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test } from "vitest";
 import type { AttentionSpec } from "../src/attention/method.js";
 import { WorkerError } from "../src/threads/pool.js";
@@ -13,8 +15,8 @@ import { Arena } from "../src/memory/arena.js";
 import { encode, type DType } from "../src/memory/dtype.js";
 import { llamaConfig } from "../src/model/synthetic.js";
 import { loadModel } from "../src/model/model.js";
+import { defineJob, FAIL_JOB } from "../src/threads/jobs.js";
 import { Parallel } from "../src/threads/parallel.js";
-import { OPS } from "../src/threads/ops.js";
 import { Harness } from "./helpers/attention-harness.js";
 import { gaussian, makeRandom, weights } from "./helpers/kernels-helpers.js";
 import { tempDir, writeTestGguf } from "./helpers/models.js";
@@ -196,30 +198,67 @@ describe("whole model", () => {
 
 describe("pool", () => {
   test("a task that throws in a worker: WorkerError with the cause; the caller's own tasks still ran; the pool keeps working", () => {
-    two.task(0, OPS.add, OUT1, X, X, 4);
-    two.task(1, OPS.fail, 7);
+    two.task(0, "add", OUT1, X, X, 4);
+    two.job(1, FAIL_JOB, { code: 7 });
     arena.f32.set([1, 2, 3, 4], X >> 2);
     arena.f32.fill(0, OUT1 >> 2, (OUT1 >> 2) + 4);
     expect(() => two.flush()).toThrow(/kernel worker 1: fail: requested failure 7/);
     expect(Array.from(arena.f32.subarray(OUT1 >> 2, (OUT1 >> 2) + 4))).toEqual([2, 4, 6, 8]);
-    two.task(1, OPS.add, OUT2, X, X, 4);
+    two.task(1, "add", OUT2, X, X, 4);
     two.flush();
     expect(Array.from(arena.f32.subarray(OUT2 >> 2, (OUT2 >> 2) + 4))).toEqual([2, 4, 6, 8]);
   });
 
   test("a kernel trap in a worker (out-of-bounds pointer) is a WorkerError, not a crash or a hang", () => {
-    two.task(1, OPS.add, arena.size + 4096, X, X, 16);
+    two.task(1, "add", arena.size + 4096, X, X, 16);
     expect(() => two.flush()).toThrow(WorkerError);
-    two.task(1, OPS.add, OUT2, X, X, 4);
+    two.task(1, "add", OUT2, X, X, 4);
     two.flush();
   });
 
   test("the caller's own failure is thrown after the workers finish theirs", () => {
     arena.f32.fill(0, OUT2 >> 2, (OUT2 >> 2) + 4);
-    two.task(0, OPS.fail, 1);
-    two.task(1, OPS.add, OUT2, X, X, 4);
+    two.job(0, FAIL_JOB, { code: 1 });
+    two.task(1, "add", OUT2, X, X, 4);
     expect(() => two.flush()).toThrow(/fail: requested failure 1/);
     expect(Array.from(arena.f32.subarray(OUT2 >> 2, (OUT2 >> 2) + 4))).toEqual([2, 4, 6, 8]);
+  });
+});
+
+describe("tasks and jobs", () => {
+  test("a job's struct reaches the worker field by field; a kernel task with more arguments than any kernel takes is refused", () => {
+    two.job(1, FAIL_JOB, { code: 12345 });
+    expect(() => two.flush()).toThrow(/kernel worker 1: fail: requested failure 12345/);
+    const tooMany = Array.from({ length: 13 }, () => 0);
+    expect(() => (two.task as (t: number, k: string, ...a: number[]) => void)(0, "add", ...tooMany)).toThrow(
+      /add: 13 arguments, more than a task carries \(12\)/,
+    );
+  });
+
+  test("a job defined after the threads started runs on the caller's thread and is refused, by name, on a worker", () => {
+    let ran = 0;
+    const late = defineJob("late-test-job", import.meta.url, ["n"], (_env, { n }) => {
+      ran += n;
+    });
+    two.job(0, late, { n: 3 });
+    two.flush();
+    expect(ran).toBe(3);
+    expect(() => two.job(1, late, { n: 1 })).toThrow(
+      /job late-test-job was defined after this model's threads started/,
+    );
+    expect(() => defineJob("late-test-job", import.meta.url, ["n"], () => {})).toThrow(/already defined/);
+  });
+
+  test("the thread layer imports nothing above it (no attention, model, cache, training, eval, server or CLI code)", () => {
+    const dir = fileURLToPath(new URL("../src/threads/", import.meta.url));
+    for (const file of readdirSync(dir)) {
+      const text = readFileSync(path.join(dir, file), "utf8");
+      const imports = [...text.matchAll(/from "(\.\.\/[^"]+)"/g)].map((m) => m[1]);
+      expect(
+        imports.filter((i) => !/^\.\.\/(kernels|memory)\/|^\.\.\/errors\.js$/.test(i)),
+        file,
+      ).toEqual([]);
+    }
   });
 });
 

@@ -6,25 +6,15 @@
  * once per group, not once per query head (decode at long context is bound by that stream); in a prefill
  * chunk one call covers many query rows too (attentionCausal*), so not once per row either.
  */
-import { OPS } from "../threads/ops.js";
-import type { AttentionContext, AttentionMethod, AttentionScratch } from "./method.js";
 import type { KvDType } from "../kvcache/cache.js";
+import type { Parallel } from "../threads/parallel.js";
+import type { AttentionContext, AttentionMethod, AttentionScratch } from "./method.js";
 
-/** The decode attention kernel of each KV dtype. */
-const ATTENTION: Record<KvDType, number> = {
-  f32: OPS.attentionF32,
-  bf16: OPS.attentionBf16,
-  q8_0: OPS.attentionQ8_0,
-  q4_0: OPS.attentionQ4_0,
-};
-
-/** The prefill (causal) attention kernel of each KV dtype. */
-const ATTENTION_CAUSAL: Record<KvDType, number> = {
-  f32: OPS.attentionCausalF32,
-  bf16: OPS.attentionCausalBf16,
-  q8_0: OPS.attentionCausalQ8_0,
-  q4_0: OPS.attentionCausalQ4_0,
-};
+/** The decode and prefill (causal) attention kernels of each KV dtype; the quantised ones take a qq scratch. */
+const ATTENTION = { f32: "attentionF32", bf16: "attentionBf16" } as const;
+const ATTENTION_QUANTIZED = { q8_0: "attentionQ8_0", q4_0: "attentionQ4_0" } as const;
+const ATTENTION_CAUSAL = { f32: "attentionCausalF32", bf16: "attentionCausalBf16" } as const;
+const ATTENTION_CAUSAL_QUANTIZED = { q8_0: "attentionCausalQ8_0", q4_0: "attentionCausalQ4_0" } as const;
 
 /**
  * Called after each group's attention is queued on `thread`, whose scratch.scores (g, S) will hold the
@@ -59,7 +49,7 @@ export function attendDense(
   }
   const { cache, nHeads: H, nKvHeads: G, headDim: Hd, scale, parallel: par, scratches } = ctx;
   const g = H / G;
-  const attention = ATTENTION[cache.layout.dtype];
+  const dtype = cache.layout.dtype;
   // KV head kv always runs on the same thread, so an observer's running sums stay in order.
   for (let t = 0; t < T; t++) {
     const S = cache.span(t);
@@ -68,8 +58,7 @@ export function attendDense(
       const thread = par.threadOf(kv, G);
       const scratch = scratches[thread];
       const { k, v } = cache.attendRows(slot, kv, S);
-      // (The f32 and bf16 kernels take no quantised-query scratch; an extra argument is ignored.)
-      par.task(thread, attention, out + at, scratch.scores, q + at, k, v, S, Hd, g, scale, scratch.qq);
+      queueAttention(par, thread, dtype, out + at, scratch.scores, q + at, k, v, S, Hd, g, scale, scratch.qq);
       observe?.(thread, scratch, slot, kv, S);
     }
   }
@@ -84,7 +73,7 @@ export function attendDense(
 function attendCausal(ctx: AttentionContext, slot: number, q: number, out: number, T: number): void {
   const { cache, nHeads: H, nKvHeads: G, headDim: Hd, scale, parallel: par, scratches } = ctx;
   const g = H / G;
-  const causal = ATTENTION_CAUSAL[cache.layout.dtype];
+  const dtype = cache.layout.dtype;
   const S0 = cache.span(0) - 1;
   const rows = scratches[0].causalRows;
   // scratch.causal holds (causalRows, g, C) probabilities and every span is ≤ C (positions seen).
@@ -93,9 +82,7 @@ function attendCausal(ctx: AttentionContext, slot: number, q: number, out: numbe
     for (let kv = 0; kv < G; kv++) {
       const at = 4 * (t0 * H * Hd + kv * g * Hd); // the group's g query heads of row t0
       const thread = par.threadOf(kv, G);
-      par.task(
-        thread,
-        causal,
+      const args = [
         out + at,
         scratches[thread].causal,
         q + at,
@@ -107,8 +94,10 @@ function attendCausal(ctx: AttentionContext, slot: number, q: number, out: numbe
         g,
         H * Hd,
         scale,
-        scratches[thread].qq,
-      );
+      ] as const;
+      if (dtype === "q8_0" || dtype === "q4_0")
+        par.task(thread, ATTENTION_CAUSAL_QUANTIZED[dtype], ...args, scratches[thread].qq);
+      else par.task(thread, ATTENTION_CAUSAL[dtype], ...args);
     }
   }
   par.flush();
@@ -127,4 +116,25 @@ export function createDense(ctx: AttentionContext): AttentionMethod {
     beforePrefill() {},
     afterPrefill() {},
   };
+}
+
+/** Queues one KV head's decode attention (its g query heads over S rows) on `thread`, by the cache's dtype. */
+function queueAttention(
+  par: Parallel,
+  thread: number,
+  dtype: KvDType,
+  out: number,
+  scores: number,
+  q: number,
+  k: number,
+  v: number,
+  S: number,
+  Hd: number,
+  g: number,
+  scale: number,
+  qq: number,
+): void {
+  if (dtype === "q8_0" || dtype === "q4_0")
+    par.task(thread, ATTENTION_QUANTIZED[dtype], out, scores, q, k, v, S, Hd, g, scale, qq);
+  else par.task(thread, ATTENTION[dtype], out, scores, q, k, v, S, Hd, g, scale);
 }

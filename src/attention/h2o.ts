@@ -1,13 +1,12 @@
 /**
  * H2O — Zhang et al., "H2O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language
- * Models", NeurIPS 2023, arXiv 2306.14048; configured as the SparQ paper's baseline (shared/specs/sparq.md).
+ * Models", NeurIPS 2023, arXiv 2306.14048; configured as the SparQ paper's baseline (docs/attention.md).
  *
  * Keeps a budget of k rows per KV head: the l = k/4 most recent positions plus the "heavy hitters", the rows
  * with the largest attention probability accumulated over every query so far (prefill rows included; the
  * query heads of a GQA group averaged; with CLA, summed over the layers sharing the slot). Eviction is
  * permanent: each decode step frees the lightest row outside the recent window.
  */
-import { OPS } from "../threads/ops.js";
 import { createEvicting, type EvictionPolicy } from "./evicting.js";
 import type { AttentionContext, AttentionMethod, H2oSpec } from "./method.js";
 
@@ -26,7 +25,7 @@ export function createH2o(ctx: AttentionContext, spec: H2oSpec): AttentionMethod
       // spec's group mean: the same ranking, one kernel call per head).
       for (let h = 0; h < g; h++) {
         const acc = cache.accumulatedScores(slot, kv, S);
-        ctx.parallel.task(thread, OPS.add, acc, acc, scratch.scores + 4 * h * S, S);
+        ctx.parallel.task(thread, "add", acc, acc, scratch.scores + 4 * h * S, S);
       }
     },
     keep(slot, kv, budget) {

@@ -1,9 +1,11 @@
 /**
- * SparQ's steps 1–8 for one KV head and the g query heads that share it, as a function of plain numbers
- * (pointers, sizes, flags) over a kernels instance and views of the memory: the same code runs on the main
- * thread and in a kernel worker (ops.ts), each thread with its own scratch. See sparq.ts for the method.
+ * SparQ's steps 1–8 for one KV head and the g query heads that share it, as a job (threads/jobs.ts): a
+ * function of a struct of plain numbers (pointers, sizes, flags) over a kernels instance and views of the
+ * memory, so the same code runs on the main thread and in a kernel worker, each thread with its own
+ * scratch. See sparq.ts for the method.
  */
-import type { Kernels } from "../kernels/kernels.js";
+import type { KernelEnv } from "../threads/env.js";
+import { defineJob, type JobArgs } from "../threads/jobs.js";
 
 export const SPARQ_BF16 = 1;
 export const SPARQ_DOUBLE = 2;
@@ -13,13 +15,6 @@ export const SPARQ_REALLOCATION = 8;
 export const SPARQ_Q8_0 = 16;
 export const SPARQ_Q4_0 = 32;
 
-/** What a thread runs kernels with: its own kernels instance over the shared memory, and views of it. */
-export interface KernelEnv {
-  kernels: Kernels;
-  f32: Float32Array;
-  i32: Int32Array;
-}
-
 /**
  * Steps 1–8 for one KV head. q, out (g, Hd); keys = the d-major copy kT (Hd, C) when flags has
  * SPARQ_DOUBLE, else the S-major K (S, Hd) read with a strided gather; K, V (S, Hd); vMean (Hd) f32.
@@ -28,36 +23,44 @@ export interface KernelEnv {
  * from the K rows. The remaining pointers are this thread's scratch (AttentionScratch fields of the same
  * names).
  */
-export function sparqHead(
-  env: KernelEnv,
-  q: number,
-  out: number,
-  keys: number,
-  K: number,
-  V: number,
-  vMean: number,
-  keyScales: number,
-  C: number,
-  S: number,
-  r: number,
-  k: number,
-  l: number,
-  g: number,
-  Hd: number,
-  scale: number,
-  flags: number,
-  absQ: number,
-  components: number,
-  topK: number,
-  headScale: number,
-  approx: number,
-  rank: number,
-  index: number,
-  alpha: number,
-  scores: number,
-  qq: number,
-): void {
+/** The job's struct: what sparqHead reads, by name. */
+const FIELDS = [
+  "q",
+  "out",
+  "keys",
+  "K",
+  "V",
+  "vMean",
+  "keyScales",
+  "C",
+  "S",
+  "r",
+  "k",
+  "l",
+  "g",
+  "Hd",
+  "scale",
+  "flags",
+  "absQ",
+  "components",
+  "topK",
+  "headScale",
+  "approx",
+  "rank",
+  "index",
+  "alpha",
+  "scores",
+  "qq",
+] as const;
+
+export type SparqHeadArgs = JobArgs<(typeof FIELDS)[number]>;
+
+export const SPARQ_HEAD = defineJob("sparqHead", import.meta.url, FIELDS, sparqHead);
+
+export function sparqHead(env: KernelEnv, args: SparqHeadArgs): void {
   const { kernels: kern, f32, i32 } = env;
+  const { q, out, keys, K, V, vMean, keyScales, C, S, r, k, l, g, Hd, scale, flags } = args;
+  const { absQ, components, topK, headScale, approx, rank, index, alpha, scores, qq } = args;
   const bf16 = (flags & SPARQ_BF16) !== 0;
   const q8 = (flags & SPARQ_Q8_0) !== 0;
   const q4bit = (flags & SPARQ_Q4_0) !== 0;

@@ -1,11 +1,17 @@
 /**
  * SparQ Attention — Ribar et al., "SparQ Attention: Bandwidth-Efficient LLM Inference", ICML 2024,
- * arXiv 2312.04985. Spec: shared/specs/sparq.md.
- *
- * At each decode step, per KV head: pick the r largest |q| components, approximate every position's score
- * from those r columns of K, fetch only the top-k rows of K and V (plus a local window and the current
- * token), attend exactly over them, and give the mass the approximation says was left out (1 − α) to the
- * mean value. Reads S·r + 2·k·Hd elements instead of 2·S·Hd. Prefill is dense; nothing is evicted.
+ * arXiv 2312.04985. At each decode step, per KV head, the lines of the paper's Algorithm 1 (sparqHead in
+ * sparq-head.ts runs them, one task per KV head; docs/attention.md says how each is computed):
+ *   1. i1 = argtopk(|q|, r): the query's r largest components;
+ *   2. τ = sqrt(Hd · ‖q[i1]‖₁ / ‖q‖₁): the softmax temperature, from the L1 coverage of those components;
+ *   3. ŝ = softmax(q[i1] · K[:, i1]ᵀ / τ): approximate scores of every position, from r columns of K;
+ *   4. the l most recent positions and the current token are forced in;
+ *   5. i2 = argtopk(ŝ, k + 1): the positions to fetch;
+ *   6. α = Σ ŝ[i2]: the approximate mass they hold;
+ *   7. s = softmax(q · K[i2]ᵀ / sqrt(Hd)): exact attention over those k + 1 rows of K and V only;
+ *   8. y = α · s · V[i2] + (1 − α) · v̄: the mass left out goes to the mean value v̄.
+ * Reads S·r + 2·k·Hd elements instead of 2·S·Hd. Prefill is dense; nothing is evicted. For GQA/MQA the
+ * group's query heads share i1 and i2 (summed |q|, summed logits), and α and τ are per query head.
  *
  * k tracks the growing context: with `compression: c`, r = Hd/c is fixed and k = S/(2c) is recomputed at
  * every step from the S positions attended (the authors' GPU port), both floored (minR, minK) so short
@@ -14,7 +20,6 @@
 import { UsageError } from "../errors.js";
 import { attendDense } from "./dense.js";
 import { sparqReallocates, type AttentionContext, type AttentionMethod, type SparqSpec } from "./method.js";
-import { OPS } from "../threads/ops.js";
 import {
   SPARQ_BF16,
   SPARQ_BY_PROBABILITIES,
@@ -22,6 +27,7 @@ import {
   SPARQ_Q4_0,
   SPARQ_Q8_0,
   SPARQ_REALLOCATION,
+  SPARQ_HEAD,
 } from "./sparq-head.js";
 
 /** r and k for a step attending S positions. */
@@ -109,17 +115,15 @@ export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMe
         const rows = cache.gatherRows(slot, kv, k + 1);
         const vMean = reallocation ? cache.meanValue(slot, kv) : 0;
         const quantizedT = cache.quantized !== null && doubleLayout;
-        par.task(
-          t,
-          OPS.sparqHead,
-          q + 4 * kv * g * Hd,
-          out + 4 * kv * g * Hd,
-          columns,
-          rows.k,
-          rows.v,
+        par.job(t, SPARQ_HEAD, {
+          q: q + 4 * kv * g * Hd,
+          out: out + 4 * kv * g * Hd,
+          keys: columns,
+          K: rows.k,
+          V: rows.v,
           vMean,
-          quantizedT ? cache.keysTScales(slot, kv) : 0,
-          quantizedT ? cache.kTStride : cache.capacity,
+          keyScales: quantizedT ? cache.keysTScales(slot, kv) : 0,
+          C: quantizedT ? cache.kTStride : cache.capacity,
           S,
           r,
           k,
@@ -128,17 +132,17 @@ export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMe
           Hd,
           scale,
           flags,
-          sc.absQ,
-          sc.components,
-          sc.topK,
-          sc.headScale,
-          sc.approx,
-          sc.rank,
-          sc.index,
-          sc.alpha,
-          sc.scores,
-          sc.qq,
-        );
+          absQ: sc.absQ,
+          components: sc.components,
+          topK: sc.topK,
+          headScale: sc.headScale,
+          approx: sc.approx,
+          rank: sc.rank,
+          index: sc.index,
+          alpha: sc.alpha,
+          scores: sc.scores,
+          qq: sc.qq,
+        });
       }
       par.flush();
     },

@@ -1,7 +1,7 @@
 /**
  * StreamingLLM / LM-Infinite — Xiao et al., "Efficient Streaming Language Models with Attention Sinks",
  * ICLR 2024, arXiv 2309.17453; Han et al., "LM-Infinite", arXiv 2308.16137. Configured as the SparQ
- * paper's baseline (shared/specs/sparq.md).
+ * paper's baseline (docs/attention.md).
  *
  * Keeps the first `sinks` positions (default 16, LM-Infinite's setting in the SparQ paper; 4 is
  * StreamingLLM's) and the k − sinks most recent; softmax renormalised over what is kept. Each decode step

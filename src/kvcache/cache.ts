@@ -25,7 +25,7 @@
  * every method attends over the quantised rows. With `rotation` the rows are rotated first (rotation.ts). SparQ's d-major copy is quantised per channel instead, in
  * groups of 32 positions with one f16 scale each (as KIVI quantises keys: a few channels of K carry most of
  * its magnitude, so a per-row scale would spend the codes on them, while one channel across positions
- * varies little); step 1 then reads r code rows and one scale per 32 positions. A group is quantised from
+ * varies little); SparQ's step 3 then reads r code rows and one scale per 32 positions. A group is quantised from
  * the stored K rows (dequantised) when its 32nd row is stored, so it is a function of the rows: the
  * positions of the unfinished last group are scored from the K rows themselves, and a rewind or a resize
  * leaves nothing to repair. Kt holds C rounded up to a multiple of 32 positions; Kt values take 1 byte (q8_0)

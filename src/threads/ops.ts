@@ -1,71 +1,31 @@
 /**
- * What a task list can ask a thread to run: every kernel by name, then the multi-kernel JavaScript ops
- * (a decode step's per-head work that has scalar logic between kernel calls). The main thread and the
- * workers run lists through the same execute(), so a task gives the same bits on any thread.
+ * What a task list can ask a thread to run: every kernel by name (op ids 0..N-1, KERNEL_NAMES' order), then
+ * the jobs (ids N, N+1, … in the order of the job table the list was written for; see jobs.ts). The main
+ * thread and the workers run lists through the same execute(), so a task gives the same bits on any thread.
  */
-import { sparqHead, type KernelEnv } from "../attention/sparq-head.js";
 import type { KernelName } from "../kernels/kernels.js";
 import { KERNEL_NAMES } from "../kernels/wasm.js";
+import type { KernelEnv } from "./env.js";
+import type { Job } from "./jobs.js";
 
-type JsOp = (env: KernelEnv, a: Float64Array, at: number) => void;
+/** The most arguments a kernel takes; a task with more is refused when it is queued (Parallel.task). */
+export const MAX_KERNEL_ARGS = 12;
 
-/** The JavaScript ops, by name; their ids follow the kernels'. */
-const JS_OPS = {
-  sparqHead(env, a, at) {
-    sparqHead(
-      env,
-      a[at],
-      a[at + 1],
-      a[at + 2],
-      a[at + 3],
-      a[at + 4],
-      a[at + 5],
-      a[at + 6],
-      a[at + 7],
-      a[at + 8],
-      a[at + 9],
-      a[at + 10],
-      a[at + 11],
-      a[at + 12],
-      a[at + 13],
-      a[at + 14],
-      a[at + 15],
-      a[at + 16],
-      a[at + 17],
-      a[at + 18],
-      a[at + 19],
-      a[at + 20],
-      a[at + 21],
-      a[at + 22],
-      a[at + 23],
-      a[at + 24],
-      a[at + 25],
-    );
-  },
-  /** Throws: lets tests check that a worker's failure reaches the caller. */
-  fail(_env, a, at) {
-    throw new Error(`requested failure ${a[at]}`);
-  },
-} satisfies Record<string, JsOp>;
+export const N_KERNELS = KERNEL_NAMES.length;
 
-export type OpName = KernelName | keyof typeof JS_OPS;
+/** Op ids of the kernels, by name. */
+export const KERNEL_OPS = Object.fromEntries(KERNEL_NAMES.map((name, id) => [name, id])) as Record<KernelName, number>;
 
-const NAMES: readonly OpName[] = [...KERNEL_NAMES, ...(Object.keys(JS_OPS) as (keyof typeof JS_OPS)[])];
-const N_KERNELS = KERNEL_NAMES.length;
-const JS_TABLE: JsOp[] = Object.values(JS_OPS);
-
-/** Op ids by name. */
-export const OPS = Object.fromEntries(NAMES.map((name, id) => [name, id])) as Record<OpName, number>;
-
-export function opName(op: number): string {
-  return NAMES[op] ?? `op ${op}`;
+/** The name of op `op` in a task list written for `jobs`. */
+export function opName(op: number, jobs: readonly Job[]): string {
+  return op < N_KERNELS ? (KERNEL_NAMES[op] ?? `op ${op}`) : (jobs[op - N_KERNELS]?.name ?? `op ${op}`);
 }
 
 /**
- * Runs the task list `list` ([count, then per task: op, argc, args…]) in order. Kernels take at most 12
- * arguments; the extra ones passed are ignored. A throw names the op.
+ * Runs the task list `list` ([count, then per task: op, argc, args…]) in order, its job ids those of
+ * `jobs`. A kernel gets exactly its argc arguments; a job gets its struct by field name. A throw names the op.
  */
-export function execute(env: KernelEnv, list: Float64Array): void {
+export function execute(env: KernelEnv, list: Float64Array, jobs: readonly Job[]): void {
   const count = list[0];
   const kernels = kernelTable(env);
   let p = 1;
@@ -74,32 +34,82 @@ export function execute(env: KernelEnv, list: Float64Array): void {
     const argc = list[p + 1];
     const a = p + 2;
     try {
-      if (op < N_KERNELS) {
-        kernels[op](
-          list[a],
-          list[a + 1],
-          list[a + 2],
-          list[a + 3],
-          list[a + 4],
-          list[a + 5],
-          list[a + 6],
-          list[a + 7],
-          list[a + 8],
-          list[a + 9],
-          list[a + 10],
-          list[a + 11],
-        );
-      } else {
-        JS_TABLE[op - N_KERNELS](env, list, a);
+      if (op < N_KERNELS) callKernel(kernels[op], list, a, argc);
+      else {
+        const job = jobs[op - N_KERNELS];
+        if (job === undefined) throw new Error("no such job on this thread");
+        const args: Record<string, number> = {};
+        for (let f = 0; f < job.fields.length; f++) args[job.fields[f]] = list[a + f];
+        job.run(env, args);
       }
     } catch (e) {
-      throw new Error(`${opName(op)}: ${(e as Error).message ?? String(e)}`, { cause: e });
+      throw new Error(`${opName(op, jobs)}: ${(e as Error).message ?? String(e)}`, { cause: e });
     }
     p = a + argc;
   }
 }
 
 type KernelFn = (...args: number[]) => void;
+
+/** f(l[a], …, l[a + argc − 1]) without an array per call. */
+function callKernel(f: KernelFn, l: Float64Array, a: number, argc: number): void {
+  switch (argc) {
+    case 0:
+      return f();
+    case 1:
+      return f(l[a]);
+    case 2:
+      return f(l[a], l[a + 1]);
+    case 3:
+      return f(l[a], l[a + 1], l[a + 2]);
+    case 4:
+      return f(l[a], l[a + 1], l[a + 2], l[a + 3]);
+    case 5:
+      return f(l[a], l[a + 1], l[a + 2], l[a + 3], l[a + 4]);
+    case 6:
+      return f(l[a], l[a + 1], l[a + 2], l[a + 3], l[a + 4], l[a + 5]);
+    case 7:
+      return f(l[a], l[a + 1], l[a + 2], l[a + 3], l[a + 4], l[a + 5], l[a + 6]);
+    case 8:
+      return f(l[a], l[a + 1], l[a + 2], l[a + 3], l[a + 4], l[a + 5], l[a + 6], l[a + 7]);
+    case 9:
+      return f(l[a], l[a + 1], l[a + 2], l[a + 3], l[a + 4], l[a + 5], l[a + 6], l[a + 7], l[a + 8]);
+    case 10:
+      return f(l[a], l[a + 1], l[a + 2], l[a + 3], l[a + 4], l[a + 5], l[a + 6], l[a + 7], l[a + 8], l[a + 9]);
+    case 11:
+      return f(
+        l[a],
+        l[a + 1],
+        l[a + 2],
+        l[a + 3],
+        l[a + 4],
+        l[a + 5],
+        l[a + 6],
+        l[a + 7],
+        l[a + 8],
+        l[a + 9],
+        l[a + 10],
+      );
+    case 12:
+      return f(
+        l[a],
+        l[a + 1],
+        l[a + 2],
+        l[a + 3],
+        l[a + 4],
+        l[a + 5],
+        l[a + 6],
+        l[a + 7],
+        l[a + 8],
+        l[a + 9],
+        l[a + 10],
+        l[a + 11],
+      );
+    default:
+      throw new Error(`${argc} arguments, more than any kernel takes (${MAX_KERNEL_ARGS})`);
+  }
+}
+
 const tables = new WeakMap<object, KernelFn[]>();
 
 /** The env's kernels as an array indexed by op id (built once per kernels object). */

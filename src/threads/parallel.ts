@@ -7,11 +7,12 @@
  * heads (each head's work is the same call on any thread), so N threads give what one thread gives.
  * With one thread nothing is shared and flush() runs the list in place.
  */
-import type { KernelEnv } from "../attention/sparq-head.js";
-import type { Kernels } from "../kernels/kernels.js";
+import type { KernelName, Kernels } from "../kernels/kernels.js";
 import { kernelModuleOf } from "../kernels/wasm.js";
 import type { Ptr } from "../memory/arena.js";
-import { OPS, execute } from "./ops.js";
+import type { KernelEnv } from "./env.js";
+import { definedJobs, type Job, type JobArgs } from "./jobs.js";
+import { KERNEL_OPS, MAX_KERNEL_ARGS, N_KERNELS, execute } from "./ops.js";
 import { kernelWorkers, releaseKernelWorkers, type KernelKind, type KernelPool } from "./pool.js";
 import { TASK_SLOTS } from "./protocol.js";
 
@@ -34,36 +35,41 @@ export const LINEAR_OPS = {
   q6_k: "Q6_K",
 } as const satisfies Record<string, LinearOp>;
 
+/** The arguments of kernel K, as a task passes them. */
+export type KernelArgs<K extends KernelName> = Parameters<Kernels[K]>;
+
 export class Parallel {
   private readonly lists: Float64Array[];
   private readonly ends: number[];
   private readonly counts: number[];
-  private readonly matvecOps: Record<LinearOp, number> = {
-    F32: OPS.matvecF32,
-    F16: OPS.matvecF16,
-    Bf16: OPS.matvecBf16,
-    Q8_0: OPS.matvecQ8_0,
-    Q4_0: OPS.matvecQ4_0,
-    Q4_1: OPS.matvecQ4_1,
-    Q5_0: OPS.matvecQ5_0,
-    Q5_1: OPS.matvecQ5_1,
-    Q4_K: OPS.matvecQ4_K,
-    Q5_K: OPS.matvecQ5_K,
-    Q6_K: OPS.matvecQ6_K,
-  };
-  private readonly matmulOps: Record<LinearOp, number> = {
-    F32: OPS.matmulF32,
-    F16: OPS.matmulF16,
-    Bf16: OPS.matmulBf16,
-    Q8_0: OPS.matmulQ8_0,
-    Q4_0: OPS.matmulQ4_0,
-    Q4_1: OPS.matmulQ4_1,
-    Q5_0: OPS.matmulQ5_0,
-    Q5_1: OPS.matmulQ5_1,
-    Q4_K: OPS.matmulQ4_K,
-    Q5_K: OPS.matmulQ5_K,
-    Q6_K: OPS.matmulQ6_K,
-  };
+  private readonly matvecOps = {
+    F32: "matvecF32",
+    F16: "matvecF16",
+    Bf16: "matvecBf16",
+    Q8_0: "matvecQ8_0",
+    Q4_0: "matvecQ4_0",
+    Q4_1: "matvecQ4_1",
+    Q5_0: "matvecQ5_0",
+    Q5_1: "matvecQ5_1",
+    Q4_K: "matvecQ4_K",
+    Q5_K: "matvecQ5_K",
+    Q6_K: "matvecQ6_K",
+  } as const satisfies Record<LinearOp, KernelName>;
+  private readonly matmulOps = {
+    F32: "matmulF32",
+    F16: "matmulF16",
+    Bf16: "matmulBf16",
+    Q8_0: "matmulQ8_0",
+    Q4_0: "matmulQ4_0",
+    Q4_1: "matmulQ4_1",
+    Q5_0: "matmulQ5_0",
+    Q5_1: "matmulQ5_1",
+    Q4_K: "matmulQ4_K",
+    Q5_K: "matmulQ5_K",
+    Q6_K: "matmulQ6_K",
+  } as const satisfies Record<LinearOp, KernelName>;
+  /** Op ids of the jobs, as this thread (and the task lists) number them. */
+  private readonly jobIds = new Map<Job, number>();
   private disposed = false;
 
   private constructor(
@@ -100,6 +106,7 @@ export class Parallel {
     const pool = await kernelWorkers(threads - 1);
     const id = pool.register();
     try {
+      await pool.loadJobs(definedJobs(), threads - 1);
       pool.attach(id, memory, kind, module, threads - 1);
     } catch (e) {
       releaseKernelWorkers(pool);
@@ -113,19 +120,42 @@ export class Parallel {
     return Math.floor((i * this.threads) / n);
   }
 
-  /** Appends op(args) to thread t's list (in order after its earlier tasks). */
-  task(t: number, op: number, ...args: number[]): void {
-    let list = this.lists[t];
-    if (this.ends[t] + 2 + args.length > TASK_SLOTS) {
-      this.flush();
-      list = this.lists[t];
+  /** Appends kernel(args) to thread t's list (in order after its earlier tasks). */
+  task<K extends KernelName>(t: number, kernel: K, ...args: KernelArgs<K>): void {
+    if (args.length > MAX_KERNEL_ARGS)
+      throw new Error(`${kernel}: ${args.length} arguments, more than a task carries (${MAX_KERNEL_ARGS})`);
+    const p = this.reserve(t, KERNEL_OPS[kernel], args.length);
+    const list = this.lists[t];
+    for (let i = 0; i < args.length; i++) list[p + i] = args[i];
+  }
+
+  /** Appends job(args) to thread t's list: its struct, field by field. */
+  job<F extends string>(t: number, job: Job<F>, args: JobArgs<F>): void {
+    let id = this.jobIds.get(job as unknown as Job);
+    if (id === undefined) {
+      const index = definedJobs().indexOf(job as unknown as Job);
+      if (index < 0) throw new Error(`job ${job.name} is not defined with defineJob`);
+      id = N_KERNELS + index;
+      this.jobIds.set(job as unknown as Job, id);
     }
-    let p = this.ends[t];
-    list[p++] = op;
-    list[p++] = args.length;
-    for (let i = 0; i < args.length; i++) list[p++] = args[i];
-    this.ends[t] = p;
+    if (this.pool !== null && t > 0 && !this.pool.hasJobs(id - N_KERNELS + 1, t)) {
+      throw new Error(`job ${job.name} was defined after this model's threads started; import its module first`);
+    }
+    const p = this.reserve(t, id, job.fields.length);
+    const list = this.lists[t];
+    for (let i = 0; i < job.fields.length; i++) list[p + i] = args[job.fields[i]];
+  }
+
+  /** Writes a task's header (op, argc) to thread t's list and returns where its argc arguments go. */
+  private reserve(t: number, op: number, argc: number): number {
+    if (this.ends[t] + 2 + argc > TASK_SLOTS) this.flush();
+    const list = this.lists[t];
+    const p = this.ends[t];
+    list[p] = op;
+    list[p + 1] = argc;
+    this.ends[t] = p + 2 + argc;
     this.counts[t]++;
+    return p + 2;
   }
 
   /** Runs every queued task; returns when all threads are done (a worker's throw becomes a WorkerError). */
@@ -134,8 +164,9 @@ export class Parallel {
     for (let t = 0; t < lists.length; t++) lists[t][0] = counts[t];
     const workers = this.workersWithTasks();
     try {
-      if (workers === 0) execute(this.env, lists[0]);
-      else this.pool!.run(this.memoryId, workers, () => execute(this.env, lists[0]));
+      const jobs = definedJobs();
+      if (workers === 0) execute(this.env, lists[0], jobs);
+      else this.pool!.run(this.memoryId, workers, () => execute(this.env, lists[0], jobs));
     } finally {
       for (let t = 0; t < lists.length; t++) {
         counts[t] = 0;
@@ -170,7 +201,7 @@ export class Parallel {
     accumulate: number,
   ): void {
     this.splitRows(t, n * d, (th, r0, r1) =>
-      this.task(th, OPS.matmulBackwardInput, dX + 4 * r0 * n, dY + 4 * r0 * ldy, w, n, d, r1 - r0, ldy, accumulate),
+      this.task(th, "matmulBackwardInput", dX + 4 * r0 * n, dY + 4 * r0 * ldy, w, n, d, r1 - r0, ldy, accumulate),
     );
     this.flush();
   }
@@ -178,7 +209,7 @@ export class Parallel {
   /** dW (d, n) += dY (t, ldy)ᵀ @ X (t, n), split by rows of dW. */
   matmulBackwardWeight(dW: Ptr, dY: Ptr, x: Ptr, n: number, d: number, t: number, ldy: number): void {
     this.splitRows(d, n * t, (th, r0, r1) =>
-      this.task(th, OPS.matmulBackwardWeight, dW + 4 * r0 * n, dY + 4 * r0, x, n, r1 - r0, t, ldy),
+      this.task(th, "matmulBackwardWeight", dW + 4 * r0 * n, dY + 4 * r0, x, n, r1 - r0, t, ldy),
     );
     this.flush();
   }

@@ -13,6 +13,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import { KvslimError } from "../errors.js";
+import type { Job } from "./jobs.js";
 import {
   CMD,
   Command,
@@ -50,6 +51,8 @@ export class KernelPool {
   private readonly ports: MessagePort[] = [];
   /** Memory ids each worker has instantiated kernels over. */
   private readonly attached: Set<number>[] = [];
+  /** How many of the main thread's jobs (definedJobs(), in order) each worker has loaded. */
+  private readonly jobsLoaded: number[] = [];
   private nextMemoryId = 1;
   private stopped = false;
 
@@ -79,6 +82,7 @@ export class KernelPool {
       this.taskLists.push(new Float64Array(tasks));
       this.errorTexts.push(new Uint8Array(errors));
       this.attached.push(new Set());
+      this.jobsLoaded.push(0);
       starting.push(
         new Promise<void>((resolve, reject) => {
           worker.once("message", () => resolve());
@@ -116,6 +120,37 @@ export class KernelPool {
     if (commands.some((c) => c === Command.Attach)) this.job(commands, id);
   }
 
+  /**
+   * Makes workers 0..n-1 able to run `jobs` (the main thread's definedJobs()) by the same ids: each imports
+   * the jobs' modules and numbers the jobs as the list does. Asynchronous: a worker imports between jobs.
+   */
+  async loadJobs(jobs: readonly Job[], n: number): Promise<void> {
+    const behind = (w: number) => w < n && this.jobsLoaded[w] < jobs.length;
+    if (!this.workers.some((_, w) => behind(w))) return;
+    const modules = [...new Set(jobs.map((j) => workerModule(j.module)))];
+    const names = jobs.map((j) => j.name);
+    const commands = this.workers.map((_, w) => {
+      if (!behind(w)) return Command.Nop;
+      this.ports[w].postMessage({ modules, names });
+      return Command.Load;
+    });
+    this.start(commands, 0);
+    const ctl = this.ctl;
+    for (;;) {
+      const pending = Atomics.load(ctl, PENDING);
+      if (pending === 0) break;
+      this.checkAlive();
+      await new Promise((resolve) => setTimeout(resolve, 1)); // once per process and module: a poll will do
+    }
+    this.finish(commands);
+    for (let w = 0; w < this.workers.length; w++) if (commands[w] === Command.Load) this.jobsLoaded[w] = jobs.length;
+  }
+
+  /** Whether worker thread t (1-based: thread 0 is the caller) has loaded the first n jobs. */
+  hasJobs(n: number, t: number): boolean {
+    return (this.jobsLoaded[t - 1] ?? 0) >= n;
+  }
+
   /** A fresh memory id. */
   register(): number {
     return this.nextMemoryId++;
@@ -151,6 +186,20 @@ export class KernelPool {
   }
 
   private job(commands: Command[], id: number, own?: () => void): void {
+    this.start(commands, id);
+    let ownError: unknown = null;
+    try {
+      own?.();
+    } catch (e) {
+      ownError = e;
+    }
+    this.waitForWorkers();
+    if (ownError !== null) throw ownError;
+    this.finish(commands);
+  }
+
+  /** Hands every worker its command (over memory `id`) and wakes them. */
+  private start(commands: Command[], id: number): void {
     if (this.stopped) throw new WorkerError("the kernel workers were shut down");
     const ctl = this.ctl;
     for (let w = 0; w < commands.length; w++) {
@@ -161,14 +210,11 @@ export class KernelPool {
     Atomics.store(ctl, PENDING, commands.length);
     Atomics.add(ctl, GENERATION, 1);
     Atomics.notify(ctl, GENERATION);
-    let ownError: unknown = null;
-    try {
-      own?.();
-    } catch (e) {
-      ownError = e;
-    }
-    this.waitForWorkers();
-    if (ownError !== null) throw ownError;
+  }
+
+  /** After a job: the first worker's error, if any, as a WorkerError. */
+  private finish(commands: Command[]): void {
+    const ctl = this.ctl;
     for (let w = 0; w < commands.length; w++) {
       if (ctl[workerWord(w, STATUS)] !== 0) {
         const text = new TextDecoder().decode(this.errorTexts[w].slice(0, ctl[workerWord(w, ERROR_LENGTH)]));
@@ -183,13 +229,17 @@ export class KernelPool {
     for (;;) {
       const pending = Atomics.load(ctl, PENDING);
       if (pending === 0) return;
-      for (let w = 0; w < this.workers.length; w++) {
-        if (Atomics.load(ctl, workerWord(w, DEAD)) !== 0) {
-          this.stopped = true;
-          throw new WorkerError(`kernel worker ${w + 1} exited during a job; the kernel workers are unusable`);
-        }
-      }
+      this.checkAlive();
       Atomics.wait(ctl, PENDING, pending, 50);
+    }
+  }
+
+  private checkAlive(): void {
+    for (let w = 0; w < this.workers.length; w++) {
+      if (Atomics.load(this.ctl, workerWord(w, DEAD)) !== 0) {
+        this.stopped = true;
+        throw new WorkerError(`kernel worker ${w + 1} exited during a job; the kernel workers are unusable`);
+      }
     }
   }
 }
@@ -226,6 +276,19 @@ export async function shutdownKernelWorkers(): Promise<void> {
   shared = null;
   users = 0;
   await pool?.shutdown();
+}
+
+/**
+ * Where a worker imports a job's module from: the module itself, or, when the caller runs from TypeScript
+ * sources (tests), its compiled twin under dist/ (as for the worker script).
+ */
+function workerModule(url: string): string {
+  const root = new URL("../../", import.meta.url).href;
+  if (!(url.startsWith(root + "src/") && url.endsWith(".ts"))) return url;
+  const compiled = new URL("dist/" + url.slice(root.length).replace(/\.ts$/, ".js"), root);
+  if (!existsSync(compiled))
+    throw new KvslimError(`the compiled job module ${fileURLToPath(compiled)} is missing; run \`npm run build\``);
+  return compiled.href;
 }
 
 /**

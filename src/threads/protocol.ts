@@ -9,7 +9,9 @@
  * sleeps in Atomics.wait.
  *
  * A task list is [count, then per task: op, argc, args…] as float64 (pointers, sizes and f32 scalars are
- * exact in a double). Ops are the kernels by name, then a few multi-kernel JavaScript ops (see ops.ts).
+ * exact in a double). Ops are the kernels by name, then the jobs (multi-kernel JavaScript, see jobs.ts),
+ * whose modules a worker imports on a Load command (the list arrives on its MessagePort, as a memory to
+ * attach does).
  */
 
 /** Control block words. */
@@ -25,7 +27,7 @@ export const MEMORY_ID = 2; // which attached memory the tasks run over
 export const ERROR_LENGTH = 3; // bytes of error text
 export const DEAD = 4; // 1 once the worker thread has exited
 
-export const Command = { Nop: 0, Run: 1, Attach: 2, Detach: 3, Stop: 4 } as const;
+export const Command = { Nop: 0, Run: 1, Attach: 2, Detach: 3, Stop: 4, Load: 5 } as const;
 export type Command = (typeof Command)[keyof typeof Command];
 
 /** Float64 slots of one task list (512 KiB): far more than a step's tasks for one thread. */

@@ -1,5 +1,5 @@
 /**
- * Naive attention methods written from shared/specs/sparq.md, in float64 over plain arrays, with no code
+ * Naive attention methods written from the algorithms as docs/attention.md states them, in float64 over plain arrays, with no code
  * shared with src/attention: the independent references the fast paths are tested against.
  *
  * A "head" here is one KV head: its rows (keys and values as the cache stores them, with positions) and the
