@@ -399,7 +399,14 @@ describe("bad input", async () => {
       options: { data: { retrievalShare: number; minChars: number } };
     };
     expect(state.streamDigest).toMatch(/^[0-9a-f]{8}$/);
-    expect(state.options.data).toEqual({ retrievalShare: 0.6, minChars: 19, maxChars: 75 }); // lengths: retrievalLengths(32)
+    // Lengths: retrievalLengths(32); needle depths and answer windows: the defaults.
+    expect(state.options.data).toEqual({
+      retrievalShare: 0.6,
+      minChars: 19,
+      maxChars: 75,
+      needleDepths: [0.1, 0.9],
+      answerWindows: 0,
+    });
     expectNamedError(
       await run(["--resume", dir, "--retrieval-share", "0.5"]),
       /--resume continues a run as it was set up, so it cannot take --retrieval-share/,
@@ -411,6 +418,23 @@ describe("bad input", async () => {
       /training data changed since the run started \(token stream digest 00000000 in the checkpoint, [0-9a-f]{8} now/,
     );
     expect(fs.readFileSync(path.join(dir, "log.jsonl"), "utf8")).toBe(before);
+  });
+  test("--needle-depths and --answer-windows are recorded, and a resume trains on with them", async () => {
+    const dir = path.join(tempDir(), "run");
+    const args = ["--preset", "micro-cla2", "--out", dir, "--corpus-documents", "1500", "--threads", "1"];
+    const first = await run([...args, "--tokens", "640", "--needle-depths", "0-1", "--answer-windows", "0.5"]);
+    expect(first.status, first.stderr).toBe(0);
+    const state = () =>
+      JSON.parse(fs.readFileSync(path.join(dir, "current", "state.json"), "utf8")) as {
+        step: number;
+        options: { data: { needleDepths: number[]; answerWindows: number } };
+      };
+    expect(state().options.data).toMatchObject({ needleDepths: [0, 1], answerWindows: 0.5 });
+    const steps = state().step;
+    const more = await run(["--resume", dir, "--tokens", "1280"]);
+    expect(more.status, more.stderr).toBe(0);
+    expect(state().step).toBeGreaterThan(steps);
+    expect(state().options.data).toMatchObject({ needleDepths: [0, 1], answerWindows: 0.5 });
   });
   test("--resume with the flags that set a run up, with --tokens below the run's total, or of a finished run without a larger --tokens: named errors, the run untouched; a larger --tokens extends it", async () => {
     const dir = path.join(tempDir(), "run");
