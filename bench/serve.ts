@@ -4,7 +4,10 @@
  * 1. Aggregate generated tokens/s with 1, 4 and 8 concurrent streams on the reference model (97M, llama MHA,
  *    random weights), through `kvslim serve`'s HTTP API (in this process, streamed), against llama.cpp
  *    (node-llama-cpp) with the same number of sequences in one context, which it decodes as one batch. Same
- *    threads, same prompts (P tokens each), the same number of tokens generated per stream (greedy).
+ *    threads, same prompts (P tokens each), the same number of tokens generated per stream (greedy). Two
+ *    rates: end to end (all streams' tokens over the wall time from the first request to the last token,
+ *    prefill included) and decoding (the tokens that arrived while every stream was decoding, from the last
+ *    stream's first token to the first stream's last, over that time: the batched steps alone).
  * 2. Concurrent 2,048-token conversations that fit in the same KV memory, for the shipped CLA model and its
  *    twin with f32 and bf16 caches: counted from the cache sizes, then checked by filling the pool with
  *    sessions until it refuses one.
@@ -51,8 +54,25 @@ function prompt(i: number, P: number, V: number): number[] {
   return Array.from({ length: P }, (_, j) => (i * 7919 + j * 104729 + 13) % (V - 2));
 }
 
-/** kvslim: N streams through the HTTP API at once; returns generated tokens / wall seconds. */
-async function kvslimRate(file: string, a: Args, n: number): Promise<number> {
+interface Rates {
+  /** Generated tokens / wall seconds from the first request to the last token. */
+  endToEnd: number;
+  /** Tokens that arrived while all streams were decoding / that span in seconds. */
+  decoding: number;
+}
+
+/** The two rates from each stream's token arrival times (ms), the requests sent at t0. */
+function rates(t0: number, arrivals: number[][]): Rates {
+  const tokens = arrivals.reduce((sum, times) => sum + times.length, 0);
+  const end = Math.max(...arrivals.map((times) => times[times.length - 1]));
+  const from = Math.max(...arrivals.map((times) => times[0]));
+  const to = Math.min(...arrivals.map((times) => times[times.length - 1]));
+  const inSpan = arrivals.reduce((sum, times) => sum + times.filter((t) => t > from && t <= to).length, 0);
+  return { endToEnd: (tokens / (end - t0)) * 1000, decoding: to > from ? (inSpan / (to - from)) * 1000 : NaN };
+}
+
+/** kvslim: N streams through the HTTP API at once, each token's arrival timed. */
+async function kvslimRate(file: string, a: Args, n: number): Promise<Rates> {
   const server = new KvslimServer({
     host: "127.0.0.1",
     port: 0,
@@ -79,24 +99,42 @@ async function kvslimRate(file: string, a: Args, n: number): Promise<number> {
       max_tokens: a.tokens,
       temperature: 0,
       stream: true,
+      logprobs: 0, // each chunk lists its tokens, so arrivals are counted per token
     };
     const res = await fetch(url, { method: "POST", body: JSON.stringify(body) });
-    const text = await res.text();
-    const usage = text.includes('"finish_reason":"length"');
-    if (!usage) throw new Error(`stream ${i} did not run to its token limit: ${text.slice(-300)}`);
+    const times: number[] = [];
+    const decoder = new TextDecoder();
+    let buffered = "";
+    let finished = false;
+    for await (const bytes of res.body!) {
+      const now = performance.now();
+      buffered += decoder.decode(bytes as Uint8Array, { stream: true });
+      let cut: number;
+      while ((cut = buffered.indexOf("\n\n")) >= 0) {
+        const event = buffered.slice(0, cut).replace(/^data: /, "");
+        buffered = buffered.slice(cut + 2);
+        if (event === "[DONE]") continue;
+        const choice = (JSON.parse(event) as { choices: { logprobs?: { tokens: string[] }; finish_reason: string }[] })
+          .choices[0];
+        for (let k = 0; k < (choice?.logprobs?.tokens.length ?? 0); k++) times.push(now);
+        if (choice?.finish_reason === "length") finished = true;
+      }
+    }
+    if (!finished || times.length !== a.tokens)
+      throw new Error(`stream ${i} did not run to its token limit: ${times.length} tokens`);
+    return times;
   };
   // One warm-up stream, then the timed N.
   await run(0);
   const t = performance.now();
-  await Promise.all(Array.from({ length: n }, (_, i) => run(i)));
-  const seconds = (performance.now() - t) / 1000;
+  const arrivals = await Promise.all(Array.from({ length: n }, (_, i) => run(i)));
   await server.close();
   model.dispose();
-  return (n * a.tokens) / seconds;
+  return rates(t, arrivals);
 }
 
 /** llama.cpp: N sequences of one context decoded together (node-llama-cpp batches them). */
-async function llamaRate(file: string, a: Args, n: number): Promise<number> {
+async function llamaRate(file: string, a: Args, n: number): Promise<Rates> {
   const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, progressLogs: false });
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
   const ctx = await model.createContext({
@@ -108,20 +146,21 @@ async function llamaRate(file: string, a: Args, n: number): Promise<number> {
   const V = PRESETS.reference().vocabSize;
   const run = async (i: number) => {
     const seq = ctx.getSequence();
-    let count = 0;
+    const times: number[] = [];
     for await (const _ of seq.evaluate(prompt(i, a.prompt, V) as Token[], { temperature: 0 })) {
-      if (++count >= a.tokens) break;
+      times.push(performance.now());
+      if (times.length >= a.tokens) break;
     }
     seq.dispose();
-    if (count !== a.tokens) throw new Error(`llama.cpp sequence ${i} stopped after ${count} tokens`);
+    if (times.length !== a.tokens) throw new Error(`llama.cpp sequence ${i} stopped after ${times.length} tokens`);
+    return times;
   };
   await run(0);
   const t = performance.now();
-  await Promise.all(Array.from({ length: n }, (_, i) => run(i)));
-  const seconds = (performance.now() - t) / 1000;
+  const arrivals = await Promise.all(Array.from({ length: n }, (_, i) => run(i)));
   await ctx.dispose();
   await model.dispose();
-  return (n * a.tokens) / seconds;
+  return rates(t, arrivals);
 }
 
 /** How many `positions`-token sessions the pool of `bytes` holds: counted from sizes, then by filling it. */
@@ -147,14 +186,19 @@ async function main(): Promise<void> {
     `reference model (97M, llama MHA, ${a.dtype}), ${a.threads} thread(s); each stream: ${a.prompt}-token prompt, ${a.tokens} tokens generated greedily`,
   );
   console.log(`kernels: ${describeKernelBuild(chooseKernelBuild())} (KVSLIM_KERNELS=portable|relaxed to choose)`);
-  console.log("streams  kvslim tok/s  llama.cpp tok/s  kvslim / llama.cpp  kvslim vs its 1 stream");
-  let single = NaN;
+  console.log("tokens/s, end to end (prefill included) | decoding (while every stream decodes)");
+  console.log("streams  kvslim         llama.cpp      kvslim / llama.cpp  kvslim vs its 1 stream");
+  let single: Rates | null = null;
+  const pair = (x: number, y: number, digits: number, unit = "") =>
+    `${x.toFixed(digits)}${unit} | ${y.toFixed(digits)}${unit}`;
   for (const n of a.streams) {
     const ours = await kvslimRate(file, a, n);
     const theirs = await llamaRate(file, a, n);
-    if (n === 1) single = ours;
+    if (n === 1 || single === null) single = ours;
     console.log(
-      `${String(n).padStart(7)}  ${ours.toFixed(1).padStart(12)}  ${theirs.toFixed(1).padStart(15)}  ${(ours / theirs).toFixed(2).padStart(17)}×  ${(ours / single).toFixed(2).padStart(21)}×`,
+      `${String(n).padStart(7)}  ${pair(ours.endToEnd, ours.decoding, 1).padEnd(13)}  ${pair(theirs.endToEnd, theirs.decoding, 1).padEnd(13)}  ` +
+        `${pair(ours.endToEnd / theirs.endToEnd, ours.decoding / theirs.decoding, 2, "×").padEnd(18)}  ` +
+        pair(ours.endToEnd / single.endToEnd, ours.decoding / single.decoding, 2, "×"),
     );
   }
 
