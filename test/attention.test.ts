@@ -1,7 +1,7 @@
 /**
  * The attention methods against naive implementations written from the spec (test/helpers/naive-attention.ts),
  * on random queries, keys and values driven through one cache slot exactly as the model drives it; their
- * degenerate cases; and their byte counters against the spec's transfer formulas.
+ * degenerate cases; and their byte counters against the transfer formulas in docs/attention.md.
  */
 import { describe, expect, test } from "vitest";
 import type { AttentionSpec } from "../src/attention/method.js";

@@ -193,7 +193,7 @@ describe("training steps", () => {
   });
 });
 
-describe("the optimizer recipe (specs/cla.md)", () => {
+describe("the optimizer recipe (docs/cla.md)", () => {
   test("ADAMW_DEFAULTS are the CLA paper's: β (0.9, 0.95), weight decay 0.1, clip 1.0", () => {
     expect(ADAMW_DEFAULTS).toMatchObject({ beta1: 0.9, beta2: 0.95, weightDecay: 0.1, clip: 1 });
   });

@@ -688,7 +688,7 @@ export class KvCache {
   }
 
   /**
-   * v̄ ← v̄ + (v − v̄) / n in f32 (the spec's (n−1)·v̄ + v) / n, rearranged), n = values stored so far with
+   * v̄ ← v̄ + (v − v̄) / n in f32 (the paper's ((n−1)·v̄ + v) / n, rearranged), n = values stored so far with
    * this one, v the row as stored (bf16-rounded in a bf16 cache), so v̄ is the mean of V as attention sees it.
    */
   private updateMean(slot: number, g: number, vRow: Ptr, n: number): void {

@@ -4,7 +4,7 @@
  * Shape letters used across kvslim:
  *   L layers, S positions, D model dim, H query heads, G KV heads, Hd head dim, F FFN dim, V vocab.
  *
- * Cross-Layer Attention (specs/cla.md) is a property of the KV layout: kvSource[l] is the layer whose
+ * Cross-Layer Attention (docs/cla.md) is a property of the KV layout: kvSource[l] is the layer whose
  * K/V layer l attends over. Layer l is a producer when kvSource[l] === l; only producers have K/V
  * projections and cache slots. claShare(s) builds the map for groups of s adjacent layers.
  */
@@ -87,7 +87,7 @@ export function kvBytesPerToken(c: ModelConfig, bytesPerElement: number): number
   return 2 * derive(c).producers.length * c.nKvHeads * c.headDim * bytesPerElement;
 }
 
-/** Paper-style name, e.g. H128-MQA-CLA2 (specs/cla.md). */
+/** Paper-style name, e.g. H128-MQA-CLA2 (docs/cla.md). */
 export function attentionName(c: ModelConfig): string {
   const kind = c.nKvHeads === c.nHeads ? "MHA" : c.nKvHeads === 1 ? "MQA" : `GQA${c.nKvHeads}`;
   const share = claShareOf(c.kvSource);

@@ -4,7 +4,7 @@
  *
  * Shapes are outermost first: a projection from n to d features is (d, n).
  * CLA: consumer layers (kvSource[l] !== l) have no attn_k / attn_v (and no kv norm); a file carrying them
- * is rejected, as is a producer lacking them (specs/cla.md).
+ * is rejected, as is a producer lacking them (docs/cla.md).
  */
 import type { ModelConfig } from "./config.js";
 import { derive } from "./config.js";

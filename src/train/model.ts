@@ -7,7 +7,7 @@
  * Shapes: B sequences, T positions, BT = B·T rows, D model dim, H query heads, G KV heads, g = H / G,
  * Hd head dim, F FFN dim, V vocab, L layers. Row bt = b·T + t.
  *
- * CLA (specs/cla.md): a consumer layer attends over its producer's saved K and V; the backward adds every
+ * CLA (docs/cla.md): a consumer layer attends over its producer's saved K and V; the backward adds every
  * consumer's dK, dV into the producer's buffers (layers run in reverse, so all consumers of a group come
  * before its producer), and the producer turns the sum into its K/V projections' gradient.
  * Conventions are the inference engine's (model/forward.ts), so a trained model loads and runs there:

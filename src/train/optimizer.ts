@@ -1,6 +1,6 @@
 /**
  * AdamW with decoupled weight decay (matrices only), gradient clipping by global norm, and the learning
- * rate schedule: linear warmup, then cosine decay to a floor (the CLA paper's recipe, specs/cla.md).
+ * rate schedule: linear warmup, then cosine decay to a floor (the CLA paper's recipe, docs/cla.md).
  */
 import type { Kernels } from "../kernels/kernels.js";
 import type { Arena, Ptr } from "../memory/arena.js";

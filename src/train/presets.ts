@@ -1,6 +1,6 @@
 /**
  * Named training setups: the model shape (vocabulary size filled in from the tokenizer) and the batch,
- * sequence length and learning rate that go with it. Names follow the CLA paper (specs/cla.md):
+ * sequence length and learning rate that go with it. Names follow the CLA paper (docs/cla.md):
  * H<head dim>-<MHA|GQA<n>|MQA>[-CLA<s>], here with a size prefix.
  *
  * tiny-mqa-cla2 is kvslim's shipped default model; tiny-mqa its twin with the same query heads and twice

@@ -1,5 +1,5 @@
 /**
- * A naive float64 forward pass written straight from the architecture (specs/cla.md), independent of
+ * A naive float64 forward pass written straight from the architecture (docs/cla.md), independent of
  * kvslim's kernels, buffers and cache: the reference for models llama.cpp cannot run (CLA, kv norm).
  * Weights come as GGUF-layout f32 arrays (randomWeights); Q/K rows are interleaved for llama.
  */
