@@ -101,6 +101,14 @@ async function metric(url: string, name: string): Promise<number> {
   return line === undefined ? NaN : Number(line.split(" ").pop());
 }
 
+/**
+ * A completion prompt in the shipped model's training format: it answers by restating the fact and starts the
+ * next question, so it generates well past a few tokens and a newline before any end of text. Tests that need
+ * that check it with the library first, so a model that behaves otherwise fails there, by name.
+ */
+const LONG_PROMPT =
+  "The code of the red gate is 3317. Filler text about rivers and the sea. Q: What is the code of the red gate? A:";
+
 const QUESTION: ChatMessage[] = [
   { role: "system", content: "The code of the red gate is 3317. The code of the blue door is 5120." },
   { role: "user", content: "What is the code of the red gate?" },
@@ -160,9 +168,10 @@ describe("kvslim serve with the openai client", () => {
   });
 
   test("completions with a stop string: the text ends before it, finish_reason stop; streamed == not streamed == the library", async () => {
-    const prompt = "a domesticated animal";
+    const prompt = LONG_PROMPT;
     const ref = await alone(s.model, { text: prompt }, 40, { stop: ["\n"] });
     expect(ref.stopReason).toBe("stop-string");
+    expect(ref.text.length).toBeGreaterThan(0);
     const reply = await s.client.completions.create({
       model: "kvslim-tiny",
       prompt,
@@ -234,7 +243,7 @@ describe("kvslim serve with the openai client", () => {
   test("completions logprobs (legacy shape): tokens join to the text, offsets count characters, each top entry holds the token", async () => {
     const reply = await s.client.completions.create({
       model: "kvslim-tiny",
-      prompt: "a domesticated animal",
+      prompt: LONG_PROMPT,
       max_tokens: 6,
       temperature: 0,
       logprobs: 2,
@@ -246,6 +255,19 @@ describe("kvslim serve with the openai client", () => {
       expect(lp.text_offset![i]).toBe(lp.tokens!.slice(0, i).join("").length);
       expect(lp.top_logprobs![i][t]).toBe(lp.token_logprobs![i]);
       expect(lp.token_logprobs![i]).toBeLessThanOrEqual(0);
+    }
+    // Whether it ends at max_tokens or at the end-of-text token (which is not part of the text), the tokens
+    // are the completion's: they join to the text and there are usage.completion_tokens of them.
+    for (const prompt of ["a domesticated animal", "the act of", "hello"]) {
+      const r = await s.client.completions.create({
+        model: "kvslim-tiny",
+        prompt,
+        max_tokens: 24,
+        temperature: 0,
+        logprobs: 0,
+      });
+      expect(r.choices[0].logprobs!.tokens!.join("")).toBe(r.choices[0].text);
+      expect(r.choices[0].logprobs!.token_logprobs).toHaveLength(r.usage!.completion_tokens);
     }
   });
 
@@ -319,10 +341,12 @@ describe("kvslim serve with the openai client", () => {
 
   test("a client that disconnects mid-stream stops its generation: running requests and KV bytes in use return to where they were", async () => {
     s.server["engine"]!.dropKept();
+    // Precondition: alone, the prompt generates more than the 3 chunks read below without stopping.
+    expect((await alone(s.model, { text: LONG_PROMPT }, 12)).stopReason).toBe("max-tokens");
     const before = await metric(s.url, "kvslim_kv_bytes_in_use");
     const controller = new AbortController();
     const stream = await s.client.completions.create(
-      { model: "kvslim-tiny", prompt: "a domesticated animal", max_tokens: 200, temperature: 0, stream: true },
+      { model: "kvslim-tiny", prompt: LONG_PROMPT, max_tokens: 200, temperature: 0, stream: true },
       { signal: controller.signal },
     );
     let chunks = 0;

@@ -359,7 +359,9 @@ export class Engine {
       this.fail(job, asApiError(e));
       return;
     }
-    const logprob = job.spec.logprobs === null ? null : this.logprobOf(logits, step.token, job.spec.logprobs);
+    // The end-of-text token is not part of the completion (nor counted in its tokens): no log-probability for it.
+    const logprob =
+      job.spec.logprobs === null || step.stop === "eos" ? null : this.logprobOf(logits, step.token, job.spec.logprobs);
     if (step.text || logprob !== null) job.sink.text(step.text, logprob);
     if (step.stop === null) {
       job.pending = step.token;
