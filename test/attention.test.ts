@@ -1,5 +1,5 @@
 /**
- * The attention methods against naive implementations written from the spec (test/helpers/naive-attention.ts),
+ * The attention methods against naive implementations written from the papers (test/helpers/naive-attention.ts),
  * on random queries, keys and values driven through one cache slot exactly as the model drives it; their
  * degenerate cases; and their byte counters against the transfer formulas in docs/attention.md.
  */
