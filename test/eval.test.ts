@@ -26,7 +26,7 @@ import { dataSamples } from "../src/eval/tasks/data.js";
 import { needleSamples } from "../src/eval/tasks/needle.js";
 import { qaSamples } from "../src/eval/tasks/qa.js";
 import { RULER_TASKS, rulerSamples } from "../src/eval/tasks/ruler.js";
-import { repetitionSamples } from "../src/eval/tasks/repetition.js";
+import { repetitionSamples, wordEnd, wordStart } from "../src/eval/tasks/repetition.js";
 import { brownParagraphs, tokenCount, untag } from "../src/eval/text.js";
 import { FormatError } from "../src/errors.js";
 import { loadModel } from "../src/model/model.js";
@@ -172,15 +172,28 @@ describe("tasks", () => {
     }
   });
 
-  test("repetition: the prompt is copied from the context and the expected continuation follows it there; bpc: deterministic, sized to fit", () => {
+  test("repetition: the prompt is ≥ 128 characters of the context, whole words, and the expected continuation follows it there; bpc: deterministic, sized to fit", () => {
     const r = repetitionSamples(ctx(), { length: 300 });
     expect(r.samples.length).toBeGreaterThan(0);
     for (const s of r.samples) {
       if (s.kind !== "generate") throw new Error("repetition samples generate");
       const prompt = s.questions[0].prompt.slice(1);
-      expect(prompt).toHaveLength(128);
-      expect(s.context).toContain(prompt + s.questions[0].answers[0]);
+      const continuation = s.questions[0].answers[0];
+      expect(prompt.length).toBeGreaterThanOrEqual(128);
+      expect(continuation).toHaveLength(256);
+      const at = s.context.indexOf(prompt + continuation);
+      expect(at).toBeGreaterThanOrEqual(0);
+      expect(prompt).toMatch(/^\S.*\S$/s); // no whitespace at either end
+      if (at > 0) expect(s.context[at - 1]).toMatch(/\s/); // starts a word
+      expect(continuation).toMatch(/^\s/); // the prompt's last word is whole
     }
+    expect(wordStart("ab cd", 0)).toBe(0);
+    expect(wordStart("ab cd", 1)).toBe(3);
+    expect(wordStart("ab  cd", 2)).toBe(4);
+    expect(wordStart("ab", 1)).toBe(2);
+    expect(wordEnd("ab cd", 0)).toBe(2);
+    expect(wordEnd("ab cd", 2)).toBe(2);
+    expect(wordEnd("ab cd", 4)).toBe(5);
     const b = bpcSamples(ctx(), { length: 2000 });
     expect(bpcSamples(ctx(), { length: 2000 })).toEqual(b);
     expect(b.skipped).toEqual([expect.stringMatching(/bpc at 2000 tokens: shortened to \d+/)]);
