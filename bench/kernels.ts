@@ -4,7 +4,8 @@
  *
  * First each build's arithmetic peak (peakF32: independent f32x4 multiply-add chains on registers), then:
  * matvec is memory bound, so it reports GB/s of weights read; matmul reports GFLOP/s (2 t n d).
- * Shapes are the 97M reference model's: D 768, FFN 2048, vocab 8192, prefill of 64 tokens.
+ * Shapes are the 97M reference model's: D 768, FFN 2048, vocab 8192, prefill of 64 tokens; matmul also
+ * at t = 8 (batched decode of 8 sequences) with W read from memory, as a model's layers read it.
  * Decode attention reports GB/s of K and V read (one KV head, 16k positions); SparQ's per-position steps
  * (approximate scores from 8 of 64 d-major bf16 columns, top-k of n/16, α) report µs.
  * Training GEMMs (forward and both backward products of a linear layer, t = 512) report GFLOP/s.
@@ -22,7 +23,7 @@ import {
   relaxedSimdSupported,
 } from "../src/kernels/wasm.js";
 
-const arena = new Arena(96 << 20, "the kernel benchmark");
+const arena = new Arena(232 << 20, "the kernel benchmark");
 const builds = KERNEL_BUILDS.filter((b) => b === "portable" || relaxedSimdSupported());
 const kernelsOf = new Map<KernelBuild, Kernels>(builds.map((b) => [b, loadWasmKernelsSync(arena.memory, b)]));
 const wasm = kernelsOf.get("portable")!;
@@ -32,6 +33,9 @@ const XQ = arena.alloc(1 << 20);
 const OUT = arena.alloc(1 << 20);
 const T_X = arena.alloc(4 << 20); // training GEMMs: X or dX (512, ≤ 2048)
 const T_Y = arena.alloc(4 << 20); // Y or dY (512, ≤ 2048)
+/** Copies of one W, together larger than any last-level cache, cycled so that W comes from memory. */
+const MANY_BYTES = 128 << 20;
+const MANY = arena.alloc(MANY_BYTES);
 
 /** Deterministic weight-like values in [-0.05, 0.05) (an LCG: the benchmark needs no quality). */
 function values(n: number, seed: number): Float32Array {
@@ -138,6 +142,29 @@ for (const [t, n, d] of [
       "GFLOP/s",
       (k) => flops / matmulSeconds(k, dtype, n, d, t, 0.5) / 1e9,
     );
+  }
+}
+
+// A model's layers each read their own W, so in batched decode (t = a few sequences) W comes from memory;
+// the shapes above reuse one W that stays in cache. Here each call takes the next of many copies.
+console.log("matmul, W from memory (cycling through 128 MiB of copies): GFLOP/s (2 t n d per call)");
+for (const [t, n, d] of [
+  [8, 768, 2048],
+  [8, 2048, 768],
+  [64, 768, 2048],
+]) {
+  for (const dtype of ["f32", "bf16"] as DType[]) {
+    setup(dtype, n, d, t);
+    const bytes = bytesFor(dtype, n * d);
+    const copies = Math.floor(MANY_BYTES / bytes);
+    const encoded = encode(dtype, values(n * d, 1));
+    for (let c = 0; c < copies; c++) arena.u8.set(encoded, MANY + c * bytes);
+    const flops = 2 * t * n * d;
+    row(`${kernelName("matmul", dtype)} t=${t} n=${n} d=${d}`, "GFLOP/s", (k) => {
+      const fn = k[kernelName("matmul", dtype) as "matmulF32"];
+      let i = 0;
+      return flops / timePerCall(() => fn(OUT, X, MANY + (i++ % copies) * bytes, n, d, t, d), 0.5) / 1e9;
+    });
   }
 }
 
