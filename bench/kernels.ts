@@ -23,19 +23,18 @@ import {
   relaxedSimdSupported,
 } from "../src/kernels/wasm.js";
 
-const arena = new Arena(232 << 20, "the kernel benchmark");
+const arena = new Arena(192 << 20, "the kernel benchmark");
 const builds = KERNEL_BUILDS.filter((b) => b === "portable" || relaxedSimdSupported());
 const kernelsOf = new Map<KernelBuild, Kernels>(builds.map((b) => [b, loadWasmKernelsSync(arena.memory, b)]));
 const wasm = kernelsOf.get("portable")!;
-const W = arena.alloc(32 << 20);
+/** Weights; the from-memory matmul rows fill it with copies of one W, more than any last-level cache holds. */
+const W_BYTES = 128 << 20;
+const W = arena.alloc(W_BYTES);
 const X = arena.alloc(1 << 20);
 const XQ = arena.alloc(1 << 20);
 const OUT = arena.alloc(1 << 20);
 const T_X = arena.alloc(4 << 20); // training GEMMs: X or dX (512, ≤ 2048)
 const T_Y = arena.alloc(4 << 20); // Y or dY (512, ≤ 2048)
-/** Copies of one W, together larger than any last-level cache, cycled so that W comes from memory. */
-const MANY_BYTES = 128 << 20;
-const MANY = arena.alloc(MANY_BYTES);
 
 /** Deterministic weight-like values in [-0.05, 0.05) (an LCG: the benchmark needs no quality). */
 function values(n: number, seed: number): Float32Array {
@@ -85,10 +84,21 @@ function matvecSeconds(k: Kernels, dtype: DType, n: number, d: number, minSecond
   return timePerCall(() => fn(OUT, x, W, n, d), minSeconds);
 }
 
-function matmulSeconds(k: Kernels, dtype: DType, n: number, d: number, t: number, minSeconds: number): number {
+/** Seconds per call; with copies > 1, each call takes the next of that many consecutive copies of W. */
+function matmulSeconds(
+  k: Kernels,
+  dtype: DType,
+  n: number,
+  d: number,
+  t: number,
+  minSeconds: number,
+  copies = 1,
+): number {
   const fn = k[kernelName("matmul", dtype) as "matmulF32"];
   const x = dtype === "q8_0" ? XQ : X;
-  return timePerCall(() => fn(OUT, x, W, n, d, t, d), minSeconds);
+  const bytes = bytesFor(dtype, n * d);
+  let i = 0;
+  return timePerCall(() => fn(OUT, x, W + (i++ % copies) * bytes, n, d, t, d), minSeconds);
 }
 
 const pad = (s: string, width: number) => s.padEnd(width);
@@ -156,15 +166,14 @@ for (const [t, n, d] of [
   for (const dtype of ["f32", "bf16"] as DType[]) {
     setup(dtype, n, d, t);
     const bytes = bytesFor(dtype, n * d);
-    const copies = Math.floor(MANY_BYTES / bytes);
-    const encoded = encode(dtype, values(n * d, 1));
-    for (let c = 0; c < copies; c++) arena.u8.set(encoded, MANY + c * bytes);
+    const copies = Math.floor(W_BYTES / bytes);
+    for (let c = 1; c < copies; c++) arena.u8.copyWithin(W + c * bytes, W, W + bytes);
     const flops = 2 * t * n * d;
-    row(`${kernelName("matmul", dtype)} t=${t} n=${n} d=${d}`, "GFLOP/s", (k) => {
-      const fn = k[kernelName("matmul", dtype) as "matmulF32"];
-      let i = 0;
-      return flops / timePerCall(() => fn(OUT, X, MANY + (i++ % copies) * bytes, n, d, t, d), 0.5) / 1e9;
-    });
+    row(
+      `${kernelName("matmul", dtype)} t=${t} n=${n} d=${d}`,
+      "GFLOP/s",
+      (k) => flops / matmulSeconds(k, dtype, n, d, t, 0.5, copies) / 1e9,
+    );
   }
 }
 

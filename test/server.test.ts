@@ -259,13 +259,10 @@ describe("kvslim serve with the openai client", () => {
     // Whether it ends at max_tokens or at the end-of-text token (which is not part of the text), the tokens
     // are the completion's: they join to the text and there are usage.completion_tokens of them.
     // Precondition: at least one of them ends at the end-of-text token (the library says which).
-    const ends = await Promise.all(
-      ["a domesticated animal", "the act of", "hello"].map(
-        async (p) => (await alone(s.model, { text: p }, 24)).stopReason,
-      ),
-    );
+    const prompts = ["a domesticated animal", "the act of", "hello"];
+    const ends = await Promise.all(prompts.map(async (p) => (await alone(s.model, { text: p }, 24)).stopReason));
     expect(ends).toContain("eos");
-    for (const prompt of ["a domesticated animal", "the act of", "hello"]) {
+    for (const prompt of prompts) {
       const r = await s.client.completions.create({
         model: "kvslim-tiny",
         prompt,
