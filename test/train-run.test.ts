@@ -629,4 +629,23 @@ describe("continued training (--from)", () => {
       /--from .*kvslim-tiny: its architecture is not preset tiny-mqa's \(kvSource \[0,0,2,2,4,4\], the preset's \[0,1,2,3,4,5\]; kvNorm true, the preset's false\)/,
     );
   }, 60_000);
+
+  test("--rope-theta sets the run's RoPE base (recorded in its config, 40,000 where the model's is 10,000) and lets --from start from a model with another base; without it a model whose base differs from the preset's is refused, naming both", async () => {
+    const shipped = path.join(ROOT, "models", "kvslim-tiny");
+    const dir = path.join(tempDir(), "run");
+    const run = (out: string, from: string, ropeTheta?: number) =>
+      startRun(out, {
+        ...options({ preset: "tiny-mqa-cla2", tokens: 512, seqLen: 512, batch: 1, evalBatches: 1, evalEvery: 100 }),
+        tokenizer: shipped,
+        from,
+        ropeTheta,
+      });
+    await run(dir, shipped, 40_000);
+    const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as { rope_theta: number };
+    expect(config.rope_theta).toBe(40_000);
+    expect(JSON.parse(fs.readFileSync(path.join(shipped, "config.json"), "utf8")).rope_theta).toBe(10_000);
+    await expect(run(path.join(tempDir(), "run"), dir)).rejects.toThrow(
+      /--from .*run: its architecture is not preset tiny-mqa-cla2's \(ropeTheta 40000, the preset's 10000\)/,
+    );
+  }, 60_000);
 });

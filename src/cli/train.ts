@@ -52,6 +52,7 @@ interface Flags {
   needleDepths?: [number, number];
   answerWindows?: number;
   from?: string;
+  ropeTheta?: number;
 }
 
 export function registerTrain(program: Command): void {
@@ -131,6 +132,11 @@ export function registerTrain(program: Command): void {
       "start from this model's weights instead of random ones (continued training, e.g. at a longer --seq-len); same architecture as --preset",
       pathOption("--from"),
     )
+    .option(
+      "--rope-theta <x>",
+      "RoPE base frequency, ≥ 1 (default: the preset's; with --from, a larger base than the model's stretches its positions for a longer --seq-len)",
+      floatOption("--rope-theta", { min: 1 }),
+    )
     .action(async (flags: Flags, command: Command) => {
       const maxSeconds = flags.maxTime ?? Infinity;
       const threads = flags.threads === undefined ? undefined : resolveThreads(flags.threads);
@@ -194,6 +200,7 @@ export function registerTrain(program: Command): void {
           tokenizer: flags.tokenizer,
           corpusDocuments: flags.corpusDocuments,
           from: flags.from,
+          ropeTheta: flags.ropeTheta,
           data: {
             retrievalShare: flags.retrievalShare,
             ...flags.retrievalChars,
@@ -241,6 +248,7 @@ const FIXED_ON_RESUME: Partial<Record<keyof Flags, string>> = {
   tokenizer: "--tokenizer",
   corpusDocuments: "--corpus-documents",
   from: "--from",
+  ropeTheta: "--rope-theta",
 };
 
 /** "MIN-MAX": two positive integers, MIN ≤ MAX. */

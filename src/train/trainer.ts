@@ -65,6 +65,11 @@ export interface TrainOptions {
    */
   from?: string;
   /**
+   * The RoPE base frequency (default: the preset's). A continued run may raise it above its source's to
+   * stretch the rotations' wavelengths for a longer --seq-len; the weights are kept as they are.
+   */
+  ropeTheta?: number;
+  /**
    * The data mix, recorded in the run's state so that a resumed run reads the same stream even if the
    * defaults change: share of retrieval characters, their document lengths, the needles' depths, and the
    * share of windows that end at a retrieval document's end. What is not given is RETRIEVAL_SHARE,
@@ -119,7 +124,7 @@ export async function startRun(runDir: string, options: TrainOptions, hooks: Tra
       ? TRAIN_PRESETS[options.preset]().vocab
       : trainingTokenizer(options.tokenizer).vocabSize;
   arenaBytes(runConfig(options, vocab), options); // before the directory, the tokenizer and the data
-  if (options.from !== undefined) startingWeights(options.from, runConfig(options, vocab), options.preset);
+  if (options.from !== undefined) startingWeights(options.from, runConfig(options, vocab), options);
   const created = !fs.existsSync(runDir);
   fs.mkdirSync(runDir, { recursive: true });
   try {
@@ -147,7 +152,12 @@ export async function startRun(runDir: string, options: TrainOptions, hooks: Tra
 /** The model a run trains: its preset's, with the tokenizer's vocabulary and a context of at least --seq-len. */
 function runConfig(o: TrainOptions, vocabSize: number): ModelConfig {
   const model = TRAIN_PRESETS[o.preset]().model;
-  return { ...model, vocabSize, contextLength: Math.max(model.contextLength, runShape(o).seqLen) };
+  return {
+    ...model,
+    vocabSize,
+    contextLength: Math.max(model.contextLength, runShape(o).seqLen),
+    ropeTheta: o.ropeTheta ?? model.ropeTheta,
+  };
 }
 
 /** The bytes of the run's one WebAssembly memory; an OutOfMemoryError naming --batch and --seq-len if too many. */
@@ -215,12 +225,14 @@ export function runShape(o: Pick<TrainOptions, "preset" | "tokens" | "batch" | "
 
 /**
  * The weights of the model at `from` by tensor name, f32 in the engine's layout, after checking that its
- * architecture is the run's (everything but the context length, which the run's --seq-len sets).
+ * architecture is the run's (everything but the context length and the RoPE base, which the run's --seq-len and --rope-theta set).
  */
-function startingWeights(from: string, config: ModelConfig, preset: string): Map<string, Float32Array> {
+function startingWeights(from: string, config: ModelConfig, o: TrainOptions): Map<string, Float32Array> {
+  const preset = o.preset;
   const source = openModelSource(from);
   const specs = checkTensors(source);
   const theirs = { ...source.config, contextLength: config.contextLength } as Record<string, unknown>;
+  if (o.ropeTheta !== undefined) theirs.ropeTheta = config.ropeTheta;
   const ours = config as unknown as Record<string, unknown>;
   const differ = Object.keys(ours).filter((key) => JSON.stringify(ours[key]) !== JSON.stringify(theirs[key]));
   if (differ.length > 0) {
@@ -323,7 +335,7 @@ async function run(
     if (resume === null) {
       if (o.from === undefined) initParams(layout, config, f32, model.params >> 2, o.seed);
       else {
-        const from = startingWeights(o.from, config, o.preset);
+        const from = startingWeights(o.from, config, o);
         for (const t of layout.tensors) f32.set(from.get(t.name)!, (model.params >> 2) + t.offset);
       }
       sampler = new BatchSampler(trainStream, shape.batch, shape.seqLen, o.seed, answers);
