@@ -4,19 +4,22 @@
 // converted from f16/bf16) is used by 4 X rows, every X vector by 2 W rows. Cache blocking: W is
 // cut into panels of about PANEL_BYTES (they stay in L2) and all X tiles run over one panel
 // before the next, so W comes from memory once; the 4 X rows of a tile (4 n floats) stay in L1.
-// Leftover X rows (t % 4) run the matvec kernel, a leftover W row (d odd) the single-row dots.
+// Leftover X rows (t % 4) run tiles of 2 and 1 rows in the same panels, a leftover W row (d odd) the
+// single-row dots.
 // One generic body, specialised per weight type by a constant `kind` after inlining.
 import {
   bf16ToF32, f16ToF32, bf16LoToF32x4, bf16HiToF32x4, f16HiHalvesBiased, f16LoHalves, joinLo, joinHi,
   allNormal2, f16x4Exact, hsum4,
 } from "./convert";
 import { dot8Acc } from "./simd";
-import { matvecF32, matvecF16, matvecBf16, dotF32, dotF16, dotBf16 } from "./matvec";
+import { dotF32, dotF16, dotBf16 } from "./matvec";
 
 const F32 = 0;
 const F16 = 1;
 const BF16 = 2;
 const PANEL_BYTES: usize = 256 * 1024;
+/** Up to this many X rows, the tiles load the next panel of W ahead (matmulFloat). */
+const TOUCH_MAX_T: usize = 16;
 
 /** Element kind `kind` at p (index i) as f32. */
 // @ts-ignore: decorator
@@ -27,15 +30,25 @@ const PANEL_BYTES: usize = 256 * 1024;
 }
 
 /**
- * The 4 x 2 tile out[i..i+4, r..r+2]: X rows at x (stride xRow bytes), W rows wa, wb (n each).
- * Stores through out (row stride outRow bytes).
+ * The R x 2 tile out[i..i+R, r..r+2] (R = 4, 2 or 1, a constant after inlining): X rows at x (stride
+ * xRow bytes), W rows wa, wb (n each). Stores through out (row stride outRow bytes). With `touch`, it
+ * also loads one word per 32 bytes of the two W rows `ahead` bytes on, so that they come in from memory
+ * while this tile computes (see matmulFloat).
  */
 // @ts-ignore: decorator
-@inline function tile4x2(kind: i32, out: usize, outRow: usize, x: usize, xRow: usize, wa: usize, wb: usize, n: usize): void {
+@inline function tileRx2(
+  kind: i32, R: i32, touch: bool, out: usize, outRow: usize, x: usize, xRow: usize, wa: usize, wb: usize, n: usize,
+  ahead: usize,
+): void {
   const x0 = x, x1 = x0 + xRow, x2 = x1 + xRow, x3 = x2 + xRow;
   let c0a = f32x4.splat(0), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a, c3a = c0a, c3b = c0a;
+  let touched: u32 = 0;
   let k: usize = 0;
   for (; k + 8 <= n; k += 8) {
+    if (touch) {
+      const o = kind == F32 ? k << 2 : k << 1;
+      touched += load<u32>(wa + ahead + o) + load<u32>(wb + ahead + o);
+    }
     // The 8 weights of each W row at k as f32x4 pairs (lo = k..k+3, hi = k+4..k+7).
     let waLo: v128, waHi: v128, wbLo: v128, wbHi: v128;
     if (kind == F32) {
@@ -61,66 +74,120 @@ const PANEL_BYTES: usize = 256 * 1024;
     let xl = v128.load(x0 + o), xh = v128.load(x0 + o, 16);
     c0a = dot8Acc(c0a, waLo, xl, waHi, xh);
     c0b = dot8Acc(c0b, wbLo, xl, wbHi, xh);
-    xl = v128.load(x1 + o); xh = v128.load(x1 + o, 16);
-    c1a = dot8Acc(c1a, waLo, xl, waHi, xh);
-    c1b = dot8Acc(c1b, wbLo, xl, wbHi, xh);
-    xl = v128.load(x2 + o); xh = v128.load(x2 + o, 16);
-    c2a = dot8Acc(c2a, waLo, xl, waHi, xh);
-    c2b = dot8Acc(c2b, wbLo, xl, wbHi, xh);
-    xl = v128.load(x3 + o); xh = v128.load(x3 + o, 16);
-    c3a = dot8Acc(c3a, waLo, xl, waHi, xh);
-    c3b = dot8Acc(c3b, wbLo, xl, wbHi, xh);
+    if (R >= 2) {
+      xl = v128.load(x1 + o); xh = v128.load(x1 + o, 16);
+      c1a = dot8Acc(c1a, waLo, xl, waHi, xh);
+      c1b = dot8Acc(c1b, wbLo, xl, wbHi, xh);
+    }
+    if (R == 4) {
+      xl = v128.load(x2 + o); xh = v128.load(x2 + o, 16);
+      c2a = dot8Acc(c2a, waLo, xl, waHi, xh);
+      c2b = dot8Acc(c2b, wbLo, xl, wbHi, xh);
+      xl = v128.load(x3 + o); xh = v128.load(x3 + o, 16);
+      c3a = dot8Acc(c3a, waLo, xl, waHi, xh);
+      c3b = dot8Acc(c3b, wbLo, xl, wbHi, xh);
+    }
   }
-  // [out[i][r], out[i][r+1], out[i+1][r], out[i+1][r+1]] and the same for rows i+2, i+3.
-  let top = hsum4(c0a, c0b, c1a, c1b), bottom = hsum4(c2a, c2b, c3a, c3b);
+  // [out[i][r], out[i][r+1], out[i+1][r], out[i+1][r+1]] and the same for rows i+2, i+3. Each lane's sum
+  // depends on its own accumulator only, so every row gets the bits of the matvec's dot.
+  let top = hsum4(c0a, c0b, c1a, c1b), bottom = R == 4 ? hsum4(c2a, c2b, c3a, c3b) : top;
   if (k < n) {
     let t0a: f32 = 0, t0b: f32 = 0, t1a: f32 = 0, t1b: f32 = 0;
     let t2a: f32 = 0, t2b: f32 = 0, t3a: f32 = 0, t3b: f32 = 0;
     for (; k < n; k++) {
       const a = loadScalar(kind, wa, k), b = loadScalar(kind, wb, k), o = k << 2;
-      const v0 = load<f32>(x0 + o), v1 = load<f32>(x1 + o), v2 = load<f32>(x2 + o), v3 = load<f32>(x3 + o);
-      t0a += a * v0; t0b += b * v0; t1a += a * v1; t1b += b * v1;
-      t2a += a * v2; t2b += b * v2; t3a += a * v3; t3b += b * v3;
+      const v0 = load<f32>(x0 + o);
+      t0a += a * v0; t0b += b * v0;
+      if (R >= 2) {
+        const v1 = load<f32>(x1 + o);
+        t1a += a * v1; t1b += b * v1;
+      }
+      if (R == 4) {
+        const v2 = load<f32>(x2 + o), v3 = load<f32>(x3 + o);
+        t2a += a * v2; t2b += b * v2; t3a += a * v3; t3b += b * v3;
+      }
     }
     top = f32x4.add(top, f32x4(t0a, t0b, t1a, t1b));
-    bottom = f32x4.add(bottom, f32x4(t2a, t2b, t3a, t3b));
+    if (R == 4) bottom = f32x4.add(bottom, f32x4(t2a, t2b, t3a, t3b));
   }
   v128.store64_lane(out, top, 0);
-  v128.store64_lane(out + outRow, top, 1);
-  v128.store64_lane(out + 2 * outRow, bottom, 0);
-  v128.store64_lane(out + 3 * outRow, bottom, 1);
+  if (R >= 2) v128.store64_lane(out + outRow, top, 1);
+  if (R == 4) {
+    v128.store64_lane(out + 2 * outRow, bottom, 0);
+    v128.store64_lane(out + 3 * outRow, bottom, 1);
+  }
+  if (touch) touchSink += touched;
 }
 
+/** Where the touch loads' sum goes, so that the compiler keeps them. */
+let touchSink: u32 = 0;
+
+/**
+ * The tiles of R X rows (at xi, out oi) over the W rows r0..r1 of one panel. With `touch`, the pairs
+ * whose index is `part` modulo `parts` also load the same rows of the next panel (`ahead` bytes on,
+ * all inside W): each of a panel's `parts` X tiles brings in its share of the next one.
+ */
+// @ts-ignore: decorator
+@inline function panelTiles(
+  kind: i32, R: i32, touch: bool, oi: usize, outRow: usize, xi: usize, xRow: usize, w: usize, rowBytes: usize,
+  r0: usize, r1: usize, n: usize, ahead: usize, part: usize, parts: usize,
+): void {
+  let r = r0;
+  for (let pair: usize = 0; r + 2 <= r1; r += 2, pair++) {
+    const wa = w + r * rowBytes;
+    if (touch && pair % parts == part) tileRx2(kind, R, true, oi + (r << 2), outRow, xi, xRow, wa, wa + rowBytes, n, ahead);
+    else tileRx2(kind, R, false, oi + (r << 2), outRow, xi, xRow, wa, wa + rowBytes, n, 0);
+  }
+  if (r < r1) {
+    // d is odd: the last W row alone.
+    const wr = w + r * rowBytes;
+    for (let j: usize = 0; j < <usize>R; j++) {
+      const xj = xi + j * xRow;
+      const dot = kind == F32 ? dotF32(xj, wr, n) : kind == F16 ? dotF16(xj, wr, n) : dotBf16(xj, wr, n);
+      store<f32>(oi + j * outRow + (r << 2), dot);
+    }
+  }
+}
+
+/**
+ * Tiles of 4 X rows, then one of 2 and one of 1 for what is left (t % 4), all run over one panel of W
+ * before the next, so W comes from memory once whatever t is. With few X rows (a batched decode step),
+ * W is read from memory at a rate no single tile could hide behind its arithmetic; there the tiles of
+ * each panel also load the next panel's rows, a share each, so that the transfer overlaps all of the
+ * panel's arithmetic instead of stalling its first tile.
+ */
 // @ts-ignore: decorator
 @inline function matmulFloat(kind: i32, out: usize, x: usize, w: usize, n: i32, d: i32, t: i32, ldo: i32): void {
   const nn = <usize>n, nd = <usize>d, nt = <usize>t;
   const rowBytes = kind == F32 ? nn << 2 : nn << 1;
   const xRow = nn << 2, outRow = <usize>ldo << 2;
   const panelRows = max<usize>(2, (PANEL_BYTES / rowBytes) & ~1);
+  const tiles = (nt >> 2) + ((nt >> 1) & 1) + (nt & 1);
+  const few = nt <= TOUCH_MAX_T;
   for (let r0: usize = 0; r0 < nd; r0 += panelRows) {
     const r1 = min(nd, r0 + panelRows);
-    for (let i: usize = 0; i + 4 <= nt; i += 4) {
+    // The next panel's rows are touched only where the whole next panel is as long as this one.
+    const touch = few && r1 + panelRows <= nd;
+    const ahead = panelRows * rowBytes;
+    let part: usize = 0;
+    let i: usize = 0;
+    for (; i + 4 <= nt; i += 4, part++) {
       const xi = x + i * xRow, oi = out + i * outRow;
-      let r = r0;
-      for (; r + 2 <= r1; r += 2) {
-        const wa = w + r * rowBytes;
-        tile4x2(kind, oi + (r << 2), outRow, xi, xRow, wa, wa + rowBytes, nn);
-      }
-      if (r < r1) {
-        // d is odd: the last W row alone.
-        const wr = w + r * rowBytes;
-        for (let j: usize = 0; j < 4; j++) {
-          const xj = xi + j * xRow;
-          const dot = kind == F32 ? dotF32(xj, wr, nn) : kind == F16 ? dotF16(xj, wr, nn) : dotBf16(xj, wr, nn);
-          store<f32>(oi + j * outRow + (r << 2), dot);
-        }
-      }
+      if (touch) panelTiles(kind, 4, true, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, ahead, part, tiles);
+      else panelTiles(kind, 4, false, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, 0, 0, 1);
     }
-  }
-  for (let i = nt & ~3; i < nt; i++) {
-    if (kind == F32) matvecF32(out + i * outRow, x + i * xRow, w, n, d);
-    else if (kind == F16) matvecF16(out + i * outRow, x + i * xRow, w, n, d);
-    else matvecBf16(out + i * outRow, x + i * xRow, w, n, d);
+    if (nt - i >= 2) {
+      const xi = x + i * xRow, oi = out + i * outRow;
+      if (touch) panelTiles(kind, 2, true, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, ahead, part, tiles);
+      else panelTiles(kind, 2, false, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, 0, 0, 1);
+      i += 2;
+      part++;
+    }
+    if (i < nt) {
+      const xi = x + i * xRow, oi = out + i * outRow;
+      if (touch) panelTiles(kind, 1, true, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, ahead, part, tiles);
+      else panelTiles(kind, 1, false, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, 0, 0, 1);
+    }
   }
 }
 

@@ -282,10 +282,14 @@ describe("matmul", () => {
     });
   }
 
-  test("matmulF32 spanning several W panels == reference (|err| ≤ 1e-6·√n·Σ|w·x|)", () => {
-    const n = 4096,
-      d = 70,
-      t = 9; // 64-row panels of 16 KiB rows
+  // 64-row panels of 16 KiB rows; with d = 200 the tiles of t ≤ 16 rows also load the next panel ahead.
+  test.each([
+    [9, 70],
+    [7, 200],
+    [2, 200],
+    [16, 200],
+  ])("matmulF32 spanning several W panels, t = %i, d = %i == reference (|err| ≤ 1e-6·√n·Σ|w·x|)", (t, d) => {
+    const n = 4096;
     const { w, x } = setupProduct("f32", n, d, t, 7);
     runMatmul(wasm, "f32", OUT_WASM, n, d, t);
     const naive = naiveMatmul(x, w, n, d, t);
