@@ -11,10 +11,12 @@ import {
   keyValueDocument,
   needleDocument,
   repeatDocument,
+  midRepeatDocument,
   RETRIEVAL_GENERATORS,
   RETRIEVAL_SHARE,
   retrievalLengths,
   trainingDocuments,
+  type StreamOptions,
   trainingStream,
   type RetrievalKind,
 } from "../src/train/data/retrieval.js";
@@ -172,6 +174,39 @@ describe("retrieval documents", () => {
       expect(doc.text.endsWith(`\n${doc.answer}`)).toBe(true);
       expect(doc.text.length).toBeGreaterThan(2 * doc.answer.length + 2);
     }
+  });
+
+  test("mid-repeat: filler, a newline, then a stretch of the filler again (the answer) from a word's first character to a word's last, ≥ 40% of the target; the copy's starts vary", () => {
+    const starts = new Set<number>();
+    for (let seed = 1; seed <= 30; seed++) {
+      const doc = midRepeatDocument(new Rng(seed), filler, 3000);
+      expect(doc.kind).toBe("repeat");
+      expect(doc.answer.length).toBeGreaterThanOrEqual(1200);
+      expect(doc.text.endsWith(`\n${doc.answer}`)).toBe(true);
+      const fill = doc.text.slice(0, doc.text.length - doc.answer.length - 1);
+      const at = fill.indexOf(doc.answer);
+      expect(at).toBeGreaterThanOrEqual(0);
+      expect(at === 0 || /\s/.test(fill[at - 1])).toBe(true);
+      expect(/\S/.test(doc.answer[0]) && /\S/.test(doc.answer[doc.answer.length - 1])).toBe(true);
+      const after = fill[at + doc.answer.length];
+      expect(after === undefined || /\s/.test(after)).toBe(true);
+      starts.add(at);
+    }
+    expect(starts.size).toBeGreaterThan(20);
+  });
+
+  test("the stream with repeatMid 0 is the stream without the option (no extra draws), and repeatMid 1 makes the repeat documents mid-repeats (> 10 whole-passage repeats in 300 documents → ≤ 1)", () => {
+    const take = (o: Partial<StreamOptions>, n: number) => {
+      const it = trainingDocuments(filler, { seed: 3, retrievalShare: 0.6, ...o });
+      return Array.from({ length: n }, () => it.next().value!.text);
+    };
+    expect(take({ repeatMid: 0 }, 200)).toEqual(take({}, 200));
+    // A whole-passage repeat's first 80 characters come again after a newline; a mid-repeat's only if its
+    // copy happens to start at the filler's first word (one here).
+    const wholePassage = (texts: string[]) => texts.filter((t) => t.indexOf(`\n${t.slice(0, 80)}`) > 0).length;
+    expect(wholePassage(take({}, 300))).toBeGreaterThan(10);
+    expect(wholePassage(take({ repeatMid: 1 }, 300))).toBeLessThanOrEqual(1);
+    expect(() => take({ repeatMid: 1.5 }, 1)).toThrow(/repeatMid expects a number in \[0, 1\], got 1.5/);
   });
 
   test("needle: one fact line at 5–95% depth, none elsewhere; the last line asks for it and ends 'A: the secret number of <name> is <answer>'", () => {

@@ -51,6 +51,7 @@ interface Flags {
   retrievalChars?: { minChars: number; maxChars: number };
   needleDepths?: [number, number];
   answerWindows?: number;
+  repeatMid?: number;
   from?: string;
   ropeTheta?: number;
 }
@@ -97,6 +98,11 @@ export function registerTrain(program: Command): void {
       "--answer-windows <fraction>",
       "share of training windows that end at a retrieval document's end, so that documents nearly as long as --seq-len are seen whole (default: 0, all at random offsets)",
       floatOption("--answer-windows", { min: 0, max: 1 }),
+    )
+    .option(
+      "--repeat-mid <fraction>",
+      "share of the repeat documents whose copy is a stretch of their filler from a random word, as in the repetition task, instead of a passage repeated from its start (default: 0)",
+      floatOption("--repeat-mid", { min: 0, max: 1 }),
     )
     .option("--warmup <fraction>", "warmup steps as a fraction of all steps", fraction("--warmup"), 0.05)
     .option(
@@ -206,6 +212,7 @@ export function registerTrain(program: Command): void {
             ...flags.retrievalChars,
             needleDepths: flags.needleDepths,
             answerWindows: flags.answerWindows,
+            repeatMid: flags.repeatMid,
           },
         };
         const out = flags.out;
@@ -243,6 +250,7 @@ const FIXED_ON_RESUME: Partial<Record<keyof Flags, string>> = {
   retrievalChars: "--retrieval-chars",
   needleDepths: "--needle-depths",
   answerWindows: "--answer-windows",
+  repeatMid: "--repeat-mid",
   warmup: "--warmup",
   evalBatches: "--eval-batches",
   tokenizer: "--tokenizer",

@@ -283,6 +283,7 @@ async function run(
     retrievalShare: RETRIEVAL_SHARE,
     ...retrievalLengths(shape.seqLen),
     needleDepths: NEEDLE_DEPTHS,
+    repeatMid: 0,
     answerWindows: 0,
     ...definedOnly(o.data ?? {}),
   };

@@ -5,7 +5,8 @@
  *       three questions, one per line, about some of them, each answered by restating its fact:
  *       "Q: What is the code of the blue door? A: the code of the blue door is 4821"; the other facts are
  *       distractors of the same form.
- *   (b) repeat: a passage of WordNet documents (40% of the length), filler, then the same passage again.
+ *   (b) repeat: a passage of WordNet documents (40% of the length), filler, then the same passage again;
+ *       or (on request, a share of them) filler, then a stretch of it again from a random word.
  *   (c) needle: one fact hidden at a random depth of the filler (10%–90% by default, any range on request),
  *       and a question about it at the end: "Q: What is the secret number of Maria? A: the secret number
  *       of Maria is 7312".
@@ -140,6 +141,24 @@ export function repeatDocument(rng: Rng, filler: readonly string[], targetChars:
   return { kind: "repeat", text: joinLines(passage, fill, passage), answer: passage };
 }
 
+/**
+ * (b′) Filler, then a stretch of it again from a word chosen at random: the copy starts anywhere, after
+ * nothing that marks it (the shape of the SparQ paper's repetition task). A model can continue it only by
+ * matching what it has just read against the filler (an induction head); the whole-passage repeat above
+ * can also be learnt as "after the filler, say the document's beginning again", which copies nothing else.
+ * The copy is 40% of the target (at least 80 characters), cut at a word's end.
+ */
+export function midRepeatDocument(rng: Rng, filler: readonly string[], targetChars: number): RetrievalDocument {
+  const copyChars = Math.max(80, Math.floor(targetChars * 0.4));
+  const fill = new Filler(filler, rng).take(Math.max(copyChars + 1, targetChars - copyChars - 1));
+  let start = randomInt(rng, fill.length - copyChars + 1);
+  while (start > 0 && !/\s/.test(fill[start - 1])) start--; // back to the word's first character
+  let end = start + copyChars;
+  while (end < fill.length && !/\s/.test(fill[end])) end++;
+  const copy = fill.slice(start, end);
+  return { kind: "repeat", text: joinLines(fill, copy), answer: copy };
+}
+
 /** Where a training needle may sit in its filler, as fractions of it: [min, max], 0 the start, 1 the end. */
 export type DepthRange = readonly [number, number];
 export const NEEDLE_DEPTHS: DepthRange = [0.1, 0.9];
@@ -193,6 +212,8 @@ export interface StreamOptions {
   maxChars?: number;
   /** Depth range of the needle documents' facts. Default NEEDLE_DEPTHS. */
   needleDepths?: DepthRange;
+  /** Share of the repeat documents made by midRepeatDocument instead of repeatDocument, in [0, 1]. Default 0. */
+  repeatMid?: number;
 }
 
 /**
@@ -236,6 +257,7 @@ export function trainingDocuments(wordnet: readonly string[], options: StreamOpt
   const minChars = options.minChars ?? DEFAULT_MIN_CHARS;
   const maxChars = options.maxChars ?? DEFAULT_MAX_CHARS;
   const depths = options.needleDepths ?? NEEDLE_DEPTHS;
+  const repeatMid = options.repeatMid ?? 0;
   // Checked here, not on the first next(), so bad options fail where they are passed.
   if (!(share >= 0 && share < 1)) throw new UsageError(`retrievalShare expects a number in [0, 1), got ${share}`);
   if (!(Number.isInteger(minChars) && minChars > 0 && Number.isInteger(maxChars) && maxChars >= minChars)) {
@@ -246,9 +268,11 @@ export function trainingDocuments(wordnet: readonly string[], options: StreamOpt
   if (!(depths.length === 2 && depths[0] >= 0 && depths[0] <= depths[1] && depths[1] <= 1)) {
     throw new UsageError(`expected needle depths 0 ≤ min ≤ max ≤ 1, got ${JSON.stringify(depths)}`);
   }
+  if (!(repeatMid >= 0 && repeatMid <= 1))
+    throw new UsageError(`repeatMid expects a number in [0, 1], got ${repeatMid}`);
   if (share > 0 && wordnet.length === 0)
     throw new UsageError("retrieval documents need filler: expected at least one WordNet document, got none");
-  return mix(wordnet, new Rng(options.seed), share, minChars, maxChars, depths);
+  return mix(wordnet, new Rng(options.seed), share, minChars, maxChars, depths, repeatMid);
 }
 
 function* texts(documents: Iterable<StreamDocument>): Generator<string> {
@@ -262,6 +286,7 @@ function* mix(
   minChars: number,
   maxChars: number,
   depths: DepthRange,
+  repeatMid: number,
 ): Generator<StreamDocument> {
   const order = shuffledIndices(wordnet.length, rng);
   const kinds = Object.keys(RETRIEVAL_GENERATORS) as RetrievalKind[];
@@ -274,7 +299,11 @@ function* mix(
     while (retrievalChars < (share / (1 - share)) * wordnetChars) {
       const kind = kinds[randomInt(rng, kinds.length)];
       const length = minChars + randomInt(rng, maxChars - minChars + 1);
-      const doc = RETRIEVAL_GENERATORS[kind](rng, wordnet, length, depths);
+      // No draw when repeatMid is 0, so that a stream without mid-copies is the one earlier runs trained on.
+      const mid = kind === "repeat" && repeatMid > 0 && rng.next() < repeatMid;
+      const doc = mid
+        ? midRepeatDocument(rng, wordnet, length)
+        : RETRIEVAL_GENERATORS[kind](rng, wordnet, length, depths);
       retrievalChars += doc.text.length;
       yield { text: doc.text, retrieval: true };
     }
