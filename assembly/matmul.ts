@@ -18,8 +18,6 @@ const F32 = 0;
 const F16 = 1;
 const BF16 = 2;
 const PANEL_BYTES: usize = 256 * 1024;
-/** Up to this many X rows, the tiles load the next panel of W ahead (matmulFloat). */
-const TOUCH_MAX_T: usize = 16;
 
 /** Element kind `kind` at p (index i) as f32. */
 // @ts-ignore: decorator
@@ -31,24 +29,16 @@ const TOUCH_MAX_T: usize = 16;
 
 /**
  * The R x 2 tile out[i..i+R, r..r+2] (R = 4, 2 or 1, a constant after inlining): X rows at x (stride
- * xRow bytes), W rows wa, wb (n each). Stores through out (row stride outRow bytes). With `touch`, it
- * also loads one word per 32 bytes of the two W rows `ahead` bytes on, so that they come in from memory
- * while this tile computes (see matmulFloat).
+ * xRow bytes), W rows wa, wb (n each). Stores through out (row stride outRow bytes).
  */
 // @ts-ignore: decorator
 @inline function tileRx2(
-  kind: i32, R: i32, touch: bool, out: usize, outRow: usize, x: usize, xRow: usize, wa: usize, wb: usize, n: usize,
-  ahead: usize,
+  kind: i32, R: i32, out: usize, outRow: usize, x: usize, xRow: usize, wa: usize, wb: usize, n: usize,
 ): void {
   const x0 = x, x1 = x0 + xRow, x2 = x1 + xRow, x3 = x2 + xRow;
   let c0a = f32x4.splat(0), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a, c3a = c0a, c3b = c0a;
-  let touched: u32 = 0;
   let k: usize = 0;
   for (; k + 8 <= n; k += 8) {
-    if (touch) {
-      const o = kind == F32 ? k << 2 : k << 1;
-      touched += load<u32>(wa + ahead + o) + load<u32>(wb + ahead + o);
-    }
     // The 8 weights of each W row at k as f32x4 pairs (lo = k..k+3, hi = k+4..k+7).
     let waLo: v128, waHi: v128, wbLo: v128, wbHi: v128;
     if (kind == F32) {
@@ -116,27 +106,18 @@ const TOUCH_MAX_T: usize = 16;
     v128.store64_lane(out + 2 * outRow, bottom, 0);
     v128.store64_lane(out + 3 * outRow, bottom, 1);
   }
-  if (touch) touchSink += touched;
 }
 
-/** Where the touch loads' sum goes, so that the compiler keeps them. */
-let touchSink: u32 = 0;
-
-/**
- * The tiles of R X rows (at xi, out oi) over the W rows r0..r1 of one panel. With `touch`, the pairs
- * whose index is `part` modulo `parts` also load the same rows of the next panel (`ahead` bytes on,
- * all inside W): each of a panel's `parts` X tiles brings in its share of the next one.
- */
+/** The tiles of R X rows (at xi, out oi) over the W rows r0..r1 of one panel. */
 // @ts-ignore: decorator
 @inline function panelTiles(
-  kind: i32, R: i32, touch: bool, oi: usize, outRow: usize, xi: usize, xRow: usize, w: usize, rowBytes: usize,
-  r0: usize, r1: usize, n: usize, ahead: usize, part: usize, parts: usize,
+  kind: i32, R: i32, oi: usize, outRow: usize, xi: usize, xRow: usize, w: usize, rowBytes: usize,
+  r0: usize, r1: usize, n: usize,
 ): void {
   let r = r0;
-  for (let pair: usize = 0; r + 2 <= r1; r += 2, pair++) {
+  for (; r + 2 <= r1; r += 2) {
     const wa = w + r * rowBytes;
-    if (touch && pair % parts == part) tileRx2(kind, R, true, oi + (r << 2), outRow, xi, xRow, wa, wa + rowBytes, n, ahead);
-    else tileRx2(kind, R, false, oi + (r << 2), outRow, xi, xRow, wa, wa + rowBytes, n, 0);
+    tileRx2(kind, R, oi + (r << 2), outRow, xi, xRow, wa, wa + rowBytes, n);
   }
   if (r < r1) {
     // d is odd: the last W row alone.
@@ -151,10 +132,8 @@ let touchSink: u32 = 0;
 
 /**
  * Tiles of 4 X rows, then one of 2 and one of 1 for what is left (t % 4), all run over one panel of W
- * before the next, so W comes from memory once whatever t is. With few X rows (a batched decode step),
- * W is read from memory at a rate no single tile could hide behind its arithmetic; there the tiles of
- * each panel also load the next panel's rows, a share each, so that the transfer overlaps all of the
- * panel's arithmetic instead of stalling its first tile.
+ * before the next, so W comes from memory once whatever t is (a batched decode step of 7 sequences
+ * reads it once, not once for the tiles and again for each leftover row).
  */
 // @ts-ignore: decorator
 @inline function matmulFloat(kind: i32, out: usize, x: usize, w: usize, n: i32, d: i32, t: i32, ldo: i32): void {
@@ -162,32 +141,15 @@ let touchSink: u32 = 0;
   const rowBytes = kind == F32 ? nn << 2 : nn << 1;
   const xRow = nn << 2, outRow = <usize>ldo << 2;
   const panelRows = max<usize>(2, (PANEL_BYTES / rowBytes) & ~1);
-  const tiles = (nt >> 2) + ((nt >> 1) & 1) + (nt & 1);
-  const few = nt <= TOUCH_MAX_T;
   for (let r0: usize = 0; r0 < nd; r0 += panelRows) {
     const r1 = min(nd, r0 + panelRows);
-    // The next panel's rows are touched only where the whole next panel is as long as this one.
-    const touch = few && r1 + panelRows <= nd;
-    const ahead = panelRows * rowBytes;
-    let part: usize = 0;
     let i: usize = 0;
-    for (; i + 4 <= nt; i += 4, part++) {
-      const xi = x + i * xRow, oi = out + i * outRow;
-      if (touch) panelTiles(kind, 4, true, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, ahead, part, tiles);
-      else panelTiles(kind, 4, false, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, 0, 0, 1);
-    }
+    for (; i + 4 <= nt; i += 4) panelTiles(kind, 4, out + i * outRow, outRow, x + i * xRow, xRow, w, rowBytes, r0, r1, nn);
     if (nt - i >= 2) {
-      const xi = x + i * xRow, oi = out + i * outRow;
-      if (touch) panelTiles(kind, 2, true, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, ahead, part, tiles);
-      else panelTiles(kind, 2, false, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, 0, 0, 1);
+      panelTiles(kind, 2, out + i * outRow, outRow, x + i * xRow, xRow, w, rowBytes, r0, r1, nn);
       i += 2;
-      part++;
     }
-    if (i < nt) {
-      const xi = x + i * xRow, oi = out + i * outRow;
-      if (touch) panelTiles(kind, 1, true, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, ahead, part, tiles);
-      else panelTiles(kind, 1, false, oi, outRow, xi, xRow, w, rowBytes, r0, r1, nn, 0, 0, 1);
-    }
+    if (i < nt) panelTiles(kind, 1, out + i * outRow, outRow, x + i * xRow, xRow, w, rowBytes, r0, r1, nn);
   }
 }
 
