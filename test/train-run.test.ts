@@ -399,12 +399,13 @@ describe("bad input", async () => {
       options: { data: { retrievalShare: number; minChars: number } };
     };
     expect(state.streamDigest).toMatch(/^[0-9a-f]{8}$/);
-    // Lengths: retrievalLengths(32); needle depths and answer windows: the defaults.
+    // Lengths: retrievalLengths(32); needle depths, mid-repeats and answer windows: the defaults.
     expect(state.options.data).toEqual({
       retrievalShare: 0.6,
       minChars: 19,
       maxChars: 75,
       needleDepths: [0.1, 0.9],
+      repeatMid: 0,
       answerWindows: 0,
     });
     expectNamedError(
