@@ -57,7 +57,7 @@ export function registerDemo(program: Command): void {
     )
     .option(
       "--chars <n>",
-      `prompt length in characters (the model was trained on 512-token windows; at most ${MAX_CHARS})`,
+      `prompt length in characters (at most ${MAX_CHARS}; a prompt must fit the model's context, 2,048 tokens for the shipped models)`,
       intOption("--chars", 200, MAX_CHARS),
       1100,
     )
