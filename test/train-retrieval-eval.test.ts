@@ -20,17 +20,17 @@ const text = (w: RetrievalWindow, [a, b]: [number, number]) => tokenizer.decode(
 describe("retrieval windows", () => {
   const windows = retrievalWindows(filler, tokenizer, 512, 9, retrievalLengths(512), 5);
 
-  test("9 windows of 512 tokens, key-value, needle, repeat in turn, each an EOS, the document, EOS padding", () => {
+  test("9 windows of 512 tokens, key-value, needle, repeat, mid-repeat in turn, each an EOS, the document, EOS padding", () => {
     expect(windows.map((w) => w.kind)).toEqual([
       "key-value",
       "needle",
       "repeat",
+      "mid-repeat",
       "key-value",
       "needle",
       "repeat",
+      "mid-repeat",
       "key-value",
-      "needle",
-      "repeat",
     ]);
     for (const w of windows) {
       expect(w.tokens).toHaveLength(512);
@@ -41,7 +41,7 @@ describe("retrieval windows", () => {
   });
 
   test("key-value and needle: the scored tokens are ' <4 digits>' right after the question's restated fact '… is'", () => {
-    for (const w of windows.filter((x) => x.kind !== "repeat")) {
+    for (const w of windows.filter((x) => x.kind === "key-value" || x.kind === "needle")) {
       expect(w.first).toBeNull();
       expect(text(w, w.answer)).toMatch(/^ \d{4}$/);
       const before = text(w, [1, w.answer[0]]);
@@ -63,6 +63,21 @@ describe("retrieval windows", () => {
     }
   });
 
+  test("mid-repeat: the copy (after the last newline) is a stretch of the earlier text; both scored ranges decode to that stretch without its first word's start", () => {
+    for (const w of windows.filter((x) => x.kind === "mid-repeat")) {
+      const first = w.first!;
+      const copy = text(w, [w.answer[0] - 1, w.answer[1]]);
+      expect(text(w, [1, w.answer[0] - 1]).endsWith("\n")).toBe(true);
+      expect(copy.length).toBeGreaterThan(80);
+      const earlier = text(w, [1, first[1]]);
+      expect(earlier.endsWith(copy.trimStart())).toBe(true);
+      expect(copy.trimStart().endsWith(text(w, w.answer))).toBe(true);
+      expect(copy.trimStart().endsWith(text(w, first).trimStart())).toBe(true);
+      expect(Math.abs(first[1] - first[0] - (w.answer[1] - w.answer[0]))).toBeLessThanOrEqual(2);
+      expect(w.answer[0]).toBeGreaterThan(first[1]);
+    }
+  });
+
   test("deterministic in the seed, different across seeds", () => {
     expect(retrievalWindows(filler, tokenizer, 512, 3, retrievalLengths(512), 5)).toEqual(windows.slice(0, 3));
     expect(retrievalWindows(filler, tokenizer, 512, 3, retrievalLengths(512), 6)[0].tokens).not.toEqual(
@@ -78,7 +93,7 @@ describe("retrieval windows", () => {
 });
 
 describe("the scorer", () => {
-  const [kv, , repeat] = retrievalWindows(filler, tokenizer, 512, 3, retrievalLengths(512), 7);
+  const [kv, , repeat, mid] = retrievalWindows(filler, tokenizer, 512, 4, retrievalLengths(512), 7);
 
   /** Logits (512, V) of small random noise with `boost` added to each scored token's own logit. */
   function logits(w: RetrievalWindow, boost: number, seed: number): Float32Array {
@@ -121,5 +136,15 @@ describe("the scorer", () => {
     expect(Math.abs(r.firstCopyLoss - meanLoss(l, repeat, repeat.first!))).toBeLessThan(1e-6 * r.firstCopyLoss);
     expect(Math.abs(r.secondCopyLoss - meanLoss(l, repeat, repeat.answer))).toBeLessThan(1e-6 * r.secondCopyLoss);
     expect(r.secondCopyLoss).toBeLessThan(Math.log(V) - 2); // the boost counts
+  });
+
+  test("mid-copy losses == float64 mean −log softmax over each range (rel 1e-6), kept apart from the repeat's", () => {
+    const scorer = new RetrievalScorer();
+    const l = logits(mid, 3, 4);
+    scorer.add(mid, l, V);
+    const r = scorer.result();
+    expect(Number.isNaN(r.firstCopyLoss)).toBe(true);
+    expect(Math.abs(r.midFirstCopyLoss - meanLoss(l, mid, mid.first!))).toBeLessThan(1e-6 * r.midFirstCopyLoss);
+    expect(Math.abs(r.midSecondCopyLoss - meanLoss(l, mid, mid.answer))).toBeLessThan(1e-6 * r.midSecondCopyLoss);
   });
 });

@@ -57,7 +57,7 @@ describe("a run", () => {
     model.dispose();
   });
 
-  test("evaluates retrieval with the validation loss: 64-token windows hold needle and repeat documents, scored in the log", async () => {
+  test("evaluates retrieval with the validation loss: 64-token windows hold needle, repeat and mid-repeat documents, scored in the log", async () => {
     const dir = path.join(tempDir(), "run");
     const tokenizer = path.join(ROOT, "models/kvslim-tiny"); // 4,096 tokens: a needle document fits in 64
     await startRun(dir, options({ tokens: 4 * 2 * 64, seqLen: 64, evalEvery: 2, tokenizer }));
@@ -69,12 +69,15 @@ describe("a run", () => {
     const evals = log.filter((e) => "valLoss" in e);
     expect(evals.map((e) => e.step)).toEqual([2, 4]);
     for (const e of evals) {
-      // batch 2 × 2 validation batches = 4 windows: no key-value list fits, so needle, repeat, needle, repeat.
+      // batch 2 × 2 validation batches = 4 windows: no key-value list fits, so needle, repeat, mid-repeat, needle.
       expect(e.asked).toBe(2);
       expect(e.recalled as number).toBeLessThanOrEqual(2);
       const [first, second] = e.copyLoss as number[];
       expect(first).toBeGreaterThan(1);
       expect(second).toBeGreaterThan(1); // 4 steps learn no copying
+      const [midFirst, midSecond] = e.midCopyLoss as number[];
+      expect(midFirst).toBeGreaterThan(1);
+      expect(midSecond).toBeGreaterThan(1);
     }
     // kvslim info on the run (and on its current checkpoint): where it stands, and the log's evaluations.
     const info = await spawnAsync(process.execPath, [CLI, "info", dir, "--json"]);
@@ -91,13 +94,14 @@ describe("a run", () => {
       checkpoint: "ckpt-000004",
     });
     expect(training.evals).toEqual(
-      evals.map(({ step, tokensSeen, valLoss, recalled, asked, copyLoss }) => ({
+      evals.map(({ step, tokensSeen, valLoss, recalled, asked, copyLoss, midCopyLoss }) => ({
         step,
         tokensSeen,
         valLoss,
         recalled,
         asked,
         copyLoss,
+        midCopyLoss,
       })),
     );
     const text = (await spawnAsync(process.execPath, [CLI, "info", path.join(dir, "current")])).stdout;
@@ -105,7 +109,7 @@ describe("a run", () => {
       /^training +micro-cla2 seed 3: step 4 of 4, 512 of 512 tokens, 2 × 64 tokens a step, .* \(checkpoint ckpt-000004\)$/m,
     );
     expect(text).toMatch(
-      /^last eval +step 4: validation loss \d+\.\d{3} · recall [0-2]\/2 · copy ×\d\.\d\d · 2 evaluations in log\.jsonl/m,
+      /^last eval +step 4: validation loss \d+\.\d{3} · recall [0-2]\/2 · copy ×\d\.\d\d · mid-copy ×\d\.\d\d · 2 evaluations in log\.jsonl/m,
     );
   });
 

@@ -173,6 +173,8 @@ function trainingLines(t: ReturnType<typeof trainingSummary>): string[] {
     asked: last.asked ?? 0,
     firstCopyLoss: last.copyLoss?.[0] ?? NaN,
     secondCopyLoss: last.copyLoss?.[1] ?? NaN,
+    midFirstCopyLoss: last.midCopyLoss?.[0] ?? NaN,
+    midSecondCopyLoss: last.midCopyLoss?.[1] ?? NaN,
   });
   lines.push(
     `last eval     step ${last.step}: validation loss ${last.valLoss.toFixed(3)}${retrieval}` +

@@ -339,11 +339,19 @@ function progress(maxSeconds: number): TrainHooks {
   };
 }
 
-/** " · recall 3/21 · copy ×0.62": answers recalled, and the loss on repeated passages' second copies over their first. */
+/**
+ * " · recall 3/21 · copy ×0.62 · mid-copy ×0.85": answers recalled, and the loss on repeated passages' second
+ * copies over their first, for whole-passage repeats and mid-repeats.
+ */
 export function retrievalText(r: RetrievalScore): string {
+  const ratio = (label: string, first: number, second: number) =>
+    Number.isFinite(second) ? ` · ${label} ×${(second / first).toFixed(2)}` : "";
   const recall = r.asked > 0 ? ` · recall ${r.recalled}/${r.asked}` : "";
-  const copy = Number.isFinite(r.secondCopyLoss) ? ` · copy ×${(r.secondCopyLoss / r.firstCopyLoss).toFixed(2)}` : "";
-  return recall + copy;
+  return (
+    recall +
+    ratio("copy", r.firstCopyLoss, r.secondCopyLoss) +
+    ratio("mid-copy", r.midFirstCopyLoss, r.midSecondCopyLoss)
+  );
 }
 
 /** "20M", "1.5k", "300000" → an integer count from 1 to 2^53 − 1. */

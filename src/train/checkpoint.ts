@@ -171,6 +171,7 @@ export interface EvalRecord {
   recalled?: number;
   asked?: number;
   copyLoss?: [number | null, number | null]; // null: no repeated passage fit the window (NaN in JSON)
+  midCopyLoss?: [number | null, number | null]; // the same for mid-repeats; absent in older logs
 }
 
 /** What a run directory says about its training: where it stands and every evaluation so far. */
@@ -198,13 +199,14 @@ export function trainingRecord(dir: string): TrainingRecord | null {
   const evals: EvalRecord[] = [];
   for (const entry of readLog(runDir) as (Partial<EvalRecord> & { step: number })[]) {
     if (typeof entry.valLoss !== "number" || entry.step > state.step) continue;
-    const { step, tokensSeen, valLoss, recalled, asked, copyLoss } = entry as EvalRecord;
+    const { step, tokensSeen, valLoss, recalled, asked, copyLoss, midCopyLoss } = entry as EvalRecord;
     evals.push({
       step,
       tokensSeen,
       valLoss,
       ...(asked === undefined ? {} : { recalled, asked }),
       ...(copyLoss === undefined ? {} : { copyLoss }),
+      ...(midCopyLoss === undefined ? {} : { midCopyLoss }),
     });
   }
   return { runDir, checkpoint: name, state, evals };

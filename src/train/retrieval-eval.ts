@@ -4,22 +4,29 @@
  *   - key-value and needle: is the answer (the number after "… is") the model's greedy choice, every
  *     token of it, with the document before it as context (teacher-forced: exact match of the argmax)?
  *   - repeat: the mean loss per token on the passage's second copy against its first. A model that copies
- *     (an induction head) predicts the second copy far better: the ratio falls well below 1.
+ *     predicts the second copy far better: the ratio falls well below 1. The passage repeats from its
+ *     document's start, which a model can also continue by "say the document's beginning again".
+ *   - mid-repeat: the same ratio for a stretch of filler copied from a random word (midRepeatDocument),
+ *     which only matching what was just read against earlier text (an induction head) can continue: the
+ *     general copying the repetition task of `kvslim eval` asks for.
  * A window is an EOS (as after the previous document in training), the document, and EOS padding; the
  * scores are read from the logits of a forward pass without a loss.
  */
 import { tokenScore } from "../eval/metrics.js";
 import type { TextTokenizer } from "../tokenizer/tokenizer.js";
 import { Rng } from "../model/sampler.js";
-import { answerStart, RETRIEVAL_GENERATORS, type RetrievalKind } from "./data/retrieval.js";
+import { answerStart, midRepeatDocument, RETRIEVAL_GENERATORS, type RetrievalKind } from "./data/retrieval.js";
+
+/** A window's kind: a training document kind, or a mid-repeat (a repeat document made by midRepeatDocument). */
+export type WindowKind = RetrievalKind | "mid-repeat";
 
 /** One window: tokens (T), and the token ranges [start, end) to score (positions of the predicted tokens). */
 export interface RetrievalWindow {
-  kind: RetrievalKind;
+  kind: WindowKind;
   tokens: Int32Array;
-  /** key-value, needle: the answer; repeat: the second copy of the passage. */
+  /** key-value, needle: the answer; repeat, mid-repeat: the second copy. */
   answer: [number, number];
-  /** repeat only: the first copy (its first token is not predictable and is left out). */
+  /** repeat and mid-repeat only: the first copy (each copy's first token is left out: nothing predicts it). */
   first: [number, number] | null;
 }
 
@@ -30,9 +37,12 @@ export interface RetrievalScore {
   /** Mean loss per token over the repeated passages' first and second copies (nats). */
   firstCopyLoss: number;
   secondCopyLoss: number;
+  /** The same over the mid-repeats' stretches where they first appear and where they are copied. */
+  midFirstCopyLoss: number;
+  midSecondCopyLoss: number;
 }
 
-const KINDS: readonly RetrievalKind[] = ["key-value", "needle", "repeat"];
+const KINDS: readonly WindowKind[] = ["key-value", "needle", "repeat", "mid-repeat"];
 
 /**
  * Up to n windows of seqLen tokens, the kinds in turn, from `filler` (the validation documents) with lengths
@@ -63,7 +73,7 @@ export function retrievalWindows(
 }
 
 function drawWindow(
-  kind: RetrievalKind,
+  kind: WindowKind,
   filler: readonly string[],
   tokenizer: TextTokenizer,
   seqLen: number,
@@ -73,14 +83,30 @@ function drawWindow(
 ): RetrievalWindow | null {
   for (let tries = 0; tries < 50; tries++) {
     const chars = lengths.minChars + Math.floor(rng.next() * (lengths.maxChars - lengths.minChars + 1));
-    const doc = RETRIEVAL_GENERATORS[kind](rng, filler, chars);
+    const doc =
+      kind === "mid-repeat" ? midRepeatDocument(rng, filler, chars) : RETRIEVAL_GENERATORS[kind](rng, filler, chars);
     // The document's tokens after an EOS (as in the training stream), split where the answer starts: the
     // prefix must tokenize the same alone, so that the answer's tokens are exactly those after it.
     const prefix = tokenizer.encode(doc.text.slice(0, answerStart(doc)), { addBos: false });
     const ids = tokenizer.encode(doc.text, { addBos: false });
-    if (ids.length + 1 > seqLen || !prefix.every((t, j) => ids[j] === t)) continue;
+    const isPrefix = (p: number[]) => p.every((t, j) => ids[j] === t);
+    if (ids.length + 1 > seqLen || !isPrefix(prefix)) continue;
     const tokens = new Int32Array(seqLen).fill(eos);
     tokens.set(ids, 1);
+    if (kind === "mid-repeat") {
+      // Where the stretch first appears: its tokens are those between the encodings of the text before it
+      // and of the text up to its end (both must be prefixes of the document's tokens).
+      const at = doc.text.indexOf(doc.answer);
+      const before = tokenizer.encode(doc.text.slice(0, at), { addBos: false });
+      const through = tokenizer.encode(doc.text.slice(0, at + doc.answer.length), { addBos: false });
+      if (!isPrefix(before) || !isPrefix(through)) continue;
+      return {
+        kind,
+        tokens,
+        answer: [2 + prefix.length, 1 + ids.length],
+        first: [2 + before.length, 1 + through.length],
+      };
+    }
     if (kind !== "repeat") return { kind, tokens, answer: [1 + prefix.length, 1 + ids.length], first: null };
     // Both copies without their first token, which nothing before predicts: the two ranges compare like with like.
     const copy = ids.length - prefix.length;
@@ -95,6 +121,8 @@ export class RetrievalScorer {
   private asked = 0;
   private first = { loss: 0, tokens: 0 };
   private second = { loss: 0, tokens: 0 };
+  private midFirst = { loss: 0, tokens: 0 };
+  private midSecond = { loss: 0, tokens: 0 };
 
   /** Scores window w from its logits (seqLen, V): row p − 1 predicts the token at p. */
   add(w: RetrievalWindow, logits: Float32Array, V: number): void {
@@ -109,6 +137,9 @@ export class RetrievalScorer {
       for (let p = w.answer[0]; p < w.answer[1]; p++) all &&= predict(p).argmax;
       this.asked++;
       if (all) this.recalled++;
+    } else if (w.kind === "mid-repeat") {
+      sum(w.first, this.midFirst);
+      sum(w.answer, this.midSecond);
     } else {
       sum(w.first, this.first);
       sum(w.answer, this.second);
@@ -116,11 +147,14 @@ export class RetrievalScorer {
   }
 
   result(): RetrievalScore {
+    const mean = (a: { loss: number; tokens: number }) => (a.tokens > 0 ? a.loss / a.tokens : NaN);
     return {
       recalled: this.recalled,
       asked: this.asked,
-      firstCopyLoss: this.first.tokens > 0 ? this.first.loss / this.first.tokens : NaN,
-      secondCopyLoss: this.second.tokens > 0 ? this.second.loss / this.second.tokens : NaN,
+      firstCopyLoss: mean(this.first),
+      secondCopyLoss: mean(this.second),
+      midFirstCopyLoss: mean(this.midFirst),
+      midSecondCopyLoss: mean(this.midSecond),
     };
   }
 }

@@ -454,6 +454,7 @@ async function run(
             recalled: scored.recalled,
             asked: scored.asked,
             copyLoss: [scored.firstCopyLoss, scored.secondCopyLoss],
+            midCopyLoss: [scored.midFirstCopyLoss, scored.midSecondCopyLoss],
           });
         hooks.onEval?.({ step, valLoss, retrieval: scored });
       }
