@@ -282,7 +282,7 @@ describe("matmul", () => {
     });
   }
 
-  // 64-row panels of 16 KiB rows; with d = 200 the tiles of t ≤ 16 rows also load the next panel ahead.
+  // 64-row panels of 16 KiB rows; t = 7, 9 and 2 leave rows for the 2- and 1-row tiles in every panel.
   test.each([
     [9, 70],
     [7, 200],

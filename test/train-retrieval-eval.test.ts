@@ -63,7 +63,7 @@ describe("retrieval windows", () => {
     }
   });
 
-  test("mid-repeat: the copy (after the last newline) is a stretch of the earlier text; both scored ranges decode to that stretch without its first word's start", () => {
+  test("mid-repeat: the copy (after the last newline) is a stretch of the earlier text; both scored ranges decode to that stretch without its first word's start, their token counts within 2", () => {
     for (const w of windows.filter((x) => x.kind === "mid-repeat")) {
       const first = w.first!;
       const copy = text(w, [w.answer[0] - 1, w.answer[1]]);
