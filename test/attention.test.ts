@@ -713,3 +713,16 @@ describe("Hadamard rotation of a quantised cache", () => {
     ).toThrow(/this one is q8_0 with head dimension 96/);
   });
 });
+
+describe("SparQ options from the library", () => {
+  test("a groupRanking, layout or reallocation outside their values is refused with the value named", () => {
+    const make = (spec: object) => () =>
+      new Harness({ H: 4, G: 2, Hd: 16, maxRows: 64, dtype: "f32" }, { method: "sparq", compression: 4, ...spec });
+    expect(make({ groupRanking: "probs" })).toThrow(
+      /sparq groupRanking must be "logits" or "probabilities", got "probs"/,
+    );
+    expect(make({ layout: "triple" })).toThrow(/sparq layout must be "double" or "single", got "triple"/);
+    expect(make({ reallocation: "yes" })).toThrow(/sparq reallocation must be true or false, got "yes"/);
+    expect(make({ groupRanking: "probabilities", layout: "single", reallocation: false })).not.toThrow();
+  });
+});

@@ -325,6 +325,17 @@ describe("tasks", () => {
       minK: 1,
       minR: 1,
     });
+    expect(cellSpec({ task: "needle", method: "sparq", compression: 8 }, 80, "probabilities")).toEqual({
+      method: "sparq",
+      compression: 8,
+      minK: 1,
+      minR: 1,
+      groupRanking: "probabilities",
+    });
+    expect(cellSpec({ task: "needle", method: "h2o", compression: 8 }, 2000, "probabilities")).toEqual({
+      method: "h2o",
+      budget: 250,
+    });
   });
 });
 
@@ -464,6 +475,28 @@ describe("eval end to end on a random model", () => {
     // The heatmap: one panel per method and ratio, each with its length × depth cells.
     const heatmap = fs.readFileSync(path.join(out, "plots", "needle-heatmap.svg"), "utf8");
     for (const label of ["1 (dense)", "1/4", "depth of the fact"]) expect(heatmap).toContain(label);
+  });
+
+  test("--sparq-group-ranking probabilities: the sparq cells record it in their spec and key, beside the default's cells in one results.jsonl; other cells' keys are unchanged", async () => {
+    const out = path.join(dir, "ranking");
+    const run = (...more: string[]) =>
+      runCli(
+        ...["eval", "-m", model, "--tasks", "needle", "--methods", "dense,sparq", "--compression", "1,4"],
+        ...["--samples", "2", "--lengths", "96,700", "--depths", "2", "--text", "brown", "--threads", "1"],
+        ...["--out", out, ...more],
+      );
+    expect((await run()).code).toBe(0);
+    const r = await run("--sparq-group-ranking", "probabilities");
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/1 cells run, 1 already done/);
+    const records = readResults(path.join(out, "results.jsonl"));
+    const sparq = records.filter((x) => x.method === "sparq");
+    expect(sparq).toHaveLength(2);
+    const byRanking = sparq.find((x) => (x.spec as { groupRanking?: string }).groupRanking === "probabilities")!;
+    expect(JSON.parse(byRanking.key)).toMatchObject({ sparqGroupRanking: "probabilities" });
+    const byDefault = sparq.find((x) => x !== byRanking)!;
+    expect(JSON.parse(byDefault.key)).not.toHaveProperty("sparqGroupRanking");
+    expect(byDefault.spec).not.toHaveProperty("groupRanking");
   });
 
   test("shards 1/3, 2/3, 3/3 merged == one run (every cell's key and per-sample scores)", async () => {

@@ -341,6 +341,13 @@ const TABLE: Record<string, CommandCases> = {
         context: SPARQ,
         more: { "with dense attention": notFor([], "--sparq-layout", "single", "dense") },
       },
+      "--sparq-group-ranking": {
+        values: ["x", "", "Logits", "probability"],
+        context: SPARQ,
+        more: {
+          "with streaming": notFor(["--attention", "streaming"], "--sparq-group-ranking", "logits", "streaming"),
+        },
+      },
       "--kv-budget": with_(ints(1, undefined, ["--attention", "h2o"]), {
         "with dense attention": notFor([], "--kv-budget", "8", "dense"),
         "with sparq": notFor(SPARQ, "--kv-budget", "8", "sparq"),
@@ -672,6 +679,15 @@ const TABLE: Record<string, CommandCases> = {
       "--out": { values: [""] },
       "--kv-dtype": { values: ["q3", "", "F32"] },
       "--kv-rotation": { values: ["", "on", "HADAMARD"] },
+      "--sparq-group-ranking": {
+        values: ["", "Logits", "probability"],
+        more: {
+          "without a sparq cell": {
+            argv: (b) => [...b, "--sparq-group-ranking", "probabilities"],
+            says: ["--sparq-group-ranking applies to sparq cells, and --methods and --compression give none"],
+          },
+        },
+      },
       "--threads": THREADS,
     },
   },
@@ -807,6 +823,7 @@ for (const flag of [
   "--sparq-local",
   "--sparq-reallocation",
   "--sparq-layout",
+  "--sparq-group-ranking",
   "--kv-budget",
   "--sinks",
   "--h2o-recent",

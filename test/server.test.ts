@@ -288,7 +288,7 @@ describe("kvslim serve with the openai client", () => {
       { method: "sparq", compression: 4 },
       { method: "h2o", compression: 2 },
       undefined,
-      { method: "sparq", compression: 4 },
+      { method: "sparq", compression: 4, group_ranking: "probabilities" } as unknown as AttentionSpec,
       undefined,
       { method: "streaming", budget: 40 },
       undefined,
@@ -406,6 +406,16 @@ describe("errors as the client's own error types (OpenAI envelope, param named)"
       { kvslim: { attention: { method: "dense", compression: 8 } } },
       "kvslim.attention.compression",
       /does not apply to method dense/,
+    );
+    await bad(
+      { kvslim: { attention: { method: "sparq", compression: 8, group_ranking: "probs" } } },
+      "kvslim.attention.group_ranking",
+      /must be one of logits, probabilities, found the string "probs"/,
+    );
+    await bad(
+      { kvslim: { attention: { method: "h2o", compression: 8, group_ranking: "logits" } } },
+      "kvslim.attention.group_ranking",
+      /does not apply to method h2o/,
     );
     await bad({ kvslim: { kv_dtype: "f8" } }, "kvslim.kv_dtype", /must be one of f32, bf16, q8_0, q4_0/);
     await bad(

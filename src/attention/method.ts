@@ -24,6 +24,10 @@ export interface DenseSpec {
   method: "dense";
 }
 
+/** How SparQ ranks positions for a GQA/MQA group (identical for MHA): summed approximate logits or probabilities. */
+export const SPARQ_GROUP_RANKINGS = ["logits", "probabilities"] as const;
+export type SparqGroupRanking = (typeof SPARQ_GROUP_RANKINGS)[number];
+
 export interface SparqSpec {
   method: "sparq";
   /** Target transfer ratio 1/c: r = Hd/c and k = S/(2c) at each step (the authors' GPU port). */
@@ -39,7 +43,7 @@ export interface SparqSpec {
   /** "double" stores K twice (S-major and d-major); "single" gathers K's columns with a strided read. */
   layout?: "double" | "single";
   /** GQA: rank positions by the group's summed approximate logits (the authors' harness) or probabilities (the paper's listing). */
-  groupRanking?: "logits" | "probabilities";
+  groupRanking?: SparqGroupRanking;
   /** Floors so short contexts fall back to dense: k ≥ minK (default 64), r ≥ minR (default min(Hd, 4)). */
   minK?: number;
   minR?: number;

@@ -19,7 +19,13 @@
  */
 import { UsageError } from "../errors.js";
 import { attendDense } from "./dense.js";
-import { sparqReallocates, type AttentionContext, type AttentionMethod, type SparqSpec } from "./method.js";
+import {
+  SPARQ_GROUP_RANKINGS,
+  sparqReallocates,
+  type AttentionContext,
+  type AttentionMethod,
+  type SparqSpec,
+} from "./method.js";
 import {
   SPARQ_BF16,
   SPARQ_BY_PROBABILITIES,
@@ -68,6 +74,16 @@ export function checkSparqSpec(spec: SparqSpec, headDim: number): void {
   if (spec.localWindow !== undefined && (!Number.isInteger(spec.localWindow) || spec.localWindow < 0)) {
     throw new UsageError(`sparq local window must be an integer ≥ 0, got ${spec.localWindow}`);
   }
+  const oneOf = (v: unknown, allowed: readonly string[], what: string) => {
+    if (v !== undefined && !allowed.includes(v as string))
+      throw new UsageError(
+        `sparq ${what} must be ${allowed.map((a) => `"${a}"`).join(" or ")}, got ${JSON.stringify(v)}`,
+      );
+  };
+  oneOf(spec.groupRanking, SPARQ_GROUP_RANKINGS, "groupRanking");
+  oneOf(spec.layout, ["double", "single"], "layout");
+  if (spec.reallocation !== undefined && typeof spec.reallocation !== "boolean")
+    throw new UsageError(`sparq reallocation must be true or false, got ${JSON.stringify(spec.reallocation)}`);
 }
 
 export function createSparq(ctx: AttentionContext, spec: SparqSpec): AttentionMethod {

@@ -3,7 +3,12 @@
  * refusing combinations that mean nothing (a SparQ flag with --attention h2o, a budget for dense, …).
  */
 import type { Command } from "commander";
-import { ATTENTION_METHODS, type AttentionSpec } from "../attention/method.js";
+import {
+  ATTENTION_METHODS,
+  SPARQ_GROUP_RANKINGS,
+  type AttentionSpec,
+  type SparqGroupRanking,
+} from "../attention/method.js";
 import { DEFAULT_SINKS } from "../attention/streaming.js";
 import { UsageError } from "../errors.js";
 import { KV_DTYPES, kvDtypeProblem, type KvDType } from "../kvcache/cache.js";
@@ -18,6 +23,7 @@ export interface AttentionFlags {
   sparqLocal?: number;
   sparqReallocation?: string;
   sparqLayout?: string;
+  sparqGroupRanking?: string;
   kvBudget?: number;
   sinks?: number;
   h2oRecent?: number;
@@ -38,6 +44,10 @@ export function addAttentionOptions(command: Command): Command {
     .option("--sparq-local <l>", "sparq: local window always fetched (default k/4)", intOption("--sparq-local", 0))
     .option("--sparq-reallocation <on|off>", "sparq: mean-value reallocation (default on for MHA, off for GQA/MQA)")
     .option("--sparq-layout <double|single>", "sparq: store K twice (fast) or once (strided column reads)")
+    .option(
+      "--sparq-group-ranking <how>",
+      "sparq, GQA/MQA: rank positions by the group's summed approximate logits (default) or probabilities",
+    )
     .option("--kv-budget <n>", "h2o, streaming: KV rows kept per head", intOption("--kv-budget", 1))
     .option(
       "--sinks <n>",
@@ -87,7 +97,14 @@ export function attentionSpecFrom(flags: AttentionFlags): AttentionSpec {
       throw new UsageError(`--${flag} does not apply to --attention ${method}`);
     }
   };
-  const sparqFlags: (keyof AttentionFlags)[] = ["sparqR", "sparqK", "sparqLocal", "sparqReallocation", "sparqLayout"];
+  const sparqFlags: (keyof AttentionFlags)[] = [
+    "sparqR",
+    "sparqK",
+    "sparqLocal",
+    "sparqReallocation",
+    "sparqLayout",
+    "sparqGroupRanking",
+  ];
   switch (method) {
     case "dense":
       refuse([...sparqFlags, "compression", "kvBudget", "sinks", "h2oRecent"]);
@@ -100,6 +117,9 @@ export function attentionSpecFrom(flags: AttentionFlags): AttentionSpec {
       const layout = flags.sparqLayout;
       if (layout !== undefined && layout !== "double" && layout !== "single")
         throw new UsageError(`--sparq-layout expects double or single, got "${layout}"`);
+      const ranking = flags.sparqGroupRanking;
+      if (ranking !== undefined && !(SPARQ_GROUP_RANKINGS as readonly string[]).includes(ranking))
+        throw new UsageError(`--sparq-group-ranking expects ${SPARQ_GROUP_RANKINGS.join(" or ")}, got "${ranking}"`);
       if (flags.compression === undefined && (flags.sparqR === undefined || flags.sparqK === undefined)) {
         throw new UsageError("--attention sparq needs --compression C, or both --sparq-r and --sparq-k");
       }
@@ -117,6 +137,7 @@ export function attentionSpecFrom(flags: AttentionFlags): AttentionSpec {
         localWindow: flags.sparqLocal,
         reallocation: onOff === undefined ? undefined : onOff === "on",
         layout: layout as "double" | "single" | undefined,
+        groupRanking: ranking as SparqGroupRanking | undefined,
       };
     }
     case "h2o":

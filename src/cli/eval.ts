@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
+import { SPARQ_GROUP_RANKINGS, type SparqGroupRanking } from "../attention/method.js";
 import { UsageError } from "../errors.js";
 import { EVAL_METHODS, PAPER_TASKS, TASKS, gridCells, runGrid, type EvalMethod, type TaskName } from "../eval/grid.js";
 import { RULER_TASKS } from "../eval/tasks/ruler.js";
@@ -33,6 +34,7 @@ interface RunFlags {
   out?: string;
   kvDtype: string;
   kvRotation: string;
+  sparqGroupRanking?: string;
   threads?: number;
 }
 
@@ -93,6 +95,11 @@ export function registerEval(program: Command): void {
       choiceOption("--kv-rotation", KV_ROTATIONS),
       "auto",
     )
+    .option(
+      "--sparq-group-ranking <how>",
+      "sparq cells on a GQA/MQA model: rank positions by the group's summed approximate logits (the authors' harness) or probabilities (the paper's listing)",
+      choiceOption("--sparq-group-ranking", SPARQ_GROUP_RANKINGS),
+    )
     .option(...threadsOption)
     .action(async (flags: RunFlags, command: Command) => {
       if (flags.model === undefined) throw new UsageError("eval needs a model: -m FILE.gguf or -m DIR");
@@ -118,8 +125,10 @@ export function registerEval(program: Command): void {
       const count = shard ? Number(shard[2]) : NaN;
       if (!(index >= 1 && index <= count))
         throw new UsageError(`--shard expects i/n with 1 ≤ i ≤ n, such as 3/16, got "${flags.shard}"`);
-      const total = gridCells({ tasks, methods, compressions }).length;
-      if (total === 0) throw new UsageError("--methods and --compression give no cells to run");
+      const cells = gridCells({ tasks, methods, compressions });
+      if (cells.length === 0) throw new UsageError("--methods and --compression give no cells to run");
+      if (flags.sparqGroupRanking !== undefined && !cells.some((cell) => cell.method === "sparq"))
+        throw new UsageError("--sparq-group-ranking applies to sparq cells, and --methods and --compression give none");
       // The cache pool fits SparQ's layout (K twice, the mean of V), the largest any cell needs.
       const model = await loadModel(flags.model, {
         kvDtype: flags.kvDtype as KvDType,
@@ -158,6 +167,7 @@ export function registerEval(program: Command): void {
           out: flags.out,
           flags: { ...command.opts() },
           kvslimVersion: version(),
+          sparqGroupRanking: flags.sparqGroupRanking as SparqGroupRanking | undefined,
           onStart: ({ cells, samples, skippedCells }) => {
             cellsTotal = cells;
             if (skippedCells > 0)

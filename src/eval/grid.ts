@@ -7,7 +7,7 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import type { AttentionSpec } from "../attention/method.js";
+import type { AttentionSpec, SparqGroupRanking } from "../attention/method.js";
 import { rotates, type Model } from "../model/model.js";
 import { attentionName } from "../model/config.js";
 import { interval } from "./metrics.js";
@@ -48,6 +48,8 @@ export interface GridOptions {
   /** The command's flags as given, recorded in every cell. */
   flags: Record<string, unknown>;
   kvslimVersion: string;
+  /** SparQ cells of a GQA/MQA model: rank positions by the group's summed logits (default) or probabilities. */
+  sparqGroupRanking?: SparqGroupRanking;
   /** Called as cells finish or are found done, and after each sample (progress). */
   onCell?: (event: { done: number; total: number; cell: string; skipped: boolean; seconds?: number }) => void;
   onStart?: (work: { cells: number; samples: number; skippedCells: number }) => void;
@@ -80,13 +82,19 @@ export function gridCells(o: Pick<GridOptions, "tasks" | "methods" | "compressio
  * read more at short contexts); H2O and StreamingLLM: a budget of prompt/c rows (at least 4), StreamingLLM
  * keeping 16 sink tokens or a quarter of a smaller budget.
  */
-export function cellSpec(cell: Cell, promptTokens: number): AttentionSpec {
+export function cellSpec(cell: Cell, promptTokens: number, groupRanking?: SparqGroupRanking): AttentionSpec {
   const budget = Math.max(4, Math.round(promptTokens / cell.compression));
   switch (cell.method) {
     case "dense":
       return { method: "dense" };
     case "sparq":
-      return { method: "sparq", compression: cell.compression, minK: 1, minR: 1 };
+      return {
+        method: "sparq",
+        compression: cell.compression,
+        minK: 1,
+        minR: 1,
+        ...(groupRanking && { groupRanking }),
+      };
     case "h2o":
       return { method: "h2o", budget };
     case "streaming":
@@ -97,8 +105,8 @@ export function cellSpec(cell: Cell, promptTokens: number): AttentionSpec {
 }
 
 /** The cell's method as results.jsonl records it: the spec, with budgets stated as the rule that sets them per prompt. */
-function describeSpec(cell: Cell): Record<string, unknown> {
-  const spec = cellSpec(cell, 1000 * cell.compression) as unknown as Record<string, unknown>;
+function describeSpec(cell: Cell, groupRanking?: SparqGroupRanking): Record<string, unknown> {
+  const spec = cellSpec(cell, 1000 * cell.compression, groupRanking) as unknown as Record<string, unknown>;
   if ("budget" in spec) spec.budget = `max(4, round(prompt tokens / ${cell.compression}))`;
   if ("sinks" in spec) spec.sinks = "min(16, floor(budget / 4))";
   return spec;
@@ -199,6 +207,8 @@ export async function runGrid(
       seed: o.seed,
       digest,
       kvDtype: cacheName,
+      // Only when set, so that the keys of results made without it stay as they were.
+      ...(cell.method === "sparq" && o.sparqGroupRanking && { sparqGroupRanking: o.sparqGroupRanking }),
     });
   const todo = cells.filter((cell) => !done.has(keyOf(cell)));
   o.onStart?.({
@@ -219,7 +229,7 @@ export async function runGrid(
     const t0 = performance.now();
     const m = await runCell(
       model,
-      (promptTokens) => cellSpec(cell, promptTokens),
+      (promptTokens) => cellSpec(cell, promptTokens, o.sparqGroupRanking),
       task.samples,
       () => o.onSample?.(name),
     );
@@ -230,7 +240,7 @@ export async function runGrid(
       params,
       method: cell.method,
       compression: cell.compression,
-      spec: describeSpec(cell),
+      spec: describeSpec(cell, o.sparqGroupRanking),
       kvDtype: cacheName,
       seed: o.seed,
       model: { path: modelPath, name: model.name, digest, architecture: attentionName(model.config) },

@@ -7,7 +7,12 @@
  * kvslim's own per-request options go in the extension field "kvslim":
  *   {"attention": {"method": "sparq", "compression": 8, ...}, "kv_dtype": "bf16", "top_k": 40}
  */
-import { ATTENTION_METHODS, type AttentionSpec } from "../attention/method.js";
+import {
+  ATTENTION_METHODS,
+  SPARQ_GROUP_RANKINGS,
+  type AttentionSpec,
+  type SparqGroupRanking,
+} from "../attention/method.js";
 import { DEFAULT_SINKS } from "../attention/streaming.js";
 import { KV_DTYPES, type KvDType } from "../kvcache/cache.js";
 import type { ChatMessage } from "../tokenizer/chat.js";
@@ -334,7 +339,7 @@ function parseAttention(a: Fields): AttentionSpec {
   let spec: AttentionSpec;
   switch (method) {
     case "dense":
-      refuse(["compression", "r", "k", "local_window", "reallocation", "budget", "sinks", "recent"]);
+      refuse(["compression", "r", "k", "local_window", "reallocation", "group_ranking", "budget", "sinks", "recent"]);
       spec = { method };
       break;
     case "sparq": {
@@ -350,11 +355,25 @@ function parseAttention(a: Fields): AttentionSpec {
           `kvslim.attention.local_window must be at most k (${k}), found ${localWindow}`,
           "kvslim.attention.local_window",
         );
-      spec = { method, compression: c, r, k, localWindow, reallocation: a.boolean("reallocation") ?? undefined };
+      const groupRanking = a.string("group_ranking");
+      if (groupRanking !== null && !(SPARQ_GROUP_RANKINGS as readonly string[]).includes(groupRanking))
+        throw invalid(
+          `kvslim.attention.group_ranking must be one of ${SPARQ_GROUP_RANKINGS.join(", ")}, found ${shown(groupRanking)}`,
+          "kvslim.attention.group_ranking",
+        );
+      spec = {
+        method,
+        compression: c,
+        r,
+        k,
+        localWindow,
+        reallocation: a.boolean("reallocation") ?? undefined,
+        groupRanking: (groupRanking as SparqGroupRanking | null) ?? undefined,
+      };
       break;
     }
     case "h2o": {
-      refuse(["r", "k", "local_window", "reallocation", "sinks"]);
+      refuse(["r", "k", "local_window", "reallocation", "group_ranking", "sinks"]);
       const budget = a.integer("budget", 1, 1 << 30) ?? undefined;
       const c = compression();
       if (c === undefined && budget === undefined)
@@ -369,7 +388,7 @@ function parseAttention(a: Fields): AttentionSpec {
       break;
     }
     default: {
-      refuse(["r", "k", "local_window", "reallocation", "recent"]);
+      refuse(["r", "k", "local_window", "reallocation", "group_ranking", "recent"]);
       const budget = a.integer("budget", 1, 1 << 30) ?? undefined;
       const c = compression();
       if (c === undefined && budget === undefined)
