@@ -44,6 +44,9 @@ export function scoreVsBytesSvg(task: string, cells: readonly CellRecord[], unit
     }));
   });
   const yTitle = `${unit}${LOWER_IS_BETTER.has(task) ? " (lower is better)" : ""}`;
+  // The axis spans the fractions measured (a log scale left to round its ends would stretch 1/8.1 to 1/16).
+  const fractions = rows.map((r) => r.fraction);
+  const domain = [Math.min(1, ...fractions), Math.max(1, ...fractions)];
   const spec: vegaLite.TopLevelSpec = {
     $schema: "https://vega.github.io/schema/vega-lite/v5.json",
     title: {
@@ -59,7 +62,7 @@ export function scoreVsBytesSvg(task: string, cells: readonly CellRecord[], unit
         field: "fraction",
         type: "quantitative",
         title: "KV bytes read + written per decode step, as a fraction of dense's (log scale)",
-        scale: { type: "log", base: 2, reverse: true },
+        scale: { type: "log", base: 2, reverse: true, domain, nice: false },
         axis: {
           values: [1, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32],
           labelExpr: "datum.value >= 0.99 ? '1 (dense)' : '1/' + format(1 / datum.value, '.0f')",
