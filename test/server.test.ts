@@ -108,6 +108,8 @@ async function metric(url: string, name: string): Promise<number> {
  */
 const LONG_PROMPT =
   "The code of the red gate is 3317. Filler text about rivers and the sea. Q: What is the code of the red gate? A:";
+/** A prompt the shipped model continues for at least 40 tokens without an end-of-text (tests check it). */
+const RAMBLING_PROMPT = "the act of";
 
 const QUESTION: ChatMessage[] = [
   { role: "system", content: "The code of the red gate is 3317. The code of the blue door is 5120." },
@@ -135,14 +137,17 @@ describe("kvslim serve with the openai client", () => {
       temperature: 0,
     });
     const ref = await alone(s.model, { chat: QUESTION }, 14);
+    expect(["eos", "max-tokens"]).toContain(ref.stopReason);
     expect(reply.choices[0].message.content).toBe(ref.text);
     expect(reply.choices[0].message.role).toBe("assistant");
-    expect(reply.choices[0].finish_reason).toBe("length");
+    expect(reply.choices[0].finish_reason).toBe(ref.stopReason === "eos" ? "stop" : "length");
     expect(reply.object).toBe("chat.completion");
+    // The end-of-text token is not part of the completion (the library counts it as generated).
+    const completion = ref.generated - (ref.stopReason === "eos" ? 1 : 0);
     expect(reply.usage).toMatchObject({
       prompt_tokens: ref.promptTokens,
-      completion_tokens: 14,
-      total_tokens: ref.promptTokens + 14,
+      completion_tokens: completion,
+      total_tokens: ref.promptTokens + completion,
     });
   });
 
@@ -162,13 +167,16 @@ describe("kvslim serve with the openai client", () => {
     const ref = await alone(s.model, { chat: QUESTION }, 14);
     expect(text).toBe(ref.text);
     expect(chunks[0].choices[0].delta.role).toBe("assistant");
-    expect(chunks.at(-2)!.choices[0].finish_reason).toBe("length");
+    expect(chunks.at(-2)!.choices[0].finish_reason).toBe(ref.stopReason === "eos" ? "stop" : "length");
     expect(chunks.at(-1)!.choices).toEqual([]);
-    expect(chunks.at(-1)!.usage).toMatchObject({ prompt_tokens: ref.promptTokens, completion_tokens: 14 });
+    expect(chunks.at(-1)!.usage).toMatchObject({
+      prompt_tokens: ref.promptTokens,
+      completion_tokens: ref.generated - (ref.stopReason === "eos" ? 1 : 0),
+    });
   });
 
   test("completions with a stop string: the text ends before it, finish_reason stop; streamed == not streamed == the library", async () => {
-    const prompt = LONG_PROMPT;
+    const prompt = RAMBLING_PROMPT;
     const ref = await alone(s.model, { text: prompt }, 40, { stop: ["\n"] });
     expect(ref.stopReason).toBe("stop-string");
     expect(ref.text.length).toBeGreaterThan(0);
@@ -259,7 +267,7 @@ describe("kvslim serve with the openai client", () => {
     // Whether it ends at max_tokens or at the end-of-text token (which is not part of the text), the tokens
     // are the completion's: they join to the text and there are usage.completion_tokens of them.
     // Precondition: at least one of them ends at the end-of-text token (the library says which).
-    const prompts = ["a domesticated animal", "the act of", "hello"];
+    const prompts = [LONG_PROMPT, RAMBLING_PROMPT, "hello"];
     const ends = await Promise.all(prompts.map(async (p) => (await alone(s.model, { text: p }, 24)).stopReason));
     expect(ends).toContain("eos");
     for (const prompt of prompts) {
@@ -346,11 +354,11 @@ describe("kvslim serve with the openai client", () => {
   test("a client that disconnects mid-stream stops its generation: running requests and KV bytes in use return to where they were", async () => {
     s.server["engine"]!.dropKept();
     // Precondition: alone, the prompt generates more than the 3 chunks read below without stopping.
-    expect((await alone(s.model, { text: LONG_PROMPT }, 12)).stopReason).toBe("max-tokens");
+    expect((await alone(s.model, { text: RAMBLING_PROMPT }, 40)).stopReason).toBe("max-tokens");
     const before = await metric(s.url, "kvslim_kv_bytes_in_use");
     const controller = new AbortController();
     const stream = await s.client.completions.create(
-      { model: "kvslim-tiny", prompt: LONG_PROMPT, max_tokens: 200, temperature: 0, stream: true },
+      { model: "kvslim-tiny", prompt: RAMBLING_PROMPT, max_tokens: 200, temperature: 0, stream: true },
       { signal: controller.signal },
     );
     let chunks = 0;

@@ -593,7 +593,7 @@ describe("bad input", async () => {
 });
 
 describe("continued training (--from)", () => {
-  test("a run --from the shipped CLA model at --seq-len 1024 starts from its weights (after one step at lr 1e-9, logits within 1e-4; random weights differ by ~1) and records the run's context (1,024, where the model's is 2,048); a preset of another architecture is refused, naming what differs", async () => {
+  test("a run --from the shipped CLA model (its RoPE base 160,000 given as --rope-theta) at --seq-len 1024 starts from its weights (after one step at lr 1e-9, logits within 1e-4; random weights differ by ~1) and records the run's context (1,024, where the model's is 2,048); a preset of another architecture is refused, naming what differs", async () => {
     const shipped = path.join(ROOT, "models", "kvslim-tiny");
     const dir = path.join(tempDir(), "run");
     await startRun(dir, {
@@ -608,6 +608,7 @@ describe("continued training (--from)", () => {
       }),
       tokenizer: shipped,
       from: shipped,
+      ropeTheta: 160_000,
     });
     const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as {
       max_position_embeddings: number;
@@ -629,13 +630,18 @@ describe("continued training (--from)", () => {
       b.dispose();
     }
     await expect(
-      startRun(path.join(tempDir(), "run"), { ...options({ preset: "tiny-mqa" }), tokenizer: shipped, from: shipped }),
+      startRun(path.join(tempDir(), "run"), {
+        ...options({ preset: "tiny-mqa" }),
+        tokenizer: shipped,
+        from: shipped,
+        ropeTheta: 160_000,
+      }),
     ).rejects.toThrow(
       /--from .*kvslim-tiny: its architecture is not preset tiny-mqa's \(kvSource \[0,0,2,2,4,4\], the preset's \[0,1,2,3,4,5\]; kvNorm true, the preset's false\)/,
     );
   }, 60_000);
 
-  test("--rope-theta sets the run's RoPE base (recorded in its config, 40,000 where the model's is 10,000) and lets --from start from a model with another base; without it a model whose base differs from the preset's is refused, naming both", async () => {
+  test("--rope-theta sets the run's RoPE base (recorded in its config, 40,000 where the model's is 160,000) and lets --from start from a model with another base; without it a model whose base differs from the preset's is refused, naming both", async () => {
     const shipped = path.join(ROOT, "models", "kvslim-tiny");
     const dir = path.join(tempDir(), "run");
     const run = (out: string, from: string, ropeTheta?: number) =>
@@ -648,7 +654,7 @@ describe("continued training (--from)", () => {
     await run(dir, shipped, 40_000);
     const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as { rope_theta: number };
     expect(config.rope_theta).toBe(40_000);
-    expect(JSON.parse(fs.readFileSync(path.join(shipped, "config.json"), "utf8")).rope_theta).toBe(10_000);
+    expect(JSON.parse(fs.readFileSync(path.join(shipped, "config.json"), "utf8")).rope_theta).toBe(160_000);
     await expect(run(path.join(tempDir(), "run"), dir)).rejects.toThrow(
       /--from .*run: its architecture is not preset tiny-mqa-cla2's \(ropeTheta 40000, the preset's 10000\)/,
     );

@@ -44,9 +44,11 @@ export function scoreVsBytesSvg(task: string, cells: readonly CellRecord[], unit
     }));
   });
   const yTitle = `${unit}${LOWER_IS_BETTER.has(task) ? " (lower is better)" : ""}`;
-  // The axis spans the fractions measured (a log scale left to round its ends would stretch 1/8.1 to 1/16).
+  // The axis spans the fractions measured and the 1/2^n tick nearest the smallest (a log scale left to round
+  // its ends would stretch 1/8.1 to 1/16; one ending at 1/7.9 would drop the 1/8 tick).
   const fractions = rows.map((r) => r.fraction);
-  const domain = [Math.min(1, ...fractions), Math.max(1, ...fractions)];
+  const smallest = Math.min(1, ...fractions);
+  const domain = [Math.min(smallest, 2 ** Math.round(Math.log2(smallest))), Math.max(1, ...fractions)];
   const spec: vegaLite.TopLevelSpec = {
     $schema: "https://vega.github.io/schema/vega-lite/v5.json",
     title: {

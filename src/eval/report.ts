@@ -55,7 +55,7 @@ export async function writeReport(dir: string): Promise<string> {
         (a, b) => a.method.localeCompare(b.method) || a.compression - b.compression,
       )) {
         lines.push(
-          `| ${r.method} | ${r.method === "dense" ? "—" : `1/${r.compression}`} | ${fmt(r.score.mean)} | ${fmt(r.score.low)}–${fmt(r.score.high)} | ` +
+          `| ${methodLabel(r)} | ${r.method === "dense" ? "—" : `1/${r.compression}`} | ${fmt(r.score.mean)} | ${fmt(r.score.low)}–${fmt(r.score.high)} | ` +
             `${formatBytes(Math.round(r.kvBytesPerStep))} | ${r.transfer > 0 ? `1/${(1 / r.transfer).toFixed(1)}` : "—"} | ${formatBytes(Math.round(r.kvStoredPerToken))} | ${r.decodeTokensPerSecond.toFixed(1)} |`,
         );
       }
@@ -78,13 +78,19 @@ export async function writeReport(dir: string): Promise<string> {
  * The SparQ paper's Table 2 shape: one row per method and ratio, one column per task (its mean score), and
  * the KV bytes read per decode step as a fraction of dense's, averaged over the tasks.
  */
+/** A cell's method as the tables name it: SparQ ranked by probabilities is "sparq(probabilities)". */
+function methodLabel(c: CellRecord): string {
+  const ranking = (c.spec as { groupRanking?: string }).groupRanking;
+  return ranking ? `${c.method}(${ranking})` : c.method;
+}
+
 function summaryTable(cells: CellRecord[]): string[] {
   const tasks = [...new Set(cells.map((c) => c.task))];
-  const rows = groupBy(cells, (c) => (c.method === "dense" ? "dense —" : `${c.method} 1/${c.compression}`));
+  const rows = groupBy(cells, (c) => (c.method === "dense" ? "dense —" : `${methodLabel(c)} 1/${c.compression}`));
   const order = [...rows.keys()].sort((a, b) => {
     const [ma, ca] = a.split(" ");
     const [mb, cb] = b.split(" ");
-    const rank = (m: string) => ["dense", "sparq", "h2o", "streaming"].indexOf(m);
+    const rank = (m: string) => ["dense", "sparq", "h2o", "streaming"].indexOf(m.replace(/\(.*\)$/, ""));
     return rank(ma) - rank(mb) || (Number(ca.slice(2)) || 0) - (Number(cb.slice(2)) || 0);
   });
   const header = tasks.map((t) => `${t} (${HIGHER_IS_BETTER[t] === false ? "↓" : "↑"})`);
@@ -107,7 +113,7 @@ function summaryTable(cells: CellRecord[]): string[] {
 /** Needle accuracy by context length (rows) for each method and ratio (columns). */
 function needleByLength(cells: CellRecord[]): string[] {
   const lengths = [...new Set(cells.flatMap((r) => r.samples.map((s) => Number(s.meta.length))))].sort((a, b) => a - b);
-  const columns = cells.map((r) => `${r.method}${r.method === "dense" ? "" : ` 1/${r.compression}`}`);
+  const columns = cells.map((r) => `${methodLabel(r)}${r.method === "dense" ? "" : ` 1/${r.compression}`}`);
   const out = [`| length (tokens) | ${columns.join(" | ")} |`, `|---|${columns.map(() => "---").join("|")}|`];
   for (const length of lengths) {
     const row = cells.map((r) => {
