@@ -18,6 +18,12 @@ const F32 = 0;
 const F16 = 1;
 const BF16 = 2;
 const PANEL_BYTES: usize = 256 * 1024;
+/**
+ * X up to this size (t rows of n floats) stays in L1 and L2 while W streams past it one row pair at a time,
+ * when a tile's 4 X rows and the W pair fit in L1_BYTES together (else X would be re-read from L2 per pair).
+ */
+const SMALL_X_BYTES: usize = 48 * 1024;
+const L1_BYTES: usize = 32 * 1024;
 
 /** Element kind `kind` at p (index i) as f32. */
 // @ts-ignore: decorator
@@ -34,7 +40,9 @@ const PANEL_BYTES: usize = 256 * 1024;
 // @ts-ignore: decorator
 @inline function tileRx2(
   kind: i32, R: i32, out: usize, outRow: usize, x: usize, xRow: usize, wa: usize, wb: usize, n: usize,
+  touch: bool, ahead: usize,
 ): void {
+  let touched: u64 = 0;
   const x0 = x, x1 = x0 + xRow, x2 = x1 + xRow, x3 = x2 + xRow;
   let c0a = f32x4.splat(0), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a, c3a = c0a, c3b = c0a;
   let k: usize = 0;
@@ -61,6 +69,7 @@ const PANEL_BYTES: usize = 256 * 1024;
       }
     }
     const o = k << 2;
+    if (touch) touched ^= load<u64>(ahead + (k << (kind == F32 ? 3 : 2)));
     let xl = v128.load(x0 + o), xh = v128.load(x0 + o, 16);
     c0a = dot8Acc(c0a, waLo, xl, waHi, xh);
     c0b = dot8Acc(c0b, wbLo, xl, wbHi, xh);
@@ -100,6 +109,7 @@ const PANEL_BYTES: usize = 256 * 1024;
     top = f32x4.add(top, f32x4(t0a, t0b, t1a, t1b));
     if (R == 4) bottom = f32x4.add(bottom, f32x4(t2a, t2b, t3a, t3b));
   }
+  touchSink ^= touched;
   v128.store64_lane(out, top, 0);
   if (R >= 2) v128.store64_lane(out + outRow, top, 1);
   if (R == 4) {
@@ -112,12 +122,14 @@ const PANEL_BYTES: usize = 256 * 1024;
 // @ts-ignore: decorator
 @inline function panelTiles(
   kind: i32, R: i32, oi: usize, outRow: usize, xi: usize, xRow: usize, w: usize, rowBytes: usize,
-  r0: usize, r1: usize, n: usize,
+  r0: usize, r1: usize, n: usize, ahead: usize,
 ): void {
   let r = r0;
   for (; r + 2 <= r1; r += 2) {
     const wa = w + r * rowBytes;
-    tileRx2(kind, R, oi + (r << 2), outRow, xi, xRow, wa, wa + rowBytes, n);
+    // `touch` is a constant in each copy, so the tiles without a next pair to load carry no extra work.
+    if (ahead != 0) tileRx2(kind, R, oi + (r << 2), outRow, xi, xRow, wa, wa + rowBytes, n, true, ahead);
+    else tileRx2(kind, R, oi + (r << 2), outRow, xi, xRow, wa, wa + rowBytes, n, false, 0);
   }
   if (r < r1) {
     // d is odd: the last W row alone.
@@ -140,17 +152,40 @@ const PANEL_BYTES: usize = 256 * 1024;
   const nn = <usize>n, nd = <usize>d, nt = <usize>t;
   const rowBytes = kind == F32 ? nn << 2 : nn << 1;
   const xRow = nn << 2, outRow = <usize>ldo << 2;
-  const panelRows = max<usize>(2, (PANEL_BYTES / rowBytes) & ~1);
+  // With few X rows (a batched decode step) the panel is one pair of W rows, and every X tile runs over
+  // the pair while it is in L1; the first tile also loads a word of each line of the next pair as it
+  // goes, so that W's cache misses are in flight during the arithmetic instead of after it.
+  const small = nt * xRow <= SMALL_X_BYTES && (xRow << 2) + (rowBytes << 1) <= L1_BYTES;
+  const panelRows: usize = small ? 2 : max<usize>(2, (PANEL_BYTES / rowBytes) & ~1);
   for (let r0: usize = 0; r0 < nd; r0 += panelRows) {
     const r1 = min(nd, r0 + panelRows);
+    let ahead: usize = small && r0 + 4 <= nd ? w + (r0 + 2) * rowBytes : 0;
     let i: usize = 0;
-    for (; i + 4 <= nt; i += 4) panelTiles(kind, 4, out + i * outRow, outRow, x + i * xRow, xRow, w, rowBytes, r0, r1, nn);
+    for (; i + 4 <= nt; i += 4) {
+      panelTiles(kind, 4, out + i * outRow, outRow, x + i * xRow, xRow, w, rowBytes, r0, r1, nn, ahead);
+      ahead = 0;
+    }
     if (nt - i >= 2) {
-      panelTiles(kind, 2, out + i * outRow, outRow, x + i * xRow, xRow, w, rowBytes, r0, r1, nn);
+      panelTiles(kind, 2, out + i * outRow, outRow, x + i * xRow, xRow, w, rowBytes, r0, r1, nn, ahead);
+      ahead = 0;
       i += 2;
     }
-    if (i < nt) panelTiles(kind, 1, out + i * outRow, outRow, x + i * xRow, xRow, w, rowBytes, r0, r1, nn);
+    if (i < nt) panelTiles(kind, 1, out + i * outRow, outRow, x + i * xRow, xRow, w, rowBytes, r0, r1, nn, ahead);
   }
+}
+
+/** Where touchLines' loads go, so they are kept (per instance: each thread has its own). */
+let touchSink: u64 = 0;
+
+/**
+ * Load one word of every 64-byte line of [p, p + bytes): independent loads that put many cache misses
+ * in flight at once, ahead of the arithmetic that will read those lines.
+ */
+// @ts-ignore: decorator
+@inline function touchLines(p: usize, bytes: usize): void {
+  let acc: u64 = 0;
+  for (let o: usize = 0; o < bytes; o += 64) acc ^= load<u64>(p + o);
+  touchSink ^= acc;
 }
 
 /** out (t, d) = X (t, n) @ W (d, n)^T, W f32; out's rows are ldo floats apart (ldo ≥ d). */
