@@ -140,7 +140,7 @@ export function registerTrain(program: Command): void {
     )
     .option(
       "--rope-theta <x>",
-      "RoPE base frequency, ≥ 1 (default: the preset's; with --from, a larger base than the model's stretches its positions for a longer --seq-len)",
+      "RoPE base frequency, ≥ 1 (default: the --from model's, else the preset's; with --from, a larger base than the model's stretches its positions for a longer --seq-len)",
       floatOption("--rope-theta", { min: 1 }),
     )
     .action(async (flags: Flags, command: Command) => {

@@ -149,14 +149,17 @@ export async function startRun(runDir: string, options: TrainOptions, hooks: Tra
   }
 }
 
-/** The model a run trains: its preset's, with the tokenizer's vocabulary and a context of at least --seq-len. */
+/**
+ * The model a run trains: its preset's, with the tokenizer's vocabulary, a context of at least --seq-len and
+ * the RoPE base of --rope-theta, else of the --from model, else the preset's.
+ */
 function runConfig(o: TrainOptions, vocabSize: number): ModelConfig {
   const model = TRAIN_PRESETS[o.preset]().model;
   return {
     ...model,
     vocabSize,
     contextLength: Math.max(model.contextLength, runShape(o).seqLen),
-    ropeTheta: o.ropeTheta ?? model.ropeTheta,
+    ropeTheta: o.ropeTheta ?? (o.from !== undefined ? openModelSource(o.from).config.ropeTheta : model.ropeTheta),
   };
 }
 
