@@ -101,37 +101,21 @@ export function matvecQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32): voi
  */
 export function matmulQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32, t: i32, ldo: i32): void {
   const nb = <usize>n / BLOCK, rowBytes = nb * BLOCK_BYTES, outRow = <usize>ldo << 2;
+  // With few X rows (a batched decode step) the first pair of X rows over a group of 4 W rows also loads a
+  // word of each cache line of the next group as it goes, so W's misses are in flight during the arithmetic.
+  // Rows of more than 1,024 elements give the pair enough arithmetic to hide the misses without it (measured:
+  // the loads then cost 4% at n = 2,048).
+  const small = <usize>t * rowBytes <= SMALL_X_BYTES && n <= 1024;
   let r = 0;
   for (; r + 4 <= d; r += 4) {
     const w0 = w + <usize>r * rowBytes;
+    const ahead: usize = small && r + 8 <= d ? w0 + 4 * rowBytes : 0;
     let i = 0;
-    for (; i + 2 <= t; i += 2) {
-      const xa = xq + <usize>i * rowBytes, xb = xa + rowBytes;
-      let accA = f32x4.splat(0), accB = accA;
-      const xEnd = xa + rowBytes;
-      for (let xba = xa, wb = w0; xba < xEnd; xba += BLOCK_BYTES, wb += BLOCK_BYTES) {
-        const xbb = xba + rowBytes;
-        let q0 = loadQ0(xba), q1 = loadQ1(xba), q2 = loadQ2(xba), q3 = loadQ3(xba);
-        const sumiA = hsum4i(
-          blockDot(wb, q0, q1, q2, q3),
-          blockDot(wb + rowBytes, q0, q1, q2, q3),
-          blockDot(wb + 2 * rowBytes, q0, q1, q2, q3),
-          blockDot(wb + 3 * rowBytes, q0, q1, q2, q3),
-        );
-        q0 = loadQ0(xbb); q1 = loadQ1(xbb); q2 = loadQ2(xbb); q3 = loadQ3(xbb);
-        const sumiB = hsum4i(
-          blockDot(wb, q0, q1, q2, q3),
-          blockDot(wb + rowBytes, q0, q1, q2, q3),
-          blockDot(wb + 2 * rowBytes, q0, q1, q2, q3),
-          blockDot(wb + 3 * rowBytes, q0, q1, q2, q3),
-        );
-        const dw = scales4(wb, wb + rowBytes, wb + 2 * rowBytes, wb + 3 * rowBytes);
-        accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(sumiA), f32x4.mul(dw, scaleX(xba))));
-        accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(sumiB), f32x4.mul(dw, scaleX(xbb))));
-      }
-      v128.store(out + <usize>i * outRow + (<usize>r << 2), accA);
-      v128.store(out + <usize>(i + 1) * outRow + (<usize>r << 2), accB);
+    if (ahead != 0 && i + 2 <= t) {
+      tilePairQ8_0(out, outRow, xq, rowBytes, w0, r, i, true, ahead);
+      i += 2;
     }
+    for (; i + 2 <= t; i += 2) tilePairQ8_0(out, outRow, xq, rowBytes, w0, r, i, false, 0);
     if (i < t) {
       const dots = dotRows4Q8_0(xq + <usize>i * rowBytes, w0, w0 + rowBytes, w0 + 2 * rowBytes, w0 + 3 * rowBytes, nb);
       v128.store(out + <usize>i * outRow + (<usize>r << 2), dots);
@@ -141,6 +125,55 @@ export function matmulQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32, t: i
     const wr = w + <usize>r * rowBytes;
     for (let i = 0; i < t; i++) store<f32>(out + <usize>i * outRow + (<usize>r << 2), dotQ8_0(xq + <usize>i * rowBytes, wr, nb));
   }
+}
+
+/** X rows up to this many bytes (q8_0) count as a batched decode step for matmulQ8_0's loads ahead. */
+const SMALL_X_BYTES: usize = 16 * 1024;
+
+/** Where the loads ahead go, so they are kept (per instance: each thread has its own). */
+let touchSink: u64 = 0;
+
+/**
+ * X rows i, i + 1 against the 4 W rows at w0 (rows r..r+3): out[i..i+2][r..r+4]. With `touch` (a constant
+ * in each copy) it also loads one word of each 64-byte line of the next 4 W rows at `ahead`.
+ */
+// @ts-ignore: decorator
+@inline function tilePairQ8_0(
+  out: usize, outRow: usize, xq: usize, rowBytes: usize, w0: usize, r: i32, i: i32, touch: bool, ahead: usize,
+): void {
+  let touched: u64 = 0;
+  let o4: usize = 0;
+  const xa = xq + <usize>i * rowBytes, xb = xa + rowBytes;
+  let accA = f32x4.splat(0), accB = accA;
+  const xEnd = xa + rowBytes;
+  for (let xba = xa, wb = w0; xba < xEnd; xba += BLOCK_BYTES, wb += BLOCK_BYTES) {
+    if (touch) {
+      // 4 rows' worth of blocks (136 bytes) per block step: the next group's lines, in order.
+      touched ^= load<u64>(ahead + o4) ^ load<u64>(ahead + o4 + 64) ^ load<u64>(ahead + o4 + 128);
+      o4 += 4 * BLOCK_BYTES;
+    }
+    const xbb = xba + rowBytes;
+    let q0 = loadQ0(xba), q1 = loadQ1(xba), q2 = loadQ2(xba), q3 = loadQ3(xba);
+    const sumiA = hsum4i(
+      blockDot(wb, q0, q1, q2, q3),
+      blockDot(wb + rowBytes, q0, q1, q2, q3),
+      blockDot(wb + 2 * rowBytes, q0, q1, q2, q3),
+      blockDot(wb + 3 * rowBytes, q0, q1, q2, q3),
+    );
+    q0 = loadQ0(xbb); q1 = loadQ1(xbb); q2 = loadQ2(xbb); q3 = loadQ3(xbb);
+    const sumiB = hsum4i(
+      blockDot(wb, q0, q1, q2, q3),
+      blockDot(wb + rowBytes, q0, q1, q2, q3),
+      blockDot(wb + 2 * rowBytes, q0, q1, q2, q3),
+      blockDot(wb + 3 * rowBytes, q0, q1, q2, q3),
+    );
+    const dw = scales4(wb, wb + rowBytes, wb + 2 * rowBytes, wb + 3 * rowBytes);
+    accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(sumiA), f32x4.mul(dw, scaleX(xba))));
+    accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(sumiB), f32x4.mul(dw, scaleX(xbb))));
+  }
+  v128.store(out + <usize>i * outRow + (<usize>r << 2), accA);
+  v128.store(out + <usize>(i + 1) * outRow + (<usize>r << 2), accB);
+  if (touch) touchSink ^= touched;
 }
 
 /** out (n/32 blocks of 34 bytes) = q8_0(x (n)): d = max|x|/127 as f16, q = nearest-even(x * (1/d)). */
