@@ -174,19 +174,8 @@ const L1_BYTES: usize = 32 * 1024;
   }
 }
 
-/** Where touchLines' loads go, so they are kept (per instance: each thread has its own). */
+/** Where tileRx2's loads ahead go, so they are kept (per instance: each thread has its own). */
 let touchSink: u64 = 0;
-
-/**
- * Load one word of every 64-byte line of [p, p + bytes): independent loads that put many cache misses
- * in flight at once, ahead of the arithmetic that will read those lines.
- */
-// @ts-ignore: decorator
-@inline function touchLines(p: usize, bytes: usize): void {
-  let acc: u64 = 0;
-  for (let o: usize = 0; o < bytes; o += 64) acc ^= load<u64>(p + o);
-  touchSink ^= acc;
-}
 
 /** out (t, d) = X (t, n) @ W (d, n)^T, W f32; out's rows are ldo floats apart (ldo ≥ d). */
 export function matmulF32(out: usize, x: usize, w: usize, n: i32, d: i32, t: i32, ldo: i32): void {

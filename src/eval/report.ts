@@ -74,16 +74,16 @@ export async function writeReport(dir: string): Promise<string> {
   return file;
 }
 
-/**
- * The SparQ paper's Table 2 shape: one row per method and ratio, one column per task (its mean score), and
- * the KV bytes read per decode step as a fraction of dense's, averaged over the tasks.
- */
 /** A cell's method as the tables name it: SparQ ranked by probabilities is "sparq(probabilities)". */
 function methodLabel(c: CellRecord): string {
   const ranking = (c.spec as { groupRanking?: string }).groupRanking;
   return ranking ? `${c.method}(${ranking})` : c.method;
 }
 
+/**
+ * The SparQ paper's Table 2 shape: one row per method and ratio, one column per task (its mean score), and
+ * the KV bytes read per decode step as a fraction of dense's, averaged over the tasks.
+ */
 function summaryTable(cells: CellRecord[]): string[] {
   const tasks = [...new Set(cells.map((c) => c.task))];
   const rows = groupBy(cells, (c) => (c.method === "dense" ? "dense —" : `${methodLabel(c)} 1/${c.compression}`));

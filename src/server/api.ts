@@ -7,12 +7,7 @@
  * kvslim's own per-request options go in the extension field "kvslim":
  *   {"attention": {"method": "sparq", "compression": 8, ...}, "kv_dtype": "bf16", "top_k": 40}
  */
-import {
-  ATTENTION_METHODS,
-  SPARQ_GROUP_RANKINGS,
-  type AttentionSpec,
-  type SparqGroupRanking,
-} from "../attention/method.js";
+import { ATTENTION_METHODS, SPARQ_GROUP_RANKINGS, type AttentionSpec } from "../attention/method.js";
 import { DEFAULT_SINKS } from "../attention/streaming.js";
 import { KV_DTYPES, type KvDType } from "../kvcache/cache.js";
 import type { ChatMessage } from "../tokenizer/chat.js";
@@ -127,6 +122,14 @@ class Fields {
     return v;
   }
 
+  /** A string that must be one of `allowed`, or null when absent. */
+  choice<T extends string>(key: string, allowed: readonly T[]): T | null {
+    const v = this.string(key);
+    if (v !== null && !(allowed as readonly string[]).includes(v))
+      throw invalid(`${this.name(key)} must be one of ${allowed.join(", ")}, found ${shown(v)}`, this.name(key));
+    return v as T | null;
+  }
+
   object(key: string): Fields | null {
     const v = this.raw(key);
     if (v === undefined || v === null) return null;
@@ -228,15 +231,7 @@ export function parseGenerationRequest(endpoint: "chat" | "completion", body: un
   if (ext !== null) {
     const a = ext.object("attention");
     if (a !== null) attention = parseAttention(a);
-    const dtype = ext.string("kv_dtype");
-    if (dtype !== null) {
-      if (!(KV_DTYPES as readonly string[]).includes(dtype))
-        throw invalid(
-          `kvslim.kv_dtype must be one of ${KV_DTYPES.join(", ")}, found ${shown(dtype)}`,
-          "kvslim.kv_dtype",
-        );
-      kvDtype = dtype as KvDType;
-    }
+    kvDtype = ext.choice("kv_dtype", KV_DTYPES);
     topK = ext.integer("top_k", 0, 1_000_000) ?? 0;
     ext.done();
   }
@@ -355,12 +350,7 @@ function parseAttention(a: Fields): AttentionSpec {
           `kvslim.attention.local_window must be at most k (${k}), found ${localWindow}`,
           "kvslim.attention.local_window",
         );
-      const groupRanking = a.string("group_ranking");
-      if (groupRanking !== null && !(SPARQ_GROUP_RANKINGS as readonly string[]).includes(groupRanking))
-        throw invalid(
-          `kvslim.attention.group_ranking must be one of ${SPARQ_GROUP_RANKINGS.join(", ")}, found ${shown(groupRanking)}`,
-          "kvslim.attention.group_ranking",
-        );
+      const groupRanking = a.choice("group_ranking", SPARQ_GROUP_RANKINGS);
       spec = {
         method,
         compression: c,
@@ -368,7 +358,7 @@ function parseAttention(a: Fields): AttentionSpec {
         k,
         localWindow,
         reallocation: a.boolean("reallocation") ?? undefined,
-        groupRanking: (groupRanking as SparqGroupRanking | null) ?? undefined,
+        groupRanking: groupRanking ?? undefined,
       };
       break;
     }

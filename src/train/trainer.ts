@@ -123,8 +123,9 @@ export async function startRun(runDir: string, options: TrainOptions, hooks: Tra
     options.tokenizer === undefined
       ? TRAIN_PRESETS[options.preset]().vocab
       : trainingTokenizer(options.tokenizer).vocabSize;
-  arenaBytes(runConfig(options, vocab), options); // before the directory, the tokenizer and the data
-  if (options.from !== undefined) startingWeights(options.from, runConfig(options, vocab), options);
+  const config = runConfig(options, vocab);
+  arenaBytes(config, options); // before the directory, the tokenizer and the data
+  if (options.from !== undefined) startingWeights(options.from, config, options);
   const created = !fs.existsSync(runDir);
   fs.mkdirSync(runDir, { recursive: true });
   try {
