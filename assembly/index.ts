@@ -24,7 +24,7 @@ export { adamw, sumSquares, scale } from "./train-optimizer";
 // Not kernels: the SIMD exps, exported so the tests can measure their accuracy directly, and the
 // benchmarks' measure of a build's arithmetic peak.
 export { expF32, expApproxF32 } from "./exp";
-export { peakF32 } from "./peak";
+export { peakF32, peakI8, peakI8Products } from "./peak";
 
 /**
  * The first byte past the module's static data. The loader checks it is below the arena's

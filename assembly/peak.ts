@@ -17,3 +17,41 @@ export function peakF32(n: i32): f32 {
   const s = f32x4.add(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)), f32x4.add(f32x4.add(a4, a5), f32x4.add(a6, a7)));
   return f32x4.extract_lane(f32x4.add(s, f32x4.add(f32x4.add(a8, a9), f32x4.add(a10, a11))), 0);
 }
+
+/**
+ * The 8-bit product peak: twelve independent chains of the build's widest integer dot product on registers.
+ * Relaxed build: i32x4.relaxed_dot_i8x16_i7x16_add_s (16 byte products and their sums per instruction);
+ * portable build: i32x4.dot_i16x8_s then an add (8 products of bytes already widened to i16, as the q8_0
+ * kernels use it). peakI8Products gives the products per iteration.
+ */
+export function peakI8(n: i32): i32 {
+  let a0 = i32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  let a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+  let x = i8x16.splat(3);
+  const y = i8x16.splat(5);
+  for (let i = 0; i < n; i++) {
+    if (ASC_FEATURE_RELAXED_SIMD) {
+      a0 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a0); a1 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a1);
+      a2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a2); a3 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a3);
+      a4 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a4); a5 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a5);
+      a6 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a6); a7 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a7);
+      a8 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a8); a9 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a9);
+      a10 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a10); a11 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a11);
+    } else {
+      a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, y)); a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, y));
+      a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, y)); a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, y));
+      a4 = i32x4.add(a4, i32x4.dot_i16x8_s(x, y)); a5 = i32x4.add(a5, i32x4.dot_i16x8_s(x, y));
+      a6 = i32x4.add(a6, i32x4.dot_i16x8_s(x, y)); a7 = i32x4.add(a7, i32x4.dot_i16x8_s(x, y));
+      a8 = i32x4.add(a8, i32x4.dot_i16x8_s(x, y)); a9 = i32x4.add(a9, i32x4.dot_i16x8_s(x, y));
+      a10 = i32x4.add(a10, i32x4.dot_i16x8_s(x, y)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(x, y));
+    }
+    x = i8x16.add(x, y);
+  }
+  const s = i32x4.add(i32x4.add(i32x4.add(a0, a1), i32x4.add(a2, a3)), i32x4.add(i32x4.add(a4, a5), i32x4.add(a6, a7)));
+  return i32x4.extract_lane(i32x4.add(s, i32x4.add(i32x4.add(a8, a9), i32x4.add(a10, a11))), 0);
+}
+
+/** The byte products peakI8 computes per iteration: 12 chains × 16 (relaxed) or × 8 (portable). */
+export function peakI8Products(): i32 {
+  return ASC_FEATURE_RELAXED_SIMD ? 12 * 16 : 12 * 8;
+}

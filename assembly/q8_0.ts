@@ -7,6 +7,7 @@
 // Every step is exact or one correctly rounded f32 operation in a fixed order, so these results
 // are bit-identical to the reference twin.
 import { TWO_POW_112, f16ToF32, f32ToF16, hsum4i } from "./convert";
+import { touchLines } from "./simd";
 
 const BLOCK: usize = 32;
 const BLOCK_BYTES: usize = 34;
@@ -67,9 +68,23 @@ export function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
 /** The 4 dots of q8_0 rows w0..w3 (a matrix's consecutive rows, or KV rows anywhere) with xq (nb blocks), as one f32x4. */
 // @ts-ignore: decorator
 @inline export function dotRows4Q8_0(xq: usize, w0: usize, w1: usize, w2: usize, w3: usize, nb: usize): v128 {
+  return dotRows4Q8_0Ahead(xq, w0, w1, w2, w3, nb, false, 0);
+}
+
+/**
+ * dotRows4Q8_0; with `touch` (a constant in each copy) it also loads a byte of each 64-byte line of the
+ * nb · 136 bytes at `ahead` (the next 4 rows of a matrix) as it goes, so their cache misses are in flight
+ * during this group's arithmetic.
+ */
+// @ts-ignore: decorator
+@inline function dotRows4Q8_0Ahead(
+  xq: usize, w0: usize, w1: usize, w2: usize, w3: usize, nb: usize, touch: bool, ahead: usize,
+): v128 {
   let acc = f32x4.splat(0);
+  let touched: u32 = 0;
   const xEnd = xq + nb * BLOCK_BYTES;
   for (let xb = xq, o: usize = 0; xb < xEnd; xb += BLOCK_BYTES, o += BLOCK_BYTES) {
+    if (touch) touched ^= touchLines(ahead + (o << 2), 4 * BLOCK_BYTES);
     const q0 = loadQ0(xb), q1 = loadQ1(xb), q2 = loadQ2(xb), q3 = loadQ3(xb);
     const sumi = hsum4i(
       blockDot(w0 + o, q0, q1, q2, q3),
@@ -80,6 +95,7 @@ export function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
     const d = f32x4.mul(scales4(w0 + o, w1 + o, w2 + o, w3 + o), scaleX(xb));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), d));
   }
+  if (touch) touchSink ^= <u64>touched;
   return acc;
 }
 
@@ -87,6 +103,13 @@ export function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
 export function matvecQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32): void {
   const nb = <usize>n / BLOCK, rowBytes = nb * BLOCK_BYTES;
   let r = 0;
+  // Each group of 4 rows loads a word of each line of the next group as it goes: the rows stream from memory
+  // while the integer dots of the current ones run, instead of one after the other.
+  for (; r + 8 <= d; r += 4) {
+    const w0 = w + <usize>r * rowBytes;
+    const dots = dotRows4Q8_0Ahead(xq, w0, w0 + rowBytes, w0 + 2 * rowBytes, w0 + 3 * rowBytes, nb, true, w0 + 4 * rowBytes);
+    v128.store(out + (<usize>r << 2), dots);
+  }
   for (; r + 4 <= d; r += 4) {
     const w0 = w + <usize>r * rowBytes;
     v128.store(out + (<usize>r << 2), dotRows4Q8_0(xq, w0, w0 + rowBytes, w0 + 2 * rowBytes, w0 + 3 * rowBytes, nb));

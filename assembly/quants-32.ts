@@ -14,6 +14,7 @@
 // rows, unpacking each weight block once for both.
 import { f16ToF32, f32ToF16, hsum4i, TWO_POW_112 } from "./convert";
 import { f16x4Scaled, pack2, lanesSum, store16 } from "./quants";
+import { touchLines } from "./simd";
 
 // ---- block geometry (compile-time constants per T) ----
 
@@ -195,10 +196,23 @@ export function dotRow<T>(xq: usize, w: usize, nb: usize): f32 {
  * (nb blocks), as one f32x4.
  */
 export function dotRows4<T>(xq: usize, w0: usize, w1: usize, w2: usize, w3: usize, nb: usize): v128 {
+  return dotRows4Ahead<T>(xq, w0, w1, w2, w3, nb, false, 0);
+}
+
+/**
+ * dotRows4; with `touch` (a constant in each copy) it also loads a byte of each 64-byte line of the next 4
+ * rows at `ahead` (nb · 4 blocks) as it goes, so their cache misses are in flight during this group's arithmetic.
+ */
+// @ts-ignore: decorator
+@inline function dotRows4Ahead<T>(
+  xq: usize, w0: usize, w1: usize, w2: usize, w3: usize, nb: usize, touch: bool, ahead: usize,
+): v128 {
   const f = lowNibble(), bits = bitOfLane(), b16 = sixteen(), one = ones16();
   let acc = f32x4.splat(0);
+  let touched: u32 = 0;
   const xEnd = xq + nb * xBytes<T>();
   for (let xb = xq, o: usize = 0; xb < xEnd; xb += xBytes<T>(), o += wBytes<T>()) {
+    if (touch) touched ^= touchLines(ahead + (o << 2), wBytes<T>() << 2);
     const x = xb + xAt<T>();
     const a0 = act0(x), a1 = act1(x), a2 = act2(x), a3 = act3(x);
     const off = offsetSums<T>(a0, a1, a2, a3);
@@ -209,6 +223,7 @@ export function dotRows4<T>(xq: usize, w0: usize, w1: usize, w2: usize, w3: usiz
     const s3 = widen<T>(dot32(codes0<T>(b3, f, bits, b16), codes1<T>(b3, f, bits, b16), a0, a1, a2, a3), off, one);
     acc = f32x4.add(acc, term4<T>(hsum4i(s0, s1, s2, s3), b0, b1, b2, b3, xb));
   }
+  if (touch) touchSink ^= touched;
   return acc;
 }
 
@@ -230,6 +245,12 @@ export function dotRows4<T>(xq: usize, w0: usize, w1: usize, w2: usize, w3: usiz
 @inline function matvec<T>(out: usize, xq: usize, w: usize, n: i32, d: i32): void {
   const nb = <usize>n / 32, rowBytes = nb * wBytes<T>();
   let r = 0;
+  // Each group of 4 rows loads a byte of each line of the next group as it goes (see dotRows4Ahead).
+  for (; r + 8 <= d; r += 4) {
+    const w0 = w + <usize>r * rowBytes;
+    const dots = dotRows4Ahead<T>(xq, w0, w0 + rowBytes, w0 + 2 * rowBytes, w0 + 3 * rowBytes, nb, true, w0 + 4 * rowBytes);
+    v128.store(out + (<usize>r << 2), dots);
+  }
   for (; r + 4 <= d; r += 4) {
     const w0 = w + <usize>r * rowBytes;
     v128.store(out + (<usize>r << 2), dotRows4<T>(xq, w0, w0 + rowBytes, w0 + 2 * rowBytes, w0 + 3 * rowBytes, nb));
@@ -359,3 +380,6 @@ export function quantizeQ8_1(out: usize, x: usize, n: i32): void {
 @inline function quantize4(v: v128, id: v128): v128 {
   return i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v, id)));
 }
+
+/** Where the matvecs' loads ahead go, so they are kept (per instance: each thread has its own). */
+let touchSink: u32 = 0;

@@ -12,6 +12,7 @@
 // One generic implementation, instantiated with a marker type T: u8 = Q4_K, u16 = Q5_K, i8 = Q6_K.
 import { f16ToF32, hsum4i } from "./convert";
 import { dot16, pack2, store16 } from "./quants";
+import { touchLines } from "./simd";
 
 const XB: usize = 292; // bytes of a q8_K block
 
@@ -223,14 +224,26 @@ const XB: usize = 292; // bytes of a q8_K block
 
 /** The dot of one weight row w with the q8_K row xq (nb super-blocks). */
 function dotRow<T>(xq: usize, w: usize, nb: usize): f32 {
+  return dotRowAhead<T>(xq, w, nb, false, 0);
+}
+
+/**
+ * dotRow; with `touch` (a constant in each copy) it also loads a byte of each 64-byte line of the next row at
+ * `ahead` as it goes, so its cache misses are in flight during this row's arithmetic.
+ */
+// @ts-ignore: decorator
+@inline function dotRowAhead<T>(xq: usize, w: usize, nb: usize, touch: bool, ahead: usize): f32 {
   let sum: f32 = 0;
+  let touched: u32 = 0;
   const xEnd = xq + nb * XB;
   for (let xb = xq, wb = w; xb < xEnd; xb += XB, wb += wBytes<T>()) {
+    if (touch) touched ^= touchLines(ahead + (wb - w), wBytes<T>());
     const p = ints<T>(wb, xb, pairsOf<T>(xb));
     const isum = i32x4.extract_lane(p, 0) + i32x4.extract_lane(p, 1);
     const summs = i32x4.extract_lane(p, 2) + i32x4.extract_lane(p, 3);
     sum += term<T>(isum, summs, wb, xb);
   }
+  if (touch) touchSink ^= touched;
   return sum;
 }
 
@@ -251,7 +264,13 @@ function dotRow2<T>(xa: usize, xb: usize, w: usize, nb: usize): v128 {
 // @ts-ignore: decorator
 @inline function matvec<T>(out: usize, xq: usize, w: usize, n: i32, d: i32): void {
   const nb = <usize>n / 256, rowBytes = nb * wBytes<T>();
-  for (let r = 0; r < d; r++) store<f32>(out + (<usize>r << 2), dotRow<T>(xq, w + <usize>r * rowBytes, nb));
+  // Each row loads a byte of each line of the next one as it goes (see dotRowAhead).
+  let r = 0;
+  for (; r + 1 < d; r++) {
+    const wr = w + <usize>r * rowBytes;
+    store<f32>(out + (<usize>r << 2), dotRowAhead<T>(xq, wr, nb, true, wr + rowBytes));
+  }
+  if (r < d) store<f32>(out + (<usize>r << 2), dotRow<T>(xq, w + <usize>r * rowBytes, nb));
 }
 
 /** Each weight row against activation rows 2 at a time (its codes unpacked once per pair); an odd last row as matvec. */
@@ -412,3 +431,6 @@ export function quantizeQ8_K(out: usize, x: usize, n: i32): void {
 @inline function quantize4(v: v128, s: v128): v128 {
   return i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(s, v)));
 }
+
+/** Where matvec's loads ahead go, so they are kept (per instance: each thread has its own). */
+let touchSink: u32 = 0;

@@ -22,3 +22,18 @@
   if (ASC_FEATURE_RELAXED_SIMD) return f32x4.add(acc, f32x4.relaxed_madd(a1, b1, f32x4.mul(a0, b0)));
   return f32x4.add(acc, f32x4.add(f32x4.mul(a0, b0), f32x4.mul(a1, b1)));
 }
+
+/**
+ * A byte of each 64-byte step of [p, p + bytes), xor-ed: with consecutive calls on consecutive spans no two
+ * touched bytes are more than 64 apart, so every cache line of the whole range is loaded. Nothing past it is read.
+ */
+// @ts-ignore: decorator
+@inline export function touchLines(p: usize, bytes: usize): u32 {
+  // Unrolled up to 256 bytes (bytes is a constant at every call, so the tests fold away).
+  let t = <u32>load<u8>(p);
+  if (bytes > 64) t ^= <u32>load<u8>(p + 64);
+  if (bytes > 128) t ^= <u32>load<u8>(p + 128);
+  if (bytes > 192) t ^= <u32>load<u8>(p + 192);
+  for (let o: usize = 256; o < bytes; o += 64) t ^= <u32>load<u8>(p + o);
+  return t;
+}

@@ -2,7 +2,8 @@
  * Microbenchmark of the kernels, single thread: the portable SIMD build against the relaxed-SIMD build
  * (where the runtime has it), each kernel timed on both in the same run.
  *
- * First each build's arithmetic peak (peakF32: independent f32x4 multiply-add chains on registers), then:
+ * First each build's arithmetic peaks (peakF32: independent f32x4 multiply-add chains on registers; peakI8: the
+ * same with the widest 8-bit dot product), then:
  * matvec is memory bound, so it reports GB/s of weights read; matmul reports GFLOP/s (2 t n d).
  * Shapes are the 97M reference model's: D 768, FFN 2048, vocab 8192, prefill of 64 tokens; matmul also
  * at t = 8 (batched decode of 8 sequences) with W read from memory, as a model's layers read it.
@@ -120,6 +121,17 @@ for (const build of builds) {
   ) => number;
   const n = 1_000_000;
   console.log(`  ${pad(build, 40)} ${((96 * n) / timePerCall(() => peak(n), 0.5) / 1e9).toFixed(1)} GFLOP/s`);
+}
+console.log(
+  "8-bit products: G byte products/s of 12 independent dot-product chains (registers only; relaxed: " +
+    "i32x4.relaxed_dot_i8x16_i7x16_add_s, 16 per instruction; portable: i32x4.dot_i16x8_s + add on widened bytes, 8)",
+);
+for (const build of builds) {
+  const exports = new WebAssembly.Instance(getKernelModule(build), { env: { memory: arena.memory } }).exports;
+  const peak = exports.peakI8 as (n: number) => number;
+  const products = (exports.peakI8Products as () => number)();
+  const n = 1_000_000;
+  console.log(`  ${pad(build, 40)} ${((products * n) / timePerCall(() => peak(n), 0.5) / 1e9).toFixed(1)} G/s`);
 }
 
 console.log("matvec: GB/s of weights read");
