@@ -25,21 +25,21 @@ const ROUNDER_BITS: i32 = 0x4b400000;
 @inline export function expF32x4(x: v128): v128 {
   // Beyond these, e^x is +inf or rounds to 0 anyway; clamping keeps n in i32 and 2^n factors normal.
   // pmin/pmax are one instruction where min/max are several; with x first, a NaN x stays NaN.
-  x = f32x4.pmax(f32x4.pmin(x, f32x4.splat(89)), f32x4.splat(-104));
+  x = f32x4.pmax(f32x4.pmin(x, splatOf(EXP_MAX)), splatOf(EXP_MIN));
   // x log2 e + 1.5·2^23 rounds to an integer n held in the low mantissa bits (ties to even, as nearest).
-  const shifted = f32x4.add(f32x4.mul(x, f32x4.splat(LOG2E)), f32x4.splat(ROUNDER));
-  const fn = f32x4.sub(shifted, f32x4.splat(ROUNDER));
-  const r = f32x4.sub(f32x4.sub(x, f32x4.mul(fn, f32x4.splat(LN2_HI))), f32x4.mul(fn, f32x4.splat(LN2_LO)));
-  let p = f32x4.add(f32x4.mul(f32x4.splat(P0), r), f32x4.splat(P1));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(P2));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(P3));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(P4));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(P5));
-  const er = f32x4.add(f32x4.add(f32x4.mul(p, f32x4.mul(r, r)), r), f32x4.splat(1));
-  const n = i32x4.sub(shifted, i32x4.splat(ROUNDER_BITS));
+  const shifted = f32x4.add(f32x4.mul(x, splatOf(EXP_LOG2E)), splatOf(EXP_ROUNDER));
+  const fn = f32x4.sub(shifted, splatOf(EXP_ROUNDER));
+  const r = f32x4.sub(f32x4.sub(x, f32x4.mul(fn, splatOf(EXP_LN2_HI))), f32x4.mul(fn, splatOf(EXP_LN2_LO)));
+  let p = f32x4.add(f32x4.mul(splatOf(EXP_P0), r), splatOf(EXP_P1));
+  p = f32x4.add(f32x4.mul(p, r), splatOf(EXP_P2));
+  p = f32x4.add(f32x4.mul(p, r), splatOf(EXP_P3));
+  p = f32x4.add(f32x4.mul(p, r), splatOf(EXP_P4));
+  p = f32x4.add(f32x4.mul(p, r), splatOf(EXP_P5));
+  const er = f32x4.add(f32x4.add(f32x4.mul(p, f32x4.mul(r, r)), r), splatOf(EXP_ONE));
+  const n = i32x4.sub(shifted, intSplatOf(I32_ROUNDER_BITS));
   const n1 = i32x4.shr_s(n, 1);
-  const scale1 = i32x4.shl(i32x4.add(n1, i32x4.splat(127)), 23);
-  const scale2 = i32x4.shl(i32x4.add(i32x4.sub(n, n1), i32x4.splat(127)), 23);
+  const scale1 = i32x4.shl(i32x4.add(n1, intSplatOf(I32_127)), 23);
+  const scale2 = i32x4.shl(i32x4.add(i32x4.sub(n, n1), intSplatOf(I32_127)), 23);
   return f32x4.mul(f32x4.mul(er, scale1), scale2);
 }
 
@@ -61,20 +61,82 @@ const A3: f32 = 0.24022121727466583;
 const A4: f32 = 0.6931469440460205;
 const A5: f32 = 1.0000001192092896;
 
+// The constants above as 4-lane splats in static memory, read with v128.load. V8 builds a v128 constant
+// with several instructions at each use inside a loop (it does not keep it in a register), which made the
+// exps cost half again as much as with a load from L1 (measured: 0.66 → 0.41 ns per approximate exp).
+const EXP_MAX = 0;
+const EXP_MIN = 1;
+const EXP_LOG2E = 2;
+const EXP_ROUNDER = 3;
+const EXP_LN2_HI = 4;
+const EXP_LN2_LO = 5;
+const EXP_P0 = 6;
+const EXP_P1 = 7;
+const EXP_P2 = 8;
+const EXP_P3 = 9;
+const EXP_P4 = 10;
+const EXP_P5 = 11;
+const EXP_ONE = 12;
+const APPROX_MIN = 13;
+const APPROX_A0 = 14;
+const APPROX_A1 = 15;
+const APPROX_A2 = 16;
+const APPROX_A3 = 17;
+const APPROX_A4 = 18;
+const APPROX_A5 = 19;
+const F32_SPLATS: usize = memory.data<f32>([
+  89, 89, 89, 89,
+  -104, -104, -104, -104,
+  LOG2E, LOG2E, LOG2E, LOG2E,
+  ROUNDER, ROUNDER, ROUNDER, ROUNDER,
+  LN2_HI, LN2_HI, LN2_HI, LN2_HI,
+  LN2_LO, LN2_LO, LN2_LO, LN2_LO,
+  P0, P0, P0, P0,
+  P1, P1, P1, P1,
+  P2, P2, P2, P2,
+  P3, P3, P3, P3,
+  P4, P4, P4, P4,
+  P5, P5, P5, P5,
+  1, 1, 1, 1,
+  -87, -87, -87, -87,
+  A0, A0, A0, A0,
+  A1, A1, A1, A1,
+  A2, A2, A2, A2,
+  A3, A3, A3, A3,
+  A4, A4, A4, A4,
+  A5, A5, A5, A5,
+], 16);
+/** The exponent bias 127 and 1.5·2^23's bits, as i32 splats. */
+const I32_SPLATS: usize = memory.data<i32>([127, 127, 127, 127, ROUNDER_BITS, ROUNDER_BITS, ROUNDER_BITS, ROUNDER_BITS], 16);
+const I32_127 = 0;
+const I32_ROUNDER_BITS = 1;
+
+/** The f32 splat number i of F32_SPLATS. */
+// @ts-ignore: decorator
+@inline function splatOf(i: usize): v128 {
+  return v128.load(F32_SPLATS + (i << 4));
+}
+
+/** The i32 splat number i of I32_SPLATS. */
+// @ts-ignore: decorator
+@inline function intSplatOf(i: usize): v128 {
+  return v128.load(I32_SPLATS + (i << 4));
+}
+
 /** ≈ e^x for 4 f32 lanes, x ≤ 0 (see above). */
 // @ts-ignore: decorator
 @inline export function expApproxF32x4(x: v128): v128 {
-  const t = f32x4.mul(f32x4.pmax(x, f32x4.splat(-87)), f32x4.splat(LOG2E));
+  const t = f32x4.mul(f32x4.pmax(x, splatOf(APPROX_MIN)), splatOf(EXP_LOG2E));
   // t + 1.5·2^23 rounds t to an integer n held in the low mantissa bits (|n| < 2^22).
-  const shifted = f32x4.add(t, f32x4.splat(ROUNDER));
-  const n = f32x4.sub(shifted, f32x4.splat(ROUNDER));
+  const shifted = f32x4.add(t, splatOf(EXP_ROUNDER));
+  const n = f32x4.sub(shifted, splatOf(EXP_ROUNDER));
   const f = f32x4.sub(t, n);
-  let p = madd(f32x4.splat(A0), f, f32x4.splat(A1));
-  p = madd(p, f, f32x4.splat(A2));
-  p = madd(p, f, f32x4.splat(A3));
-  p = madd(p, f, f32x4.splat(A4));
-  p = madd(p, f, f32x4.splat(A5));
-  return i32x4.add(p, i32x4.shl(i32x4.sub(shifted, i32x4.splat(ROUNDER_BITS)), 23));
+  let p = madd(splatOf(APPROX_A0), f, splatOf(APPROX_A1));
+  p = madd(p, f, splatOf(APPROX_A2));
+  p = madd(p, f, splatOf(APPROX_A3));
+  p = madd(p, f, splatOf(APPROX_A4));
+  p = madd(p, f, splatOf(APPROX_A5));
+  return i32x4.add(p, i32x4.shl(i32x4.sub(shifted, intSplatOf(I32_ROUNDER_BITS)), 23));
 }
 
 /** expApproxF32x4 for one f32 (not a kernel: exported so the tests can measure its accuracy). */
