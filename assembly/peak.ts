@@ -30,25 +30,20 @@ export function peakI8(n: i32): i32 {
   let x = i8x16.splat(3);
   const y = i8x16.splat(5);
   for (let i = 0; i < n; i++) {
-    if (ASC_FEATURE_RELAXED_SIMD) {
-      a0 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a0); a1 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a1);
-      a2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a2); a3 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a3);
-      a4 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a4); a5 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a5);
-      a6 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a6); a7 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a7);
-      a8 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a8); a9 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a9);
-      a10 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a10); a11 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, a11);
-    } else {
-      a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, y)); a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, y));
-      a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, y)); a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, y));
-      a4 = i32x4.add(a4, i32x4.dot_i16x8_s(x, y)); a5 = i32x4.add(a5, i32x4.dot_i16x8_s(x, y));
-      a6 = i32x4.add(a6, i32x4.dot_i16x8_s(x, y)); a7 = i32x4.add(a7, i32x4.dot_i16x8_s(x, y));
-      a8 = i32x4.add(a8, i32x4.dot_i16x8_s(x, y)); a9 = i32x4.add(a9, i32x4.dot_i16x8_s(x, y));
-      a10 = i32x4.add(a10, i32x4.dot_i16x8_s(x, y)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(x, y));
-    }
+    a0 = dotAdd(a0, x, y); a1 = dotAdd(a1, x, y); a2 = dotAdd(a2, x, y); a3 = dotAdd(a3, x, y);
+    a4 = dotAdd(a4, x, y); a5 = dotAdd(a5, x, y); a6 = dotAdd(a6, x, y); a7 = dotAdd(a7, x, y);
+    a8 = dotAdd(a8, x, y); a9 = dotAdd(a9, x, y); a10 = dotAdd(a10, x, y); a11 = dotAdd(a11, x, y);
     x = i8x16.add(x, y);
   }
   const s = i32x4.add(i32x4.add(i32x4.add(a0, a1), i32x4.add(a2, a3)), i32x4.add(i32x4.add(a4, a5), i32x4.add(a6, a7)));
   return i32x4.extract_lane(i32x4.add(s, i32x4.add(i32x4.add(a8, a9), i32x4.add(a10, a11))), 0);
+}
+
+/** acc plus the build's widest integer dot product of x and y (peakI8's step). */
+// @ts-ignore: decorator
+@inline function dotAdd(acc: v128, x: v128, y: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return i32x4.relaxed_dot_i8x16_i7x16_add_s(x, y, acc);
+  return i32x4.add(acc, i32x4.dot_i16x8_s(x, y));
 }
 
 /** The byte products peakI8 computes per iteration: 12 chains × 16 (relaxed) or × 8 (portable). */

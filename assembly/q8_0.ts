@@ -95,7 +95,7 @@ export function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
     const d = f32x4.mul(scales4(w0 + o, w1 + o, w2 + o, w3 + o), scaleX(xb));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), d));
   }
-  if (touch) touchSink ^= <u64>touched;
+  if (touch) touchSink ^= touched;
   return acc;
 }
 
@@ -103,7 +103,7 @@ export function dotQ8_0(xq: usize, w: usize, nb: usize): f32 {
 export function matvecQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32): void {
   const nb = <usize>n / BLOCK, rowBytes = nb * BLOCK_BYTES;
   let r = 0;
-  // Each group of 4 rows loads a word of each line of the next group as it goes: the rows stream from memory
+  // Each group of 4 rows loads a byte of each line of the next group as it goes: the rows stream from memory
   // while the integer dots of the current ones run, instead of one after the other.
   for (; r + 8 <= d; r += 4) {
     const w0 = w + <usize>r * rowBytes;
@@ -125,7 +125,7 @@ export function matvecQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32): voi
 export function matmulQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32, t: i32, ldo: i32): void {
   const nb = <usize>n / BLOCK, rowBytes = nb * BLOCK_BYTES, outRow = <usize>ldo << 2;
   // With few X rows (a batched decode step) the first pair of X rows over a group of 4 W rows also loads a
-  // word of each cache line of the next group as it goes, so W's misses are in flight during the arithmetic.
+  // byte of each cache line of the next group as it goes, so W's misses are in flight during the arithmetic.
   // Rows of more than 1,024 elements give the pair enough arithmetic to hide the misses without it (measured:
   // the loads then cost 4% at n = 2,048).
   const small = <usize>t * rowBytes <= SMALL_X_BYTES && n <= 1024;
@@ -154,17 +154,17 @@ export function matmulQ8_0(out: usize, xq: usize, w: usize, n: i32, d: i32, t: i
 const SMALL_X_BYTES: usize = 16 * 1024;
 
 /** Where the loads ahead go, so they are kept (per instance: each thread has its own). */
-let touchSink: u64 = 0;
+let touchSink: u32 = 0;
 
 /**
  * X rows i, i + 1 against the 4 W rows at w0 (rows r..r+3): out[i..i+2][r..r+4]. With `touch` (a constant
- * in each copy) it also loads one word of each 64-byte line of the next 4 W rows at `ahead`.
+ * in each copy) it also loads a byte of each 64-byte line of the next 4 W rows at `ahead`.
  */
 // @ts-ignore: decorator
 @inline function tilePairQ8_0(
   out: usize, outRow: usize, xq: usize, rowBytes: usize, w0: usize, r: i32, i: i32, touch: bool, ahead: usize,
 ): void {
-  let touched: u64 = 0;
+  let touched: u32 = 0;
   let o4: usize = 0;
   const xa = xq + <usize>i * rowBytes, xb = xa + rowBytes;
   let accA = f32x4.splat(0), accB = accA;
@@ -172,7 +172,7 @@ let touchSink: u64 = 0;
   for (let xba = xa, wb = w0; xba < xEnd; xba += BLOCK_BYTES, wb += BLOCK_BYTES) {
     if (touch) {
       // 4 rows' worth of blocks (136 bytes) per block step: the next group's lines, in order.
-      touched ^= load<u64>(ahead + o4) ^ load<u64>(ahead + o4 + 64) ^ load<u64>(ahead + o4 + 128);
+      touched ^= touchLines(ahead + o4, 4 * BLOCK_BYTES);
       o4 += 4 * BLOCK_BYTES;
     }
     const xbb = xba + rowBytes;
