@@ -402,6 +402,34 @@ describe("activation quantizers", () => {
 });
 
 describe("matvec and matmul", () => {
+  // The matvecs load lines of the next rows ahead of the arithmetic; none may read past the matrix. With W's last
+  // byte at the memory's last byte, a read past it traps (RuntimeError), so equal bits show it stays inside.
+  test("every format's matvec and matmul with W ending at the memory's last byte == W elsewhere (bit-exact)", () => {
+    for (const spec of SPECS) {
+      const n = per(spec) === 32 ? 96 : 512;
+      for (const [d, t] of [
+        [9, 1],
+        [17, 1],
+        [2, 1],
+        [17, 2],
+        [12, 8],
+      ]) {
+        const { wBytes } = setup(spec, n, d, t, n + d * 10 + t);
+        const end = arena.size - wBytes.length;
+        expect(end).toBeGreaterThanOrEqual(W + wBytes.length); // overlaps nothing the test allocated
+        put(end, wBytes);
+        if (t === 1) {
+          matvec(wasm, spec)(OUT_WASM, XQ, W, n, d);
+          matvec(wasm, spec)(OUT_REF, XQ, end, n, d);
+        } else {
+          matmul(wasm, spec)(OUT_WASM, XQ, W, n, d, t, d);
+          matmul(wasm, spec)(OUT_REF, XQ, end, n, d, t, d);
+        }
+        expectBitExact(getF32(OUT_REF, t * d), getF32(OUT_WASM, t * d), `${spec.name} n=${n} d=${d} t=${t}`);
+      }
+    }
+  });
+
   for (const spec of SPECS) {
     test(`matvec${spec.name} wasm == reference bit for bit, both ≈ float64 naive (|err| ≤ 1e-6·√n·Σ(|d·c|+|offset|)·|x|)`, () => {
       for (const n of sizes(spec)) {

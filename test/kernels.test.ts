@@ -326,6 +326,39 @@ describe("matmul", () => {
   });
 });
 
+describe("reads stay inside W", () => {
+  // The products load lines of the next rows ahead of the arithmetic; none may read past the matrix. With W's
+  // last byte at the memory's last byte, a read past it traps (RuntimeError), so equal bits here show it stays in.
+  test("matvec and matmul (f32, bf16, f16, q8_0) with W ending at the memory's last byte == W elsewhere (bit-exact)", () => {
+    const shapes = [
+      [64, 9, 1],
+      [96, 17, 1],
+      [768, 12, 1],
+      [64, 17, 2],
+      [256, 12, 4],
+      [768, 10, 8],
+    ];
+    for (const dtype of ["f32", "bf16", "f16", "q8_0"] as const) {
+      for (const [n, d, t] of shapes) {
+        setupProduct(dtype, n, d, t, n * 100 + d * 10 + t);
+        const bytes = bytesFor(dtype, n * d);
+        const end = arena.size - bytes;
+        expect(end).toBeGreaterThanOrEqual(W + bytes); // the copy overlaps nothing the test allocated
+        arena.u8.copyWithin(end, W, W + bytes);
+        const [xIn, name] = dtype === "q8_0" ? [XQ, "Q8_0"] : [X, cap(dtype)];
+        if (t === 1) {
+          wasm[`matvec${name}` as "matvecF32"](OUT_WASM, xIn, W, n, d);
+          wasm[`matvec${name}` as "matvecF32"](OUT_REF, xIn, end, n, d);
+        } else {
+          wasm[`matmul${name}` as "matmulF32"](OUT_WASM, xIn, W, n, d, t, d);
+          wasm[`matmul${name}` as "matmulF32"](OUT_REF, xIn, end, n, d, t, d);
+        }
+        expectBitExact(getF32(OUT_REF, t * d), getF32(OUT_WASM, t * d), `${dtype} n=${n} d=${d} t=${t}`);
+      }
+    }
+  });
+});
+
 describe("conversions", () => {
   test("roundF16 and roundBf16 wasm == reference == dtype.ts, bit for bit, also in place", () => {
     for (const n of SIZES) {
